@@ -7,7 +7,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console(stderr=True)
+console = Console()                # results
+progress_console = Console(stderr=True)  # progress bars and status, kept out of piped results
 
 
 class RichReporter:
@@ -15,7 +16,7 @@ class RichReporter:
 
     def __init__(self) -> None:
         self.progress = Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=progress_console)
 
     def __enter__(self) -> "RichReporter":
         self.progress.start()

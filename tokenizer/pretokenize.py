@@ -1,4 +1,4 @@
-"""Pre-tokenizers: where BPE may not merge across. Ours follows Rust's lexemes; `plain` is GPT-2's, the ablation.
+r"""Pre-tokenizers: where BPE may not merge across. Ours follows Rust's lexemes; `plain` is GPT-2's, the ablation.
 
 Rust-aware pieces, tried in this order at each position:
 - a newline run with the next line's indentation ("\n        "), so indentation never glues to a word
@@ -17,25 +17,25 @@ from __future__ import annotations
 
 from tokenizers import Regex, pre_tokenizers
 
+# Multi-character lexemes: never split, never glued to a neighbouring punctuation run.
+LEXEMES = r"\.\.=|\.\.\.|::|->|=>|<<=|>>=|==|!=|<=|>=|&&|\|\||[-+*/%^&|]=|\.\.|#!?\[|//[/!]?"
+
 RUST_PIECES = [
-    r"(?:\r?\n)+[ \t]*",
-    r"//[/!]?",
-    r"#!?\[",
+    r"(?:\r?\n)+[ \t]*(?:[)\]}]+[;,]?|//[/!]?)?",
     r" ?'(?:\\(?:[nrt0\\'\"]|x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]{1,6}\})|[^'\\\r\n])'",
     r" ?'[\p{L}_][\p{L}\p{N}_]*",
-    r" ?(?:b|c)?r#*\"|\"#+",
+    r" ?(?:b|c)?r#+\"|\"#+",
     r"\\(?:u\{[0-9a-fA-F]{1,6}\}|x[0-9a-fA-F]{2}|.)",
-    r"\{[\p{L}\p{N}_]*(?::[^{}\s]{0,8})?\}",
+    r"\{[\p{L}\p{N}_]*:[^{}\s]{0,8}\}",
     r" ?[\p{L}_][\p{L}\p{N}_]*!(?!=)",
     r" ?(?:0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+|[0-9][0-9_]*(?:\.[0-9][0-9_]*)?(?:[eE][+-]?[0-9_]+)?)"
     r"(?:[iu](?:8|16|32|64|128|size)|f32|f64)?",
-    r" ?[\p{L}_][\p{L}\p{N}_]*",
-    r" ?(?:\.\.=|\.\.\.|::|->|=>|<<=|>>=|==|!=|<=|>=|&&|\|\||[-+*/%^&|]=|\.\.)",
-    r" ?[)\]}>]+[;,?]*|[;,?]+",
-    r" ?[(\[{<]+[&*]?",
+    r" ?[&*!.]?[\p{L}_][\p{L}\p{N}_]*",
+    rf" ?(?:{LEXEMES})",
+    rf" ?(?:(?!{LEXEMES})[^\s\p{{L}}\p{{N}}_'\\])+",
     r"[ \t]+(?!\S)",
     r"\s+",
-    r" ?[^\s\p{L}\p{N}_]",
+    r" ?[^\s]",
 ]
 RUST_PATTERN = "|".join(RUST_PIECES)
 

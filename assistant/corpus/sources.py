@@ -78,8 +78,8 @@ def walk_rust_files(root: Path) -> Iterator[Path]:
                              if d not in SKIP_DIRS and not (here / d).is_symlink() and not ignored(here / d, True))
         for name in sorted(filenames):
             path = here / name
-            if not name.endswith(".rs") or ignored(path, False):
-                continue
+            if not name.endswith(".rs") or ignored(path, False) or not path.is_file():
+                continue  # is_file: no FIFOs or sockets (an open() would block), no dangling links
             if path.is_symlink():
                 target = Path(os.path.realpath(path))
                 if root not in target.parents or not target.is_file():

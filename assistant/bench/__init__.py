@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers (see BENCHMARKS.md); none of them asserts a timing."""

@@ -1,0 +1,1 @@
+"""The pygls language server that streams completions into editors."""

@@ -1,0 +1,1 @@
+"""The hybrid-attention decoder: configs, attention kinds, caches."""

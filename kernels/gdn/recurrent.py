@@ -1,0 +1,14 @@
+"""One decode step of the gated delta rule, updating the fp32 state in place."""
+from __future__ import annotations
+
+import torch
+
+
+def recurrent_gated_delta_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+                               beta: torch.Tensor, scale: float, state: torch.Tensor) -> torch.Tensor:
+    """q, k [B, H, K]; v [B, H, V]; g, beta [B, H]; state [B, H, K, V] (fp32, updated). Returns o [B, H, V] fp32."""
+    q, k, v = q.float(), k.float(), v.float()
+    state.mul_(g.float().exp()[..., None, None])
+    error = v - torch.einsum("bhk,bhkv->bhv", k, state)
+    state.add_(k[..., :, None] * (beta.float()[..., None] * error)[..., None, :])
+    return torch.einsum("bhk,bhkv->bhv", q * scale, state)

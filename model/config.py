@@ -1,0 +1,61 @@
+"""ModelConfig: every size and the layer pattern; saved as config.json beside the weights."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+KINDS = ("full", "swa", "gdn", "lql")
+GLOBAL_KINDS = ("full", "lql")
+
+
+def default_pattern() -> tuple[str, ...]:
+    # 3 cheap : 1 global (Qwen3-Next, Kimi Linear), no global layer first, linear and local layers alternating.
+    return ("gdn", "swa", "gdn", "lql") * 3
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 16384
+    d_model: int = 384
+    n_heads: int = 6            # query heads of full and swa layers
+    n_kv_heads: int = 2         # GQA
+    head_dim: int = 64
+    mlp_hidden: int = 1024      # SwiGLU
+    layer_pattern: tuple[str, ...] = field(default_factory=default_pattern)
+    window: int = 512           # swa
+    gdn_heads: int = 6
+    gdn_head_dim: int = 64
+    conv_size: int = 4          # gdn's short causal convolution
+    chunk_size: int = 64        # gdn's chunkwise form
+    lql_dim: int = 64           # lql latent width d (the cache holds d numbers per token)
+    lql_heads: int = 2
+    global_rope: bool = False   # full and lql layers go without positions (NoPE) unless set
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        self.layer_pattern = tuple(self.layer_pattern)
+        unknown = [k for k in self.layer_pattern if k not in KINDS]
+        if unknown:
+            raise ValueError(f"unknown layer kinds {unknown}: use {KINDS}")
+        if self.n_heads % self.n_kv_heads or self.lql_dim % self.lql_heads:
+            raise ValueError("n_heads must be a multiple of n_kv_heads, lql_dim of lql_heads")
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_pattern)
+
+    def twin(self) -> "ModelConfig":
+        """The full-attention baseline of the same sizes (RoPE everywhere, as a plain transformer)."""
+        return ModelConfig(**{**asdict(self), "layer_pattern": ("full",) * self.n_layers, "global_rope": True})
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "ModelConfig":
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,49 @@
+"""`lql`: the linear–quadratic–linear sandwich. Project D → d, attend causally in the latent space, project d → D.
+
+Keys and values are the latent z itself (their projections are folded into the query and output
+projections, as in MLA's weight absorption), so the cache holds only d numbers per token.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..cache import LatentCache
+from ..config import ModelConfig
+from .common import rope
+
+
+class LatentAttention(nn.Module):
+    def __init__(self, config: ModelConfig, use_rope: bool) -> None:
+        super().__init__()
+        self.d, self.h = config.lql_dim, config.lql_heads
+        self.use_rope, self.theta = use_rope, config.rope_theta
+        self.down = nn.Linear(config.d_model, self.d, bias=False)              # D -> d: the cached latent
+        self.query = nn.Linear(config.d_model, self.h * self.d, bias=False)    # one d-wide query per head
+        self.up = nn.Linear(self.h * self.d, config.d_model, bias=False)       # d -> D
+
+    def new_cache(self, batch: int, dtype: torch.dtype, device: torch.device | str) -> LatentCache:
+        return LatentCache(batch, self.d, dtype, device)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LatentCache | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        z = self.down(x)
+        q = self.query(x).view(B, T, self.h, self.d).transpose(1, 2)           # [B, h, T, d]
+        past = 0
+        if cache is not None:
+            past = cache.length
+            z = cache.append(z)
+        v = z[:, None]                                                         # [B, 1, L, d], shared by the heads
+        k = v
+        if self.use_rope:
+            q = rope(q, positions, self.theta)
+            k = rope(v, torch.arange(k.shape[2], device=x.device), self.theta)
+        if past == 0:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
+        elif T == 1:
+            o = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        else:
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return self.up(o.transpose(1, 2).reshape(B, T, -1))

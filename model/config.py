@@ -47,10 +47,6 @@ class ModelConfig:
     def n_layers(self) -> int:
         return len(self.layer_pattern)
 
-    def twin(self) -> "ModelConfig":
-        """The full-attention baseline of the same sizes (RoPE everywhere, as a plain transformer)."""
-        return ModelConfig(**{**asdict(self), "layer_pattern": ("full",) * self.n_layers, "global_rope": True})
-
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
 

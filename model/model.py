@@ -1,0 +1,116 @@
+"""RustleLM: embeddings, a stack of blocks whose attention kind follows the layer pattern, final norm, tied head."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .cache import Cache
+from .config import GLOBAL_KINDS, ModelConfig
+from .layers.common import SwiGLU
+from .layers.full import FullAttention
+from .layers.gdn import GatedDeltaNet
+from .layers.lql import LatentAttention
+from .layers.swa import SlidingWindowAttention
+
+
+def make_attention(kind: str, config: ModelConfig) -> nn.Module:
+    use_rope = config.global_rope or kind not in GLOBAL_KINDS
+    if kind == "full":
+        return FullAttention(config, use_rope)
+    if kind == "swa":
+        return SlidingWindowAttention(config)
+    if kind == "gdn":
+        return GatedDeltaNet(config)
+    return LatentAttention(config, use_rope)
+
+
+class Block(nn.Module):
+    def __init__(self, kind: str, config: ModelConfig) -> None:
+        super().__init__()
+        self.kind = kind
+        self.attn_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.attn = make_attention(kind, config)
+        self.mlp_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.mlp = SwiGLU(config.d_model, config.mlp_hidden)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), positions, cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class RustleLM(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(kind, config) for kind in config.layer_pattern)
+        self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def new_cache(self, batch: int = 1, dtype: torch.dtype | None = None) -> Cache:
+        dtype = dtype or self.embed.weight.dtype
+        device = self.embed.weight.device
+        return Cache([block.attn.new_cache(batch, dtype, device) for block in self.blocks])
+
+    def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
+        """tokens [B, T] → logits [B, T, V] (or of the `last` positions only). A cache is read and advanced."""
+        start = cache.position if cache is not None else 0
+        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+        x = self.embed(tokens)
+        for i, block in enumerate(self.blocks):
+            x = block(x, positions, cache.layers[i] if cache is not None else None)
+        if cache is not None:
+            cache.position += tokens.shape[1]
+        if last is not None:
+            x = x[:, -last:]
+        return F.linear(self.norm(x), self.embed.weight)
+
+    @torch.inference_mode()
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+                 stop: Callable[[list[int]], bool] | None = None, cache: Cache | None = None,
+                 generator: torch.Generator | None = None) -> Iterator[int]:
+        """Stream new token ids for a 1-D prompt: prefill once, then one forward per token (gpt-fast's loop)."""
+        cache = cache if cache is not None else self.new_cache()
+        logits = self(prompt[None], cache, last=1)[0, -1]
+        produced: list[int] = []
+        for _ in range(max_new_tokens):
+            token = sample(logits, temperature, top_p, generator)
+            produced.append(token)
+            yield token
+            if stop is not None and stop(produced):
+                return
+            logits = self(torch.tensor([[token]], device=prompt.device), cache)[0, -1]
+
+
+def count_parameters(config: ModelConfig) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in RustleLM(config).parameters())
+
+
+def twin_config(config: ModelConfig) -> ModelConfig:
+    """The full-attention twin: every layer `full` with RoPE, its MLP widened or narrowed to equal parameters."""
+    twin = replace(config, layer_pattern=("full",) * config.n_layers, global_rope=True)
+    per_unit = 3 * config.d_model * config.n_layers  # parameters per unit of mlp_hidden across the stack
+    gap = count_parameters(config) - count_parameters(twin)
+    return replace(twin, mlp_hidden=twin.mlp_hidden + round(gap / per_unit))
+
+
+def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None = None) -> int:
+    """Greedy at temperature 0; otherwise temperature, then nucleus (top-p) sampling."""
+    if temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))

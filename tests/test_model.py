@@ -1,0 +1,136 @@
+"""The hybrid model: every attention kind's parallel form equals its decode form, caches, save/load, transformers."""
+import pytest
+import torch
+
+from kernels.gdn import chunk_gated_delta_rule, naive_gated_delta_rule, recurrent_gated_delta_step
+from model.config import ModelConfig
+from model.io import load_model, save_model
+from model.model import RustleLM, count_parameters, twin_config
+
+PATTERNS = [("full",), ("swa",), ("gdn",), ("lql",), ("gdn", "swa", "gdn", "lql"), ("swa", "full", "gdn", "lql")]
+
+
+def tiny(pattern=("gdn", "swa", "gdn", "lql"), **overrides) -> ModelConfig:
+    sizes = dict(vocab_size=97, d_model=32, n_heads=4, n_kv_heads=2, head_dim=8, mlp_hidden=64, window=8,
+                 gdn_heads=2, gdn_head_dim=8, chunk_size=16, lql_dim=16, lql_heads=2, layer_pattern=pattern)
+    return ModelConfig(**{**sizes, **overrides})
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / a.abs().max())
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids="+".join)
+@pytest.mark.parametrize("global_rope", [False, True])
+def test_parallel_forward_equals_prefill_then_token_by_token_decode(pattern, global_rope):
+    torch.manual_seed(0)
+    model = RustleLM(tiny(pattern, global_rope=global_rope)).eval()
+    tokens = torch.randint(0, 97, (2, 53))  # past 3 gdn chunks of 16 and 6 windows of 8
+    with torch.no_grad():
+        whole = model(tokens)
+        cache = model.new_cache(batch=2)
+        parts = [model(tokens[:, :21], cache), model(tokens[:, 21:30], cache)]  # prefill, then a chunk
+        parts += [model(tokens[:, t:t + 1], cache) for t in range(30, 53)]
+    assert relative_error(whole, torch.cat(parts, dim=1)) < 1e-4
+    assert cache.position == 53
+
+
+def test_chunked_and_recurrent_gated_delta_rule_equal_the_naive_recurrence():
+    torch.manual_seed(0)
+    B, H, T, K, V = 2, 3, 150, 16, 8
+    q, k = (torch.nn.functional.normalize(torch.randn(B, H, T, K), dim=-1) for _ in range(2))
+    v, g, beta, s0 = torch.randn(B, H, T, V), -torch.rand(B, H, T), torch.rand(B, H, T), torch.randn(B, H, K, V)
+    ref, ref_state = naive_gated_delta_rule(q, k, v, g, beta, 0.25, s0)
+    out, state = chunk_gated_delta_rule(q, k, v, g, beta, 0.25, s0, chunk_size=32)
+    assert relative_error(ref, out) < 1e-4 and relative_error(ref_state, state) < 1e-4
+    s = s0.clone()
+    steps = torch.stack([recurrent_gated_delta_step(q[:, :, t], k[:, :, t], v[:, :, t], g[:, :, t], beta[:, :, t],
+                                                    0.25, s) for t in range(T)], dim=2)
+    assert relative_error(ref, steps) < 1e-4 and relative_error(ref_state, s) < 1e-4
+
+
+def test_snapshot_restore_continue_equals_an_uninterrupted_run():
+    torch.manual_seed(0)
+    model = RustleLM(tiny(("gdn", "swa", "full", "lql"))).eval()
+    tokens = torch.randint(0, 97, (1, 40))
+    detour = torch.randint(0, 97, (1, 17))
+    with torch.no_grad():
+        straight = model.new_cache()
+        model(tokens[:, :25], straight)
+        expected = model(tokens[:, 25:], straight)
+        cache = model.new_cache()
+        model(tokens[:, :25], cache)
+        snap = cache.snapshot()
+        model(detour, cache)              # the user typed something else…
+        later = cache.snapshot()
+        cache.restore(snap)               # …and took it back
+        got = model(tokens[:, 25:], cache)
+    assert relative_error(expected, got) < 1e-5
+    assert not later.valid
+    with pytest.raises(ValueError, match="overwritten"):
+        cache.restore(later)
+
+
+def test_cache_bytes_per_token_by_kind():
+    model = RustleLM(tiny(("full", "lql", "swa", "gdn"))).eval()
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(torch.randint(0, 97, (1, 64)), cache)
+    full, lql, swa, gdn = (layer.nbytes() for layer in cache.layers)
+    assert full == 64 * 2 * 2 * 8 * 4 and lql == 64 * 16 * 4  # K and V of 2 kv heads of 8, vs a 16-wide latent
+    assert swa == 2 * 2 * 8 * 8 * 4                           # the window, whatever the context
+    assert gdn == 2 * 8 * 8 * 4 + 3 * 2 * 8 * 3 * 4           # state + conv tail
+
+
+def test_save_load_round_trip_and_transformers_agree(tmp_path):
+    import model.hf  # noqa: F401  (registers the "rustle" type)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(3)
+    model = RustleLM(tiny(vocab_size=16384)).eval()
+    with torch.no_grad():  # a livelier random model, whose greedy tokens vary
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    save_model(model, tmp_path, tokenizer=None)
+    assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.pt"))
+    loaded = load_model(tmp_path)
+    prompt = torch.randint(0, 16384, (12,))
+    assert torch.equal(model(prompt[None]), loaded(prompt[None]))
+    config = AutoConfig.from_pretrained(str(tmp_path), local_files_only=True)
+    assert config.to_model_config() == model.config
+    hf = AutoModelForCausalLM.from_pretrained(str(tmp_path), local_files_only=True).eval()
+    ours = list(model.generate(prompt, max_new_tokens=12))
+    theirs = hf.generate(prompt[None], max_new_tokens=12, do_sample=False, use_cache=False,
+                         pad_token_id=6, eos_token_id=None)[0, 12:].tolist()
+    assert ours == theirs and len(set(ours)) > 1
+
+
+def test_generate_streams_and_stops_on_the_callback():
+    torch.manual_seed(0)
+    model = RustleLM(tiny()).eval()
+    stream = model.generate(torch.tensor([1, 2, 3]), max_new_tokens=50, temperature=0.8, top_p=0.9,
+                            stop=lambda produced: len(produced) == 5, generator=torch.Generator().manual_seed(0))
+    assert len(list(stream)) == 5
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids="+".join)
+def test_gradients_reach_every_parameter(pattern):
+    torch.manual_seed(0)
+    model = RustleLM(tiny(pattern))
+    tokens = torch.randint(0, 97, (2, 40))
+    logits = model(tokens[:, :-1])
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_the_twin_has_the_same_parameter_count_within_a_percent():
+    config = ModelConfig()
+    twin = twin_config(config)
+    assert set(twin.layer_pattern) == {"full"} and twin.global_rope
+    assert abs(count_parameters(twin) - count_parameters(config)) / count_parameters(config) < 0.01
+
+
+def test_bad_configs_are_rejected_with_the_reason():
+    with pytest.raises(ValueError, match="unknown layer kinds"):
+        ModelConfig(layer_pattern=("full", "mamba"))

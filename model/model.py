@@ -7,6 +7,7 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .cache import Cache
 from .config import GLOBAL_KINDS, ModelConfig
@@ -61,8 +62,8 @@ class RustleLM(nn.Module):
         device = self.embed.weight.device
         return Cache([block.attn.new_cache(batch, dtype, device) for block in self.blocks])
 
-    def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
-        """tokens [B, T] → logits [B, T, V] (or of the `last` positions only). A cache is read and advanced."""
+    def hidden(self, tokens: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
+        """tokens [B, T] → final normed hidden states [B, T, D]. A cache is read and advanced."""
         start = cache.position if cache is not None else 0
         positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         x = self.embed(tokens)
@@ -70,9 +71,23 @@ class RustleLM(nn.Module):
             x = block(x, positions, cache.layers[i] if cache is not None else None)
         if cache is not None:
             cache.position += tokens.shape[1]
-        if last is not None:
-            x = x[:, -last:]
-        return F.linear(self.norm(x), self.embed.weight)
+        return self.norm(x)
+
+    def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
+        """tokens [B, T] → logits [B, T, V] (or of the `last` positions only)."""
+        h = self.hidden(tokens, cache)
+        return F.linear(h if last is None else h[:, -last:], self.embed.weight)
+
+    def loss(self, tokens: torch.Tensor, targets: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """Mean next-token cross-entropy without materialising [B, T, V] logits: the head and the loss run
+        over chunks of positions, each recomputed in backward (a 16K-token batch's fp32 logits are 1 GB)."""
+        h = self.hidden(tokens).flatten(0, 1)
+        flat = targets.flatten()
+        total = h.new_zeros((), dtype=torch.float32)
+        for i in range(0, h.shape[0], chunk):
+            total = total + checkpoint(_chunk_loss, h[i:i + chunk], self.embed.weight, flat[i:i + chunk],
+                                       use_reentrant=False)
+        return total / max(1, int((flat != -100).sum()))
 
     @torch.inference_mode()
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
@@ -89,6 +104,10 @@ class RustleLM(nn.Module):
             if stop is not None and stop(produced):
                 return
             logits = self(torch.tensor([[token]], device=prompt.device), cache)[0, -1]
+
+
+def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=-100, reduction="sum")
 
 
 def count_parameters(config: ModelConfig) -> int:

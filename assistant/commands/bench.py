@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
 from ..console import console, table
@@ -63,6 +65,65 @@ def roundtrip_command(args: argparse.Namespace) -> int:
     return 0 if ok == total else 1
 
 
+def model_command(args: argparse.Namespace) -> int:
+    from model.config import ModelConfig
+    from model.model import count_parameters
+
+    from ..bench.model import measure, models
+
+    torch.set_num_threads(args.threads)
+    config = ModelConfig.load(args.config) if args.config else ModelConfig()
+    rows = []
+    for name, model in models(config).items():
+        console.print(f"[dim]{name}: {count_parameters(model.config):,} parameters, "
+                      f"pattern {','.join(model.config.layer_pattern)}[/]", highlight=False) if not args.json else None
+        for context in args.contexts:
+            limit = args.prefill_limit if name == "hybrid" else args.twin_prefill_limit
+            row = measure(model, name, context, limit)
+            rows.append(row)
+            if args.json:
+                print(json.dumps(asdict(row)), flush=True)
+            else:
+                console.print(row)
+    if not args.json:
+        console.print(table("Hybrid vs twin, bf16, batch 1", ["model", "context", "decode ms/token",
+                                                             "prefill tokens/s", "cache bytes"],
+                            [[r.model, r.context, r.decode_ms_per_token,
+                              "n/a" if r.prefill_tokens_per_s is None else f"{r.prefill_tokens_per_s:,.0f}",
+                              r.cache_bytes] for r in rows]))
+    return 0
+
+
+RECALL_PATTERNS = {
+    "swa only": ("swa", "swa"),
+    "gdn + swa": ("gdn", "swa"),
+    "swa + full": ("swa", "full"),
+    "swa + lql": ("swa", "lql"),
+    "gdn, swa, gdn, lql": ("gdn", "swa", "gdn", "lql"),
+}
+
+
+def recall_command(args: argparse.Namespace) -> int:
+    from ..bench.recall import RecallTask, train_and_score
+
+    task = RecallTask(window=args.window)
+    rows = []
+    for name, pattern in RECALL_PATTERNS.items():
+        accuracy, longer, steps = train_and_score(pattern, task, args.seconds)
+        row = {"pattern": name, "layers": list(pattern), "window": task.window,
+               "distance": task.gap_windows * task.window, "accuracy": accuracy,
+               "accuracy_at_12_windows": longer, "steps": steps}
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row), flush=True)
+    if not args.json:
+        console.print(table(f"MQAR: {task.pairs} pairs recalled across {task.gap_windows}× a window of {task.window} "
+                            f"(chance {1 / task.values:.3f})", ["pattern", "accuracy", "at 12× (untrained length)",
+                                                                "training steps"],
+                            [[r["pattern"], r["accuracy"], r["accuracy_at_12_windows"], r["steps"]] for r in rows]))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("bench", help="benchmarks that print numbers").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -79,3 +140,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=roundtrip_command)
+    p = group.add_parser("model", help="decode, prefill and cache size: default hybrid vs its full-attention twin")
+    p.add_argument("--contexts", type=lambda s: [int(x) for x in s.split(",")], default=[1024, 8192, 32768, 131072])
+    p.add_argument("--config", type=Path, default=None, help="a config.json (default: the default recipe)")
+    p.add_argument("--prefill-limit", type=int, default=131072, help="hybrid: longest context prefilled for real")
+    p.add_argument("--twin-prefill-limit", type=int, default=32768, help="twin: longest context prefilled for real")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=model_command)
+    p = group.add_parser("recall", help="multi-query associative recall at 4x the window, tiny models")
+    p.add_argument("--seconds", type=float, default=60, help="training time per pattern")
+    p.add_argument("--window", type=int, default=8)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=recall_command)

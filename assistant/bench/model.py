@@ -1,0 +1,74 @@
+"""Decode latency, prefill throughput and cache size of the default hybrid against its full-attention twin."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from model.cache import Cache, GDNState, KVCache, LatentCache, RingCache
+from model.config import ModelConfig
+from model.model import RustleLM, twin_config
+
+
+@dataclass
+class ModelRow:
+    model: str
+    context: int
+    decode_ms_per_token: float
+    prefill_tokens_per_s: float | None  # None where prefill was too slow to run (the cache was filled directly)
+    cache_bytes: int
+    note: str = ""
+
+
+def fill_directly(cache: Cache, n: int, generator: torch.Generator) -> None:
+    """Put n positions of random keys/values/latents/states into a cache without running the model.
+
+    Decode cost does not depend on what the cache holds, so this times decode at contexts whose
+    prefill would take too long (the twin at 128K) honestly.
+    """
+    for layer in cache.layers:
+        if isinstance(layer, KVCache):
+            shape = (*layer.k.shape[:2], n, layer.k.shape[3])
+            layer.append(torch.randn(shape, generator=generator).to(layer.k.dtype),
+                         torch.randn(shape, generator=generator).to(layer.k.dtype))
+        elif isinstance(layer, LatentCache):
+            layer.append(torch.randn(layer.z.shape[0], n, layer.z.shape[2], generator=generator).to(layer.z.dtype))
+        elif isinstance(layer, RingCache):
+            shape = (*layer.k.shape[:2], min(n, layer.window), layer.k.shape[3])
+            layer.append(torch.randn(shape, generator=generator).to(layer.k.dtype),
+                         torch.randn(shape, generator=generator).to(layer.k.dtype))
+            layer.seen = n
+        elif isinstance(layer, GDNState):
+            layer.state.copy_(torch.randn(layer.state.shape, generator=generator) * 0.1)
+    cache.position = n
+
+
+@torch.inference_mode()
+def measure(model: RustleLM, name: str, context: int, prefill_limit: int, decode_steps: int = 16,
+            dtype: torch.dtype = torch.bfloat16) -> ModelRow:
+    generator = torch.Generator().manual_seed(0)
+    cache = model.new_cache(dtype=dtype)
+    prefill, note = None, ""
+    if context <= prefill_limit:
+        tokens = torch.randint(0, model.config.vocab_size, (1, context), generator=generator)
+        start = time.perf_counter()
+        model(tokens, cache, last=1)
+        prefill = context / (time.perf_counter() - start)
+    else:
+        fill_directly(cache, context, generator)
+        note = f"prefill not run (over --prefill-limit {prefill_limit}); cache filled directly"
+    token = torch.tensor([[1]])
+    model(token, cache)  # warm-up step
+    times = []
+    for _ in range(decode_steps):
+        start = time.perf_counter()
+        model(token, cache)
+        times.append(time.perf_counter() - start)
+    return ModelRow(name, context, 1000 * statistics.median(times), prefill, cache.nbytes(), note)
+
+
+def models(config: ModelConfig, dtype: torch.dtype = torch.bfloat16) -> dict[str, RustleLM]:
+    torch.manual_seed(0)
+    return {"hybrid": RustleLM(config).to(dtype).eval(), "twin": RustleLM(twin_config(config)).to(dtype).eval()}

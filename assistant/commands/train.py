@@ -1,0 +1,57 @@
+"""`rustle train --config FILE.toml [--resume]`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..console import console, progress_console
+
+
+def train_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..train.config import TrainConfig
+    from ..train.loop import train
+    from ..train.plot import plot_losses
+
+    try:
+        config = TrainConfig.from_toml(args.config)
+    except (OSError, ValueError, TypeError) as err:
+        console.print(f"[red]bad config {args.config}:[/] {err}")
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=progress_console)
+    task = progress.add_task("train", total=config.total_tokens, info="")
+
+    def on_log(row: dict) -> None:
+        info = f"loss {row['loss']:.3f} {row['tokens_per_s']:,.0f} tok/s"
+        if "val_loss" in row:
+            progress.console.print(f"{row['tokens']:>12,} tokens  val loss {row['val_loss']:.4f}  "
+                                   f"{row['val_bits_per_byte']:.4f} bits/byte")
+        progress.update(task, completed=row["tokens"], info=info)
+
+    try:
+        with progress:
+            state, _ = train(config, resume=args.resume, on_log=on_log, max_steps=args.max_steps)
+    except FileNotFoundError as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    if (config.out / "metrics.jsonl").is_file():
+        plot_losses(config.out / "metrics.jsonl", config.out / "loss.png")
+    console.print(f"{state.tokens:,} tokens in {state.step:,} steps; best validation loss {state.best_val_loss:.4f}; "
+                  f"checkpoint in {config.out / 'checkpoint'}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train", help="train a model from a TOML recipe")
+    p.add_argument("--config", type=Path, required=True, help="the run's recipe (see model/checkpoints/*/train.toml)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(run=train_command)

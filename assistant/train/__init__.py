@@ -1,0 +1,1 @@
+"""Training: tokenized repository-level shards, the training loop, checkpoints."""

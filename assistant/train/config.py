@@ -1,0 +1,57 @@
+"""TrainConfig: one TOML file records a whole run (model, data, schedule, optimiser)."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from model.config import ModelConfig
+
+from .data import PackConfig
+
+
+@dataclass
+class TrainConfig:
+    out: Path
+    corpus: Path = Path("corpus")
+    tokenizer: Path = Path("tokenizer/rustle-bpe-16k")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
+    total_tokens: int = 50_000_000
+    batch_tokens: int = 16384                    # tokens per optimiser step (sequences x length)
+    seq_schedule: list[tuple[float, int]] = field(default_factory=lambda: [(0.0, 512), (0.5, 1024)])
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup_tokens: int = 1_000_000
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 1234
+    bf16: bool = True
+    eval_every_tokens: int = 2_000_000
+    eval_tokens: int = 131072
+    checkpoint_every_seconds: float = 300.0
+    init_from: Path | None = None                # weights-only start (fine-tuning, or continuing a shipped model)
+
+    @classmethod
+    def from_toml(cls, path: Path) -> "TrainConfig":
+        data = tomllib.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        model = ModelConfig(**data.pop("model", {}))
+        pack = PackConfig(**data.pop("pack", {}))
+        for key in ("out", "corpus", "tokenizer", "init_from"):
+            if data.get(key) is not None:
+                data[key] = Path(data[key])
+        if "seq_schedule" in data:
+            data["seq_schedule"] = [(float(a), int(b)) for a, b in data["seq_schedule"]]
+        return cls(model=model, pack=pack, **data)
+
+    def seq_len(self, tokens_seen: int) -> int:
+        """The context length at this point of the run (the schedule's fractions of total_tokens)."""
+        length = self.seq_schedule[0][1]
+        for fraction, n in self.seq_schedule:
+            if tokens_seen >= fraction * self.total_tokens:
+                length = n
+        return length

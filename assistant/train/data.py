@@ -1,0 +1,89 @@
+"""Tokenized training data: crates packed as repositories, fill-in-the-middle, memory-mapped uint16 shards.
+
+Each crate becomes one document:
+    <|repo_name|>crate\n <|file_sep|>path\n text <|file_sep|>path\n text … <|endoftext|>
+so that global layers learn to copy across the files of one repository. Each file, at `fim_rate`,
+is cut at two random points into prefix/middle/suffix and written as PSM
+(<|fim_prefix|>pre<|fim_suffix|>suf<|fim_middle|>mid) or, half the time, SPM
+(<|fim_prefix|><|fim_suffix|>suf<|fim_middle|>pre mid), the StarCoder conventions.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from tokenizer.special import ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
+
+from ..corpus.shards import records
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    fim_rate: float = 0.5
+    spm_rate: float = 0.5
+    seed: int = 1234
+
+
+class Packer:
+    """Turns a crate's files into one token sequence."""
+
+    def __init__(self, tok: Tokenizer, config: PackConfig) -> None:
+        self.tok, self.config = tok, config
+        self.special = {t: tok.token_to_id(t) for t in (ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX,
+                                                       REPO_NAME)}
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids if text else []
+
+    def file(self, path: str, text: str, rng: random.Random) -> list[int]:
+        ids = [self.special[FILE_SEP]] + self.encode(path + "\n")
+        if rng.random() >= self.config.fim_rate or len(text) < 3:
+            return ids + self.encode(text)
+        a, b = sorted(rng.sample(range(len(text) + 1), 2))
+        pre, mid, suf = self.encode(text[:a]), self.encode(text[a:b]), self.encode(text[b:])
+        p, s, m = self.special[FIM_PREFIX], self.special[FIM_SUFFIX], self.special[FIM_MIDDLE]
+        if rng.random() < self.config.spm_rate:
+            return ids + [p, s] + suf + [m] + pre + mid
+        return ids + [p] + pre + [s] + suf + [m] + mid
+
+    def crate(self, name: str, files: list[tuple[str, str]], rng: random.Random) -> list[int]:
+        ids = [self.special[REPO_NAME]] + self.encode(name + "\n")
+        for path, text in files:
+            ids += self.file(path, text, rng)
+        return ids + [self.special[ENDOFTEXT]]
+
+
+def crates(corpus: Path, split: str) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    for name, group in groupby(records(corpus, split), key=lambda r: (r["crate"], r["version"])):
+        yield name[0], [(r["path"], r["text"]) for r in group]
+
+
+def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: PackConfig) -> int:
+    """Write `out` (uint16 tokens, written to a temp name then renamed) and `out`.json; returns the token count."""
+    if tok.get_vocab_size() > 65535:
+        raise ValueError("uint16 shards need a vocabulary under 65,536 tokens")
+    packer, rng = Packer(tok, config), random.Random(f"{config.seed}:{split}")
+    tmp = out.with_suffix(".tmp")
+    total = 0
+    with tmp.open("wb") as f:
+        for name, files in crates(corpus, split):
+            ids = np.asarray(packer.crate(name, files, rng), dtype=np.uint16)
+            f.write(ids.tobytes())
+            total += len(ids)
+    tmp.replace(out)
+    out.with_suffix(".json").write_text(json.dumps({"tokens": total, "split": split, "corpus": str(corpus),
+                                                    "vocab_size": tok.get_vocab_size(), **config.__dict__}) + "\n")
+    return total
+
+
+def load_tokens(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"no token file {path}: `rustle train` writes it from the corpus on first use")
+    return np.memmap(path, dtype=np.uint16, mode="r")

@@ -1,0 +1,172 @@
+"""The training loop: random windows of the token file, bf16 autocast, AdamW, warm-up + cosine, clipping.
+
+Batches are a pure function of (seed, step, rank), so a run resumed from a checkpoint sees exactly
+the batches the uninterrupted run would have seen. Under torchrun every rank draws its own windows
+and DDP averages gradients; rank 0 alone writes logs and checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from model.io import load_model
+from model.model import RustleLM
+from tokenizer import load_tokenizer
+
+from .checkpoint import RunState, find_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import load_tokens, tokenize_split
+
+REWARM_FRACTION = 0.02  # a weights-only start warms up again over this share of the run
+
+
+class NextTokenLoss(torch.nn.Module):
+    """The model's chunked loss as a module's forward, so that DDP sees (and syncs) the backward pass."""
+
+    def __init__(self, model: RustleLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(x, y)
+
+
+def lr_at(config: TrainConfig, tokens: int, warmup: int) -> float:
+    if tokens < warmup:
+        return config.lr * (tokens + 1) / warmup
+    progress = min(1.0, (tokens - warmup) / max(1, config.total_tokens - warmup))
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def batch(data: np.ndarray, seq_len: int, n: int, seed: int, step: int, rank: int) -> tuple[torch.Tensor, ...]:
+    rng = np.random.default_rng([seed, step, rank])
+    starts = rng.integers(0, len(data) - seq_len - 1, n)
+    windows = torch.from_numpy(np.stack([data[s:s + seq_len + 1] for s in starts]).astype(np.int64))
+    return windows[:, :-1], windows[:, 1:]
+
+
+@torch.no_grad()
+def evaluate(model: RustleLM, data: np.ndarray, seq_len: int, n_tokens: int, bf16: bool,
+             bytes_per_token: float) -> dict:
+    """Mean loss (nats/token) on fixed, evenly spaced windows of the validation tokens, and bits per byte."""
+    model.eval()
+    n = max(1, n_tokens // seq_len)
+    starts = np.linspace(0, len(data) - seq_len - 1, n).astype(np.int64)
+    losses = []
+    for s in starts:
+        window = torch.from_numpy(data[s:s + seq_len + 1].astype(np.int64))[None]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(window[:, :-1])
+        losses.append(float(F.cross_entropy(logits.float().flatten(0, 1), window[:, 1:].flatten())))
+    model.train()
+    loss = float(np.mean(losses))
+    return {"val_loss": loss, "val_bits_per_byte": loss / math.log(2) / bytes_per_token}
+
+
+def prepare_data(config: TrainConfig) -> dict[str, Path]:
+    """Tokenize the corpus's train and validation splits once; later runs reuse the files."""
+    folder = config.out / "tokens"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {split: folder / f"{split}.bin" for split in ("train", "validation")}
+    tok = None
+    for split, path in paths.items():
+        if not path.is_file():
+            tok = tok or load_tokenizer(config.tokenizer)
+            tokenize_split(config.corpus, split, tok, path, config.pack)
+    return paths
+
+
+def bytes_per_token(data: np.ndarray, tokenizer: Path, sample: int = 1 << 20) -> float:
+    tok = load_tokenizer(tokenizer)
+    ids = data[:sample].tolist()
+    return len(tok.decode(ids, skip_special_tokens=True).encode()) / len(ids)
+
+
+def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], None] = lambda m: None,
+          max_steps: int | None = None) -> tuple[RunState, RustleLM]:
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    torch.manual_seed(config.seed)
+    config.out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        paths = prepare_data(config)
+    if world > 1:
+        dist.barrier()
+    paths = {split: config.out / "tokens" / f"{split}.bin" for split in ("train", "validation")}
+    train_data, val_data = load_tokens(paths["train"]), load_tokens(paths["validation"])
+    val_bytes_per_token = bytes_per_token(val_data, config.tokenizer)
+
+    model = RustleLM(config.model)
+    state, warmup = RunState(), config.warmup_tokens
+    if config.init_from is not None:  # weights only: no optimiser state, so warm up again briefly
+        start = load_model(config.init_from)
+        if start.config != config.model:
+            raise ValueError(f"{config.init_from} holds a different model config than {config.out}'s recipe")
+        model.load_state_dict(start.state_dict())
+        meta = config.init_from / "metadata.json"
+        state.cumulative_tokens = json.loads(meta.read_text()).get("cumulative_tokens", 0) if meta.is_file() else 0
+        warmup = max(1, int(REWARM_FRACTION * config.total_tokens))
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+    checkpoint = find_checkpoint(config.out) if resume else None
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer)
+    elif resume:
+        raise FileNotFoundError(f"--resume: no checkpoint under {config.out}")
+    objective = NextTokenLoss(model)
+    ddp = torch.nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
+
+    metrics = (config.out / "metrics.jsonl").open("a") if rank == 0 else None
+    extra = {"config": json.loads(json.dumps(asdict(config), default=str))}
+    last_save, last_eval_tokens = time.monotonic(), state.tokens
+    started, tokens_at_start = time.monotonic(), state.tokens
+    model.train()
+    while state.tokens < config.total_tokens and (max_steps is None or state.step < max_steps):
+        seq_len = config.seq_len(state.tokens)
+        n_seqs = max(1, config.batch_tokens // seq_len // world)
+        x, y = batch(train_data, seq_len, n_seqs, config.seed, state.step, rank)
+        lr = lr_at(config, state.tokens, warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            loss = ddp(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+        optimizer.step()
+        step_tokens = n_seqs * seq_len * world
+        state.step, state.tokens = state.step + 1, state.tokens + step_tokens
+        state.cumulative_tokens += step_tokens
+        if rank != 0:
+            continue
+        row = {"step": state.step, "tokens": state.tokens, "loss": float(loss), "lr": lr, "grad_norm": grad_norm,
+               "seq_len": seq_len, "tokens_per_s": (state.tokens - tokens_at_start) / (time.monotonic() - started)}
+        if state.tokens - last_eval_tokens >= config.eval_every_tokens or state.tokens >= config.total_tokens:
+            row |= evaluate(model, val_data, seq_len, config.eval_tokens, config.bf16, val_bytes_per_token)
+            state.best_val_loss = min(state.best_val_loss, row["val_loss"])
+            last_eval_tokens = state.tokens
+        metrics.write(json.dumps(row) + "\n")
+        metrics.flush()
+        on_log(row)
+        if time.monotonic() - last_save >= config.checkpoint_every_seconds:
+            save_checkpoint(config.out, model, optimizer, state, config.tokenizer, extra)
+            last_save = time.monotonic()
+    if rank == 0:
+        save_checkpoint(config.out, model, optimizer, state, config.tokenizer, extra)
+        metrics.close()
+    if world > 1:
+        dist.barrier()
+    return state, model

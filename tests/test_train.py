@@ -1,0 +1,169 @@
+"""`rustle train` on a tiny corpus: packing with FIM, exact resume after a kill, weights-only starts, DDP."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from assistant.corpus.build import BuildConfig, build
+from assistant.corpus.split import SplitConfig
+from assistant.train.config import TrainConfig
+from assistant.train.data import PackConfig, Packer
+from assistant.train.loop import train
+from model.io import load_model
+from tokenizer import load_tokenizer
+from tokenizer.special import FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
+
+SOURCE = '''use std::collections::HashMap;
+
+/// Counts words.
+pub fn count_{i}(text: &str) -> HashMap<&str, usize> {{
+    let mut counts = HashMap::new();
+    for word in text.split_whitespace() {{
+        *counts.entry(word).or_insert(0) += {i};
+    }}
+    counts
+}}
+'''
+
+TINY_MODEL = """
+[model]
+d_model = 32
+n_heads = 2
+n_kv_heads = 1
+head_dim = 16
+mlp_hidden = 64
+layer_pattern = ["gdn", "swa", "lql"]
+window = 16
+gdn_heads = 2
+gdn_head_dim = 16
+chunk_size = 16
+lql_dim = 16
+lql_heads = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("repos")
+    for c in range(8):
+        crate = root / f"crate{c}"
+        (crate / "src").mkdir(parents=True)
+        (crate / "Cargo.toml").write_text(f'[package]\nname = "crate{c}"\nversion = "0.1.0"\n')
+        for f in range(3):
+            (crate / "src" / f"m{f}.rs").write_text(SOURCE.format(i=c * 10 + f) + f"// crate {c} file {f}\n" * (c + f))
+    out = tmp_path_factory.mktemp("corpus")
+    build(BuildConfig(out=out, repos=[root], split=SplitConfig(validation=0.5, test=0.0)))
+    return out
+
+
+def recipe(tmp: Path, corpus: Path, **extra) -> Path:
+    lines = [f'out = "{tmp / "run"}"', f'corpus = "{corpus}"', "total_tokens = 6144", "batch_tokens = 512",
+             "seq_schedule = [[0.0, 64], [0.5, 128]]", "warmup_tokens = 1024", "eval_every_tokens = 2048",
+             "eval_tokens = 256", "checkpoint_every_seconds = 0.0"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "train.toml"
+    path.write_text("\n".join(lines) + "\n" + TINY_MODEL)
+    return path
+
+
+def test_packing_joins_a_crate_with_file_separators_and_cuts_fim_middles():
+    tok = load_tokenizer()
+    packer = Packer(tok, PackConfig(fim_rate=1.0, spm_rate=0.0))
+    import random
+
+    ids = packer.crate("demo", [("src/a.rs", "fn a() {}\n"), ("src/b.rs", "fn b() { a() }\n")], random.Random(0))
+    special = {t: tok.token_to_id(t) for t in (REPO_NAME, FILE_SEP, FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)}
+    assert ids[0] == special[REPO_NAME] and ids.count(special[FILE_SEP]) == 2
+    assert ids.count(special[FIM_PREFIX]) == ids.count(special[FIM_MIDDLE]) == 2
+    # PSM: prefix, then suffix, then middle; undoing the cut gives back the file
+    text = tok.decode(ids, skip_special_tokens=False)
+    first = text.split("<|file_sep|>")[1]
+    pre, rest = first.split("<|fim_prefix|>")[1].split("<|fim_suffix|>")
+    suf, mid = rest.split("<|fim_middle|>")
+    assert first.startswith("src/a.rs\n") and pre + mid + suf == "fn a() {}\n"
+
+
+def test_training_lowers_the_loss_and_writes_logs_curve_and_a_loadable_checkpoint(corpus, tmp_path, rustle):
+    config = recipe(tmp_path, corpus, lr=0.01)
+    rustle("train", "--config", str(config))
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["tokens"] >= 6144 and {r["seq_len"] for r in rows} == {64, 128}
+    evals = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert len(evals) >= 2 and evals[-1] < evals[0]
+    assert (run / "loss.png").stat().st_size > 1000
+    model = load_model(run / "checkpoint")
+    assert model.config.layer_pattern == ("gdn", "swa", "lql")
+    assert not list(run.rglob("*.pt")) and not list(run.rglob("*.bin.pkl"))
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(corpus, tmp_path):
+    whole = TrainConfig.from_toml(recipe(tmp_path / "a", corpus))
+    train(whole)
+    parted = TrainConfig.from_toml(recipe(tmp_path / "b", corpus))
+    train(parted, max_steps=5)
+    train(parted, resume=True)
+    a, b = load_model(whole.out / "checkpoint"), load_model(parted.out / "checkpoint")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    state = json.loads((parted.out / "checkpoint" / "state.json").read_text())
+    assert state["tokens"] == json.loads((whole.out / "checkpoint" / "state.json").read_text())["tokens"]
+
+
+def test_kill_minus_nine_then_resume(corpus, tmp_path, rustle):
+    config = recipe(tmp_path, corpus, total_tokens=40000)
+    exe = Path(sys.executable).parent / "rustle"
+    proc = subprocess.Popen([str(exe), "train", "--config", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = tmp_path / "run" / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (state.is_file() and json.loads(state.read_text())["step"] >= 3):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"]
+    assert 3 <= killed_at
+    rustle("train", "--config", str(config), "--resume", "--max-steps", str(killed_at + 2))
+    assert json.loads(state.read_text())["step"] == killed_at + 2
+
+
+def test_weights_only_start_counts_cumulative_tokens(corpus, tmp_path):
+    first = TrainConfig.from_toml(recipe(tmp_path, corpus))
+    train(first)
+    shipped = tmp_path / "shipped"
+    (first.out / "checkpoint").rename(shipped)
+    (shipped / "metadata.json").write_text(json.dumps({"cumulative_tokens": 6144}))
+    more = TrainConfig.from_toml(recipe(tmp_path / "more", corpus, init_from=str(shipped), total_tokens=2048))
+    state, _ = train(more)
+    assert state.cumulative_tokens == 6144 + state.tokens
+
+
+def test_two_process_ddp_ranks_agree(corpus, tmp_path):
+    config = recipe(tmp_path, corpus, total_tokens=2048)
+    script = tmp_path / "ddp.py"
+    script.write_text(f"""
+import os, torch
+from pathlib import Path
+from assistant.train.config import TrainConfig
+from assistant.train.loop import train
+import torch.distributed as dist
+torch.set_num_threads(1)
+config = TrainConfig.from_toml(Path({str(config)!r}))
+state, model = train(config)  # each rank's own copy of the weights
+total = sum(float(p.double().sum()) for p in model.parameters())
+Path({str(tmp_path)!r}, f"rank{{os.environ['RANK']}}.txt").write_text(repr(total) + " " + str(state.step))
+""")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", "29517", str(script)],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0, rank1 = ((tmp_path / f"rank{r}.txt").read_text() for r in (0, 1))
+    assert rank0 == rank1

@@ -13,6 +13,7 @@ import torch
 
 from assistant.corpus.build import BuildConfig, build
 from assistant.corpus.split import SplitConfig
+from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
 from assistant.train.data import PackConfig, Packer
 from assistant.train.loop import train
@@ -64,10 +65,10 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def recipe(tmp: Path, corpus: Path, **extra) -> Path:
-    lines = [f'out = "{tmp / "run"}"', f'corpus = "{corpus}"', "total_tokens = 6144", "batch_tokens = 512",
-             "seq_schedule = [[0.0, 64], [0.5, 128]]", "warmup_tokens = 1024", "eval_every_tokens = 2048",
-             "eval_tokens = 256", "checkpoint_every_seconds = 0.0"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    settings = {"out": str(tmp / "run"), "corpus": str(corpus), "total_tokens": 6144, "batch_tokens": 512,
+                "seq_schedule": [[0.0, 64], [0.5, 128]], "warmup_tokens": 1024, "eval_every_tokens": 2048,
+                "eval_tokens": 256, "checkpoint_every_seconds": 0.0} | extra
+    lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "train.toml"
     path.write_text("\n".join(lines) + "\n" + TINY_MODEL)
@@ -123,14 +124,21 @@ def test_kill_minus_nine_then_resume(corpus, tmp_path, rustle):
     exe = Path(sys.executable).parent / "rustle"
     proc = subprocess.Popen([str(exe), "train", "--config", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    state = tmp_path / "run" / "checkpoint" / "state.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (state.is_file() and json.loads(state.read_text())["step"] >= 3):
-        time.sleep(0.2)
+    def saved_step() -> int:
+        found = find_checkpoint(tmp_path / "run")  # a kill between the two renames leaves checkpoint-old
+        try:
+            return json.loads((found / "state.json").read_text())["step"] if found else 0
+        except (OSError, ValueError):
+            return 0
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and saved_step() < 3:
+        time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"]
-    assert 3 <= killed_at
+    killed_at = saved_step()
+    assert killed_at >= 3
+    state = tmp_path / "run" / "checkpoint" / "state.json"
     rustle("train", "--config", str(config), "--resume", "--max-steps", str(killed_at + 2))
     assert json.loads(state.read_text())["step"] == killed_at + 2
 
@@ -152,6 +160,7 @@ def test_two_process_ddp_ranks_agree(corpus, tmp_path):
     script.write_text(f"""
 import os, torch
 from pathlib import Path
+from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
 from assistant.train.loop import train
 import torch.distributed as dist

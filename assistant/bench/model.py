@@ -19,6 +19,7 @@ class ModelRow:
     decode_ms_per_token: float
     prefill_tokens_per_s: float | None  # None where prefill was too slow to run (the cache was filled directly)
     cache_bytes: int
+    cache_bytes_by_kind: dict[str, int]
     note: str = ""
 
 
@@ -46,7 +47,7 @@ def fill_directly(cache: Cache, n: int, generator: torch.Generator) -> None:
 
 
 @torch.inference_mode()
-def measure(model: RustleLM, name: str, context: int, prefill_limit: int, decode_steps: int = 16,
+def measure(model: RustleLM, name: str, context: int, prefill_limit: int, decode_steps: int = 32,
             dtype: torch.dtype = torch.bfloat16) -> ModelRow:
     generator = torch.Generator().manual_seed(0)
     cache = model.new_cache(dtype=dtype)
@@ -59,14 +60,19 @@ def measure(model: RustleLM, name: str, context: int, prefill_limit: int, decode
     else:
         fill_directly(cache, context, generator)
         note = f"prefill not run (over --prefill-limit {prefill_limit}); cache filled directly"
+    cache_bytes = cache.nbytes()
+    by_kind: dict[str, int] = {}
+    for kind, layer in zip(model.config.layer_pattern, cache.layers):
+        by_kind[kind] = by_kind.get(kind, 0) + layer.nbytes()
     token = torch.tensor([[1]])
-    model(token, cache)  # warm-up step
+    for _ in range(3):  # warm-up steps: first calls allocate
+        model(token, cache)
     times = []
     for _ in range(decode_steps):
         start = time.perf_counter()
         model(token, cache)
         times.append(time.perf_counter() - start)
-    return ModelRow(name, context, 1000 * statistics.median(times), prefill, cache.nbytes(), note)
+    return ModelRow(name, context, 1000 * statistics.median(times), prefill, cache_bytes, by_kind, note)
 
 
 def models(config: ModelConfig, dtype: torch.dtype = torch.bfloat16) -> dict[str, RustleLM]:

@@ -152,7 +152,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         state.cumulative_tokens += step_tokens
         if rank != 0:
             continue
-        row = {"step": state.step, "tokens": state.tokens, "loss": float(loss), "lr": lr, "grad_norm": grad_norm,
+        row = {"step": state.step, "tokens": state.tokens, "loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm,
                "seq_len": seq_len, "tokens_per_s": (state.tokens - tokens_at_start) / (time.monotonic() - started)}
         if state.tokens - last_eval_tokens >= config.eval_every_tokens or state.tokens >= config.total_tokens:
             row |= evaluate(model, val_data, seq_len, config.eval_tokens, config.bf16, val_bytes_per_token)

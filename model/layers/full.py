@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..cache import KVCache
 from ..config import ModelConfig
-from .common import rope
+from .common import causal_attention, rope
 
 
 class FullAttention(nn.Module):
@@ -36,11 +35,5 @@ class FullAttention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.append(k, v)
-        if past == 0:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
-        elif T == 1:
-            o = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-        else:  # a chunk after cached positions: query i sees keys up to past + i
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        o = causal_attention(q, k, v, past)
         return self.out(o.transpose(1, 2).reshape(B, T, -1))

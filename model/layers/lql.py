@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..cache import LatentCache
 from ..config import ModelConfig
-from .common import rope
+from .common import causal_attention, rope
 
 
 class LatentAttention(nn.Module):
@@ -39,11 +38,5 @@ class LatentAttention(nn.Module):
         if self.use_rope:
             q = rope(q, positions, self.theta)
             k = rope(v, torch.arange(k.shape[2], device=x.device), self.theta)
-        if past == 0:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
-        elif T == 1:
-            o = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-        else:
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        o = causal_attention(q, k, v, past)
         return self.up(o.transpose(1, 2).reshape(B, T, -1))

@@ -1,0 +1,28 @@
+"""The benchmark commands run end to end on tiny settings and print well-formed rows."""
+import json
+
+from model.config import ModelConfig
+
+
+def test_bench_model_prints_a_row_per_model_and_context(rustle, tmp_path):
+    config = ModelConfig(vocab_size=256, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64,
+                         layer_pattern=("gdn", "swa", "gdn", "lql"), window=32, gdn_heads=2, gdn_head_dim=16,
+                         chunk_size=16, lql_dim=16, lql_heads=1)
+    config.save(tmp_path / "config.json")
+    out = rustle("bench", "model", "--json", "--contexts", "64,600", "--config", str(tmp_path / "config.json"),
+                 "--prefill-limit", "600", "--twin-prefill-limit", "64", "--threads", "1").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["model"], r["context"]) for r in rows] == [("hybrid", 64), ("hybrid", 600), ("twin", 64), ("twin", 600)]
+    hybrid, twin = rows[1], rows[3]
+    assert hybrid["prefill_tokens_per_s"] > 0 and twin["prefill_tokens_per_s"] is None and "filled directly" in twin["note"]
+    # twin: 4 layers x K and V x 1 head x 16 x bf16 per token; hybrid: a 16-wide latent + fixed window and state
+    assert twin["cache_bytes"] == 600 * 4 * 2 * 16 * 2
+    assert hybrid["cache_bytes_by_kind"]["lql"] == 600 * 16 * 2  # one lql layer
+    assert hybrid["cache_bytes"] < twin["cache_bytes"]
+
+
+def test_bench_recall_prints_every_pattern(rustle):
+    out = rustle("bench", "recall", "--seconds", "0.5", "--json").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert {r["pattern"] for r in rows} >= {"swa only", "swa + full", "swa + lql"}
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["steps"] >= 1 for r in rows)

@@ -48,8 +48,9 @@ class RecallTask:
 
 
 def train_and_score(pattern: tuple[str, ...], task: RecallTask, seconds: float, seed: int = 0,
-                    batch_size: int = 64, longer_gap_windows: int = 12) -> tuple[float, float, int]:
-    """Train a tiny model for `seconds`; returns (answer accuracy on fresh sequences, the same with the
+                    batch_size: int = 64, longer_gap_windows: int = 12,
+                    max_steps: int | None = None) -> tuple[float, float, int]:
+    """Train a tiny model for `seconds` (or `max_steps`, whichever ends first); returns (answer accuracy on fresh sequences, the same with the
     pairs `longer_gap_windows` windows back, beyond every length seen in training; steps taken)."""
     torch.manual_seed(seed)
     config = ModelConfig(vocab_size=task.vocab, d_model=64, n_heads=2, n_kv_heads=1, head_dim=32, mlp_hidden=128,
@@ -59,7 +60,7 @@ def train_and_score(pattern: tuple[str, ...], task: RecallTask, seconds: float, 
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     steps, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (max_steps is None or steps < max_steps):
         tokens, targets = task.batch(batch_size, generator)
         loss = F.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), targets[:, 1:].flatten(), ignore_index=-100)
         opt.zero_grad(set_to_none=True)

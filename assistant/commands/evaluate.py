@@ -1,0 +1,89 @@
+"""`rustle eval ppl | humaneval`."""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from model.io import DEFAULT_MODEL
+
+from ..console import console, table
+
+HUMANEVAL = Path(__file__).resolve().parents[2].parent / "shared" / "eval" / "humaneval-rs.jsonl"
+
+
+def _load(path: Path):
+    from model.io import load_model
+    from tokenizer import load_tokenizer
+
+    # a model folder carries its tokenizer; fall back to the shipped one for folders without it
+    return load_model(path), load_tokenizer(path) if (path / "tokenizer.json").is_file() else load_tokenizer()
+
+
+def ppl_command(args: argparse.Namespace) -> int:
+    from ..eval.ppl import perplexity
+
+    files = sorted({f for pattern in args.files for f in glob.glob(pattern, recursive=True)})
+    texts = []
+    for f in files:
+        try:
+            texts.append(Path(f).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            console.print(f"[yellow]skipping {f}:[/] {err}")
+    if not texts:
+        console.print(f"[red]no readable files match {' '.join(args.files)}[/]")
+        return 2
+    try:
+        model, tok = _load(args.model)
+    except FileNotFoundError as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    report = perplexity(model, tok, texts, context=args.context)
+    if args.json:
+        print(json.dumps(asdict(report)))
+    else:
+        console.print(f"{len(texts)} files, {report.tokens:,} tokens: {report.bits_per_byte:.4f} bits/byte")
+        console.print(table("Loss by position", ["positions", "nats/token"], report.loss_by_position.items()))
+    return 0
+
+
+def humaneval_command(args: argparse.Namespace) -> int:
+    from ..eval.humaneval import evaluate, load_problems, model_completer
+
+    if not args.problems.is_file():
+        console.print(f"[red]no problems file {args.problems}[/]: pass --problems")
+        return 2
+    try:
+        model, tok = _load(args.model)
+    except FileNotFoundError as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    problems = load_problems(args.problems, args.limit)
+    greedy = model_completer(model, tok, temperature=0.0, max_new_tokens=args.max_new_tokens)
+    sample = None if args.samples == 0 else model_completer(model, tok, temperature=0.8,
+                                                            max_new_tokens=args.max_new_tokens)
+    result = evaluate(problems, greedy, sample, n=args.samples, workers=args.workers)
+    print(json.dumps(result)) if args.json else console.print(result)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    group = commands.add_parser("eval", help="evaluate a model").add_subparsers(dest="action", required=True,
+                                                                              metavar="ACTION")
+    p = group.add_parser("ppl", help="bits per byte on files, and loss by position")
+    p.add_argument("--files", nargs="+", required=True, help="files or globs (quote them: **/*.rs)")
+    p.add_argument("--context", type=int, default=1024)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=ppl_command)
+    p = group.add_parser("humaneval", help="HumanEval-Rust pass@1 and pass@10 with rustc")
+    p.add_argument("--problems", type=Path, default=HUMANEVAL)
+    p.add_argument("--limit", type=int, default=None, help="only the first N problems")
+    p.add_argument("--samples", type=int, default=20, help="samples per problem for pass@10 (0: greedy only)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--workers", type=int, default=2, help="parallel compiles")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=humaneval_command)

@@ -1,0 +1,43 @@
+"""The HumanEval-Rust harness with a real rustc, and the pass@k estimator."""
+import shutil
+
+import pytest
+
+from assistant.eval.humaneval import Problem, evaluate, pass_at_k, passes, truncate
+
+ADD = Problem("add", "/// Adds.\nfn add(a: i32, b: i32) -> i32 {\n",
+              "}\n\nfn main() {\n    assert_eq!(add(2, 3), 5);\n}\n", ["\n}"])
+needs_rustc = pytest.mark.skipif(shutil.which("rustc") is None, reason="rustc is not installed")
+
+
+@needs_rustc
+def test_a_right_completion_passes_and_wrong_or_broken_ones_fail():
+    assert passes(ADD, "    a + b")
+    assert not passes(ADD, "    a - b")             # runs, assertion panics
+    assert not passes(ADD, "    a + ")              # does not compile
+    loop = Problem("spin", "fn spin() {\n", "}\n\nfn main() { spin(); }\n", ["\n}"])
+    assert not passes(loop, "    loop {}", timeout=1.0)
+
+
+def test_completions_are_cut_at_the_first_stop_string():
+    assert truncate("    a + b\n}\n\nfn extra() {}", ["\n}"]) == "    a + b"
+    assert truncate("    a + b", ["\n}"]) == "    a + b"
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    assert pass_at_k(20, 0, 10) == 0.0 and pass_at_k(20, 11, 10) == 1.0
+    assert pass_at_k(5, 1, 1) == pytest.approx(0.2)
+    assert pass_at_k(20, 1, 10) == pytest.approx(0.5)
+
+
+@needs_rustc
+def test_evaluate_scores_greedy_and_sampled_completions():
+    def greedy(prompt, stop, n):
+        return ["    a + b\n}\n"] * n
+
+    def sample(prompt, stop, n):  # every other sample is wrong: 10 of 20 right
+        return ["    a + b\n}" if i % 2 else "    a * b\n}" for i in range(n)]
+
+    result = evaluate([ADD], greedy, sample, n=20)
+    assert result["pass_at_1"] == 1.0 and result["n"] == 1
+    assert result["pass_at_10"] == pytest.approx(pass_at_k(20, 10, 10))

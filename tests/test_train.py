@@ -17,6 +17,7 @@ from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
 from assistant.train.data import PackConfig, Packer
 from assistant.train.loop import train
+from assistant.train.ship import ship
 from model.io import load_model
 from tokenizer import load_tokenizer
 from tokenizer.special import FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
@@ -153,8 +154,9 @@ def test_weights_only_start_counts_cumulative_tokens(corpus, tmp_path):
     first = TrainConfig.from_toml(recipe(tmp_path, corpus))
     train(first)
     shipped = tmp_path / "shipped"
-    (first.out / "checkpoint").rename(shipped)
-    (shipped / "metadata.json").write_text(json.dumps({"cumulative_tokens": 6144}))
+    metadata = ship(first.out, shipped)
+    assert metadata["cumulative_tokens"] == 6144 and metadata["steps"] == 12
+    assert not (shipped / "optimizer.safetensors").exists()
     more = TrainConfig.from_toml(recipe(tmp_path / "more", corpus, init_from=str(shipped), total_tokens=2048))
     state, _ = train(more)
     assert state.cumulative_tokens == 6144 + state.tokens
@@ -169,6 +171,7 @@ from pathlib import Path
 from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
 from assistant.train.loop import train
+from assistant.train.ship import ship
 import torch.distributed as dist
 torch.set_num_threads(1)
 config = TrainConfig.from_toml(Path({str(config)!r}))

@@ -48,6 +48,18 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def ship_command(args: argparse.Namespace) -> int:
+    from ..train.ship import ship
+
+    try:
+        metadata = ship(args.run, args.to, args.recipe)
+    except FileNotFoundError as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    console.print(f"shipped {args.run} to {args.to}: {metadata['cumulative_tokens']:,} tokens seen")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train a model from a TOML recipe")
     p.add_argument("--config", type=Path, required=True, help="the run's recipe (see model/checkpoints/*/train.toml)")
@@ -55,3 +67,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(run=train_command)
+    p = commands.add_parser("ship", help="copy a run's checkpoint and record into a model folder")
+    p.add_argument("run", type=Path, help="the run's out folder")
+    p.add_argument("--to", type=Path, required=True, help="the model folder, e.g. model/checkpoints/NAME")
+    p.add_argument("--recipe", type=Path, default=None, help="the run's TOML, copied beside the weights")
+    p.set_defaults(run=ship_command)

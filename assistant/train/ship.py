@@ -1,0 +1,42 @@
+"""Shipping a run: its checkpoint's weights, config and tokenizer, plus the run's record, into a model folder.
+
+The optimiser state stays behind (it is three times the weights); `metadata.json` records the tokens
+seen so far, so `init_from` can continue the model with a short re-warm-up and keep counting.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from model.io import TOKENIZER_FILES, WEIGHTS
+
+from .checkpoint import find_checkpoint
+
+RECORD = ("metrics.jsonl", "loss.png", "train.log")
+
+
+def ship(run: Path, dest: Path, recipe: Path | None = None) -> dict:
+    checkpoint = find_checkpoint(run)
+    if checkpoint is None:
+        raise FileNotFoundError(f"no checkpoint under {run}: train first")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS, "config.json", *TOKENIZER_FILES):
+        if (checkpoint / name).is_file():
+            shutil.copy2(checkpoint / name, dest / name)
+    for name in RECORD:
+        if (run / name).is_file():
+            shutil.copy2(run / name, dest / name)
+    if recipe is not None and recipe.resolve() != (dest / recipe.name).resolve():
+        shutil.copy2(recipe, dest / recipe.name)
+    state = json.loads((checkpoint / "state.json").read_text())
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
+    metadata = {
+        "cumulative_tokens": state["cumulative_tokens"],
+        "run_tokens": state["tokens"],
+        "planned_tokens": state["config"]["total_tokens"],
+        "steps": state["step"],
+        "last_validation": evals[-1] if evals else None,
+    }
+    (dest / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    return metadata

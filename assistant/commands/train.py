@@ -60,6 +60,31 @@ def ship_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def finetune_command(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from ..train.finetune import FinetuneConfig, finetune
+
+    missing = [p for p in args.repos if not p.is_dir()]
+    if missing:
+        console.print(f"[red]not a folder:[/] {', '.join(map(str, missing))}")
+        return 2
+    config = FinetuneConfig(repos=args.repos, out=args.out, model=args.model, tokens=args.tokens, lr=args.lr,
+                            seq_len=args.seq_len, batch_tokens=args.batch_tokens, patience=args.patience)
+    try:
+        report = finetune(config)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    if args.json:
+        print(json.dumps(asdict(report)))
+    else:
+        console.print(f"held-out bits/byte {report.bits_per_byte_before:.4f} → {report.bits_per_byte_after:.4f} "
+                      f"on {report.held_out_files} files after {report.tokens:,} tokens; model: {report.model}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train a model from a TOML recipe")
     p.add_argument("--config", type=Path, required=True, help="the run's recipe (see model/checkpoints/*/train.toml)")
@@ -67,6 +92,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(run=train_command)
+    from model.io import DEFAULT_MODEL
+
+    p = commands.add_parser("finetune", help="continue a model on a team's repositories (held-out files scored)")
+    p.add_argument("--repos", nargs="+", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="work folder; the new model lands in OUT/model")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--tokens", type=int, default=2_000_000, help="training tokens at most")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--batch-tokens", type=int, default=8192)
+    p.add_argument("--patience", type=int, default=3, help="evaluations without improvement before stopping")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=finetune_command)
     p = commands.add_parser("ship", help="copy a run's checkpoint and record into a model folder")
     p.add_argument("run", type=Path, help="the run's out folder")
     p.add_argument("--to", type=Path, required=True, help="the model folder, e.g. model/checkpoints/NAME")

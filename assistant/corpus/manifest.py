@@ -52,9 +52,14 @@ class Manifest:
              dropped, examined.signature if dropped is None else None))
 
     def assign_splits(self, config: SplitConfig) -> None:
-        crates = [row[0] for row in self.db.execute("SELECT DISTINCT crate FROM files WHERE dropped IS NULL")]
-        self.db.executemany("UPDATE files SET split = ? WHERE crate = ? AND dropped IS NULL",
-                            [(split_of(c, config), c) for c in crates])
+        if config.unit == "file":
+            rows = list(self.db.execute("SELECT id, crate, path FROM files WHERE dropped IS NULL"))
+            self.db.executemany("UPDATE files SET split = ? WHERE id = ?",
+                                [(split_of(f"{crate}/{path}", config), i) for i, crate, path in rows])
+        else:
+            crates = [row[0] for row in self.db.execute("SELECT DISTINCT crate FROM files WHERE dropped IS NULL")]
+            self.db.executemany("UPDATE files SET split = ? WHERE crate = ? AND dropped IS NULL",
+                                [(split_of(c, config), c) for c in crates])
         self.db.commit()
 
     def kept(self, split: str) -> Iterator[sqlite3.Row]:

@@ -10,11 +10,12 @@ class SplitConfig:
     seed: int = 1234
     validation: float = 0.05
     test: float = 0.05
+    unit: str = "crate"  # "crate" (pre-training: no crate straddles splits) or "file" (fine-tuning on one repo)
 
 
-def split_of(crate: str, config: SplitConfig) -> str:
-    """The split of a crate. Stable when crates are added: each depends only on its own name."""
-    digest = hashlib.sha256(f"{config.seed}:{crate}".encode()).digest()
+def split_of(key: str, config: SplitConfig) -> str:
+    """The split of a crate (or of a file, keyed crate/path). Stable when others are added."""
+    digest = hashlib.sha256(f"{config.seed}:{key}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     if u < config.test:
         return "test"

@@ -31,6 +31,7 @@ class TrainConfig:
     eval_tokens: int = 131072
     checkpoint_every_seconds: float = 300.0
     init_from: Path | None = None                # weights-only start (fine-tuning, or continuing a shipped model)
+    patience: int | None = None                  # stop after this many evaluations without a better val loss
 
     @classmethod
     def from_toml(cls, path: Path) -> "TrainConfig":

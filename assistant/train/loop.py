@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model.io import load_model
+from model.io import load_model, save_model
 from model.model import RustleLM
 from tokenizer import load_tokenizer
 
@@ -49,6 +49,7 @@ def lr_at(config: TrainConfig, tokens: int, warmup: int) -> float:
 
 
 def batch(data: np.ndarray, seq_len: int, n: int, seed: int, step: int, rank: int) -> tuple[torch.Tensor, ...]:
+    seq_len = min(seq_len, len(data) - 2)  # a small fine-tuning set may be shorter than one window
     rng = np.random.default_rng([seed, step, rank])
     starts = rng.integers(0, len(data) - seq_len - 1, n)
     windows = torch.from_numpy(np.stack([data[s:s + seq_len + 1] for s in starts]).astype(np.int64))
@@ -60,6 +61,7 @@ def evaluate(model: RustleLM, data: np.ndarray, seq_len: int, n_tokens: int, bf1
              bytes_per_token: float) -> dict:
     """Mean loss (nats/token) on fixed, evenly spaced windows of the validation tokens, and bits per byte."""
     model.eval()
+    seq_len = min(seq_len, len(data) - 1)
     n = max(1, n_tokens // seq_len)
     starts = np.linspace(0, len(data) - seq_len - 1, n).astype(np.int64)
     losses = []
@@ -95,6 +97,8 @@ def bytes_per_token(data: np.ndarray, tokenizer: Path, sample: int = 1 << 20) ->
 def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], None] = lambda m: None,
           max_steps: int | None = None) -> tuple[RunState, RustleLM]:
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if world > 1 and config.patience is not None:
+        raise ValueError("early stopping (patience) runs in one process: rank 0 alone sees the validation loss")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     torch.manual_seed(config.seed)
@@ -133,6 +137,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     extra = {"config": json.loads(json.dumps(asdict(config), default=str))}
     last_save, last_eval_tokens = time.monotonic(), state.tokens
     started, tokens_at_start = time.monotonic(), state.tokens
+    evals_without_gain = 0
     model.train()
     while state.tokens < config.total_tokens and (max_steps is None or state.step < max_steps):
         seq_len = config.seq_len(state.tokens)
@@ -156,11 +161,19 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
                "seq_len": seq_len, "tokens_per_s": (state.tokens - tokens_at_start) / (time.monotonic() - started)}
         if state.tokens - last_eval_tokens >= config.eval_every_tokens or state.tokens >= config.total_tokens:
             row |= evaluate(model, val_data, seq_len, config.eval_tokens, config.bf16, val_bytes_per_token)
-            state.best_val_loss = min(state.best_val_loss, row["val_loss"])
             last_eval_tokens = state.tokens
+            if row["val_loss"] < state.best_val_loss:
+                state.best_val_loss, evals_without_gain = row["val_loss"], 0
+                if config.patience is not None:
+                    save_model(model, config.out / "best", config.tokenizer)
+            else:
+                evals_without_gain += 1
+                row["early_stop"] = config.patience is not None and evals_without_gain >= config.patience
         metrics.write(json.dumps(row) + "\n")
         metrics.flush()
         on_log(row)
+        if row.get("early_stop"):
+            break
         if time.monotonic() - last_save >= config.checkpoint_every_seconds:
             save_checkpoint(config.out, model, optimizer, state, config.tokenizer, extra)
             last_save = time.monotonic()

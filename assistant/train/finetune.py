@@ -1,0 +1,82 @@
+"""`rustle finetune`: continue a model on a team's repositories, with held-out files and early stopping.
+
+The team's files are split by file (not by crate: one repository is often one crate); the held-out
+files are scored before and after, and the best weights by held-out loss become the new model folder.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from model.io import DEFAULT_MODEL, load_model, save_model
+from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+
+from ..corpus.build import BuildConfig, build
+from ..corpus.shards import texts
+from ..corpus.split import SplitConfig
+from ..eval.ppl import perplexity
+from .config import TrainConfig
+from .data import PackConfig
+from .loop import train
+
+
+@dataclass
+class FinetuneConfig:
+    repos: list[Path]
+    out: Path
+    model: Path = DEFAULT_MODEL
+    tokens: int = 2_000_000
+    lr: float = 3e-4
+    batch_tokens: int = 8192
+    seq_len: int = 1024
+    held_out: float = 0.1
+    eval_every_tokens: int = 100_000
+    patience: int = 3
+    seed: int = 1234
+    pack: PackConfig = field(default_factory=PackConfig)
+
+
+@dataclass
+class FinetuneReport:
+    bits_per_byte_before: float
+    bits_per_byte_after: float
+    held_out_files: int
+    tokens: int
+    model: str
+
+
+def finetune(config: FinetuneConfig, on_log: Callable[[dict], None] = lambda row: None) -> FinetuneReport:
+    corpus = config.out / "corpus"
+    build(BuildConfig(out=corpus, repos=config.repos,
+                      split=SplitConfig(seed=config.seed, validation=config.held_out, test=0.0, unit="file")))
+    held_out = list(texts(corpus, "validation"))
+    if not held_out or not list(texts(corpus, "train")):
+        raise ValueError(f"too few .rs files in {', '.join(map(str, config.repos))} to hold some out")
+    tokenizer_dir = config.model if (config.model / "tokenizer.json").is_file() else DEFAULT_TOKENIZER
+    tok = load_tokenizer(tokenizer_dir)
+    base = load_model(config.model)
+    before = perplexity(base, tok, held_out, context=config.seq_len).bits_per_byte
+
+    run = TrainConfig(out=config.out / "run", corpus=corpus, tokenizer=tokenizer_dir,
+                      model=base.config, pack=replace(config.pack, seed=config.seed), total_tokens=config.tokens,
+                      batch_tokens=config.batch_tokens, seq_schedule=[(0.0, config.seq_len)], lr=config.lr,
+                      min_lr=config.lr / 10, warmup_tokens=max(1, config.tokens // 50),
+                      eval_every_tokens=config.eval_every_tokens, eval_tokens=config.batch_tokens,
+                      checkpoint_every_seconds=float("inf"), init_from=config.model, patience=config.patience,
+                      seed=config.seed)
+    state, _ = train(run, on_log=on_log)
+    best = load_model(run.out / "best") if (run.out / "best").is_dir() else base
+    after = perplexity(best, tok, held_out, context=config.seq_len).bits_per_byte
+    model_dir = config.out / "model"
+    if after < before:
+        save_model(best, model_dir, run.tokenizer)
+    else:  # fine-tuning did not help on held-out files: the new folder holds the base weights
+        save_model(base, model_dir, run.tokenizer)
+    base_meta = config.model / "metadata.json"
+    cumulative = json.loads(base_meta.read_text()).get("cumulative_tokens", 0) if base_meta.is_file() else 0
+    (model_dir / "metadata.json").write_text(json.dumps({
+        "cumulative_tokens": cumulative + state.tokens, "finetuned_from": str(config.model),
+        "bits_per_byte_before": before, "bits_per_byte_after": min(before, after)}, indent=2) + "\n")
+    return FinetuneReport(before, after, len(held_out), state.tokens, str(model_dir))

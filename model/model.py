@@ -50,6 +50,8 @@ class RustleLM(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList(Block(kind, config) for kind in config.layer_pattern)
         self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        # tied by default (nanoGPT); untied for checkpoints converted from models that keep a separate head
+        self.head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.apply(self._init)
 
     @staticmethod
@@ -61,6 +63,10 @@ class RustleLM(nn.Module):
         dtype = dtype or self.embed.weight.dtype
         device = self.embed.weight.device
         return Cache([block.attn.new_cache(batch, dtype, device) for block in self.blocks])
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        return self.embed.weight if self.head is None else self.head.weight
 
     def hidden(self, tokens: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         """tokens [B, T] → final normed hidden states [B, T, D]. A cache is read and advanced."""
@@ -76,7 +82,7 @@ class RustleLM(nn.Module):
     def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
         """tokens [B, T] → logits [B, T, V] (or of the `last` positions only)."""
         h = self.hidden(tokens, cache)
-        return F.linear(h if last is None else h[:, -last:], self.embed.weight)
+        return F.linear(h if last is None else h[:, -last:], self.head_weight)
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
         """Mean next-token cross-entropy without materialising [B, T, V] logits: the head and the loss run
@@ -85,7 +91,7 @@ class RustleLM(nn.Module):
         flat = targets.flatten()
         total = h.new_zeros((), dtype=torch.float32)
         for i in range(0, h.shape[0], chunk):
-            total = total + checkpoint(_chunk_loss, h[i:i + chunk], self.embed.weight, flat[i:i + chunk],
+            total = total + checkpoint(_chunk_loss, h[i:i + chunk], self.head_weight, flat[i:i + chunk],
                                        use_reentrant=False)
         return total / max(1, int((flat != -100).sum()))
 

@@ -131,6 +131,16 @@ def test_the_twin_has_the_same_parameter_count_within_a_percent():
     assert abs(count_parameters(twin) - count_parameters(config)) / count_parameters(config) < 0.01
 
 
+def test_an_untied_head_round_trips_and_differs_from_the_embedding(tmp_path):
+    torch.manual_seed(0)
+    model = RustleLM(tiny(tie_embeddings=False)).eval()
+    assert model.head is not None and not torch.equal(model.head.weight, model.embed.weight)
+    save_model(model, tmp_path)
+    tokens = torch.randint(0, 97, (1, 9))
+    assert torch.equal(model(tokens), load_model(tmp_path)(tokens))
+    assert count_parameters(tiny(tie_embeddings=False)) == count_parameters(tiny()) + 97 * 32
+
+
 def test_bad_configs_are_rejected_with_the_reason():
     with pytest.raises(ValueError, match="unknown layer kinds"):
         ModelConfig(layer_pattern=("full", "mamba"))

@@ -34,6 +34,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     tie_embeddings: bool = True
+    qkv_bias: bool = False      # full/swa projections with bias (Qwen2 checkpoints)
 
     def __post_init__(self) -> None:
         self.layer_pattern = tuple(self.layer_pattern)

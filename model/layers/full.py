@@ -14,7 +14,7 @@ class FullAttention(nn.Module):
         super().__init__()
         self.h, self.kv, self.d = config.n_heads, config.n_kv_heads, config.head_dim
         self.use_rope, self.theta = use_rope, config.rope_theta
-        self.qkv = nn.Linear(config.d_model, (self.h + 2 * self.kv) * self.d, bias=False)
+        self.qkv = nn.Linear(config.d_model, (self.h + 2 * self.kv) * self.d, bias=config.qkv_bias)
         self.out = nn.Linear(self.h * self.d, config.d_model, bias=False)
 
     def project(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:

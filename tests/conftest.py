@@ -4,6 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from assistant.corpus.build import BuildConfig, build
+from assistant.corpus.split import SplitConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,3 +25,30 @@ def rustle():
         return proc
 
     return run
+
+
+SOURCE = '''use std::collections::HashMap;
+
+/// Counts words.
+pub fn count_{i}(text: &str) -> HashMap<&str, usize> {{
+    let mut counts = HashMap::new();
+    for word in text.split_whitespace() {{
+        *counts.entry(word).or_insert(0) += {i};
+    }}
+    counts
+}}
+'''
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("repos")
+    for c in range(8):
+        crate = root / f"crate{c}"
+        (crate / "src").mkdir(parents=True)
+        (crate / "Cargo.toml").write_text(f'[package]\nname = "crate{c}"\nversion = "0.1.0"\n')
+        for f in range(3):
+            (crate / "src" / f"m{f}.rs").write_text(SOURCE.format(i=c * 10 + f) + f"// crate {c} file {f}\n" * (c + f))
+    out = tmp_path_factory.mktemp("corpus")
+    build(BuildConfig(out=out, repos=[root], split=SplitConfig(validation=0.5, test=0.0)))
+    return out

@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from assistant.corpus.build import BuildConfig, build
-from assistant.corpus.split import SplitConfig
 from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
 from assistant.train.data import PackConfig, Packer
@@ -22,17 +20,8 @@ from model.io import load_model
 from tokenizer import load_tokenizer
 from tokenizer.special import FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
 
-SOURCE = '''use std::collections::HashMap;
+from conftest import SOURCE
 
-/// Counts words.
-pub fn count_{i}(text: &str) -> HashMap<&str, usize> {{
-    let mut counts = HashMap::new();
-    for word in text.split_whitespace() {{
-        *counts.entry(word).or_insert(0) += {i};
-    }}
-    counts
-}}
-'''
 
 TINY_MODEL = """
 [model]
@@ -49,20 +38,6 @@ chunk_size = 16
 lql_dim = 16
 lql_heads = 1
 """
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("repos")
-    for c in range(8):
-        crate = root / f"crate{c}"
-        (crate / "src").mkdir(parents=True)
-        (crate / "Cargo.toml").write_text(f'[package]\nname = "crate{c}"\nversion = "0.1.0"\n')
-        for f in range(3):
-            (crate / "src" / f"m{f}.rs").write_text(SOURCE.format(i=c * 10 + f) + f"// crate {c} file {f}\n" * (c + f))
-    out = tmp_path_factory.mktemp("corpus")
-    build(BuildConfig(out=out, repos=[root], split=SplitConfig(validation=0.5, test=0.0)))
-    return out
 
 
 def recipe(tmp: Path, corpus: Path, **extra) -> Path:

@@ -15,11 +15,16 @@ HUMANEVAL = Path(__file__).resolve().parents[2].parent / "shared" / "eval" / "hu
 
 
 def _load(path: Path):
+    """(model, tokenizer), or None after saying why the folder cannot be used."""
     from model.io import load_model
     from tokenizer import load_tokenizer
 
-    # a model folder carries its tokenizer; fall back to the shipped one for folders without it
-    return load_model(path), load_tokenizer(path) if (path / "tokenizer.json").is_file() else load_tokenizer()
+    try:
+        # a model folder carries its tokenizer; fall back to the shipped one for folders without it
+        return load_model(path), load_tokenizer(path) if (path / "tokenizer.json").is_file() else load_tokenizer()
+    except FileNotFoundError as err:
+        console.print(f"[red]{err}[/]")
+        return None
 
 
 def ppl_command(args: argparse.Namespace) -> int:
@@ -35,11 +40,10 @@ def ppl_command(args: argparse.Namespace) -> int:
     if not texts:
         console.print(f"[red]no readable files match {' '.join(args.files)}[/]")
         return 2
-    try:
-        model, tok = _load(args.model)
-    except FileNotFoundError as err:
-        console.print(f"[red]{err}[/]")
+    loaded = _load(args.model)
+    if loaded is None:
         return 2
+    model, tok = loaded
     report = perplexity(model, tok, texts, context=args.context)
     if args.json:
         print(json.dumps(asdict(report)))
@@ -55,11 +59,10 @@ def humaneval_command(args: argparse.Namespace) -> int:
     if not args.problems.is_file():
         console.print(f"[red]no problems file {args.problems}[/]: pass --problems")
         return 2
-    try:
-        model, tok = _load(args.model)
-    except FileNotFoundError as err:
-        console.print(f"[red]{err}[/]")
+    loaded = _load(args.model)
+    if loaded is None:
         return 2
+    model, tok = loaded
     problems = load_problems(args.problems, args.limit)
     greedy = model_completer(model, tok, temperature=0.0, max_new_tokens=args.max_new_tokens)
     sample = None if args.samples == 0 else model_completer(model, tok, temperature=0.8,

@@ -86,8 +86,8 @@ class RingCache:
         if T >= self.window:
             k, v = k[:, :, -self.window:], v[:, :, -self.window:]
         slots = (torch.arange(self.seen + T - k.shape[2], self.seen + T, device=k.device)) % self.window
-        self.k[:, :, slots] = k
-        self.v[:, :, slots] = v
+        self.k[:, :, slots] = k.to(self.k.dtype)  # under autocast k arrives in bf16
+        self.v[:, :, slots] = v.to(self.v.dtype)
         self.seen += T
 
     def snapshot(self) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -41,3 +41,25 @@ def test_evaluate_scores_greedy_and_sampled_completions():
     result = evaluate([ADD], greedy, sample, n=20)
     assert result["pass_at_1"] == 1.0 and result["n"] == 1
     assert result["pass_at_10"] == pytest.approx(pass_at_k(20, 10, 10))
+
+
+def test_eval_recall_runs_probes_at_each_distance(rustle, tmp_path):
+    import json as _json
+
+    import torch
+
+    from model.config import ModelConfig
+    from model.io import save_model
+    from model.model import RustleLM
+    from tokenizer import DEFAULT_TOKENIZER
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=16384, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64,
+                         layer_pattern=("swa", "lql"), window=32, lql_dim=16, lql_heads=1)
+    save_model(RustleLM(config), tmp_path / "m", DEFAULT_TOKENIZER)
+    out = rustle("eval", "recall", "--files", "data/sample.rs", "--model", str(tmp_path / "m"),
+                 "--multiples", "1,4", "--probes", "3", "--json").stdout
+    rows = [_json.loads(line) for line in out.splitlines()]
+    assert [(r["kind"], r["multiple"], r["distance"]) for r in rows] == [
+        ("passkey", 1, 32), ("passkey", 4, 128), ("identifier", 1, 32), ("identifier", 4, 128)]
+    assert all(r["probes"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in rows)

@@ -72,6 +72,34 @@ def humaneval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def recall_command(args: argparse.Namespace) -> int:
+    from ..eval.recall import recall
+
+    filler = []
+    for f in sorted({f for pattern in args.files for f in glob.glob(pattern, recursive=True)}):
+        try:
+            filler.append(Path(f).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            console.print(f"[yellow]skipping {f}:[/] {err}")
+    loaded = _load(args.model)
+    if loaded is None or not filler:
+        console.print("[red]need a model and readable filler files[/]") if loaded is not None else None
+        return 2
+    model, tok = loaded
+    try:
+        rows = recall(model, tok, filler, args.multiples, probes=args.probes)
+    except ValueError as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    if args.json:
+        for row in rows:
+            print(json.dumps(asdict(row)))
+    else:
+        console.print(table("Recall at a distance", ["kind", "× window", "tokens back", "accuracy"],
+                            [[r.kind, r.multiple, r.distance, r.accuracy] for r in rows]))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("eval", help="evaluate a model").add_subparsers(dest="action", required=True,
                                                                               metavar="ACTION")
@@ -90,3 +118,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=humaneval_command)
+    p = group.add_parser("recall", help="passkey and identifier copy at 1x-16x the sliding window")
+    p.add_argument("--files", nargs="+", required=True, help="held-out Rust files used as filler")
+    p.add_argument("--multiples", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16])
+    p.add_argument("--probes", type=int, default=20)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=recall_command)

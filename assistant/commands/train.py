@@ -52,11 +52,11 @@ def ship_command(args: argparse.Namespace) -> int:
     from ..train.ship import ship
 
     try:
-        metadata = ship(args.run, args.to, args.recipe)
+        metadata = ship(args.run_dir, args.to, args.recipe)
     except FileNotFoundError as err:
         console.print(f"[red]{err}[/]")
         return 2
-    console.print(f"shipped {args.run} to {args.to}: {metadata['cumulative_tokens']:,} tokens seen")
+    console.print(f"shipped {args.run_dir} to {args.to}: {metadata['cumulative_tokens']:,} tokens seen")
     return 0
 
 
@@ -106,7 +106,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=finetune_command)
     p = commands.add_parser("ship", help="copy a run's checkpoint and record into a model folder")
-    p.add_argument("run", type=Path, help="the run's out folder")
+    p.add_argument("run_dir", metavar="RUN", type=Path, help="the run's out folder")
     p.add_argument("--to", type=Path, required=True, help="the model folder, e.g. model/checkpoints/NAME")
     p.add_argument("--recipe", type=Path, default=None, help="the run's TOML, copied beside the weights")
     p.set_defaults(run=ship_command)

@@ -19,7 +19,7 @@ def rustle():
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=ROOT,
-                              env={**os.environ, "COLUMNS": "200"}, timeout=300)
+                              env={**os.environ, "COLUMNS": "200"}, timeout=900)
         if check and proc.returncode != 0:
             raise AssertionError(f"rustle {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc

@@ -75,8 +75,9 @@ def model_command(args: argparse.Namespace) -> int:
     config = ModelConfig.load(args.config) if args.config else ModelConfig()
     rows = []
     for name, model in models(config).items():
-        console.print(f"[dim]{name}: {count_parameters(model.config):,} parameters, "
-                      f"pattern {','.join(model.config.layer_pattern)}[/]", highlight=False) if not args.json else None
+        if not args.json:
+            console.print(f"[dim]{name}: {count_parameters(model.config):,} parameters, "
+                          f"pattern {','.join(model.config.layer_pattern)}[/]", highlight=False)
         for context in args.contexts:
             limit = args.prefill_limit if name == "hybrid" else args.twin_prefill_limit
             row = measure(model, name, context, limit)

@@ -68,7 +68,10 @@ def humaneval_command(args: argparse.Namespace) -> int:
     sample = None if args.samples == 0 else model_completer(model, tok, temperature=0.8,
                                                             max_new_tokens=args.max_new_tokens)
     result = evaluate(problems, greedy, sample, n=args.samples, workers=args.workers)
-    print(json.dumps(result)) if args.json else console.print(result)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        console.print(result)
     return 0
 
 
@@ -81,9 +84,11 @@ def recall_command(args: argparse.Namespace) -> int:
             filler.append(Path(f).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as err:
             console.print(f"[yellow]skipping {f}:[/] {err}")
+    if not filler:
+        console.print(f"[red]no readable files match {' '.join(args.files)}[/]")
+        return 2
     loaded = _load(args.model)
-    if loaded is None or not filler:
-        console.print("[red]need a model and readable filler files[/]") if loaded is not None else None
+    if loaded is None:
         return 2
     model, tok = loaded
     try:

@@ -27,23 +27,28 @@ def _load(path: Path):
         return None
 
 
-def ppl_command(args: argparse.Namespace) -> int:
-    from ..eval.ppl import perplexity
-
-    files = sorted({f for pattern in args.files for f in glob.glob(pattern, recursive=True)})
+def _texts_and_model(args: argparse.Namespace):
+    """(texts of the readable files matching args.files, model, tokenizer), or None after saying why."""
     texts = []
-    for f in files:
+    for f in sorted({f for pattern in args.files for f in glob.glob(pattern, recursive=True)}):
         try:
             texts.append(Path(f).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as err:
             console.print(f"[yellow]skipping {f}:[/] {err}")
     if not texts:
         console.print(f"[red]no readable files match {' '.join(args.files)}[/]")
-        return 2
+        return None
     loaded = _load(args.model)
+    return None if loaded is None else (texts, *loaded)
+
+
+def ppl_command(args: argparse.Namespace) -> int:
+    from ..eval.ppl import perplexity
+
+    loaded = _texts_and_model(args)
     if loaded is None:
         return 2
-    model, tok = loaded
+    texts, model, tok = loaded
     report = perplexity(model, tok, texts, context=args.context)
     if args.json:
         print(json.dumps(asdict(report)))
@@ -78,19 +83,10 @@ def humaneval_command(args: argparse.Namespace) -> int:
 def recall_command(args: argparse.Namespace) -> int:
     from ..eval.recall import recall
 
-    filler = []
-    for f in sorted({f for pattern in args.files for f in glob.glob(pattern, recursive=True)}):
-        try:
-            filler.append(Path(f).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as err:
-            console.print(f"[yellow]skipping {f}:[/] {err}")
-    if not filler:
-        console.print(f"[red]no readable files match {' '.join(args.files)}[/]")
-        return 2
-    loaded = _load(args.model)
+    loaded = _texts_and_model(args)
     if loaded is None:
         return 2
-    model, tok = loaded
+    filler, model, tok = loaded
     try:
         rows = recall(model, tok, filler, args.multiples, probes=args.probes)
     except ValueError as err:

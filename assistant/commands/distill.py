@@ -14,7 +14,7 @@ def distill_command(args: argparse.Namespace) -> int:
     from model.io import load_model, save_model
     from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
-    from ..train.data import PackConfig, load_tokens, tokenize_split
+    from ..train.data import PackConfig, load_tokens, prepare_tokens
     from ..train.distill import DistillConfig, distill
 
     try:
@@ -28,13 +28,8 @@ def distill_command(args: argparse.Namespace) -> int:
         console.print(f"[red]{tokenizer} has {tok.get_vocab_size()} tokens, the teacher only "
                       f"{teacher.config.vocab_size}[/]")
         return 2
-    (args.out / "tokens").mkdir(parents=True, exist_ok=True)
-    data = {}
-    for split in ("train", "validation"):
-        path = args.out / "tokens" / f"{split}.bin"
-        if not path.is_file():
-            tokenize_split(args.corpus, split, tok, path, PackConfig(fim_rate=0.0))
-        data[split] = load_tokens(path)
+    paths = prepare_tokens(args.out / "tokens", args.corpus, tokenizer, PackConfig(fim_rate=0.0))
+    data = {split: load_tokens(path) for split, path in paths.items()}
     config = DistillConfig(replacement=args.replacement, seq_len=args.seq_len, windows=args.windows,
                            steps=args.steps, budget=args.budget)
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from tokenizer import load_tokenizer
 from tokenizer.special import ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
 
 from ..corpus.shards import records
@@ -81,6 +82,18 @@ def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: 
     out.with_suffix(".json").write_text(json.dumps({"tokens": total, "split": split, "corpus": str(corpus),
                                                     "vocab_size": tok.get_vocab_size(), **config.__dict__}) + "\n")
     return total
+
+
+def prepare_tokens(folder: Path, corpus: Path, tokenizer: Path, config: PackConfig) -> dict[str, Path]:
+    """Token files of the train and validation splits, tokenized on first use and reused afterwards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {split: folder / f"{split}.bin" for split in ("train", "validation")}
+    tok = None
+    for split, path in paths.items():
+        if not path.is_file():
+            tok = tok or load_tokenizer(tokenizer)
+            tokenize_split(corpus, split, tok, path, config)
+    return paths
 
 
 def load_tokens(path: Path) -> np.ndarray:

@@ -25,7 +25,7 @@ from tokenizer import load_tokenizer
 
 from .checkpoint import RunState, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import load_tokens, tokenize_split
+from .data import load_tokens, prepare_tokens
 
 REWARM_FRACTION = 0.02  # a weights-only start warms up again over this share of the run
 
@@ -75,19 +75,6 @@ def evaluate(model: RustleLM, data: np.ndarray, seq_len: int, n_tokens: int, bf1
     return {"val_loss": loss, "val_bits_per_byte": loss / math.log(2) / bytes_per_token}
 
 
-def prepare_data(config: TrainConfig) -> dict[str, Path]:
-    """Tokenize the corpus's train and validation splits once; later runs reuse the files."""
-    folder = config.out / "tokens"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {split: folder / f"{split}.bin" for split in ("train", "validation")}
-    tok = None
-    for split, path in paths.items():
-        if not path.is_file():
-            tok = tok or load_tokenizer(config.tokenizer)
-            tokenize_split(config.corpus, split, tok, path, config.pack)
-    return paths
-
-
 def bytes_per_token(data: np.ndarray, tokenizer: Path, sample: int = 1 << 20) -> float:
     tok = load_tokenizer(tokenizer)
     ids = data[:sample].tolist()
@@ -103,11 +90,12 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     torch.manual_seed(config.seed)
     config.out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        paths = prepare_data(config)
+    folder = config.out / "tokens"
+    if rank == 0:  # tokenizes once; afterwards every rank finds the files and only maps them
+        prepare_tokens(folder, config.corpus, config.tokenizer, config.pack)
     if world > 1:
         dist.barrier()
-    paths = {split: config.out / "tokens" / f"{split}.bin" for split in ("train", "validation")}
+    paths = prepare_tokens(folder, config.corpus, config.tokenizer, config.pack)
     train_data, val_data = load_tokens(paths["train"]), load_tokens(paths["validation"])
     val_bytes_per_token = bytes_per_token(val_data, config.tokenizer)
 

@@ -121,12 +121,17 @@ def count_parameters(config: ModelConfig) -> int:
         return sum(p.numel() for p in RustleLM(config).parameters())
 
 
+def equal_parameter_variant(config: ModelConfig, pattern: tuple[str, ...], global_rope: bool) -> ModelConfig:
+    """`config` with another layer pattern, its MLP widened or narrowed so the parameter count stays equal."""
+    variant = replace(config, layer_pattern=pattern, global_rope=global_rope)
+    per_unit = 3 * config.d_model * variant.n_layers  # parameters per unit of mlp_hidden across the stack
+    gap = count_parameters(config) - count_parameters(variant)
+    return replace(variant, mlp_hidden=variant.mlp_hidden + round(gap / per_unit))
+
+
 def twin_config(config: ModelConfig) -> ModelConfig:
-    """The full-attention twin: every layer `full` with RoPE, its MLP widened or narrowed to equal parameters."""
-    twin = replace(config, layer_pattern=("full",) * config.n_layers, global_rope=True)
-    per_unit = 3 * config.d_model * config.n_layers  # parameters per unit of mlp_hidden across the stack
-    gap = count_parameters(config) - count_parameters(twin)
-    return replace(twin, mlp_hidden=twin.mlp_hidden + round(gap / per_unit))
+    """The full-attention twin: every layer `full` with RoPE, at equal parameters."""
+    return equal_parameter_variant(config, ("full",) * config.n_layers, global_rope=True)
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None = None) -> int:

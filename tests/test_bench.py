@@ -26,3 +26,22 @@ def test_bench_recall_prints_every_pattern(rustle):
     rows = [json.loads(line) for line in out.splitlines()]
     assert {r["pattern"] for r in rows} >= {"swa only", "swa + full", "swa + lql"}
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["steps"] >= 1 for r in rows)
+
+
+def test_compare_variants_share_the_recipe_at_equal_parameters(tmp_path):
+    from pathlib import Path
+
+    from assistant.bench.compare import VARIANTS, variant_recipe
+    from assistant.train.config import TrainConfig
+    from model.model import count_parameters
+
+    base = TrainConfig.from_toml(Path(__file__).parents[1] / "data" / "compare.toml")
+    recipes = {name: variant_recipe(base, name, tmp_path) for name in VARIANTS}
+    target = count_parameters(base.model)
+    for name, recipe in recipes.items():
+        assert abs(count_parameters(recipe.model) - target) / target < 0.01, name
+        assert recipe.total_tokens == base.total_tokens and recipe.seed == base.seed
+        assert recipe.model.n_layers == base.model.n_layers
+    assert set(recipes["gdn only"].model.layer_pattern) == {"gdn"}
+    assert recipes["full (twin)"].model.global_rope and not recipes["lql hybrid"].model.global_rope
+    assert len({r.out for r in recipes.values()}) == len(VARIANTS)

@@ -125,6 +125,33 @@ def recall_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_command(args: argparse.Namespace) -> int:
+    from ..bench.compare import VARIANTS, compare
+    from ..train.config import TrainConfig
+
+    unknown = [v for v in args.variants or [] if v not in VARIANTS]
+    if unknown:
+        console.print(f"[red]unknown variants {unknown}[/]: choose from {list(VARIANTS)}")
+        return 2
+    held_out = []
+    for f in args.files:
+        try:
+            held_out.append(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            console.print(f"[yellow]skipping {f}:[/] {err}")
+    base = TrainConfig.from_toml(args.config)
+    on_row = (lambda r: print(json.dumps(asdict(r)), flush=True)) if args.json else console.print
+    rows = compare(base, args.out or base.out, held_out, args.variants, on_row)
+    if not args.json:
+        console.print(table(f"Five-way comparison: {rows[0].parameters:,} parameters, {rows[0].tokens:,} tokens each",
+                            ["variant", "bits/byte", "recall 4×", "recall 16×", "decode ms 8K", "decode ms 32K",
+                             "cache MB 32K", "train s"],
+                            [[r.variant, f"{r.bits_per_byte:.4f}", r.recall_4x, r.recall_16x,
+                              f"{r.decode_ms_8k:.1f}", f"{r.decode_ms_32k:.1f}", f"{r.cache_bytes_32k / 2**20:.1f}",
+                              f"{r.train_seconds:.0f}"] for r in rows]))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("bench", help="benchmarks that print numbers").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -154,3 +181,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=8)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=recall_command)
+    p = group.add_parser("compare", help="five layer mixes trained at equal parameters and tokens, then scored")
+    p.add_argument("--config", type=Path, default=Path("data/compare.toml"), help="the shared recipe")
+    p.add_argument("--files", type=Path, nargs="+", required=True, help="held-out Rust files (bits/byte, recall)")
+    p.add_argument("--variants", nargs="+", default=None, metavar="NAME", help="a subset, by name")
+    p.add_argument("--out", type=Path, default=None, help="where the runs go (default: the recipe's out)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=compare_command)

@@ -1,0 +1,62 @@
+"""`rustle index PATH [--query NAME]`."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..console import RichReporter, console, progress_console, table
+
+
+def index_command(args: argparse.Namespace) -> int:
+    from ..index.indexer import index_workspace
+    from ..index.store import open_or_rebuild, search
+    from ..index.workspace import default_db
+
+    if not args.root.is_dir():
+        console.print(f"[red]not a folder:[/] {args.root}")
+        return 2
+    db_path = args.db or default_db(args.root)
+    if not args.no_update:
+        with RichReporter() as reporter:
+            advance = None
+
+            def on_total(n: int) -> None:
+                nonlocal advance
+                advance = reporter.stage("parsing", n)
+
+            summary = index_workspace(args.root, db_path, args.workers, on_total, lambda: advance(1),
+                                      on_message=lambda m: progress_console.print(f"[yellow]{m}[/]"))
+        if args.json and not args.query:
+            print(json.dumps(asdict(summary) | {"db": str(db_path), "db_bytes": db_path.stat().st_size}))
+        elif not args.query:
+            console.print(f"{summary.files:,} files ({summary.parsed:,} parsed, {summary.unchanged:,} unchanged, "
+                          f"{summary.removed:,} removed): {summary.definitions:,} definitions, "
+                          f"{summary.references:,} references in {summary.seconds:.2f} s → {db_path}")
+    if args.query:
+        db = open_or_rebuild(db_path)
+        try:
+            hits = search(db, args.query, args.limit)
+        finally:
+            db.close()
+        if args.json:
+            for hit in hits:
+                print(json.dumps(asdict(hit)))
+        else:
+            console.print(table(f"'{args.query}' in {args.root}", ["symbol", "kind", "where", "signature"],
+                                [[f"{h.scope}::{h.name}" if h.scope else h.name, h.kind,
+                                  f"{h.path}:{h.start_line + 1}", h.signature] for h in hits]))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("index", help="index a workspace's Rust files (tree-sitter, SQLite); search it")
+    p.add_argument("root", type=Path, metavar="PATH")
+    p.add_argument("--query", default=None, metavar="NAME", help="search symbols after updating")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--db", type=Path, default=None, help="the index file (default: one per workspace in ~/.cache)")
+    p.add_argument("--workers", type=int, default=None, help="parsing processes (default: all cores)")
+    p.add_argument("--no-update", action="store_true", help="query the index as it is")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=index_command)

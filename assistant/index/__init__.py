@@ -1,0 +1,1 @@
+"""The repository index: tree-sitter definitions, imports and references of a workspace, stored in SQLite."""

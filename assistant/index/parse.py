@@ -1,0 +1,142 @@
+"""What one Rust file contributes to the index, read with tree-sitter: definitions, imports, references.
+
+One query (run in C by tree-sitter) finds every node of interest, so Python touches only the matches,
+not the whole tree. Parsing tolerates broken code: tree-sitter recovers and we index what it finds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import tree_sitter
+import tree_sitter_rust
+
+DEFINITION_NODES = {
+    "function_item": "fn", "function_signature_item": "fn", "struct_item": "struct", "enum_item": "enum",
+    "union_item": "union", "trait_item": "trait", "impl_item": "impl", "const_item": "const",
+    "static_item": "static", "type_item": "type", "macro_definition": "macro", "mod_item": "mod",
+    "enum_variant": "variant", "field_declaration": "field",
+}
+SCOPE_NODES = ("impl_item", "trait_item", "mod_item")
+SIGNATURE_CHARS = 240
+
+QUERY = """
+[(function_item) (function_signature_item) (struct_item) (enum_item) (union_item) (trait_item) (impl_item)
+ (const_item) (static_item) (type_item) (macro_definition) (mod_item) (enum_variant) (field_declaration)] @def
+(use_declaration argument: (_) @use)
+(call_expression function: [(identifier) @call
+                            (field_expression field: (field_identifier) @call)
+                            (scoped_identifier name: (identifier) @call)])
+(macro_invocation macro: (identifier) @call)
+(type_identifier) @type
+"""
+
+
+@dataclass(frozen=True)
+class Definition:
+    kind: str
+    name: str
+    scope: str          # the enclosing impl type, trait or module ("" at file level), e.g. "Parser" or "tests"
+    trait: str          # for impl blocks: the trait implemented ("" for inherent impls)
+    start: tuple[int, int]   # 0-based (line, column in bytes)
+    end: tuple[int, int]
+    start_byte: int
+    end_byte: int
+    signature: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class Reference:
+    name: str
+    kind: str           # "call" | "type"
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class FileSymbols:
+    definitions: list[Definition]
+    imports: list[tuple[str, int]]      # (use path as written, line)
+    references: list[Reference]
+
+
+@cache
+def language() -> tree_sitter.Language:
+    return tree_sitter.Language(tree_sitter_rust.language())
+
+
+@cache
+def _query() -> tree_sitter.Query:
+    return tree_sitter.Query(language(), QUERY)
+
+
+def parser() -> tree_sitter.Parser:
+    return tree_sitter.Parser(language())
+
+
+def _text(node: tree_sitter.Node | None) -> str:
+    return "" if node is None else node.text.decode("utf-8", "replace")
+
+
+def _name(node: tree_sitter.Node) -> str:
+    if node.type == "impl_item":
+        return _text(node.child_by_field_name("type"))
+    return _text(node.child_by_field_name("name"))
+
+
+def _signature(node: tree_sitter.Node, source: bytes) -> str:
+    """The definition up to its body, whitespace collapsed: `pub fn parse(&mut self) -> Result<Ast>`."""
+    body = node.child_by_field_name("body")
+    end = body.start_byte if body is not None and node.type not in ("enum_variant",) else node.end_byte
+    text = " ".join(source[node.start_byte:end].decode("utf-8", "replace").split())
+    return text[:SIGNATURE_CHARS]
+
+
+def _doc(node: tree_sitter.Node) -> str:
+    """Outer doc comments (`///`, `/** */`) right above the node, attributes in between skipped."""
+    lines = []
+    sibling = node.prev_sibling
+    while sibling is not None and sibling.type in ("line_comment", "block_comment", "attribute_item"):
+        text = _text(sibling)
+        if text.startswith("///") and not text.startswith("////"):
+            lines.append(text[3:].strip())
+        elif text.startswith("/**"):
+            lines.append(text[3:-2].strip())
+        elif sibling.type != "attribute_item":
+            break
+        sibling = sibling.prev_sibling
+    return "\n".join(reversed(lines))
+
+
+def _scope(node: tree_sitter.Node) -> str:
+    parent = node.parent
+    while parent is not None:
+        if parent.type in SCOPE_NODES:
+            return _name(parent)
+        parent = parent.parent
+    return ""
+
+
+def parse_source(source: bytes, ts_parser: tree_sitter.Parser | None = None) -> FileSymbols:
+    tree = (ts_parser or parser()).parse(source)
+    captures = tree_sitter.QueryCursor(_query()).captures(tree.root_node)
+    definitions, names_at = [], set()
+    for node in captures.get("def", []):
+        name = _name(node)
+        if not name:
+            continue
+        trait = _text(node.child_by_field_name("trait")) if node.type == "impl_item" else ""
+        definitions.append(Definition(DEFINITION_NODES[node.type], name, _scope(node), trait, node.start_point,
+                                      node.end_point, node.start_byte, node.end_byte, _signature(node, source),
+                                      _doc(node)))
+        name_node = node.child_by_field_name("name")
+        if name_node is not None:
+            names_at.add(name_node.start_byte)
+    definitions.sort(key=lambda d: d.start_byte)
+    imports = [(_text(node), node.start_point[0]) for node in captures.get("use", [])]
+    references = [Reference(_text(node), kind, *node.start_point)
+                  for kind, key in (("call", "call"), ("type", "type"))
+                  for node in captures.get(key, []) if node.start_byte not in names_at]
+    references.sort(key=lambda r: (r.line, r.column))
+    return FileSymbols(definitions, sorted(imports, key=lambda i: i[1]), references)

@@ -1,0 +1,134 @@
+"""The index's SQLite file: schema, opening (with corruption recovery) and the reads the prompt builder needs.
+
+WAL mode, so readers (the language server, `rustle complete`) never block on the indexer and always
+see the last committed batch; a kill mid-batch loses only that uncommitted batch. FTS5 over symbol
+names, signatures and docs serves `--query`.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = "1"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, module TEXT NOT NULL,
+    mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, hash TEXT NOT NULL, indexed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS symbols (
+    id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL, name TEXT NOT NULL, scope TEXT NOT NULL, trait TEXT NOT NULL,
+    start_line INTEGER NOT NULL, start_col INTEGER NOT NULL, end_line INTEGER NOT NULL, end_col INTEGER NOT NULL,
+    start_byte INTEGER NOT NULL, end_byte INTEGER NOT NULL, signature TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS symbols_name ON symbols(name);
+CREATE INDEX IF NOT EXISTS symbols_file ON symbols(file_id);
+CREATE TABLE IF NOT EXISTS imports (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE, path TEXT NOT NULL, line INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS imports_file ON imports(file_id);
+CREATE TABLE IF NOT EXISTS refs (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE, name TEXT NOT NULL, kind TEXT NOT NULL,
+    line INTEGER NOT NULL, col INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS refs_name ON refs(name);
+CREATE INDEX IF NOT EXISTS refs_file ON refs(file_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS symbol_search USING fts5(name, scope, signature, doc);
+"""
+
+
+class CorruptIndex(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Symbol:
+    kind: str
+    name: str
+    scope: str
+    trait: str
+    path: str
+    start_line: int
+    end_line: int
+    signature: str
+    doc: str
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) an index; a file that is not a sound index raises CorruptIndex."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise CorruptIndex(f"{path}: integrity check failed")
+        db.executescript(SCHEMA)
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if version is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif version[0] != SCHEMA_VERSION:
+            raise CorruptIndex(f"{path}: schema {version[0]}, this version reads {SCHEMA_VERSION}")
+    except sqlite3.DatabaseError as err:
+        raise CorruptIndex(f"{path}: {err}") from err
+    return db
+
+
+def open_or_rebuild(path: Path, on_message=print) -> sqlite3.Connection:
+    """connect(), but a corrupt or foreign file is moved aside with a message and a fresh index started."""
+    try:
+        return connect(path)
+    except CorruptIndex as err:
+        on_message(f"index unusable ({err}); rebuilding it")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return connect(path)
+
+
+def find(db: sqlite3.Connection, name: str, kinds: tuple[str, ...] | None = None, limit: int = 20) -> list[Symbol]:
+    """Definitions named exactly `name`, type-like kinds first."""
+    sql = ("SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
+           "FROM symbols s JOIN files f ON f.id = s.file_id WHERE s.name = ?")
+    args: list = [name]
+    if kinds:
+        sql += f" AND s.kind IN ({','.join('?' * len(kinds))})"
+        args += kinds
+    sql += " ORDER BY s.kind IN ('field', 'variant'), f.path, s.start_line LIMIT ?"
+    return [Symbol(*row) for row in db.execute(sql, (*args, limit))]
+
+
+def search(db: sqlite3.Connection, text: str, limit: int = 20) -> list[Symbol]:
+    """Full-text search over names, scopes, signatures and docs (snake_case parts match on their own)."""
+    terms = [t for t in text.replace("::", " ").replace("_", " ").split() if t.isidentifier() or t.isalnum()]
+    if not terms:
+        return []
+    match = " ".join(f'"{t}"*' for t in terms)
+    rows = db.execute(
+        "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
+        "FROM symbol_search JOIN symbols s ON s.id = symbol_search.rowid JOIN files f ON f.id = s.file_id "
+        "WHERE symbol_search MATCH ? ORDER BY s.name != ?, rank LIMIT ?", (match, text, limit))
+    return [Symbol(*row) for row in rows]
+
+
+def members(db: sqlite3.Connection, type_name: str, limit: int = 40) -> list[Symbol]:
+    """Methods and associated items of a type: everything defined inside its impl blocks."""
+    rows = db.execute(
+        "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
+        "FROM symbols s JOIN files f ON f.id = s.file_id WHERE s.scope = ? AND s.kind IN ('fn', 'const', 'type') "
+        "ORDER BY f.path, s.start_line LIMIT ?", (type_name, limit))
+    return [Symbol(*row) for row in rows]
+
+
+def file_symbols(db: sqlite3.Connection, path: str) -> list[Symbol]:
+    rows = db.execute(
+        "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
+        "FROM symbols s JOIN files f ON f.id = s.file_id WHERE f.path = ? ORDER BY s.start_line", (path,))
+    return [Symbol(*row) for row in rows]
+
+
+def related_files(db: sqlite3.Connection, path: str) -> list[tuple[str, int]]:
+    """Other files ranked by how many of this file's references they define: (path, shared names)."""
+    return list(db.execute(
+        "SELECT f.path, COUNT(DISTINCT s.name) AS n FROM refs r "
+        "JOIN files me ON me.id = r.file_id AND me.path = ? "
+        "JOIN symbols s ON s.name = r.name AND s.kind NOT IN ('field', 'variant') "
+        "JOIN files f ON f.id = s.file_id AND f.path != ? GROUP BY f.path ORDER BY n DESC, f.path", (path, path)))

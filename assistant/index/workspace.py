@@ -1,0 +1,71 @@
+"""Which files make up a workspace: every `.rs` under the root, honouring `.gitignore`, never leaving the root."""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pathspec
+
+SKIP_DIRS = {"target", ".git", ".hg", ".svn", "node_modules", ".rustle"}
+
+
+def default_db(root: Path) -> Path:
+    """Indexes live in the user's cache, not in the workspace: one SQLite file per workspace root."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.blake2b(str(root.resolve()).encode(), digest_size=8).hexdigest()
+    return cache / "rustle" / "index" / f"{root.resolve().name}-{key}.sqlite"
+
+
+def _ignore_spec(folder: Path) -> pathspec.PathSpec | None:
+    ignore = folder / ".gitignore"
+    try:
+        lines = ignore.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def rust_files(root: Path) -> Iterator[Path]:
+    """Paths relative to root, sorted within each folder, of the workspace's Rust files."""
+    root = root.resolve()
+    stack: list[tuple[Path, list[tuple[Path, pathspec.PathSpec]]]] = [(root, [])]
+    while stack:
+        folder, specs = stack.pop()
+        spec = _ignore_spec(folder)
+        if spec is not None:
+            specs = [*specs, (folder, spec)]
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
+        except OSError:
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if any(s.match_file(str(path.relative_to(base)) + ("/" if is_dir else "")) for base, s in specs):
+                continue
+            if entry.is_symlink():
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    continue
+                if not target.is_relative_to(root):  # a link out of the workspace is not followed
+                    continue
+                if target.is_dir():  # links to folders inside the root would visit them twice
+                    continue
+            if is_dir:
+                if entry.name not in SKIP_DIRS:
+                    stack.append((path, specs))
+            elif entry.name.endswith(".rs") and entry.is_file():
+                yield path.relative_to(root)
+
+
+def module_path(relative: Path) -> str:
+    """The module a file defines, from its place under the nearest `src`: src/a/mod.rs -> crate::a."""
+    parts = list(relative.with_suffix("").parts)
+    if "src" in parts:
+        parts = parts[len(parts) - parts[::-1].index("src"):]
+    if parts and parts[-1] in ("mod", "lib", "main"):
+        parts = parts[:-1]
+    return "::".join(["crate", *parts])

@@ -154,6 +154,11 @@ class Cache:
                 other.valid = False
         self._live = [s for s in self._live if s.valid]
 
+    def forget(self, snap: Snapshot) -> None:
+        """Drop a snapshot the caller no longer needs (its copies are freed)."""
+        snap.valid = False
+        self._live = [s for s in self._live if s is not snap]
+
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.layers)
 

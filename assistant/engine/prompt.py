@@ -1,0 +1,87 @@
+"""The prompt: token ids in the training layout, with the segment boundaries the state cache snapshots at.
+
+    [<|repo_name|>name⏎ (<|file_sep|>path⏎ file)…]   repository part ("repo") or ranked snippets ("index")
+    <|file_sep|>path⏎ <|fim_prefix|><|fim_suffix|> suffix <|fim_middle|>   the buffer after the cursor (SPM)
+    prefix, line by line                              the buffer before the cursor, its last token healed
+
+SPM order puts the suffix first: typing changes only the prefix's last line, so a keystroke re-runs
+one line. Context "none" is the prefix alone (no suffix, no other file); "local" adds the suffix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .healing import back_up
+from .shape import Shape
+from .tokens import Vocab
+
+CONTEXTS = ("none", "local", "index", "repo")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    context: str = "repo"
+    prefix_tokens: int = 1536
+    suffix_tokens: int = 512
+    anchor_lines: int = 32       # the prefix starts on a multiple of this many lines, so it stays put while typing
+    healing: bool = True
+
+    def __post_init__(self) -> None:
+        if self.context not in CONTEXTS:
+            raise ValueError(f"unknown context '{self.context}': use one of {CONTEXTS}")
+
+
+@dataclass
+class Prompt:
+    ids: list[int]
+    boundaries: list[int]        # segment ends, strictly inside the prompt
+    healed: bytes                # bytes removed from the end that generation must reproduce first
+    shape: Shape
+    local_start: int             # where the buffer's own tokens begin (the copy model indexes them per request)
+
+
+def _prefix_window(chunks: list[list[int]], budget: int, anchor: int) -> int:
+    """Index of the first prefix chunk kept: as many whole lines as fit, rounded down to an anchor line."""
+    used, start = 0, len(chunks)
+    while start > 0 and used + len(chunks[start - 1]) <= budget:
+        start -= 1
+        used += len(chunks[start])
+    if start == len(chunks) and chunks:
+        start -= 1  # the cursor's own line always goes in
+    return start - start % anchor
+
+
+def _suffix_window(chunks: list[list[int]], budget: int) -> list[int]:
+    ids: list[int] = []
+    for chunk in chunks:
+        if len(ids) + len(chunk) > budget:
+            break
+        ids += chunk
+    return ids
+
+
+def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offset: int, shape: Shape,
+                 context: list[tuple[str, list[int]]], repo_name: str) -> Prompt:
+    """`context`: (path, tokens) pseudo-files (snippets) or whole files (repository), already in order."""
+    ids: list[int] = []
+    boundaries: list[int] = []
+    if config.context in ("index", "repo") and context:
+        ids += vocab.repo_header(repo_name)
+        for file_path, tokens in context:
+            ids += vocab.file_header(file_path) + tokens
+            boundaries.append(len(ids))
+    local_start = len(ids)
+    ids += vocab.file_header(path)
+    if config.context != "none":
+        suffix = _suffix_window(vocab.encode_chunks(text[offset:]), config.suffix_tokens)
+        ids += [vocab.fim_prefix, vocab.fim_suffix] + suffix + [vocab.fim_middle]
+    boundaries.append(len(ids))
+    chunks = vocab.encode_chunks(text[:offset])
+    for chunk in chunks[_prefix_window(chunks, config.prefix_tokens, config.anchor_lines):]:
+        ids += chunk
+        boundaries.append(len(ids))
+    healed = b""
+    if config.healing and len(ids) > local_start + 1:
+        ids, healed = back_up(ids, vocab.token_bytes)
+    boundaries = sorted({b for b in boundaries if 0 < b < len(ids)})
+    return Prompt(ids, boundaries, healed, shape, local_start)

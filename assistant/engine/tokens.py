@@ -1,0 +1,73 @@
+"""Text ↔ tokens for the engine: encoding in line chunks (so an edit re-encodes only its line) and the
+bytes of every token (token healing and the copy model work on bytes).
+
+Our pre-tokenizer glues a newline run to the indentation that follows it ("\\n    "), never to the
+text before it, so cutting a text where a newline run starts gives the same tokens chunk by chunk as
+in one piece (tests check this on real files).
+"""
+from __future__ import annotations
+
+import re
+from functools import cached_property
+
+from tokenizers import Tokenizer
+
+from tokenizer.special import (ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME,
+                               SPECIAL_TOKENS)
+
+NEWLINE_RUN = re.compile(r"(?<![\r\n])(?=\r?\n)")
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet back to bytes (the inverse of its bytes_to_unicode)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def line_chunks(text: str) -> list[str]:
+    """`text` cut before every newline run: "a\\n  b\\n\\nc" → ["a", "\\n  b", "\\n\\nc"]."""
+    cuts = [m.start() for m in NEWLINE_RUN.finditer(text) if m.start() > 0]
+    return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+
+
+class Vocab:
+    """A tokenizer plus what the engine needs to know about its tokens."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        self.tok = tok
+        self.size = tok.get_vocab_size()
+        self.special = {name: tok.token_to_id(name) for name in SPECIAL_TOKENS}
+        self.eos, self.file_sep = self.special[ENDOFTEXT], self.special[FILE_SEP]
+        self.fim_prefix, self.fim_suffix = self.special[FIM_PREFIX], self.special[FIM_SUFFIX]
+        self.fim_middle, self.repo_name = self.special[FIM_MIDDLE], self.special[REPO_NAME]
+
+    @cached_property
+    def token_bytes(self) -> list[bytes]:
+        """The bytes each id stands for (b"" for special tokens)."""
+        decode = _byte_decoder()
+        special = set(self.special.values())
+        return [b"" if i in special else bytes(decode[c] for c in self.tok.id_to_token(i)) for i in range(self.size)]
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids if text else []
+
+    def encode_chunks(self, text: str) -> list[list[int]]:
+        return [self.encode(chunk) for chunk in line_chunks(text)]
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        table = self.token_bytes
+        return b"".join(table[i] for i in ids)
+
+    def file_header(self, path: str) -> list[int]:
+        """`<|file_sep|>path\\n`, as every file starts in training."""
+        return [self.file_sep] + self.encode(path + "\n")
+
+    def repo_header(self, name: str) -> list[int]:
+        return [self.repo_name] + self.encode(name + "\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 from model.io import DEFAULT_MODEL
 
 from ..console import console, table
+from . import complete
 
 HUMANEVAL = Path(__file__).resolve().parents[2].parent / "shared" / "eval" / "humaneval-rs.jsonl"
 
@@ -126,3 +127,4 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=recall_command)
+    complete.register_eval(group)

@@ -158,11 +158,11 @@ class Engine:
 
     # ----- generation -----------------------------------------------------------------------------------------
     def _choose(self, logits: torch.Tensor, history: list[int], pending: bytes, copy: CopyModel | None) -> int:
+        if copy is not None:  # mix first, so the healing constraint holds for the copied tokens too
+            logits = copy.mix(torch.softmax(logits.float(), -1), history).log()
         if pending:
             logits = self.healer.mask(logits, pending)
-        if copy is None:
-            return int(logits.argmax())
-        return int(copy.mix(torch.softmax(logits.float(), -1), history).argmax())
+        return int(logits.argmax())
 
     def complete_sync(self, request: Request, on_text: Callable[[str], None] = lambda t: None,
                       cancelled: threading.Event | None = None) -> Completion:

@@ -152,7 +152,7 @@ def index_workspace(root: Path, db_path: Path, workers: int | None = None,
         on_total(len(jobs))
         workers = workers or multiprocessing.cpu_count()
         if workers > 1 and len(jobs) > 64:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 _apply(db, pool.imap_unordered(_parse_file, jobs, chunksize=16), summary, on_file)
         else:
             _apply(db, map(_parse_file, jobs), summary, on_file)

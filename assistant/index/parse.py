@@ -127,9 +127,9 @@ def parse_source(source: bytes, ts_parser: tree_sitter.Parser | None = None) -> 
         if not name:
             continue
         trait = _text(node.child_by_field_name("trait")) if node.type == "impl_item" else ""
-        definitions.append(Definition(DEFINITION_NODES[node.type], name, _scope(node), trait, node.start_point,
-                                      node.end_point, node.start_byte, node.end_byte, _signature(node, source),
-                                      _doc(node)))
+        definitions.append(Definition(DEFINITION_NODES[node.type], name, _scope(node), trait,
+                                      tuple(node.start_point), tuple(node.end_point),  # plain tuples pickle
+                                      node.start_byte, node.end_byte, _signature(node, source), _doc(node)))
         name_node = node.child_by_field_name("name")
         if name_node is not None:
             names_at.add(name_node.start_byte)

@@ -1,0 +1,165 @@
+"""`rustle complete FILE:LINE:COL` and `rustle eval lines TASKS.jsonl`."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from model.io import DEFAULT_MODEL
+
+from ..console import console, table
+
+
+def find_root(path: Path) -> Path:
+    """The outermost folder above `path` holding a Cargo.toml (a workspace), else the file's folder."""
+    root = None
+    for folder in path.resolve().parents:
+        if (folder / "Cargo.toml").is_file():
+            root = folder
+        if (folder / ".git").exists():
+            break
+    return root or path.resolve().parent
+
+
+def parse_location(location: str) -> tuple[Path, int, int]:
+    """FILE:LINE:COL (1-based) → (path, 0-based line, 0-based column)."""
+    try:
+        file, line, col = location.rsplit(":", 2)
+        line_n, col_n = int(line), int(col)
+    except ValueError:
+        raise ValueError(f"'{location}' is not FILE:LINE:COL (line and column from 1)") from None
+    if line_n < 1 or col_n < 1:
+        raise ValueError(f"'{location}': line and column count from 1")
+    return Path(file), line_n - 1, col_n - 1
+
+
+def _engine_config(args: argparse.Namespace):
+    from ..engine.engine import EngineConfig, with_context
+
+    return with_context(EngineConfig(max_ms=args.max_ms), args.context, copy=not args.no_copy)
+
+
+def complete_command(args: argparse.Namespace) -> int:
+    from ..engine.engine import Engine, Request
+
+    try:
+        path, line, col = parse_location(args.location)
+        text = path.read_text(encoding="utf-8")
+    except (ValueError, OSError, UnicodeDecodeError) as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    lines = text.split("\n")
+    if line >= len(lines) or col > len(lines[line]):
+        console.print(f"[red]{args.location}: past the end of the file[/] ({len(lines)} lines; "
+                      f"line {min(line, len(lines) - 1) + 1} has {len(lines[min(line, len(lines) - 1)])} characters)")
+        return 2
+    root = (args.root or find_root(path)).resolve()
+    try:
+        relative = path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        console.print(f"[red]{path} is not inside the workspace {root}[/]")
+        return 2
+    offset = sum(len(x) + 1 for x in lines[:line]) + col
+    engine = Engine(args.model, _engine_config(args))
+    completion = engine.complete_sync(Request(root, relative, text, offset))
+    if args.json:
+        print(json.dumps(asdict(completion)))
+    else:
+        console.print(completion.text, markup=False, highlight=False)
+        console.print(f"[dim]{completion.ms:.0f} ms, {completion.generated_tokens} tokens in "
+                      f"{completion.forward_steps} steps, stopped by {completion.stopped}[/]", highlight=False)
+    return 0
+
+
+def lines_command(args: argparse.Namespace) -> int:
+    from ..engine.engine import Engine, Request
+    from ..eval.lines import load_tasks, run, saved_before_typing, summary
+
+    try:
+        tasks = load_tasks(args.tasks, args.limit)
+    except (OSError, ValueError) as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    engine = Engine(args.model, _engine_config(args))
+
+    def complete(task, buffer: str, offset: int) -> tuple[str, float]:
+        saved = saved_before_typing(buffer, offset)
+        c = engine.complete_sync(Request(task.root, task.path, buffer, offset, overrides={task.path: saved}))
+        return c.text, c.ms
+
+    results = []
+    for result in run(tasks, complete):
+        results.append(result)
+        if args.verbose_rows:
+            console.print(asdict(result))
+    report = summary(results) | {"context": args.context, "copy_model": not args.no_copy}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        console.print(table(f"Line completion, context {args.context}, copy model {'off' if args.no_copy else 'on'}",
+                            ["kind", "n", "exact match", "edit similarity", "p50 ms"],
+                            [[k, b["n"], b["exact_match"], b["edit_similarity"], b["p50_ms"]]
+                             for k, b in [("all", report), *report["by_kind"].items()]]))
+    return 0
+
+
+def _engine_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--context", choices=("none", "local", "index", "repo"), default="repo",
+                   help="where context comes from (default: the whole repository)")
+    p.add_argument("--no-copy", action="store_true", help="turn the repository copy model off")
+    p.add_argument("--max-ms", type=float, default=4000.0, help="time limit per suggestion")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--json", action="store_true")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("complete", help="complete at FILE:LINE:COL (1-based), with the workspace as context")
+    p.add_argument("location", metavar="FILE:LINE:COL")
+    p.add_argument("--root", type=Path, default=None, help="workspace root (default: the outermost Cargo.toml)")
+    _engine_arguments(p)
+    p.set_defaults(run=complete_command)
+
+
+def register_eval(group: argparse._SubParsersAction) -> None:
+    p = group.add_parser("lines", help="line completion tasks (../shared/eval/README.md): exact match, similarity")
+    p.add_argument("tasks", type=Path, metavar="TASKS.jsonl")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--rows", dest="verbose_rows", action="store_true", help="print every task's result")
+    _engine_arguments(p)
+    p.set_defaults(run=lines_command)
+    p = group.add_parser("make-lines", help="a line-completion task set from the corpus's held-out crates")
+    p.add_argument("--corpus", type=Path, default=Path("corpus"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--crates", type=int, default=25)
+    p.add_argument("--per-kind", type=int, default=2, help="tasks of each kind per crate")
+    p.add_argument("--seed", type=int, default=1234)
+    p.set_defaults(run=make_lines_command)
+
+
+def make_lines_command(args: argparse.Namespace) -> int:
+    import random
+    import tempfile
+
+    from ..eval.make_lines import crate_tasks, test_crates
+
+    roots = test_crates(args.corpus)
+    if not roots:
+        console.print(f"[red]no test-split crates in {args.corpus}[/]: build the corpus first")
+        return 2
+    rng = random.Random(args.seed)
+    rng.shuffle(roots)
+    tasks = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, root in enumerate(roots[:args.crates]):
+            tasks += crate_tasks(root, Path(tmp) / f"{n}.sqlite", rng, args.per_kind)
+    cwd = Path.cwd()
+    for t in tasks:  # portable between checkouts: corpus roots relative to the working directory
+        if Path(t["root"]).is_relative_to(cwd):
+            t["root"] = str(Path(t["root"]).relative_to(cwd))
+    tasks.sort(key=lambda t: (t["root"], t["path"], t["line"]))  # neighbours share the prefilled state
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    kinds = {k: sum(t["kind"] == k for t in tasks) for k in ("line", "mid", "xfile")}
+    console.print(f"{len(tasks)} tasks from {min(len(roots), args.crates)} crates {kinds} → {args.out}")
+    return 0

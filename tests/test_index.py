@@ -1,0 +1,197 @@
+"""The repository index: tree-sitter extraction, the workspace walk, incremental updates, concurrency, damage."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from assistant.index.indexer import index_file, index_workspace
+from assistant.index.parse import parse_source
+from assistant.index.store import connect, find, members, related_files, search
+from assistant.index.workspace import module_path, rust_files
+
+ROOT = Path(__file__).resolve().parent.parent
+KVSTORE = ROOT / "data" / "workspace"
+
+SOURCE = b'''use std::fmt::{self, Display};
+
+/// A point.
+/// In two dimensions.
+#[derive(Debug)]
+pub struct Point { pub x: i32, y: i32 }
+
+pub enum Shape { Circle(Point), Square }
+
+impl Display for Point {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { write!(f, "{}", self.x) }
+}
+
+impl Point {
+    pub const ORIGIN: Point = Point { x: 0, y: 0 };
+    /// Distance to the origin.
+    pub fn norm(&self) -> f64 { helper(self.x) }
+}
+
+mod inner { pub trait Area { fn area(&self) -> f64; } }
+macro_rules! twice { ($e:expr) => { $e * 2 } }
+type Pair = (Point, Point);
+static COUNT: u32 = 0;
+fn helper(v: i32) -> f64 { v as f64 }
+'''
+
+
+def test_definitions_with_scope_signature_and_doc():
+    symbols = parse_source(SOURCE)
+    by_name = {(d.kind, d.name): d for d in symbols.definitions}
+    assert {("struct", "Point"), ("enum", "Shape"), ("variant", "Circle"), ("field", "x"), ("impl", "Point"),
+            ("fn", "fmt"), ("fn", "norm"), ("const", "ORIGIN"), ("mod", "inner"), ("trait", "Area"), ("fn", "area"),
+            ("macro", "twice"), ("type", "Pair"), ("static", "COUNT"), ("fn", "helper")} <= set(by_name)
+    assert by_name[("struct", "Point")].doc == "A point.\nIn two dimensions."
+    assert by_name[("fn", "norm")].doc == "Distance to the origin."
+    assert by_name[("fn", "norm")].scope == "Point" and by_name[("fn", "norm")].signature == "pub fn norm(&self) -> f64"
+    assert by_name[("fn", "fmt")].scope == "Point"
+    assert by_name[("fn", "area")].scope == "Area"
+    impls = [d for d in symbols.definitions if d.kind == "impl"]
+    assert {(d.name, d.trait) for d in impls} == {("Point", "Display"), ("Point", "")}
+    assert by_name[("struct", "Point")].start == (5, 0)
+    assert ("std::fmt::{self, Display}", 0) in symbols.imports
+    refs = {(r.name, r.kind) for r in symbols.references}
+    assert ("helper", "call") in refs and ("write", "call") in refs and ("Formatter", "type") in refs
+    assert not any(r.name == "Point" and r.line == 5 for r in symbols.references)  # a definition is no reference
+
+
+def test_broken_code_is_indexed_as_far_as_it_parses():
+    symbols = parse_source(b"fn ok() {}\nfn broken( {\n struct Later;\n")
+    assert "ok" in {d.name for d in symbols.definitions}
+
+
+def test_the_walk_honours_gitignore_skips_target_and_stays_inside(tmp_path):
+    root = tmp_path / "ws"
+    (root / "src" / "gen").mkdir(parents=True)
+    (root / "target" / "debug").mkdir(parents=True)
+    (root / ".gitignore").write_text("src/gen/\n*.bak.rs\n")
+    for rel in ("src/lib.rs", "src/gen/out.rs", "src/old.bak.rs", "target/debug/build.rs", "src/a.rs"):
+        (root / rel).write_text("fn f() {}\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.rs").write_text("fn secret() {}\n")
+    (root / "src" / "escape.rs").symlink_to(outside / "secret.rs")
+    (root / "src" / "escape_dir").symlink_to(outside, target_is_directory=True)
+    (root / "src" / "alias.rs").symlink_to(root / "src" / "a.rs")
+    assert sorted(p.as_posix() for p in rust_files(root)) == ["src/a.rs", "src/alias.rs", "src/lib.rs"]
+
+
+def test_module_paths():
+    assert module_path(Path("src/lib.rs")) == "crate"
+    assert module_path(Path("src/a/mod.rs")) == "crate::a"
+    assert module_path(Path("crates/x/src/a/b.rs")) == "crate::a::b"
+
+
+def test_incremental_update_by_mtime_and_hash(tmp_path):
+    root, db = tmp_path / "ws", tmp_path / "index.sqlite"
+    (root / "src").mkdir(parents=True)
+    for i in range(5):
+        (root / "src" / f"m{i}.rs").write_text(f"pub fn f{i}() -> u32 {{ {i} }}\n")
+    first = index_workspace(root, db, workers=1, on_message=lambda m: None)
+    assert (first.files, first.parsed, first.definitions) == (5, 5, 5)
+    (root / "src" / "m1.rs").write_text("pub fn renamed() -> u32 { 1 }\npub struct Extra;\n")
+    os.utime(root / "src" / "m2.rs", ns=(1, 1))  # touched, same content: hashed, not parsed
+    (root / "src" / "m4.rs").unlink()
+    second = index_workspace(root, db, workers=1, on_message=lambda m: None)
+    assert (second.files, second.parsed, second.unchanged, second.removed) == (4, 1, 3, 1)
+    conn = connect(db)
+    assert find(conn, "f1") == [] and [s.path for s in find(conn, "renamed")] == ["src/m1.rs"]
+    assert find(conn, "f4") == [] and conn.execute("SELECT COUNT(*) FROM symbol_search").fetchone()[0] == 5
+    conn.close()
+    (root / "src" / "m0.rs").write_text("pub fn zero_again() {}\n")
+    assert index_file(root, db, "src/m0.rs")
+    conn = connect(db)
+    assert [s.name for s in search(conn, "again")] == ["zero_again"]
+    conn.close()
+
+
+def test_queries_on_the_bundled_workspace(tmp_path):
+    db = tmp_path / "index.sqlite"
+    summary = index_workspace(KVSTORE, db, workers=1, on_message=lambda m: None)
+    assert summary.files == 4 and summary.definitions > 20
+    conn = connect(db)
+    assert {s.name for s in members(conn, "Store")} >= {"new", "get", "set", "delete", "len"}
+    assert [s.path for s in search(conn, "parse command")][0] == "src/command.rs"
+    assert related_files(conn, "src/lib.rs")[0][0] in ("src/store.rs", "src/command.rs")
+    conn.close()
+
+
+def _many_files(root: Path, n: int) -> None:
+    (root / "src").mkdir(parents=True)
+    for i in range(n):
+        body = "".join(f"pub fn f{i}_{j}(x: u32) -> u32 {{ x + {j} }}\n" for j in range(20))
+        (root / "src" / f"m{i}.rs").write_text(body)
+
+
+def test_readers_see_whole_files_while_the_indexer_writes(tmp_path):
+    root, db = tmp_path / "ws", tmp_path / "index.sqlite"
+    _many_files(root, 600)
+    connect(db).close()
+    problems, stop = [], threading.Event()
+
+    def read() -> None:
+        conn = sqlite3.connect(db, timeout=30)
+        while not stop.is_set():
+            # every committed file has all 20 of its functions: a reader never sees half a file
+            partial = conn.execute("SELECT COUNT(*) FROM files f WHERE (SELECT COUNT(*) FROM symbols s "
+                                   "WHERE s.file_id = f.id) != 20").fetchone()[0]
+            if partial:
+                problems.append(partial)
+        conn.close()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        summary = index_workspace(root, db, workers=2, on_message=lambda m: None)
+    finally:
+        stop.set()
+        reader.join()
+    assert summary.parsed == 600 and not problems
+
+
+def test_a_corrupt_index_is_rebuilt_with_a_message(tmp_path):
+    db = tmp_path / "index.sqlite"
+    db.write_bytes(b"this is not a database" * 100)
+    messages = []
+    summary = index_workspace(KVSTORE, db, workers=1, on_message=messages.append)
+    assert summary.parsed == 4 and "rebuilding" in messages[0]
+    conn = connect(db)
+    assert find(conn, "Store")
+    conn.close()
+
+
+def test_a_killed_indexer_leaves_a_usable_index(tmp_path):
+    root, db = tmp_path / "ws", tmp_path / "index.sqlite"
+    _many_files(root, 3000)
+    exe = Path(sys.executable).parent / "rustle"
+    proc = subprocess.Popen([str(exe), "index", str(root), "--db", str(db), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait for a first committed batch, then kill mid-run
+        time.sleep(0.2)
+        try:
+            conn = sqlite3.connect(db, timeout=5)
+            done = conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+            conn.close()
+        except sqlite3.OperationalError:
+            continue
+        if done > 0:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    conn = connect(db)
+    partial = conn.execute("SELECT COUNT(*) FROM files f WHERE (SELECT COUNT(*) FROM symbols s "
+                           "WHERE s.file_id = f.id) != 20").fetchone()[0]
+    done = conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+    conn.close()
+    assert partial == 0 and 0 < done < 3000
+    summary = index_workspace(root, db, workers=2, on_message=lambda m: None)
+    assert summary.files == 3000 and summary.parsed == 3000 - done

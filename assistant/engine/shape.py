@@ -2,8 +2,8 @@
 
 - multi-line only on an empty line of an empty block body (`fn f() {⏎ | ⏎}`), as tree-sitter reads the buffer;
 - a block stops at an unmatched closing bracket or at a line indented less than the cursor's line;
-- whatever the suggestion would repeat of the text after the cursor is cut; brackets it opened on its
-  last line and left open are closed unless the text after the cursor closes them; indentation follows
+- whatever the suggestion would repeat of the text after the cursor is cut; inside a line, brackets it
+  opened and left open are closed (the text after the cursor closes the line's own); indentation follows
   the file (tabs or spaces).
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ BLOCK_NODES = ("block", "declaration_list", "field_declaration_list", "enum_vari
 class Shape:
     multiline: bool
     indent: str          # indentation of the cursor's line
+    line_prefix: str     # text before the cursor on its line
     line_suffix: str     # text after the cursor on its line
     tab_indent: bool     # the file indents with tabs
 
@@ -45,7 +46,7 @@ def shape_at(text: str, offset: int) -> Shape:
             node = node.parent
         multiline = node is not None and node.named_child_count == sum(
             1 for c in node.named_children if c.type in ("line_comment", "block_comment"))
-    return Shape(multiline, _indent_of(text[line_start:line_end]), after, tab_indent)
+    return Shape(multiline, _indent_of(text[line_start:line_end]), before, after, tab_indent)
 
 
 def cut(text: str, shape: Shape) -> tuple[str, bool]:
@@ -85,7 +86,9 @@ def tidy(text: str, shape: Shape, following: str = "") -> str:
             lines.pop()                           # the block's tail is already in the document
         return "\n".join(lines)
     text = _drop_overlap(text, shape.line_suffix)
-    return text + _closers(text, shape.line_suffix)
+    if not shape.line_suffix.strip():  # at the end of a line an open bracket may go on to the next line
+        return text
+    return text + _closers(text, shape.line_prefix, shape.line_suffix)
 
 
 def _tabs(line: str) -> str:
@@ -102,16 +105,20 @@ def _drop_overlap(text: str, suffix: str) -> str:
     return text
 
 
-def _closers(text: str, suffix: str) -> str:
-    """Closing brackets for those `text` opened and left open, minus what the line already closes."""
+def _unclosed(text: str) -> list[str]:
     stack: list[str] = []
     for ch in text:
         if ch in OPEN:
             stack.append(ch)
         elif ch in CLOSE and stack and stack[-1] == PAIR[ch]:
             stack.pop()
-    needed = "".join(CLOSE[OPEN.index(ch)] for ch in reversed(stack))
-    present = suffix.lstrip()
-    while needed and present.startswith(needed[0]):
-        needed, present = needed[1:], present[1:]
-    return needed
+    return stack
+
+
+def _closers(text: str, before: str, after: str) -> str:
+    """Closing brackets for those `text` opened and left open. The closers right after the cursor close the
+    line's earlier openers first; only the spare ones close the suggestion's outermost openers."""
+    needed = "".join(CLOSE[OPEN.index(ch)] for ch in reversed(_unclosed(text)))
+    leading = len(after.lstrip()) - len(after.lstrip().lstrip(CLOSE))
+    spare = max(0, leading - len(_unclosed(before)))
+    return needed[:len(needed) - spare]

@@ -1,0 +1,258 @@
+"""The completion engine on a tiny random model with the shipped tokenizer: prompt layout, state reuse,
+healing, the copy model, stop rules and post-processing, streaming and cancellation."""
+import asyncio
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from assistant.engine.copy import CopyConfig, CopyModel
+from assistant.engine.engine import Engine, EngineConfig, Request, with_context
+from assistant.engine.healing import Healer, back_up
+from assistant.engine.prompt import PromptConfig, build_prompt
+from assistant.engine.shape import cut, shape_at, tidy
+from assistant.engine.tokens import Vocab, line_chunks
+from model.config import ModelConfig
+from model.io import save_model
+from model.model import RustleLM
+from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+KVSTORE = ROOT / "data" / "workspace"
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Vocab:
+    return Vocab(load_tokenizer())
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=16384, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64,
+                         layer_pattern=("gdn", "swa", "gdn", "lql"), window=64, gdn_heads=2, gdn_head_dim=16,
+                         chunk_size=16, lql_dim=16, lql_heads=1)
+    out = tmp_path_factory.mktemp("tiny")
+    save_model(RustleLM(config), out, DEFAULT_TOKENIZER)
+    return out
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "kvstore"
+    shutil.copytree(KVSTORE, root)
+    return root
+
+
+def _engine(model_dir: Path, **changes) -> Engine:
+    return Engine(model_dir, EngineConfig(**changes))
+
+
+# ----- tokens, healing, copy model --------------------------------------------------------------------------------
+def test_line_chunks_encode_like_the_whole_text(vocab):
+    for path in sorted(KVSTORE.rglob("*.rs")):
+        text = path.read_text()
+        assert "".join(line_chunks(text)) == text
+        assert [i for chunk in vocab.encode_chunks(text) for i in chunk] == vocab.encode(text)
+        assert vocab.decode_bytes(vocab.encode(text)) == text.encode()
+
+
+def test_healing_allows_exactly_the_tokens_that_agree_with_the_removed_bytes(vocab):
+    healer = Healer(vocab.token_bytes)
+    prompt, healed = back_up(vocab.encode("    let x = fo"), vocab.token_bytes)
+    assert healed and vocab.decode_bytes(prompt) + healed == b"    let x = fo"
+    for pending in (healed, b" fo", b"\n    "):
+        allowed = healer.allowed(pending)
+        everything = [i for i, b in enumerate(vocab.token_bytes)
+                      if b and (b.startswith(pending) or pending.startswith(b))]
+        assert allowed and sorted(allowed) == sorted(everything)
+
+
+def test_copy_model_drafts_what_followed_and_forgets_on_truncate():
+    copy = CopyModel(CopyConfig(n_min=3, draft_tokens=4))
+    copy.extend([1, 2, 3, 4, 5, 6, 7, 8])
+    assert copy.draft([9, 2, 3, 4]) == [5, 6, 7, 8]
+    before = {k: list(v) for k, v in copy.table.items()}
+    copy.extend([2, 3, 4, 99])
+    assert copy.draft([2, 3, 4]) == [99]          # the most recent longest match wins
+    copy.truncate(8)
+    assert copy.table == before and copy.draft([2, 3, 4]) == [5, 6, 7, 8]
+    probs = torch.full((100,), 0.01)
+    mixed = copy.mix(probs, [1, 2, 3, 4])
+    assert int(mixed.argmax()) == 5 and abs(float(mixed.sum()) - 1.0) < 1e-5
+
+
+# ----- shape: stop rules and post-processing ----------------------------------------------------------------------
+def test_multiline_only_in_an_empty_block_body():
+    text = "fn f() {\n    \n}\n\nfn g() {\n    let a = 1;\n    \n}\n"
+    assert shape_at(text, text.index("\n    \n") + 5).multiline
+    assert not shape_at(text, text.rindex("    \n}\n") + 4).multiline         # g's body is not empty
+    assert not shape_at(text, text.index("let a") + 4).multiline
+
+
+def test_block_stops_at_an_unmatched_bracket_or_a_dedent():
+    block = shape_at("fn f() {\n    \n}\n", 13)
+    assert cut("let x = 1;\n    x + 1\n}\nfn other() {}", block) == ("let x = 1;\n    x + 1", True)
+    assert cut("let x = vec![1,\n        2];\n    x\n", block)[1] is False
+    assert cut("a();\nfn top_level() {}\n", block) == ("a();", True)
+    line = shape_at("let x = \n", 8)
+    assert cut("foo();\nbar();", line) == ("foo();", True)
+
+
+def test_tidy_drops_what_follows_the_cursor_and_closes_brackets():
+    shape = shape_at("    call(a, )\n", 12)
+    assert shape.line_suffix == ")"
+    assert tidy("b)", shape) == "b"
+    assert tidy("foo(b", shape) == "foo(b)"                   # its own bracket closed; the line's ) stays
+    tabbed = "fn f() {\n\t\n}\nfn g() {\n\tx();\n}\n"
+    block = shape_at(tabbed, tabbed.index("\t\n") + 1)
+    assert block.tab_indent and tidy("a();\n    b();\n", block) == "a();\n\tb();"
+    spaced = "fn f() {\n    \n}\n"
+    assert tidy("x();\n}", shape_at(spaced, 13), "\n}\n") == "x();"
+
+
+# ----- prompt -----------------------------------------------------------------------------------------------------
+def test_prompt_layout_is_spm_after_the_repository(vocab):
+    text = "fn main() {\n    let x = 1;\n    pri\n}\n"
+    offset = text.index("pri") + 3
+    context = [("src/a.rs", vocab.encode("pub fn a() {}\n")), ("src/b.rs", vocab.encode("pub fn b() {}\n"))]
+    p = build_prompt(vocab, PromptConfig(context="repo"), "src/main.rs", text, offset, shape_at(text, offset),
+                     context, "demo")
+    decoded = vocab.tok.decode(p.ids, skip_special_tokens=False)
+    assert decoded.startswith("<|repo_name|>demo\n<|file_sep|>src/a.rs\npub fn a() {}\n<|file_sep|>src/b.rs\n")
+    local = decoded[decoded.index("<|file_sep|>src/main.rs"):]
+    assert p.healed and local == ("<|file_sep|>src/main.rs\n<|fim_prefix|><|fim_suffix|>\n}\n<|fim_middle|>"
+                                  + text[:offset - len(p.healed)])
+    assert (vocab.decode_bytes(p.ids[p.local_start:]) + p.healed).endswith(b"    pri")
+    assert p.boundaries == sorted(p.boundaries) and all(0 < b < len(p.ids) for b in p.boundaries)
+    none = build_prompt(vocab, PromptConfig(context="none"), "src/main.rs", text, offset, shape_at(text, offset),
+                        context, "demo")
+    assert vocab.fim_suffix not in none.ids and vocab.repo_name not in none.ids
+
+
+def test_prompt_budgets_and_a_stable_prefix_start(vocab):
+    text = "".join(f"let v{i} = {i};\n" for i in range(400))
+    config = PromptConfig(context="local", prefix_tokens=300, suffix_tokens=50, anchor_lines=32)
+    shape = shape_at(text, 0)
+    p = build_prompt(vocab, config, "a.rs", text, len(text) // 2, shape, [], "r")
+    suffix = p.ids[p.ids.index(vocab.fim_suffix) + 1:p.ids.index(vocab.fim_middle)]
+    prefix = p.ids[p.ids.index(vocab.fim_middle) + 1:]
+    assert len(suffix) <= 50 and 300 <= len(prefix) + 1 <= 300 + 32 * 8
+    # typing on the cursor's line keeps every token before that line
+    q = build_prompt(vocab, config, "a.rs", text[:len(text) // 2] + "x" + text[len(text) // 2:], len(text) // 2 + 1,
+                     shape, [], "r")
+    line_start = max(b for b in p.boundaries if b <= len(p.ids) - 1)
+    assert q.ids[:line_start] == p.ids[:line_start]
+
+
+# ----- engine -----------------------------------------------------------------------------------------------------
+def _request(root: Path, path: str = "src/main.rs", marker: str = "let stdin = ") -> Request:
+    text = (root / path).read_text()
+    offset = text.index(marker) + len(marker)
+    return Request(root, path, text, offset)
+
+
+def test_warm_state_gives_the_same_suggestion_as_a_cold_run(tiny_model_dir, workspace):
+    config = dict(max_new_tokens=24, copy_draft=False, copy_mix=False, max_ms=60_000)
+    warm = _engine(tiny_model_dir, **config)
+    other = _request(workspace, "src/store.rs", "self.entries.")
+    first = warm.complete_sync(other)
+    again = warm.complete_sync(other)
+    assert again.text == first.text and again.reused_tokens > 0.9 * again.prompt_tokens
+    request = _request(workspace)
+    warm_result = warm.complete_sync(request)
+    cold_result = _engine(tiny_model_dir, **config).complete_sync(request)
+    assert warm_result.reused_tokens > 0 and cold_result.reused_tokens == 0
+    assert warm_result.text == cold_result.text and warm_result.generated_tokens == cold_result.generated_tokens
+
+
+def test_copy_drafts_take_fewer_forward_steps_for_the_same_text(tiny_model_dir, workspace):
+    request = _request(workspace, "src/lib.rs", "Ok(Command::Len) => store.")
+    plain = _engine(tiny_model_dir, copy_draft=False, copy_mix=False, max_new_tokens=16).complete_sync(request)
+    drafted = _engine(tiny_model_dir, copy_draft=True, copy_mix=False, max_new_tokens=16).complete_sync(request)
+    assert drafted.text == plain.text                  # verification keeps greedy decoding exact
+    assert drafted.forward_steps <= plain.forward_steps
+
+
+def test_repo_context_puts_the_workspace_before_the_buffer(tiny_model_dir, workspace):
+    engine = _engine(tiny_model_dir, max_new_tokens=4)
+    request = _request(workspace)
+    db = engine._db(request.root)
+    prompt, files = engine._prompt(request, db)
+    db.close()
+    assert sorted(files) == ["src/command.rs", "src/lib.rs", "src/main.rs", "src/store.rs"]
+    decoded = engine.vocab.tok.decode(prompt.ids, skip_special_tokens=False)
+    assert decoded.index("<|file_sep|>src/store.rs") < decoded.index("<|file_sep|>src/main.rs\n<|fim_prefix|>")
+    os.utime(workspace / "src" / "command.rs")       # just edited: it moves to the end of the repository part
+    db = engine._db(request.root)
+    _, files = engine._prompt(request, db)
+    db.close()
+    assert files[-1] == "src/command.rs"
+
+
+def test_bad_positions_are_clear_errors(tiny_model_dir, workspace):
+    engine = _engine(tiny_model_dir)
+    request = _request(workspace)
+    with pytest.raises(ValueError, match="outside the buffer"):
+        engine.complete_sync(Request(request.root, request.path, request.text, len(request.text) + 5))
+
+
+def test_streaming_cancellation_and_typing_along_the_suggestion(tiny_model_dir, workspace):
+    engine = _engine(tiny_model_dir, max_new_tokens=40, copy_draft=False, copy_mix=False, max_ms=60_000)
+    request = _request(workspace)
+    full = engine.complete_sync(request).text
+    assert len(full) >= 2
+
+    async def scenario():
+        parts = [text async for text in engine.complete(request)]
+        assert parts[-1] == full
+        # the user types the first two suggested characters: served from a running generation, no restart
+        cancelled = threading.Event()
+        stream = engine.complete(request, cancelled)
+        await stream.__anext__()
+        first = engine._inflight
+        typed = Request(request.root, request.path, request.text[:request.offset] + full[:2]
+                        + request.text[request.offset:], request.offset + 2)
+        rest = [text async for text in engine.complete(typed)]
+        assert engine._inflight is first and rest[-1] == full[2:]
+        await stream.aclose()
+        # a request elsewhere cancels the one in flight
+        slow = engine.complete(request)
+        await slow.__anext__()
+        running = engine._inflight
+        elsewhere = _request(workspace, "src/store.rs", "self.entries.")
+        [text async for text in engine.complete(elsewhere)]
+        assert running.cancelled.is_set()
+        await slow.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_eval_lines_and_complete_on_the_command_line(rustle, tiny_model_dir, workspace, tmp_path):
+    import json
+
+    out = json.loads(rustle("complete", f"{workspace}/src/main.rs:9:17", "--model", str(tiny_model_dir),
+                            "--json").stdout)
+    assert set(out) >= {"text", "ms", "stopped", "prompt_tokens"}
+    bad = rustle("complete", f"{workspace}/src/main.rs:999:1", "--model", str(tiny_model_dir), check=False)
+    assert bad.returncode == 2 and "past the end" in bad.stdout
+    bad = rustle("complete", "nowhere.rs:x:1", check=False)
+    assert bad.returncode == 2 and "FILE:LINE:COL" in bad.stdout
+    lines = (workspace / "src" / "store.rs").read_text().split("\n")
+    n = next(i for i, line in enumerate(lines) if "self.entries.len()" in line)
+    col = lines[n].index("self")
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"id": "t1", "root": str(workspace), "path": "src/store.rs", "line": n,
+                                 "character": col, "target": lines[n][col:], "kind": "line"}) + "\n")
+    for context in ("none", "repo"):
+        report = json.loads(rustle("eval", "lines", str(tasks), "--model", str(tiny_model_dir), "--json",
+                                   "--context", context).stdout)
+        assert report["n"] == 1 and set(report["by_kind"]) == {"line"} and 0 <= report["edit_similarity"] <= 1
+
+
+def test_an_open_bracket_at_the_end_of_a_line_is_left_open():
+    assert tidy("let v = foo(", shape_at("    \n", 4)) == "let v = foo("

@@ -14,7 +14,7 @@ PY := .venv/bin/python
 setup: .venv/.installed
 
 run: setup
-	.venv/bin/rustle tokenizer show data/sample.rs
+	.venv/bin/rustle demo data/workspace
 
 test: setup
 	$(PY) -m pytest

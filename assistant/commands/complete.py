@@ -119,6 +119,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--root", type=Path, default=None, help="workspace root (default: the outermost Cargo.toml)")
     _engine_arguments(p)
     p.set_defaults(run=complete_command)
+    p = commands.add_parser("demo", help="index a workspace and show completions at a few cursors, with latency")
+    p.add_argument("root", type=Path, nargs="?", default=Path("data/workspace"))
+    _engine_arguments(p)
+    p.set_defaults(run=demo_command)
 
 
 def register_eval(group: argparse._SubParsersAction) -> None:
@@ -162,4 +166,43 @@ def make_lines_command(args: argparse.Namespace) -> int:
     args.out.write_text("".join(json.dumps(t) + "\n" for t in tasks))
     kinds = {k: sum(t["kind"] == k for t in tasks) for k in ("line", "mid", "xfile")}
     console.print(f"{len(tasks)} tasks from {min(len(roots), args.crates)} crates {kinds} → {args.out}")
+    return 0
+
+
+DEMO_CURSORS = [  # (file, the line's text up to the cursor): the rest of that line is what the user has yet to type
+    ("src/main.rs", "    let mut store = "),
+    ("src/store.rs", "        self.entries."),
+    ("src/lib.rs", "        Ok(Command::Len) => "),
+    ("src/command.rs", "            let key = words.next()."),
+]
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """Index the bundled workspace and complete at a few cursors, as an editor would, with latencies."""
+    from ..engine.engine import Engine, Request
+    from ..eval.lines import saved_before_typing
+    from ..index.indexer import index_workspace
+    from ..index.workspace import default_db
+
+    root = args.root.resolve()
+    summary = index_workspace(root, default_db(root))
+    console.print(f"indexed {root}: {summary.files} files, {summary.definitions} definitions "
+                  f"in {1000 * summary.seconds:.0f} ms")
+    engine = Engine(args.model, _engine_config(args))
+    rows = []
+    for path, typed in DEMO_CURSORS:
+        text = (root / path).read_text(encoding="utf-8")
+        start = text.find("\n" + typed)
+        if start < 0:
+            continue
+        offset = start + 1 + len(typed)
+        end = text.find("\n", offset)
+        buffer = text[:offset] + text[end:]
+        request = Request(root, path, buffer, offset, overrides={path: saved_before_typing(buffer, offset)})
+        cold = engine.complete_sync(request)
+        warm = engine.complete_sync(request)
+        rows.append([f"{path}: {typed.strip()}", cold.text.split("\n")[0], text[offset:end],
+                     f"{cold.ms:.0f}", f"{warm.ms:.0f}"])
+    console.print(table(f"Completions from {args.model.name} ({args.context} context)",
+                        ["cursor", "suggestion", "original", "cold ms", "warm ms"], rows))
     return 0

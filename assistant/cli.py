@@ -5,14 +5,14 @@ import argparse
 import logging
 import sys
 
-from .commands import bench, complete, corpus, distill, evaluate, index, tokenizer, train
+from .commands import bench, complete, corpus, distill, evaluate, index, serve, tokenizer, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rustle", description="Local Rust code completion on a small hybrid model.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (corpus, tokenizer, train, distill, evaluate, bench, index, complete):
+    for group in (corpus, tokenizer, train, distill, evaluate, bench, index, complete, serve):
         group.register(commands)
     return parser
 

@@ -1,1 +1,1 @@
-"""The pygls language server that streams completions into editors."""
+"""The language server: pygls over the completion engine."""

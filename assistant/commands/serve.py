@@ -1,0 +1,24 @@
+"""`rustle serve`: the language server (stdio; `--tcp 127.0.0.1:PORT` for debugging)."""
+from __future__ import annotations
+
+import argparse
+
+from ..console import console
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from lsp.server import serve
+
+    try:
+        serve(args.tcp)
+    except ValueError as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("serve", help="the language server: inline completions over stdio")
+    p.add_argument("--tcp", default=None, metavar="127.0.0.1:PORT", help="listen on a loopback port instead")
+    p.add_argument("--stdio", action="store_true", help="accepted for clients that pass it (stdio is the default)")
+    p.set_defaults(run=serve_command)

@@ -1,0 +1,163 @@
+"""The language server driven by a real LSP client (pytest-lsp) over stdio, on a copy of the bundled workspace
+with the shipped model; the server runs under an audit hook that records every socket it would open."""
+import asyncio
+import json
+import shutil
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRATCH = Path(tempfile.mkdtemp(prefix="rustle-lsp-"))
+WORKSPACE = SCRATCH / "kvstore"
+AUDIT = SCRATCH / "audit.jsonl"
+MAIN = WORKSPACE / "src" / "main.rs"
+
+AUDITED_SERVER = f"""
+import json, sys
+log = open({str(AUDIT)!r}, "a")
+log.write(json.dumps({{"event": "started", "args": ""}}) + "\\n"); log.flush()
+def hook(event, args):
+    if event in ("socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto", "socket.sendmsg"):
+        log.write(json.dumps({{"event": event, "args": repr(args)}}) + "\\n"); log.flush()
+sys.addaudithook(hook)
+from assistant.cli import main
+sys.exit(main(["serve"]))
+"""
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-c", AUDITED_SERVER],
+                                              server_env={"XDG_CACHE_HOME": str(SCRATCH / "cache")}))
+async def client(lsp_client: LanguageClient):
+    if not WORKSPACE.exists():
+        shutil.copytree(ROOT / "data" / "workspace", WORKSPACE)
+    lsp_client.partials = []
+    lsp_client.feature("rustle/partialCompletion")(lambda params: lsp_client.partials.append(params))
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="kvstore")],
+        initialization_options={"rustle": {"debounceMs": 20, "maxTokens": 24}}))
+    for _ in range(600):  # indexing reports its end through $/progress
+        if any(isinstance(r, types.WorkDoneProgressEnd) for reports in lsp_client.progress_reports.values()
+               for r in reports):
+            break
+        await asyncio.sleep(0.1)
+    yield
+    await lsp_client.shutdown_session()
+
+
+def _open(client: LanguageClient, text: str, path: Path = MAIN, version: int = 1) -> str:
+    uri = path.as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        types.TextDocumentItem(uri=uri, language_id="rust", version=version, text=text)))
+    return uri
+
+
+def _inline(client: LanguageClient, uri: str, line: int, character: int):
+    return client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri), position=types.Position(line, character),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+
+
+def _typed_main() -> tuple[str, int, int]:
+    text = MAIN.read_text().replace("    let mut store = Store::new();", "    let mut store = ")
+    line = text.split("\n").index("    let mut store = ")
+    return text, line, len("    let mut store = ")
+
+
+async def test_indexing_reports_progress_and_inline_completion_streams(client: LanguageClient):
+    reports = [r for reports in client.progress_reports.values() for r in reports]
+    assert isinstance(reports[0], types.WorkDoneProgressBegin) and isinstance(reports[-1], types.WorkDoneProgressEnd)
+    assert "files" in reports[-1].message
+    text, line, col = _typed_main()
+    uri = _open(client, text)
+    result = await _inline(client, uri, line, col)
+    assert len(result.items) == 1 and result.items[0].insert_text
+    assert result.items[0].range.start == types.Position(line, col)
+    assert client.partials, "no rustle/partialCompletion notification"
+    assert result.items[0].insert_text.startswith(client.partials[0].text.split("\n")[0][:1])
+
+
+async def test_completion_items_carry_a_text_edit(client: LanguageClient):
+    text, line, col = _typed_main()
+    uri = _open(client, text)
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri), position=types.Position(line, col)))
+    assert result.is_incomplete and len(result.items) == 1
+    edit = result.items[0].text_edit
+    assert edit.range.start == types.Position(line, col) and edit.new_text
+
+
+async def test_a_newer_request_supersedes_an_older_one_and_cancel_works(client: LanguageClient):
+    text, line, col = _typed_main()
+    uri = _open(client, text)
+    first = _inline(client, uri, line, col)
+    second = _inline(client, uri, line, col)
+    older, newer = await asyncio.gather(first, second)
+    assert not older.items and len(newer.items) == 1
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri), position=types.Position(line, col),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
+    pending = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="cancel-me")
+    await asyncio.sleep(0.01)
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
+    with pytest.raises(Exception, match="cancel"):
+        await asyncio.wrap_future(pending)
+    again = await _inline(client, uri, line, col)   # the server is still up and answering
+    assert len(again.items) == 1
+
+
+async def test_configuration_changes_apply(client: LanguageClient):
+    text, line, col = _typed_main()
+    uri = _open(client, text)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"rustle": {"maxTokens": 1, "multiline": False, "debounceMs": "fast"}}))
+    result = await _inline(client, uri, line, col)
+    assert len(result.items[0].insert_text) <= 12   # one token at most
+
+
+async def test_bad_input_gets_empty_answers_and_the_server_stays_up(client: LanguageClient):
+    text, line, col = _typed_main()
+    uri = _open(client, text)
+    assert not (await _inline(client, uri, 10_000, 3)).items
+    huge = _open(client, "fn main() {\n" + "    let x = 1;\n" * 700_000 + "    \n}\n",
+                 WORKSPACE / "src" / "huge.rs")
+    big = await _inline(client, huge, 700_001, 4)
+    assert isinstance(big.items, (list, tuple))
+    for version in range(2, 1002):  # 1,000 rapid edits
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangePartial(
+                range=types.Range(types.Position(line, col), types.Position(line, col)), text="x")]))
+    with pytest.raises(Exception):
+        await client.protocol.send_request_async("rustle/noSuchMethod", {})
+    result = await _inline(client, uri, line, col + 1000)
+    assert isinstance(result.items, (list, tuple))
+
+
+async def test_accept_and_reject_are_stored_locally(client: LanguageClient):
+    uri = MAIN.as_uri()
+    client.protocol.notify("rustle/didAccept", {"uri": uri, "position": {"line": 5, "character": 20},
+                                                "text": "Store::new();"})
+    client.protocol.notify("rustle/didReject", {"uri": uri, "position": {"line": 5, "character": 20},
+                                                "text": "vec![];"})
+    client.protocol.notify("rustle/didReject", {"uri": uri, "text": 42})   # malformed: ignored
+    await asyncio.sleep(0.5)
+    db = sqlite3.connect(SCRATCH / "cache" / "rustle" / "feedback.sqlite")
+    rows = db.execute("SELECT verdict, suggestion FROM feedback ORDER BY id").fetchall()
+    db.close()
+    assert ("accept", "Store::new();") in rows and ("reject", "vec![];") in rows
+
+
+def test_the_server_opened_no_network_connection():
+    """Runs after the sessions above (same module): the audit log of every server process they started."""
+    events = [json.loads(line) for line in AUDIT.read_text().splitlines()] if AUDIT.exists() else []
+    assert sum(e["event"] == "started" for e in events) >= 5        # the hook was in every server process
+    network = [e for e in events if e["event"] != "started"]
+    assert not network, network

@@ -195,3 +195,20 @@ def test_a_killed_indexer_leaves_a_usable_index(tmp_path):
     assert partial == 0 and 0 < done < 3000
     summary = index_workspace(root, db, workers=2, on_message=lambda m: None)
     assert summary.files == 3000 and summary.parsed == 3000 - done
+
+
+def test_a_damaged_page_is_found_and_rebuilt(tmp_path):
+    root, db = tmp_path / "ws", tmp_path / "index.sqlite"
+    _many_files(root, 300)
+    index_workspace(root, db, workers=1, on_message=lambda m: None)
+    data = bytearray(db.read_bytes())
+    data[8192:40960] = b"\xff" * (40960 - 8192)   # overwrite pages after the header and schema
+    db.write_bytes(bytes(data))
+    for f in list(root.glob("src/m1*.rs")):
+        f.write_text(f.read_text() + "pub fn more() {}\n")
+    messages = []
+    summary = index_workspace(root, db, workers=1, on_message=messages.append)
+    assert summary.files == 300 and any("rebuild" in m for m in messages)
+    conn = connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()

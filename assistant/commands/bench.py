@@ -1,4 +1,4 @@
-"""`rustle bench tokenizer | roundtrip`: benchmarks that print numbers."""
+"""`rustle bench …`: benchmarks that print numbers."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from model.io import DEFAULT_MODEL
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
 from ..console import console, table
@@ -152,6 +153,35 @@ def compare_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def index_command(args: argparse.Namespace) -> int:
+    from ..bench.index import run
+
+    row = run(args.root, args.workers)
+    if args.json:
+        print(json.dumps(asdict(row)))
+    else:
+        console.print(row)
+    return 0
+
+
+def latency_command(args: argparse.Namespace) -> int:
+    from ..bench.latency import measure
+    from ..engine.engine import EngineConfig
+
+    report = measure(args.root, args.file, args.model, EngineConfig(max_new_tokens=args.max_tokens),
+                     cursors=args.cursors, keystrokes=args.keystrokes)
+    print(json.dumps(report.summary()) if args.json else report.summary())
+    return 0
+
+
+def nvim_command(args: argparse.Namespace) -> int:
+    from ..bench.nvim import keystrokes
+
+    result = keystrokes(args.root, args.file, args.lines, args.debounce_ms)
+    print(json.dumps(result) if args.json else result)
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("bench", help="benchmarks that print numbers").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -188,3 +218,25 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="where the runs go (default: the recipe's out)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=compare_command)
+    p = group.add_parser("index", help="the index against Universal Ctags on one tree; one-file re-index time")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=index_command)
+    p = group.add_parser("latency", help="completion latency on a repository: cold, warm, per keystroke")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--file", required=True, help="the file to complete in, relative to --root")
+    p.add_argument("--cursors", type=int, default=20)
+    p.add_argument("--keystrokes", type=int, default=20)
+    p.add_argument("--max-tokens", type=int, default=24)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=latency_command)
+    p = group.add_parser("nvim", help="keystroke-to-ghost-text latency in a real headless Neovim")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--file", required=True, help="relative to --root")
+    p.add_argument("--lines", type=lambda s: [int(x) for x in s.split(",")], required=True,
+                   help="1-based lines to retype, comma-separated")
+    p.add_argument("--debounce-ms", type=int, default=30)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=nvim_command)

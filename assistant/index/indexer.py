@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .parse import FileSymbols, parse_source, parser
-from .store import open_or_rebuild
+from .store import open_or_rebuild, remove
 from .workspace import module_path, rust_files
 
 BATCH = 256
@@ -119,6 +119,19 @@ def _apply(db: sqlite3.Connection, results: Iterable[Parsed | None], summary: In
 def index_workspace(root: Path, db_path: Path, workers: int | None = None,
                     on_total: Callable[[int], None] = lambda n: None, on_file: Callable[[], None] = lambda: None,
                     on_message: Callable[[str], None] = print) -> IndexSummary:
+    """Bring the index up to date; damage found on the way (a malformed page) rebuilds it once, with a message."""
+    try:
+        return _index_workspace(root, db_path, workers, on_total, on_file, on_message)
+    except sqlite3.DatabaseError as err:
+        if isinstance(err, sqlite3.OperationalError) and "malformed" not in str(err):
+            raise  # locked, disk full, …: not damage
+        on_message(f"index damaged ({err}); rebuilding it")
+        remove(db_path)
+        return _index_workspace(root, db_path, workers, on_total, on_file, on_message)
+
+
+def _index_workspace(root: Path, db_path: Path, workers: int | None, on_total: Callable[[int], None],
+                     on_file: Callable[[], None], on_message: Callable[[str], None]) -> IndexSummary:
     started = time.monotonic()
     root = root.resolve()
     if not root.is_dir():

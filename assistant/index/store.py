@@ -60,9 +60,7 @@ def connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
-        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-            raise CorruptIndex(f"{path}: integrity check failed")
-        db.executescript(SCHEMA)
+        db.executescript(SCHEMA)  # reads the header and schema: a file that is not a database fails here
         version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if version is None:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -73,14 +71,18 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def open_or_rebuild(path: Path, on_message=print) -> sqlite3.Connection:
-    """connect(), but a corrupt or foreign file is moved aside with a message and a fresh index started."""
+    """connect(), but a corrupt or foreign file is removed with a message and a fresh index started."""
     try:
         return connect(path)
     except CorruptIndex as err:
         on_message(f"index unusable ({err}); rebuilding it")
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        remove(path)
         return connect(path)
 
 

@@ -38,7 +38,7 @@ class EngineConfig:
     copy: CopyConfig = field(default_factory=CopyConfig)
     max_new_tokens: int = 48            # one line
     max_new_tokens_block: int = 160     # a block body
-    max_ms: float = 4000.0
+    max_ms: float = 4000.0              # decoding time, after the prompt is in the cache
     snippet_tokens: int = 1024          # "index" context
     repo_tokens: int = 131072           # "repo" context
     copy_draft: bool = True             # speculative decoding with copy-model drafts
@@ -170,7 +170,6 @@ class Engine:
         if error:
             raise ValueError(error)
         started = time.perf_counter()
-        deadline = started + self.config.max_ms / 1000
         cancelled = cancelled or threading.Event()
         with self.lock:
             db = self._db(request.root)
@@ -185,16 +184,17 @@ class Engine:
             if copy is not None:
                 copy.extend(prompt.ids[prompt.local_start:])
             try:
-                return self._generate(prompt, copy, started, deadline, cancelled, on_text,
+                return self._generate(prompt, copy, started, cancelled, on_text,
                                       request.text[request.offset:])
             finally:
                 if copy is not None:
                     copy.truncate(mark)
 
     @torch.inference_mode()
-    def _generate(self, prompt: Prompt, copy: CopyModel | None, started: float, deadline: float,
+    def _generate(self, prompt: Prompt, copy: CopyModel | None, started: float,
                   cancelled: threading.Event, on_text: Callable[[str], None], following: str) -> Completion:
         logits, stats = self.state.prefill(prompt.ids, prompt.boundaries)
+        deadline = time.perf_counter() + self.config.max_ms / 1000  # for decoding: a cold prefill still answers
         shape = prompt.shape
         limit = self.config.max_new_tokens_block if shape.multiline else self.config.max_new_tokens
         mix = copy if self.config.copy_mix else None

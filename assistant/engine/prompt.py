@@ -2,7 +2,7 @@
 
     [<|repo_name|>name⏎ (<|file_sep|>path⏎ file)…]   repository part ("repo") or ranked snippets ("index")
     <|file_sep|>path⏎ <|fim_prefix|><|fim_suffix|> suffix <|fim_middle|>   the buffer after the cursor (SPM)
-    prefix, line by line                              the buffer before the cursor, its last token healed
+    prefix, in line chunks                            the buffer before the cursor, its last token healed
 
 SPM order puts the suffix first: typing changes only the prefix's last line, so a keystroke re-runs
 one line. Context "none" is the prefix alone (no suffix, no other file); "local" adds the suffix.
@@ -77,9 +77,13 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
         ids += [vocab.fim_prefix, vocab.fim_suffix] + suffix + [vocab.fim_middle]
     boundaries.append(len(ids))
     chunks = vocab.encode_chunks(text[:offset])
-    for chunk in chunks[_prefix_window(chunks, config.prefix_tokens, config.anchor_lines):]:
+    start = _prefix_window(chunks, config.prefix_tokens, config.anchor_lines)
+    for line, chunk in enumerate(chunks[start:], start=start + 1):
         ids += chunk
-        boundaries.append(len(ids))
+        # snapshots on anchor lines and before the last lines: a keystroke re-runs its line, a new cursor a
+        # few dozen lines, and a prompt is fed in a handful of forward passes instead of one per line
+        if line % config.anchor_lines == 0 or line >= len(chunks) - 2:
+            boundaries.append(len(ids))
     healed = b""
     if config.healing and len(ids) > local_start + 1:
         ids, healed = back_up(ids, vocab.token_bytes)

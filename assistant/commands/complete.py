@@ -37,7 +37,8 @@ def parse_location(location: str) -> tuple[Path, int, int]:
 def _engine_config(args: argparse.Namespace):
     from ..engine.engine import EngineConfig, with_context
 
-    return with_context(EngineConfig(max_ms=args.max_ms), args.context, copy=not args.no_copy)
+    return with_context(EngineConfig(max_ms=args.max_ms, repo_tokens=args.repo_tokens), args.context,
+                        copy=not args.no_copy)
 
 
 def complete_command(args: argparse.Namespace) -> int:
@@ -108,7 +109,8 @@ def _engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", choices=("none", "local", "index", "repo"), default="repo",
                    help="where context comes from (default: the whole repository)")
     p.add_argument("--no-copy", action="store_true", help="turn the repository copy model off")
-    p.add_argument("--max-ms", type=float, default=4000.0, help="time limit per suggestion")
+    p.add_argument("--max-ms", type=float, default=4000.0, help="decoding time limit per suggestion")
+    p.add_argument("--repo-tokens", type=int, default=131072, help="token budget of the repository context")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
 

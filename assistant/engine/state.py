@@ -33,7 +33,7 @@ class PrefillStats:
 @dataclass
 class StateCache:
     model: RustleLM
-    max_snapshots: int = 512
+    max_snapshots: int = 192          # ~0.8 MB each for the shipped model: bounded memory
     cache: Cache = field(init=False)
     fed: list[int] = field(default_factory=list)        # the tokens the cache currently holds
     checkpoints: list[Checkpoint] = field(default_factory=list)

@@ -123,14 +123,14 @@ class Engine:
             self._file_tokens[(root, path)] = cached
         return cached[1]
 
-    def _copy_model(self, root: Path, paths: list[str], overrides: dict[str, str]) -> CopyModel:
-        for p in paths:
-            self._tokens_of(root, p, overrides)
-        key = (root, tuple((p, self._file_tokens[(root, p)][0]) for p in paths if (root, p) in self._file_tokens))
+    def _copy_model(self, root: Path, paths: list[str]) -> CopyModel:
+        """The n-gram table of `paths`, whose tokens `_prompt` has just brought up to date; rebuilt on change."""
+        cached = [(p, self._file_tokens[(root, p)]) for p in paths if (root, p) in self._file_tokens]
+        key = (root, tuple((p, version) for p, (version, _) in cached))
         if self._copy is None or self._copy_key != key:
             copy = CopyModel(self.config.copy)
-            for p in paths:
-                copy.extend(self.vocab.file_header(p) + self._tokens_of(root, p, overrides))
+            for p, (_, tokens) in cached:
+                copy.extend(self.vocab.file_header(p) + tokens)
             self._copy, self._copy_key = copy, key
         return self._copy
 
@@ -179,7 +179,7 @@ class Engine:
                 db.close()
             copy = None
             if self.config.copy_draft or self.config.copy_mix:
-                copy = self._copy_model(request.root.resolve(), paths, request.overrides)
+                copy = self._copy_model(request.root.resolve(), paths)
             mark = len(copy) if copy is not None else 0
             if copy is not None:
                 copy.extend(prompt.ids[prompt.local_start:])

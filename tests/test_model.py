@@ -49,6 +49,21 @@ def test_chunked_and_recurrent_gated_delta_rule_equal_the_naive_recurrence():
     assert relative_error(ref, steps) < 1e-4 and relative_error(ref_state, s) < 1e-4
 
 
+def test_chunked_gated_delta_rule_gradients_equal_the_naive_recurrence():
+    torch.manual_seed(0)
+    B, H, T, K, V = 1, 2, 70, 8, 4
+    q, k = (torch.nn.functional.normalize(torch.randn(B, H, T, K), dim=-1) for _ in range(2))
+    inputs = [q, k, torch.randn(B, H, T, V), -torch.rand(B, H, T), torch.rand(B, H, T), torch.randn(B, H, K, V)]
+    grads = []
+    for op in (naive_gated_delta_rule, lambda *a: chunk_gated_delta_rule(*a[:5], 0.25, a[6], chunk_size=16)):
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        out, state = op(*leaves[:5], 0.25, leaves[5])
+        (out.square().sum() + state.sin().sum()).backward()
+        grads.append([x.grad for x in leaves])
+    for ref, got in zip(*grads):
+        assert relative_error(ref, got) < 1e-4
+
+
 def test_snapshot_restore_continue_equals_an_uninterrupted_run():
     torch.manual_seed(0)
     model = RustleLM(tiny(("gdn", "swa", "full", "lql"))).eval()

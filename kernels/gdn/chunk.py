@@ -34,14 +34,18 @@ def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g:
     u = Tinv @ v_beta                                                      # pseudo-values
     w = Tinv @ (k_beta * g.exp()[..., None])                               # what the carried state subtracts
 
-    S = torch.zeros(B, H, K, V, dtype=torch.float32, device=q.device) if state is None else state.float().clone()
+    # Everything that does not depend on the carried state is computed for all chunks at once; the loop
+    # keeps only the three state products. Chunks are unbound (not indexed) and outputs stacked, so the
+    # backward pass writes each chunk's gradient once instead of zero-filling a full tensor per chunk.
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    out = torch.empty(B, H, N, C, V, dtype=torch.float32, device=q.device)
-    for n in range(N):
-        qn, kn, gn = q[:, :, n], k[:, :, n], g[:, :, n]
-        new = u[:, :, n] - w[:, :, n] @ S                                   # [B,H,C,V]
-        scores = (qn @ kn.transpose(-1, -2) * decay[:, :, n]).masked_fill(~causal, 0)
-        out[:, :, n] = (qn * gn.exp()[..., None]) @ S + scores @ new
-        last = gn[..., -1, None]
-        S = S * last.exp()[..., None] + (kn * (last - gn).exp()[..., None]).transpose(-1, -2) @ new
-    return out.reshape(B, H, N * C, V)[:, :, :T], S
+    scores = ((q @ k.transpose(-1, -2)) * decay).masked_fill(~causal, 0)    # [B,H,N,C,C]
+    last = g[..., -1:]                                                     # [B,H,N,1]
+    q_decayed = q * g.exp()[..., None]                                     # reads the state at chunk start
+    k_decayed = (k * (last - g).exp()[..., None]).transpose(-1, -2)        # writes into the chunk-end state
+    S = torch.zeros(B, H, K, V, dtype=torch.float32, device=q.device) if state is None else state.float().clone()
+    outs = []
+    for qd, kd, un, wn, sn, ln in zip(*(x.unbind(2) for x in (q_decayed, k_decayed, u, w, scores, last.exp()))):
+        new = un - wn @ S                                                  # [B,H,C,V]
+        outs.append(qd @ S + sn @ new)
+        S = S * ln[..., None] + kd @ new
+    return torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T], S

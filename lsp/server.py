@@ -28,6 +28,7 @@ from .feedback import FeedbackStore
 log = logging.getLogger("rustle.lsp")
 PARTIAL = "rustle/partialCompletion"
 ACCEPT, REJECT = "rustle/didAccept", "rustle/didReject"
+ACCEPTED_COMMAND = "rustle.accepted"  # clients with native ghost text run it after Tab (workspace/executeCommand)
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,11 @@ async def inline_completion(ls: RustleServer, params: types.InlineCompletionPara
     if not text:
         return types.InlineCompletionList(items=[])
     here = types.Range(params.position, params.position)
-    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=here)])
+    where = {"line": params.position.line, "character": params.position.character}
+    accepted = types.Command(title="Rustle: suggestion accepted", command=ACCEPTED_COMMAND,
+                             arguments=[{"uri": params.text_document.uri, "text": text, "position": where}])
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=here,
+                                                                        command=accepted)])
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", ":", "(", " "]))
@@ -262,6 +267,12 @@ def _feedback(ls: RustleServer, verdict: str, params: object) -> None:
 @server.feature(ACCEPT)
 def did_accept(ls: RustleServer, params: object) -> None:
     _feedback(ls, "accept", params)
+
+
+@server.command(ACCEPTED_COMMAND)
+def accepted(ls: RustleServer, *args: object) -> None:
+    """The inline item's command: VS Code (and Neovim 0.12) run it when Tab inserts the whole suggestion."""
+    _feedback(ls, "accept", args[0] if args else None)
 
 
 @server.feature(REJECT)

@@ -2,8 +2,10 @@
 with the shipped model; the server runs under an audit hook that records every socket it would open."""
 import asyncio
 import json
+import re
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -153,6 +155,37 @@ async def test_accept_and_reject_are_stored_locally(client: LanguageClient):
     rows = db.execute("SELECT verdict, suggestion FROM feedback ORDER BY id").fetchall()
     db.close()
     assert ("accept", "Store::new();") in rows and ("reject", "vec![];") in rows
+
+
+async def test_the_inline_item_carries_an_accept_command_that_stores_feedback(client: LanguageClient):
+    text, line, col = _typed_main()
+    uri = _open(client, text)
+    item = (await _inline(client, uri, line, col)).items[0]
+    assert item.command.command == "rustle.accepted"
+    await client.workspace_execute_command_async(types.ExecuteCommandParams(item.command.command,
+                                                                            item.command.arguments))
+    db = sqlite3.connect(SCRATCH / "cache" / "rustle" / "feedback.sqlite")
+    rows = db.execute("SELECT verdict, suggestion, line, character FROM feedback ORDER BY id").fetchall()
+    db.close()
+    assert ("accept", item.insert_text, line, col) in rows
+
+
+def test_malformed_frames_and_invalid_utf8_get_errors_and_the_server_stays_up(tmp_path):
+    """Raw bytes on stdin, below any client library: each bad frame is reported, the next request answered."""
+    bad = [b"{not json", b"[1, 2", b'{"jsonrpc": "2.0", "id": 7}',
+           b'{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"x": "\xff\xfe"}}',  # invalid UTF-8
+           b'{"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {"uri": "file:///a.rs", '
+           b'"languageId": "rust", "version": 1, "text": "fn \xc3\x28"}}}']
+    good = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {"capabilities": {}}}).encode()
+    frames = b"".join(b"Content-Length: %d\r\n\r\n" % len(body) + body for body in [*bad, good])
+    done = subprocess.run([sys.executable, "-m", "assistant.cli", "serve"], input=frames, capture_output=True,
+                          timeout=120, cwd=ROOT, env={"XDG_CACHE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    replies = [json.loads(body) for body in re.split(rb"Content-Length: \d+\r\n(?:[\w-]+: [^\r]*\r\n)*\r\n",
+                                                     done.stdout) if body]
+    errors = [r for r in replies if r.get("method") == "window/showMessage" and r["params"]["type"] == 1]
+    assert len(errors) == len(bad)
+    assert any(r.get("id") == 2 and "capabilities" in r.get("result", {}) for r in replies)
+    assert done.returncode == 0   # stdin closed: a clean exit, not a crash
 
 
 def test_the_server_opened_no_network_connection():

@@ -27,6 +27,7 @@ from .feedback import FeedbackStore
 
 log = logging.getLogger("rustle.lsp")
 PARTIAL = "rustle/partialCompletion"
+STATUS = "rustle/status"  # {state: begin | report | ready | failed, message, model}
 ACCEPT, REJECT = "rustle/didAccept", "rustle/didReject"
 ACCEPTED_COMMAND = "rustle.accepted"  # clients with native ghost text run it after Tab (workspace/executeCommand)
 
@@ -92,13 +93,26 @@ class RustleServer(LanguageServer):
         """Load the model and index the workspace off the event loop, reporting progress."""
         loop = asyncio.get_running_loop()
         token = "rustle-indexing"
-        progress = True
         try:
             await self.work_done_progress.create_async(token)
         except Exception:  # the client does not take server-initiated progress
-            progress = False
-        if progress:
-            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="Rustle", message="loading model"))
+            token = None
+
+        def status(stage: str, message: str) -> None:
+            """$/progress for any client; `rustle/status` for our plugins' status bar, since a generic client
+            such as vscode-languageclient takes over the progress token for its own notification."""
+            model = Path(self.settings.model).name
+            self.protocol.notify(STATUS, {"state": stage, "message": message, "model": model})
+            if token is None:
+                return
+            if stage == "begin":
+                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="Rustle", message=message))
+            elif stage == "report":
+                self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message))
+            else:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+
+        status("begin", "loading model")
         try:
             await loop.run_in_executor(None, self._load_engine)
             if self.root is not None:
@@ -106,25 +120,24 @@ class RustleServer(LanguageServer):
 
                 def on_file() -> None:
                     done[0] += 1
-                    if progress and done[0] % 50 == 0:
-                        loop.call_soon_threadsafe(self.work_done_progress.report, token,
-                                                  types.WorkDoneProgressReport(message=f"indexed {done[0]} files"))
+                    if done[0] % 50 == 0:
+                        loop.call_soon_threadsafe(status, "report", f"indexed {done[0]} files")
 
                 from assistant.index.indexer import index_workspace
 
                 summary = await loop.run_in_executor(None, lambda: index_workspace(
                     self.root, self.engine.db_for(self.root), on_file=on_file, on_message=log.warning))
                 self.engine._indexed.add(self.root.resolve())
-                message = f"{summary.files} files, {summary.definitions} definitions"
+                message = f"{summary.files} files indexed ({summary.parsed} parsed, {summary.definitions} definitions)"
             else:
                 message = "no workspace folder"
+            message = f"model {Path(self.settings.model).name} · {message}"
             self.ready.set_result(True)
+            status("ready", message)
         except Exception as err:  # the server stays up; completions answer empty and say why in the log
             log.exception("could not start the engine")
-            message = f"failed: {err}"
             self.ready.set_result(False)
-        if progress:
-            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+            status("failed", f"failed: {err}")
 
     def file_changed(self, uri: str) -> None:
         if self.engine is None or self.root is None:

@@ -3,7 +3,7 @@
 // progress and the model; commands enable, disable and restart.
 import * as vscode from "vscode";
 import {
-  LanguageClient, LanguageClientOptions, ServerOptions, State, TransportKind, WorkDoneProgress,
+  LanguageClient, LanguageClientOptions, ServerOptions, State, TransportKind,
 } from "vscode-languageclient/node";
 
 let client: LanguageClient | undefined;
@@ -33,7 +33,7 @@ function showStatus(text: string, tooltip: string): void {
   status.show();
 }
 
-async function start(context: vscode.ExtensionContext): Promise<void> {
+async function start(): Promise<void> {
   const command = vscode.workspace.getConfiguration("rustle").get<string>("serverPath", "rustle");
   const serverOptions: ServerOptions = { command, args: ["serve"], transport: TransportKind.stdio };
   const clientOptions: LanguageClientOptions = {
@@ -44,25 +44,32 @@ async function start(context: vscode.ExtensionContext): Promise<void> {
       // the enable/disable commands gate ghost text on the client side; the server keeps its state warm
       provideInlineCompletionItems: (document, position, context, token, next) =>
         enabled() ? next(document, position, context, token) : undefined,
+      // VS Code draws ghost text; the server's classic completion item (for clients without inline support)
+      // would repeat it in the suggest widget and take Tab from it
+      provideCompletionItem: () => undefined,
     },
   };
   client = new LanguageClient("rustle", "Rustle", serverOptions, clientOptions);
   client.onDidChangeState((event) => {
     if (event.newState === State.Running) {
-      showStatus("$(sparkle) Rustle", "Rustle: ready");
+      showStatus("$(sync~spin) Rustle", "Rustle: server started");
     } else if (event.newState === State.Stopped) {
       showStatus("$(circle-slash) Rustle", "Rustle: server stopped");
     }
   });
+  // The server's own status notification: vscode-languageclient shows its $/progress as a notification and
+  // keeps the token to itself.
+  client.onNotification("rustle/status", (value: { state: string; message: string; model: string }) => {
+    if (value.state === "ready") {
+      showStatus(enabled() ? "$(sparkle) Rustle" : "$(circle-slash) Rustle", `Rustle: ${value.message}`);
+    } else if (value.state === "failed") {
+      showStatus("$(error) Rustle", `Rustle: ${value.message}`);
+    } else {
+      showStatus("$(sync~spin) Rustle", `Rustle (${value.model}): ${value.message}`);
+    }
+  });
   showStatus("$(sync~spin) Rustle", "Rustle: starting");
   await client.start();
-  context.subscriptions.push(client.onProgress(WorkDoneProgress.type, "rustle-indexing", (value) => {
-      if (value.kind === "end") {
-        showStatus(enabled() ? "$(sparkle) Rustle" : "$(circle-slash) Rustle", `Rustle: ${value.message ?? "ready"}`);
-      } else {
-        showStatus("$(sync~spin) Rustle", `Rustle: ${value.message ?? "indexing"}`);
-      }
-  }));
 }
 
 async function setEnabled(value: boolean): Promise<void> {
@@ -79,7 +86,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand("rustle.disable", () => setEnabled(false)),
     vscode.commands.registerCommand("rustle.restart", async () => {
       await client?.stop();
-      await start(context);
+      await start();
     }),
     vscode.workspace.onDidChangeConfiguration((event) => {
       if (event.affectsConfiguration("rustle") && client) {
@@ -87,7 +94,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       }
     }),
   );
-  await start(context);
+  await start();
 }
 
 export async function deactivate(): Promise<void> {

@@ -30,3 +30,33 @@ def test_ghost_text_appears_and_tab_inserts_it(tmp_path):
     assert result["message"] == "ok", result
     assert result["filetype"] == "rust" and result["extmarks"] == 1 and result["suggestion"]
     assert result["line"] == "    let mut store = " + result["suggestion"].split("\n")[0]
+
+
+def _older_nvim() -> Path | None:
+    """A Neovim before 0.11 (Debian's is 0.7.2), on which the plugin falls back to LSP completion."""
+    exe = shutil.which("nvim", path="/usr/bin:/usr/local/bin")
+    if exe is None:
+        return None
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    major, minor = (int(x) for x in version.removeprefix("NVIM v").split(".")[:2])
+    return Path(exe) if (major, minor) < (0, 11) else None
+
+
+@pytest.mark.skipif(_older_nvim() is None, reason="no Neovim older than 0.11 (apt-get install neovim gives 0.7.2)")
+def test_older_neovim_falls_back_to_lsp_completion(tmp_path):
+    workspace = tmp_path / "kvstore"
+    shutil.copytree(ROOT / "data" / "workspace", workspace)
+    main = workspace / "src" / "main.rs"
+    line = main.read_text().split("\n").index("    let mut store = Store::new();") + 1
+    out = tmp_path / "result.json"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "RUSTLE_OUT": str(out),
+           "RUSTLE_FILE": str(main), "RUSTLE_LINE": str(line), "RUSTLE_TYPED": "    let mut store = ",
+           "RUSTLE_CMD": json.dumps([sys.executable, "-m", "assistant.cli", "serve"]), "PYTHONPATH": str(ROOT)}
+    subprocess.run([str(_older_nvim()), "-n", "--headless", "--clean", "--cmd",
+                    f"set rtp^={ROOT / 'editors' / 'nvim'}", "-c", f"luafile {ROOT / 'tests' / 'nvim' / 'omnifunc.lua'}"],
+                   env=env, cwd=workspace, timeout=300, check=True, capture_output=True)
+    result = json.loads(out.read_text())
+    assert result["message"] == "ok", result
+    assert result["omnifunc"] == "v:lua.vim.lsp.omnifunc"
+    assert len(result["items"]) == 1 and result["items"][0].strip()
+    assert result["line"] == "    let mut store = " + result["items"][0]

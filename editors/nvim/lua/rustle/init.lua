@@ -128,12 +128,30 @@ local function map(buf, lhs, action, fallback)
   end, { buffer = buf, desc = "rustle" })
 end
 
+local function root_of(buf)
+  if vim.fs and vim.fs.root then return vim.fs.root(buf, { "Cargo.toml", ".git" }) end
+  local cargo = vim.fn.findfile("Cargo.toml", vim.fn.fnamemodify(vim.api.nvim_buf_get_name(buf), ":p:h") .. ";")
+  return cargo ~= "" and vim.fn.fnamemodify(cargo, ":p:h") or nil
+end
+
+local started = {}          -- root -> client id, for Neovim < 0.8 (no vim.lsp.start to reuse clients)
+
+local function start(buf, root)
+  local config = { name = "rustle", cmd = M.config.cmd, root_dir = root,
+    init_options = { rustle = M.config.settings } }
+  if vim.lsp.start then
+    vim.lsp.start(config, { bufnr = buf })
+    return
+  end
+  started[root] = started[root] or vim.lsp.start_client(config)
+  vim.lsp.buf_attach_client(buf, started[root])
+end
+
 function M.attach(buf)
   if buffers[buf] then return end
-  local root = vim.fs.root(buf, { "Cargo.toml", ".git" }) or vim.fn.getcwd()
-  vim.lsp.start({ name = "rustle", cmd = M.config.cmd, root_dir = root,
-    init_options = { rustle = M.config.settings } }, { bufnr = buf })
+  start(buf, root_of(buf) or vim.fn.getcwd())
   if vim.fn.has("nvim-0.11") == 0 then  -- no client:request API: plain LSP completion instead of ghost text
+    buffers[buf] = {}
     vim.bo[buf].omnifunc = "v:lua.vim.lsp.omnifunc"
     return
   end

@@ -45,3 +45,16 @@ def test_compare_variants_share_the_recipe_at_equal_parameters(tmp_path):
     assert set(recipes["gdn only"].model.layer_pattern) == {"gdn"}
     assert recipes["full (twin)"].model.global_rope and not recipes["lql hybrid"].model.global_rope
     assert len({r.out for r in recipes.values()}) == len(VARIANTS)
+
+
+def test_bench_serve_memory_samples_the_server_over_a_session(rustle, tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))   # the server's index and feedback go here
+    workspace = tmp_path / "kvstore"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "data" / "workspace", workspace)
+    out = rustle("bench", "serve-memory", "--root", str(workspace), "--rounds", "4", "--every", "2", "--json").stdout
+    report = json.loads(out)
+    assert report["files"] == 4 and report["answered"] >= 1
+    assert [r for r, _ in report["rss_mib"]] == [1, 2, 4] and all(mib > 50 for _, mib in report["rss_mib"])

@@ -182,6 +182,19 @@ def nvim_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_memory_command(args: argparse.Namespace) -> int:
+    from ..bench.serve_memory import session
+
+    report = session(args.root, args.rounds, args.every, model=args.model)
+    if args.json:
+        print(json.dumps(asdict(report)))
+    else:
+        console.print(f"{report.rounds} rounds on {report.files} files ({report.answered} answered) "
+                      f"in {report.seconds:.0f} s; RSS MiB by round: "
+                      + ", ".join(f"{r}: {mib:.0f}" for r, mib in report.rss_mib))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("bench", help="benchmarks that print numbers").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -240,3 +253,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--debounce-ms", type=int, default=30)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=nvim_command)
+    p = group.add_parser("serve-memory", help="the language server's RSS over a long editing session")
+    p.add_argument("--root", type=Path, required=True, help="a workspace; every .rs file is opened")
+    p.add_argument("--rounds", type=int, default=1000, help="edit + inline completion rounds")
+    p.add_argument("--every", type=int, default=100, help="sample RSS every this many rounds")
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=serve_memory_command)

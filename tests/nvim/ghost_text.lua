@@ -1,32 +1,18 @@
 -- Headless end-to-end run: open a Rust file of a workspace, enter insert mode at the end of a line,
 -- wait for ghost text, press Tab, and write what happened as JSON. Driven by tests/test_nvim.py.
-local out = os.getenv("RUSTLE_OUT")
-local file, line = os.getenv("RUSTLE_FILE"), tonumber(os.getenv("RUSTLE_LINE"))
-local typed = os.getenv("RUSTLE_TYPED")
+local h = dofile(debug.getinfo(1, "S").source:sub(2):match("(.*/)") .. "harness.lua")
 local rustle = require("rustle")
-local result = {}
+local result = h.result
 
-local function finish(message)
-  result.message = message
-  local f = io.open(out, "w")
-  f:write(vim.json.encode(result))
-  f:close()
-  vim.cmd("qa!")
-end
-
-rustle.setup({ cmd = vim.json.decode(os.getenv("RUSTLE_CMD")), debounce_ms = 20,
-  settings = { maxTokens = 16, debounceMs = 10 } })
-vim.cmd("edit " .. vim.fn.fnameescape(file))
-local buf = vim.api.nvim_get_current_buf()
-vim.api.nvim_buf_set_lines(buf, line - 1, line, false, { typed })
-vim.api.nvim_win_set_cursor(0, { line, 0 })
+rustle.setup({ cmd = h.cmd, debounce_ms = 20, settings = { maxTokens = 16, debounceMs = 10 } })
+local buf, line = h.open(), h.line
 result.filetype = vim.bo[buf].filetype
 
 local started, deadline = nil, vim.uv.now() + 120000
 local stage = "start"
 local timer = vim.uv.new_timer()
 timer:start(50, 50, vim.schedule_wrap(function()
-  if vim.uv.now() > deadline then timer:stop(); finish("timed out at stage " .. stage) return end
+  if vim.uv.now() > deadline then timer:stop(); h.finish("timed out at stage " .. stage) return end
   local client = vim.lsp.get_clients({ bufnr = buf, name = "rustle" })[1]
   if stage == "start" and client and client.initialized then
     stage, started = "typing", vim.uv.hrtime()
@@ -40,6 +26,6 @@ timer:start(50, 50, vim.schedule_wrap(function()
   elseif stage == "accepting" and rustle.suggestion(buf) == nil then
     result.line = vim.api.nvim_buf_get_lines(buf, line - 1, line, false)[1]
     timer:stop()
-    finish("ok")
+    h.finish("ok")
   end
 end))

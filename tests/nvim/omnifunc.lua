@@ -1,31 +1,18 @@
 -- Headless run on a Neovim older than 0.11 (Debian's 0.7): the plugin falls back to LSP completion, so
 -- <C-x><C-o> in insert mode lists our model's suggestion; <C-y> inserts it. Driven by tests/test_nvim.py.
-local out = os.getenv("RUSTLE_OUT")
-local file, line = os.getenv("RUSTLE_FILE"), tonumber(os.getenv("RUSTLE_LINE"))
-local typed = os.getenv("RUSTLE_TYPED")
-local result = {}
-
-local function finish(message)
-  result.message = message
-  local f = io.open(out, "w")
-  f:write(vim.fn.json_encode(result))
-  f:close()
-  vim.cmd("qa!")
-end
+local h = dofile(debug.getinfo(1, "S").source:sub(2):match("(.*/)") .. "harness.lua")
+local result = h.result
 
 vim.o.completeopt = "menuone,noinsert"  -- show the menu for a single match; <C-y> inserts it
-require("rustle").setup({ cmd = vim.fn.json_decode(os.getenv("RUSTLE_CMD")) })
-vim.cmd("edit " .. vim.fn.fnameescape(file))
-local buf = vim.api.nvim_get_current_buf()
-vim.api.nvim_buf_set_lines(buf, line - 1, line, false, { typed })
-vim.api.nvim_win_set_cursor(0, { line, 0 })
+require("rustle").setup({ cmd = h.cmd })
+local buf, line = h.open(), h.line
 result.omnifunc = vim.bo[buf].omnifunc
 
-local loop = vim.uv or vim.loop
+local loop = h.loop
 local deadline, stage = loop.now() + 120000, "start"
 local timer = loop.new_timer()
 timer:start(50, 50, vim.schedule_wrap(function()
-  if loop.now() > deadline then timer:stop(); finish("timed out at stage " .. stage) return end
+  if loop.now() > deadline then timer:stop(); h.finish("timed out at stage " .. stage) return end
   local client = vim.lsp.buf_get_clients(buf)[1]
   if stage == "start" and client and client.initialized then
     stage = "completing"
@@ -37,6 +24,6 @@ timer:start(50, 50, vim.schedule_wrap(function()
   elseif stage == "accepting" and vim.fn.mode() == "n" then
     result.line = vim.api.nvim_buf_get_lines(buf, line - 1, line, false)[1]
     timer:stop()
-    finish("ok")
+    h.finish("ok")
   end
 end))

@@ -13,11 +13,11 @@ import torch
 
 from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
-from assistant.train.data import PackConfig, Packer
+from assistant.train.data import PackConfig, Packer, load_tokens, prepare_tokens
 from assistant.train.loop import train
 from assistant.train.ship import ship
 from model.io import load_model
-from tokenizer import load_tokenizer
+from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 from tokenizer.special import FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
 
 from conftest import SOURCE
@@ -66,6 +66,18 @@ def test_packing_joins_a_crate_with_file_separators_and_cuts_fim_middles():
     pre, rest = first.split("<|fim_prefix|>")[1].split("<|fim_suffix|>")
     suf, mid = rest.split("<|fim_middle|>")
     assert first.startswith("src/a.rs\n") and pre + mid + suf == "fn a() {}\n"
+
+
+def test_token_files_are_reused_only_when_packed_the_same_way(corpus, tmp_path):
+    fim = load_tokenizer().token_to_id(FIM_PREFIX)
+    plain = prepare_tokens(tmp_path, corpus, DEFAULT_TOKENIZER, PackConfig(fim_rate=0.0))
+    assert fim not in load_tokens(plain["train"])
+    made = plain["train"].stat().st_mtime_ns
+    prepare_tokens(tmp_path, corpus, DEFAULT_TOKENIZER, PackConfig(fim_rate=0.0))
+    assert plain["train"].stat().st_mtime_ns == made  # same settings: the cache is reused
+    with_fim = prepare_tokens(tmp_path, corpus, DEFAULT_TOKENIZER, PackConfig(fim_rate=1.0))
+    assert fim in load_tokens(with_fim["train"])  # other settings: made again, not silently reused
+    assert json.loads(with_fim["train"].with_suffix(".json").read_text())["fim_rate"] == 1.0
 
 
 def test_training_lowers_the_loss_and_writes_logs_curve_and_a_loadable_checkpoint(corpus, tmp_path, rustle):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import groupby
 from pathlib import Path
 
@@ -80,18 +80,28 @@ def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: 
             total += len(ids)
     tmp.replace(out)
     out.with_suffix(".json").write_text(json.dumps({"tokens": total, "split": split, "corpus": str(corpus),
-                                                    "vocab_size": tok.get_vocab_size(), **config.__dict__}) + "\n")
+                                                    "vocab_size": tok.get_vocab_size(), **asdict(config)}) + "\n")
     return total
 
 
+def _made_with(path: Path, tok: Tokenizer, config: PackConfig) -> bool:
+    """Whether the token file `path` exists and its record says it was packed this way by this vocabulary."""
+    meta = path.with_suffix(".json")
+    if not path.is_file() or not meta.is_file():
+        return False
+    made = json.loads(meta.read_text())
+    return made.get("vocab_size") == tok.get_vocab_size() and all(
+        made.get(key) == value for key, value in asdict(config).items())
+
+
 def prepare_tokens(folder: Path, corpus: Path, tokenizer: Path, config: PackConfig) -> dict[str, Path]:
-    """Token files of the train and validation splits, tokenized on first use and reused afterwards."""
+    """Token files of the train and validation splits, tokenized on first use and reused afterwards, unless
+    they were packed with other settings (FIM rates, seed) or another vocabulary size: then made again."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {split: folder / f"{split}.bin" for split in ("train", "validation")}
-    tok = None
+    tok = load_tokenizer(tokenizer)
     for split, path in paths.items():
-        if not path.is_file():
-            tok = tok or load_tokenizer(tokenizer)
+        if not _made_with(path, tok, config):
             tokenize_split(corpus, split, tok, path, config)
     return paths
 

@@ -27,6 +27,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 1234
     bf16: bool = True
+    compile: bool = False                        # torch.compile each block (fuses the casts and elementwise ops)
     eval_every_tokens: int = 2_000_000
     eval_tokens: int = 131072
     checkpoint_every_seconds: float = 300.0

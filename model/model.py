@@ -7,7 +7,6 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from .cache import Cache
 from .config import GLOBAL_KINDS, ModelConfig
@@ -16,6 +15,7 @@ from .layers.full import FullAttention
 from .layers.gdn import GatedDeltaNet
 from .layers.lql import LatentAttention
 from .layers.swa import SlidingWindowAttention
+from .loss import IGNORE, linear_cross_entropy
 
 
 def make_attention(kind: str, config: ModelConfig) -> nn.Module:
@@ -84,16 +84,13 @@ class RustleLM(nn.Module):
         h = self.hidden(tokens, cache)
         return F.linear(h if last is None else h[:, -last:], self.head_weight)
 
-    def loss(self, tokens: torch.Tensor, targets: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-        """Mean next-token cross-entropy without materialising [B, T, V] logits: the head and the loss run
-        over chunks of positions, each recomputed in backward (a 16K-token batch's fp32 logits are 1 GB)."""
-        h = self.hidden(tokens).flatten(0, 1)
+    def loss(self, tokens: torch.Tensor, targets: torch.Tensor, chunk: int = 2048,
+             compiled: bool = False) -> torch.Tensor:
+        """Mean next-token cross-entropy; the head and the loss run fused over chunks of positions
+        (model/loss.py), so [B, T, V] logits never exist (a 16K-token batch's fp32 logits are 1 GB)."""
         flat = targets.flatten()
-        total = h.new_zeros((), dtype=torch.float32)
-        for i in range(0, h.shape[0], chunk):
-            total = total + checkpoint(_chunk_loss, h[i:i + chunk], self.head_weight, flat[i:i + chunk],
-                                       use_reentrant=False)
-        return total / max(1, int((flat != -100).sum()))
+        total = linear_cross_entropy(self.hidden(tokens).flatten(0, 1), self.head_weight, flat, chunk, compiled)
+        return total / max(1, int((flat != IGNORE).sum()))
 
     @torch.inference_mode()
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
@@ -110,10 +107,6 @@ class RustleLM(nn.Module):
             if stop is not None and stop(produced):
                 return
             logits = self(torch.tensor([[token]], device=prompt.device), cache)[0, -1]
-
-
-def _chunk_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=-100, reduction="sum")
 
 
 def count_parameters(config: ModelConfig) -> int:

@@ -159,3 +159,19 @@ def test_an_untied_head_round_trips_and_differs_from_the_embedding(tmp_path):
 def test_bad_configs_are_rejected_with_the_reason():
     with pytest.raises(ValueError, match="unknown layer kinds"):
         ModelConfig(layer_pattern=("full", "mamba"))
+
+
+def test_fused_loss_and_gradients_equal_the_plain_head_and_cross_entropy():
+    torch.manual_seed(0)
+    model = RustleLM(tiny())
+    tokens, targets = torch.randint(0, 97, (2, 37)), torch.randint(0, 97, (2, 37))
+    targets[0, :5] = -100  # ignored positions add neither loss nor gradient
+    plain = torch.nn.functional.cross_entropy(model(tokens).flatten(0, 1), targets.flatten(), ignore_index=-100)
+    expected = torch.autograd.grad(plain, list(model.parameters()))
+    fused = model.loss(tokens, targets, chunk=16)  # chunks that do not divide the 74 positions
+    got = torch.autograd.grad(fused, list(model.parameters()))
+    assert torch.allclose(fused, plain, atol=1e-6)
+    for (name, _), a, b in zip(model.named_parameters(), expected, got):
+        assert relative_error(a, b) < 1e-5, name
+    with torch.no_grad():
+        assert torch.allclose(model.loss(tokens, targets, chunk=16), plain, atol=1e-6)

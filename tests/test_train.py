@@ -150,6 +150,8 @@ def test_kill_minus_nine_then_resume(corpus, tmp_path, rustle):
     state = tmp_path / "run" / "checkpoint" / "state.json"
     rustle("train", "--config", str(config), "--resume", "--max-steps", str(killed_at + 2))
     assert json.loads(state.read_text())["step"] == killed_at + 2
+    logged = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, killed_at + 3))  # steps logged after the checkpoint were redone, not repeated
 
 
 def test_weights_only_start_counts_cumulative_tokens(corpus, tmp_path):

@@ -31,14 +31,21 @@ REWARM_FRACTION = 0.02  # a weights-only start warms up again over this share of
 
 
 class NextTokenLoss(torch.nn.Module):
-    """The model's chunked loss as a module's forward, so that DDP sees (and syncs) the backward pass."""
+    """The model's fused loss as a module's forward, so that DDP sees (and syncs) the backward pass."""
 
-    def __init__(self, model: RustleLM) -> None:
+    def __init__(self, model: RustleLM, compiled: bool) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.compiled = model, compiled
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(x, y)
+        return self.model.loss(x, y, compiled=self.compiled)
+
+
+def drop_rows_after(path: Path, step: int) -> None:
+    """Forget logged steps past the checkpoint being resumed: a killed run logged them, the resumed one redoes them."""
+    if path.is_file():
+        rows = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(row for row in rows if json.loads(row)["step"] <= step))
 
 
 def lr_at(config: TrainConfig, tokens: int, warmup: int) -> float:
@@ -118,12 +125,14 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         state = load_checkpoint(checkpoint, model, optimizer)
     elif resume:
         raise FileNotFoundError(f"--resume: no checkpoint under {config.out}")
-    if config.compile:  # in place, so parameter names (checkpoints, DDP) are unchanged; 1.5x on 2 CPU cores
+    if config.compile:  # in place, so parameter names (checkpoints, DDP) are unchanged; see BENCHMARKS
         for block in model.blocks:
             block.compile()
-    objective = NextTokenLoss(model)
+    objective = NextTokenLoss(model, config.compile)
     ddp = torch.nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
 
+    if rank == 0 and checkpoint is not None:
+        drop_rows_after(config.out / "metrics.jsonl", state.step)
     metrics = (config.out / "metrics.jsonl").open("a") if rank == 0 else None
     extra = {"config": json.loads(json.dumps(asdict(config), default=str))}
     last_save, last_eval_tokens = time.monotonic(), state.tokens

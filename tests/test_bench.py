@@ -58,3 +58,17 @@ def test_bench_serve_memory_samples_the_server_over_a_session(rustle, tmp_path, 
     report = json.loads(out)
     assert report["files"] == 4 and report["answered"] >= 1
     assert [r for r, _ in report["rss_mib"]] == [1, 2, 4] and all(mib > 50 for _, mib in report["rss_mib"])
+
+
+def test_bench_train_step_times_steps_of_the_recipes_model(rustle, tmp_path):
+    recipe = tmp_path / "train.toml"
+    recipe.write_text('out = "unused"\nbatch_tokens = 512\nseq_schedule = [[0.0, 64]]\n[model]\nvocab_size = 256\n'
+                      'd_model = 32\nn_heads = 2\nn_kv_heads = 1\nhead_dim = 16\nmlp_hidden = 64\nwindow = 16\n'
+                      'layer_pattern = ["gdn", "swa", "lql"]\ngdn_heads = 2\ngdn_head_dim = 16\nchunk_size = 16\n'
+                      'lql_dim = 16\nlql_heads = 1\n')
+    out = rustle("bench", "train-step", "--config", str(recipe), "--modes", "eager", "--steps", "2", "--json").stdout
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert row["compiled"] is False and row["seq_len"] == 64 and row["batch_tokens"] == 512
+    assert len(row["step_s"]) == 2 and row["tokens_per_s"] > 0
+    bad = rustle("bench", "train-step", "--config", str(tmp_path / "missing.toml"), check=False)
+    assert bad.returncode == 2 and "bad config" in bad.stdout

@@ -195,6 +195,30 @@ def serve_memory_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_step_command(args: argparse.Namespace) -> int:
+    from ..bench.train_step import time_steps
+    from ..train.config import TrainConfig
+
+    try:
+        config = TrainConfig.from_toml(args.config)
+    except (OSError, ValueError, TypeError) as err:
+        console.print(f"[red]bad config {args.config}:[/] {err}")
+        return 2
+    seq_len = args.seq_len or config.seq_len(0)
+    rows = []
+    for mode in args.modes:
+        row = time_steps(config, seq_len, mode == "compiled", args.steps)
+        rows.append(row)
+        if args.json:
+            print(json.dumps(asdict(row)), flush=True)
+    if not args.json:
+        console.print(table(f"Training steps of {args.config} ({rows[0].batch_tokens:,} tokens, {seq_len:,}-token windows)",
+                            ["mode", "first step s", "median step s", "tokens/s"],
+                            [["compiled" if r.compiled else "eager", f"{r.first_step_s:.1f}",
+                              f"{sorted(r.step_s)[len(r.step_s) // 2]:.2f}", f"{r.tokens_per_s:,.0f}"] for r in rows]))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("bench", help="benchmarks that print numbers").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -224,6 +248,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=8)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=recall_command)
+    p = group.add_parser("train-step", help="training throughput of a recipe's model: eager and compiled steps")
+    p.add_argument("--config", type=Path, default=Path("model/checkpoints/rustle-small/continue-2.toml"))
+    p.add_argument("--seq-len", type=int, default=None, help="window length (default: the recipe's first)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps after a first (compiling) one")
+    p.add_argument("--modes", type=lambda s: s.split(","), default=["eager", "compiled"], help="eager,compiled")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=train_step_command)
     p = group.add_parser("compare", help="five layer mixes trained at equal parameters and tokens, then scored")
     p.add_argument("--config", type=Path, default=Path("data/compare.toml"), help="the shared recipe")
     p.add_argument("--files", type=Path, nargs="+", required=True, help="held-out Rust files (bits/byte, recall)")

@@ -1,0 +1,46 @@
+"""Training throughput: optimiser steps of a recipe's model on random tokens, eager or with compiled blocks.
+
+The step is the training loop's (bf16 autocast, fused loss, AdamW); random tokens cost what real ones do.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from model.model import RustleLM
+
+from ..train.config import TrainConfig
+
+
+@dataclass
+class StepRow:
+    compiled: bool
+    seq_len: int
+    batch_tokens: int
+    first_step_s: float        # includes compiling, when compiled
+    step_s: list[float]
+    tokens_per_s: float        # at the median step
+
+
+def time_steps(config: TrainConfig, seq_len: int, compiled: bool, steps: int) -> StepRow:
+    torch.manual_seed(config.seed)
+    model = RustleLM(config.model).train()
+    if compiled:
+        for block in model.blocks:
+            block.compile()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.min_lr)
+    n = max(1, config.batch_tokens // seq_len)
+    x, y = (torch.randint(0, config.model.vocab_size, (n, seq_len)) for _ in range(2))
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            loss = model.loss(x, y, compiled=compiled)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return StepRow(compiled, seq_len, n * seq_len, times[0], times[1:], n * seq_len / statistics.median(times[1:]))

@@ -158,13 +158,18 @@ def test_weights_only_start_counts_cumulative_tokens(corpus, tmp_path):
     first = TrainConfig.from_toml(recipe(tmp_path, corpus))
     train(first)
     shipped = tmp_path / "shipped"
-    metadata = ship(first.out, shipped)
+    metadata = ship(first.out, shipped, tmp_path / "train.toml")
     assert metadata["cumulative_tokens"] == 6144 and metadata["steps"] == 12
     assert not (shipped / "optimizer.safetensors").exists()
     more = TrainConfig.from_toml(recipe(tmp_path / "more", corpus, init_from=str(shipped), total_tokens=2048))
     state, _ = train(more)
     assert state.cumulative_tokens == 6144 + state.tokens
-    again = ship(more.out, shipped)   # the continued model replaces the first; the first stage's record stays
+    continued = shipped / "continue.toml"  # the next stage's recipe, committed beside the model it continues
+    continued.write_text((tmp_path / "more" / "train.toml").read_text())
+    again = ship(more.out, shipped, continued)  # replaces the first model; the first stage's record stays
+    assert continued.is_file() and not (shipped / "train.toml").exists()
+    assert (shipped / "stages" / "6144-tokens" / "train.toml").is_file()
+    assert not (shipped / "stages" / "6144-tokens" / "continue.toml").exists()
     assert again["cumulative_tokens"] == 6144 + state.tokens
     stage = shipped / "stages" / "6144-tokens"
     assert json.loads((stage / "metadata.json").read_text())["cumulative_tokens"] == 6144

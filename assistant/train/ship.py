@@ -16,16 +16,17 @@ from .checkpoint import find_checkpoint
 RECORD = ("metrics.jsonl", "loss.png", "train.log")
 
 
-def _keep_earlier_record(dest: Path) -> None:
+def _keep_earlier_record(dest: Path, incoming_recipe: Path | None) -> None:
     """A model continued by another run keeps the record of the stages before it: the files of the model
-    being replaced move to `stages/<its cumulative tokens>/` (the weights themselves are not kept)."""
+    being replaced move to `stages/<its cumulative tokens>/` (the weights themselves are not kept); the
+    recipe being shipped stays, even when it was already written into `dest`."""
     meta = dest / "metadata.json"
     if not meta.is_file() or not (dest / "metrics.jsonl").is_file():
         return
     stage = dest / "stages" / f"{json.loads(meta.read_text())['cumulative_tokens']}-tokens"
     stage.mkdir(parents=True, exist_ok=True)
     for path in [*(dest / name for name in (*RECORD, "metadata.json")), *dest.glob("*.toml")]:
-        if path.is_file():
+        if path.is_file() and path.resolve() != incoming_recipe:
             shutil.move(path, stage / path.name)
 
 
@@ -33,8 +34,10 @@ def ship(run: Path, dest: Path, recipe: Path | None = None) -> dict:
     checkpoint = find_checkpoint(run)
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint under {run}: train first")
+    if recipe is not None and not recipe.is_file():
+        raise FileNotFoundError(f"no recipe {recipe}")
     dest.mkdir(parents=True, exist_ok=True)
-    _keep_earlier_record(dest)
+    _keep_earlier_record(dest, recipe.resolve() if recipe is not None else None)
     for name in (WEIGHTS, "config.json", *TOKENIZER_FILES):
         if (checkpoint / name).is_file():
             shutil.copy2(checkpoint / name, dest / name)

@@ -197,12 +197,10 @@ def serve_memory_command(args: argparse.Namespace) -> int:
 
 def train_step_command(args: argparse.Namespace) -> int:
     from ..bench.train_step import time_steps
-    from ..train.config import TrainConfig
+    from .train import load_recipe
 
-    try:
-        config = TrainConfig.from_toml(args.config)
-    except (OSError, ValueError, TypeError) as err:
-        console.print(f"[red]bad config {args.config}:[/] {err}")
+    config = load_recipe(args.config)
+    if config is None:
         return 2
     seq_len = args.seq_len or config.seq_len(0)
     rows = []

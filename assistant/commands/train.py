@@ -3,23 +3,35 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..console import console, progress_console
 
+if TYPE_CHECKING:  # imported where used: the CLI starts without loading torch
+    from ..train.config import TrainConfig
+
+
+def load_recipe(path: Path) -> TrainConfig | None:
+    """The TrainConfig of a TOML recipe, or None after saying what is wrong with it."""
+    from ..train.config import TrainConfig
+
+    try:
+        return TrainConfig.from_toml(path)
+    except (OSError, ValueError, TypeError) as err:
+        console.print(f"[red]bad config {path}:[/] {err}")
+        return None
+
 
 def train_command(args: argparse.Namespace) -> int:
     import torch
 
-    from ..train.config import TrainConfig
     from ..train.loop import train
     from ..train.plot import plot_losses
 
-    try:
-        config = TrainConfig.from_toml(args.config)
-    except (OSError, ValueError, TypeError) as err:
-        console.print(f"[red]bad config {args.config}:[/] {err}")
+    config = load_recipe(args.config)
+    if config is None:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -14,7 +14,7 @@ import torch
 from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
 from assistant.train.data import PackConfig, Packer, load_tokens, prepare_tokens
-from assistant.train.loop import train
+from assistant.train.loop import drop_rows_after, train
 from assistant.train.ship import ship
 from model.io import load_model
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
@@ -154,6 +154,13 @@ def test_kill_minus_nine_then_resume(corpus, tmp_path, rustle):
     assert logged == list(range(1, killed_at + 3))  # steps logged after the checkpoint were redone, not repeated
 
 
+def test_resuming_forgets_rows_logged_past_the_checkpoint_and_a_torn_last_row(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "lo')
+    drop_rows_after(metrics, 2)
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2]
+
+
 def test_weights_only_start_counts_cumulative_tokens(corpus, tmp_path):
     first = TrainConfig.from_toml(recipe(tmp_path, corpus))
     train(first)
@@ -185,7 +192,7 @@ import os, torch
 from pathlib import Path
 from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
-from assistant.train.loop import train
+from assistant.train.loop import drop_rows_after, train
 from assistant.train.ship import ship
 import torch.distributed as dist
 torch.set_num_threads(1)

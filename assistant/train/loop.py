@@ -42,10 +42,18 @@ class NextTokenLoss(torch.nn.Module):
 
 
 def drop_rows_after(path: Path, step: int) -> None:
-    """Forget logged steps past the checkpoint being resumed: a killed run logged them, the resumed one redoes them."""
-    if path.is_file():
-        rows = path.read_text().splitlines(keepends=True)
-        path.write_text("".join(row for row in rows if json.loads(row)["step"] <= step))
+    """Forget logged steps past the checkpoint being resumed (a killed run logged them, the resumed one redoes
+    them), and a last row the kill tore in half."""
+    if not path.is_file():
+        return
+    kept = []
+    for row in path.read_text().splitlines(keepends=True):
+        try:
+            if json.loads(row)["step"] <= step:
+                kept.append(row)
+        except (ValueError, KeyError):
+            continue
+    path.write_text("".join(kept))
 
 
 def lr_at(config: TrainConfig, tokens: int, warmup: int) -> float:

@@ -43,8 +43,9 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
+        w = weight.to(h.dtype)
         for i in range(0, h.shape[0], chunk):
-            hc, w = h[i:i + chunk], weight.to(h.dtype)
+            hc = h[i:i + chunk]
             nll, g = step(hc @ w.T, targets[i:i + chunk])  # under autocast the matmuls run in bf16
             total += nll
             grad_h[i:i + chunk] = g @ w.to(g.dtype)

@@ -1,6 +1,6 @@
 """Training throughput: optimiser steps of a recipe's model on random tokens, eager or with compiled blocks.
 
-The step is the training loop's (bf16 autocast, fused loss, AdamW); random tokens cost what real ones do.
+The step is the training loop's own (`optimizer_step`); random tokens cost what real ones do.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from model.model import RustleLM
 
 from ..train.config import TrainConfig
+from ..train.loop import NextTokenLoss, compile_blocks, optimizer_step
 
 
 @dataclass
@@ -29,18 +30,14 @@ def time_steps(config: TrainConfig, seq_len: int, compiled: bool, steps: int) ->
     torch.manual_seed(config.seed)
     model = RustleLM(config.model).train()
     if compiled:
-        for block in model.blocks:
-            block.compile()
+        compile_blocks(model)
+    objective = NextTokenLoss(model, compiled)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.min_lr)
     n = max(1, config.batch_tokens // seq_len)
     x, y = (torch.randint(0, config.model.vocab_size, (n, seq_len)) for _ in range(2))
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            loss = model.loss(x, y, compiled=compiled)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer_step(objective, model, optimizer, x, y, config)
         times.append(time.perf_counter() - start)
     return StepRow(compiled, seq_len, n * seq_len, times[0], times[1:], n * seq_len / statistics.median(times[1:]))

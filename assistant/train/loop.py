@@ -41,6 +41,24 @@ class NextTokenLoss(torch.nn.Module):
         return self.model.loss(x, y, compiled=self.compiled)
 
 
+def compile_blocks(model: RustleLM) -> None:
+    """torch.compile each block in place, so parameter names (checkpoints, DDP) are unchanged; see BENCHMARKS."""
+    for block in model.blocks:
+        block.compile()
+
+
+def optimizer_step(objective: torch.nn.Module, model: RustleLM, optimizer: torch.optim.Optimizer,
+                   x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, float]:
+    """One step: bf16-autocast loss, backward, gradient clipping, AdamW. Returns (loss, gradient norm)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        loss = objective(x, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+    optimizer.step()
+    return loss, grad_norm
+
+
 def drop_rows_after(path: Path, step: int) -> None:
     """Forget logged steps past the checkpoint being resumed (a killed run logged them, the resumed one redoes
     them), and a last row the kill tore in half."""
@@ -133,9 +151,8 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         state = load_checkpoint(checkpoint, model, optimizer)
     elif resume:
         raise FileNotFoundError(f"--resume: no checkpoint under {config.out}")
-    if config.compile:  # in place, so parameter names (checkpoints, DDP) are unchanged; see BENCHMARKS
-        for block in model.blocks:
-            block.compile()
+    if config.compile:
+        compile_blocks(model)
     objective = NextTokenLoss(model, config.compile)
     ddp = torch.nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
 
@@ -154,12 +171,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         lr = lr_at(config, state.tokens, warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            loss = ddp(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-        optimizer.step()
+        loss, grad_norm = optimizer_step(ddp, model, optimizer, x, y, config)
         step_tokens = n_seqs * seq_len * world
         state.step, state.tokens = state.step + 1, state.tokens + step_tokens
         state.cumulative_tokens += step_tokens

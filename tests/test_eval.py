@@ -63,3 +63,24 @@ def test_eval_recall_runs_probes_at_each_distance(rustle, tmp_path):
     assert [(r["kind"], r["multiple"], r["distance"]) for r in rows] == [
         ("passkey", 1, 32), ("passkey", 4, 128), ("identifier", 1, 32), ("identifier", 4, 128)]
     assert all(r["probes"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in rows)
+
+
+def test_recall_prompts_end_where_the_definition_tokens_break():
+    """A prompt cut inside a token, or ending in a space the next token would carry, asks for a token
+    sequence training never shows; every probe's query must stop at a boundary of the definition's tokens."""
+    import random
+
+    from assistant.eval.recall import _probe
+    from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+
+    tok, rng = load_tokenizer(DEFAULT_TOKENIZER), random.Random(0)
+    for _ in range(50):
+        definition, query, key = _probe("passkey", rng, tok)
+        assert not query[-1].isspace() and key.startswith(" ") and f"={key};" in definition
+        definition, query, rest = _probe("identifier", rng, tok)
+        head = query.strip()
+        name = definition.removeprefix("pub fn ").split("(")[0]
+        assert head and rest and head + rest == name
+        spelled = tok.encode(f" {name}", add_special_tokens=False).ids
+        head_ids = tok.encode(f" {head}", add_special_tokens=False).ids
+        assert spelled[:len(head_ids)] == head_ids

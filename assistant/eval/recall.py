@@ -2,8 +2,10 @@
 
 Each probe is real Rust from held-out files as filler, with a definition placed `distance` tokens
 before the end, then a prompt that only that definition can complete:
-- passkey: `const PASSKEY_<n>: u32 = <digits>;` … `let key = PASSKEY_<n>; // = ` → the digits;
-- identifier: `fn <rare_name>() {}` … `    <first half of the name>` → the rest of the name.
+- passkey: `const PASSKEY_<n>: u32 = <digits>;` … `let key = PASSKEY_<n>; // =` → ` <digits>`;
+- identifier: `fn <rare_name>() {}` … `    <first tokens of the name>` → the rest of the name.
+Prompts end where the definition's own tokens break (no trailing space, no half token): a prompt cut
+inside a token asks for a token sequence training never shows, which measures the tokenizer, not memory.
 Greedy decoding; a probe counts when the completion starts with the expected text.
 """
 from __future__ import annotations
@@ -28,14 +30,15 @@ class RecallRow:
     probes: int
 
 
-def _probe(kind: str, rng: random.Random) -> tuple[str, str, str]:
+def _probe(kind: str, rng: random.Random, tok: Tokenizer) -> tuple[str, str, str]:
     """(definition line, query prompt, expected continuation)."""
     if kind == "passkey":
         n, key = rng.randrange(1000), str(rng.randrange(10_000, 100_000))
-        return f"const PASSKEY_{n}: u32 = {key};\n", f"\nlet key = PASSKEY_{n}; // = ", key
+        return f"const PASSKEY_{n}: u32 = {key};\n", f"\nlet key = PASSKEY_{n}; // =", f" {key}"
     name = "_".join(rng.choice(SYLLABLES) for _ in range(3)) + f"_{rng.randrange(100)}"
-    cut = len(name) // 2
-    return f"pub fn {name}() {{}}\n", f"\n    {name[:cut]}", name[cut:]
+    pieces = tok.encode(f" {name}", add_special_tokens=False).ids  # as the definition spells it, after `fn`
+    head = tok.decode(pieces[:max(1, len(pieces) // 2)]).lstrip()
+    return f"pub fn {name}() {{}}\n", f"\n    {head}", name[len(head):]
 
 
 @torch.no_grad()
@@ -52,7 +55,7 @@ def recall(model: RustleLM, tok: Tokenizer, filler: list[str], multiples: list[i
             if len(filler_ids) < distance:
                 raise ValueError(f"filler has {len(filler_ids)} tokens; {distance} are needed: pass more files")
             for _ in range(probes):
-                definition, query, expected = _probe(kind, rng)
+                definition, query, expected = _probe(kind, rng, tok)
                 start = rng.randrange(0, len(filler_ids) - distance + 1)
                 ids = (tok.encode(definition, add_special_tokens=False).ids + filler_ids[start:start + distance]
                        + tok.encode(query, add_special_tokens=False).ids)

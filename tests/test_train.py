@@ -192,7 +192,7 @@ import os, torch
 from pathlib import Path
 from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
-from assistant.train.loop import drop_rows_after, train
+from assistant.train.loop import train
 from assistant.train.ship import ship
 import torch.distributed as dist
 torch.set_num_threads(1)

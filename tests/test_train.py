@@ -15,7 +15,7 @@ from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
 from assistant.train.data import PackConfig, Packer, load_tokens, prepare_tokens
 from assistant.train.loop import drop_rows_after, train
-from assistant.train.ship import ship
+from assistant.train.ship import ship, shipped_recipe
 from model.io import load_model
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 from tokenizer.special import FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
@@ -175,6 +175,7 @@ def test_weights_only_start_counts_cumulative_tokens(corpus, tmp_path):
     continued.write_text((tmp_path / "more" / "train.toml").read_text())
     again = ship(more.out, shipped, continued)  # replaces the first model; the first stage's record stays
     assert continued.is_file() and not (shipped / "train.toml").exists()
+    assert shipped_recipe(shipped) == continued  # what `bench train-step` times by default
     assert (shipped / "stages" / "6144-tokens" / "train.toml").is_file()
     assert not (shipped / "stages" / "6144-tokens" / "continue.toml").exists()
     assert again["cumulative_tokens"] == 6144 + state.tokens
@@ -193,7 +194,7 @@ from pathlib import Path
 from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
 from assistant.train.loop import train
-from assistant.train.ship import ship
+from assistant.train.ship import ship, shipped_recipe
 import torch.distributed as dist
 torch.set_num_threads(1)
 config = TrainConfig.from_toml(Path({str(config)!r}))

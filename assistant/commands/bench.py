@@ -197,8 +197,14 @@ def serve_memory_command(args: argparse.Namespace) -> int:
 
 def train_step_command(args: argparse.Namespace) -> int:
     from ..bench.train_step import time_steps
+    from ..train.ship import shipped_recipe
     from .train import load_recipe
 
+    if args.config is None:
+        args.config = shipped_recipe(DEFAULT_MODEL)
+        if args.config is None:
+            console.print(f"[red]no single recipe (*.toml) at the top of {DEFAULT_MODEL}:[/] pass --config")
+            return 2
     config = load_recipe(args.config)
     if config is None:
         return 2
@@ -247,7 +253,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=recall_command)
     p = group.add_parser("train-step", help="training throughput of a recipe's model: eager and compiled steps")
-    p.add_argument("--config", type=Path, default=Path("model/checkpoints/rustle-small/continue-2.toml"))
+    p.add_argument("--config", type=Path, default=None, help="a recipe (default: the shipped model's own)")
     p.add_argument("--seq-len", type=int, default=None, help="window length (default: the recipe's first)")
     p.add_argument("--steps", type=int, default=3, help="timed steps after a first (compiling) one")
     p.add_argument("--modes", type=lambda s: s.split(","), default=["eager", "compiled"], help="eager,compiled")

@@ -30,6 +30,13 @@ def _keep_earlier_record(dest: Path, incoming_recipe: Path | None) -> None:
             shutil.move(path, stage / path.name)
 
 
+def shipped_recipe(model_dir: Path) -> Path | None:
+    """The recipe that produced a shipped model's current stage: the one TOML that `ship` leaves at the top
+    of the folder (earlier stages' recipes live under `stages/`); None if there is not exactly one."""
+    recipes = list(model_dir.glob("*.toml"))
+    return recipes[0] if len(recipes) == 1 else None
+
+
 def ship(run: Path, dest: Path, recipe: Path | None = None) -> dict:
     checkpoint = find_checkpoint(run)
     if checkpoint is None:

@@ -191,11 +191,8 @@ def test_two_process_ddp_ranks_agree(corpus, tmp_path):
     script.write_text(f"""
 import os, torch
 from pathlib import Path
-from assistant.train.checkpoint import find_checkpoint
 from assistant.train.config import TrainConfig
 from assistant.train.loop import train
-from assistant.train.ship import ship, shipped_recipe
-import torch.distributed as dist
 torch.set_num_threads(1)
 config = TrainConfig.from_toml(Path({str(config)!r}))
 state, model = train(config)  # each rank's own copy of the weights

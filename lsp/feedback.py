@@ -1,10 +1,20 @@
-"""Accepted and rejected suggestions, kept locally in SQLite: the data for fine-tuning on what a team accepts."""
+"""Accepted and rejected suggestions, kept locally in SQLite: the data for fine-tuning on what a team accepts.
+
+The file is opened on the first verdict, not when the server starts; a write that fails (a damaged or
+locked file) is logged and dropped, never raised into the server.
+"""
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
+from .protocol import Feedback
+
+log = logging.getLogger("rustle.lsp")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, verdict TEXT NOT NULL CHECK (verdict IN ('accept', 'reject')),
@@ -12,21 +22,36 @@ CREATE TABLE IF NOT EXISTS feedback (
 """
 
 
+def default_feedback_db() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "rustle" / "feedback.sqlite"
+
+
 class FeedbackStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        self.path = path
+        self.db: sqlite3.Connection | None = None
+        self.lock = threading.Lock()
 
-    def record(self, verdict: str, uri: str, line: int | None, character: int | None, suggestion: str,
-               accepted_text: str | None = None) -> None:
-        self.db.execute("INSERT INTO feedback (at, verdict, uri, line, character, suggestion, accepted_text) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (time.time(), verdict, uri, line, character, suggestion,
-                                                         accepted_text))
+    def _open(self) -> sqlite3.Connection:
+        if self.db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+            self.db = db
+        return self.db
 
-    def counts(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT verdict, COUNT(*) FROM feedback GROUP BY verdict").fetchall())
-
-    def close(self) -> None:
-        self.db.close()
+    def record(self, verdict: str, feedback: Feedback) -> bool:
+        """Store one verdict; False (and a log line) when the file cannot take it."""
+        where = feedback.position
+        row = (time.time(), verdict, feedback.uri, where.line if where else None, where.character if where else None,
+               feedback.text, feedback.accepted_text)
+        try:
+            with self.lock:
+                self._open().execute("INSERT INTO feedback (at, verdict, uri, line, character, suggestion, "
+                                     "accepted_text) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        except (sqlite3.Error, OSError) as err:
+            log.warning("feedback not stored in %s: %s", self.path, err)
+            return False
+        return True

@@ -1,70 +1,34 @@
 """`rustle serve`: a pygls language server that streams completions from the engine into editors.
 
+Handlers only, thin over one `RustleServer` state (llm-ls's shape):
 - `textDocument/inlineCompletion` (ghost text) and `textDocument/completion` (one item with a text edit);
-- the workspace is indexed in the background on `initialized`, with `$/progress`; saves and watched-file
-  events re-index one file; settings come from initializationOptions and `workspace/didChangeConfiguration`;
+- the workspace is indexed in the background on `initialized`, with `$/progress` and `rustle/status`;
+  saves and watched-file events are changes applied to the engine's workspace;
 - each request waits out a debounce; a newer request for the same document makes an older one return
-  empty, `$/cancelRequest` stops its generation; `rustle/partialCompletion` notifications carry the
-  suggestion as it grows; `rustle/didAccept` and `rustle/didReject` are stored in local SQLite.
-A request handler never raises: a bad position or a failing engine gives an empty answer and a log line.
+  empty, `$/cancelRequest` stops its generation; `rustle/partialCompletion` carries the suggestion as it
+  grows; `rustle/didAccept` and `rustle/didReject` are stored in local SQLite (lsp/feedback.py).
+Messages of our own are defined in lsp/protocol.py, settings in lsp/settings.py. A request handler never
+raises: a bad position or a failing engine gives an empty answer and a log line.
 """
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 import threading
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
-from model.io import DEFAULT_MODEL
+from assistant.engine.engine import Change, Engine, EngineConfig, Request, with_context
 
-from .feedback import FeedbackStore
+from . import protocol
+from .feedback import FeedbackStore, default_feedback_db
+from .memory import limit_arenas, trim_heap
+from .settings import Settings
 
 log = logging.getLogger("rustle.lsp")
-PARTIAL = "rustle/partialCompletion"
-STATUS = "rustle/status"  # {state: begin | report | ready | failed, message, model}
-ACCEPT, REJECT = "rustle/didAccept", "rustle/didReject"
-ACCEPTED_COMMAND = "rustle.accepted"  # clients with native ghost text run it after Tab (workspace/executeCommand)
-
-
-@dataclass(frozen=True)
-class Settings:
-    model: str = str(DEFAULT_MODEL)
-    max_tokens: int = 48
-    debounce_ms: int = 60
-    multiline: bool = True
-    context: str = "repo"
-    max_ms: float = 4000.0
-
-    def updated(self, values: object) -> "Settings":
-        """These settings with the known keys of a client's dict applied; wrong types are ignored, logged."""
-        if not isinstance(values, dict):
-            return self
-        values = values.get("rustle", values)
-        if not isinstance(values, dict):
-            return self
-        changes = {}
-        for f in fields(self):
-            camel = "".join(w.capitalize() if i else w for i, w in enumerate(f.name.split("_")))
-            key = f.name if f.name in values else camel  # max_tokens or maxTokens
-            if key in values:
-                value, kind = values[key], type(getattr(self, f.name))
-                if isinstance(value, kind) or (kind is float and isinstance(value, int)):
-                    changes[f.name] = kind(value)
-                else:
-                    log.warning("setting %s: expected %s, got %r", key, kind.__name__, value)
-        return replace(self, **changes)
-
-
-def _default_feedback_db() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "rustle" / "feedback.sqlite"
 
 
 class RustleServer(LanguageServer):
@@ -72,48 +36,42 @@ class RustleServer(LanguageServer):
         super().__init__("rustle", "0.1.0")
         self.settings = Settings()
         self.root: Path | None = None
-        self.engine = None
+        self.engine: Engine | None = None
         self.ready: asyncio.Future | None = None
         self.latest: dict[str, int] = {}
-        self.feedback = FeedbackStore(_default_feedback_db())
+        self.feedback = FeedbackStore(default_feedback_db())  # opened on the first verdict, not here
 
     # ----- engine --------------------------------------------------------------------------------------------
-    def _engine_config(self):
-        from assistant.engine.engine import EngineConfig, with_context
-
+    def _engine_config(self) -> EngineConfig:
         config = EngineConfig(max_new_tokens=self.settings.max_tokens, max_ms=self.settings.max_ms)
-        return with_context(config, self.settings.context if self.settings.context in
-                            ("none", "local", "index", "repo") else "repo")
+        return with_context(config, self.settings.context_mode)
 
     def _load_engine(self) -> None:
-        from assistant.engine.engine import Engine
-
         self.engine = Engine(Path(self.settings.model), self._engine_config())
+
+    def _status(self, token: str | None, state: str, message: str) -> None:
+        """$/progress for any client; `rustle/status` for our plugins' status bar, since a generic client
+        such as vscode-languageclient takes over the progress token for its own notification."""
+        status = protocol.Status(state, message, Path(self.settings.model).name)
+        self.protocol.notify(protocol.STATUS, status.to_json())
+        if token is None:
+            return
+        if state == "begin":
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="Rustle", message=message))
+        elif state == "report":
+            self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message))
+        else:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
 
     async def prepare(self) -> None:
         """Load the model and index the workspace off the event loop, reporting progress."""
         loop = asyncio.get_running_loop()
-        token = "rustle-indexing"
+        token: str | None = "rustle-indexing"
         try:
             await self.work_done_progress.create_async(token)
         except Exception:  # the client does not take server-initiated progress
             token = None
-
-        def status(stage: str, message: str) -> None:
-            """$/progress for any client; `rustle/status` for our plugins' status bar, since a generic client
-            such as vscode-languageclient takes over the progress token for its own notification."""
-            model = Path(self.settings.model).name
-            self.protocol.notify(STATUS, {"state": stage, "message": message, "model": model})
-            if token is None:
-                return
-            if stage == "begin":
-                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="Rustle", message=message))
-            elif stage == "report":
-                self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message))
-            else:
-                self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
-
-        status("begin", "loading model")
+        self._status(token, "begin", "loading model")
         try:
             await loop.run_in_executor(None, self._load_engine)
             if self.root is not None:
@@ -122,25 +80,21 @@ class RustleServer(LanguageServer):
                 def on_file() -> None:
                     done[0] += 1
                     if done[0] % 50 == 0:
-                        loop.call_soon_threadsafe(status, "report", f"indexed {done[0]} files")
+                        loop.call_soon_threadsafe(self._status, token, "report", f"indexed {done[0]} files")
 
-                from assistant.index.indexer import index_workspace
-
-                summary = await loop.run_in_executor(None, lambda: index_workspace(
-                    self.root, self.engine.db_for(self.root), on_file=on_file, on_message=log.warning))
-                self.engine._indexed.add(self.root.resolve())
+                workspace = self.engine.workspace(self.root)
+                summary = await loop.run_in_executor(None, lambda: workspace.index(on_file, log.warning))
                 message = f"{summary.files} files indexed ({summary.parsed} parsed, {summary.definitions} definitions)"
             else:
                 message = "no workspace folder"
-            message = f"model {Path(self.settings.model).name} · {message}"
             self.ready.set_result(True)
-            status("ready", message)
+            self._status(token, "ready", f"model {Path(self.settings.model).name} · {message}")
         except Exception as err:  # the server stays up; completions answer empty and say why in the log
             log.exception("could not start the engine")
             self.ready.set_result(False)
-            status("failed", f"failed: {err}")
+            self._status(token, "failed", f"failed: {err}")
 
-    def file_changed(self, uri: str) -> None:
+    def file_changed(self, uri: str, kind: str = "saved") -> None:
         if self.engine is None or self.root is None:
             return
         path = Path(to_fs_path(uri) or "")
@@ -149,12 +103,12 @@ class RustleServer(LanguageServer):
         except ValueError:
             return
         if relative.endswith(".rs"):
-            threading.Thread(target=self.engine.file_saved, args=(self.root, relative), daemon=True).start()
+            change = Change(relative, kind)
+            workspace = self.engine.workspace(self.root)
+            threading.Thread(target=workspace.apply_change, args=(change,), daemon=True).start()
 
     # ----- completion ----------------------------------------------------------------------------------------
     async def suggest(self, uri: str, position: types.Position) -> str:
-        from assistant.engine.engine import Request
-
         seq = self.latest[uri] = self.latest.get(uri, 0) + 1
         await asyncio.sleep(self.settings.debounce_ms / 1000)
         if self.latest[uri] != seq or not await self.ready:
@@ -173,15 +127,14 @@ class RustleServer(LanguageServer):
             root, relative = path.parent, path.name
         cancelled = threading.Event()
         final = ""
+        where = protocol.Position(position.line, position.character)
         try:
             async for partial in self.engine.complete(Request(root, relative, text, offset), cancelled):
                 if self.latest[uri] != seq:  # superseded while generating
                     cancelled.set()
                     return ""
                 final = partial
-                self.protocol.notify(PARTIAL, {"uri": uri, "position": {"line": position.line,
-                                                                       "character": position.character},
-                                               "text": partial})
+                self.protocol.notify(protocol.PARTIAL, protocol.PartialCompletion(uri, where, partial).to_json())
         except asyncio.CancelledError:
             cancelled.set()
             raise
@@ -189,28 +142,8 @@ class RustleServer(LanguageServer):
             log.exception("completion failed at %s:%s", uri, position.line)
             return ""
         finally:
-            _trim_heap()
+            trim_heap()
         return final if self.settings.multiline else final.split("\n", 1)[0]
-
-
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to tune
-        return None
-
-
-LIBC = _libc()
-if LIBC is not None:
-    LIBC.mallopt(-8, 2)   # M_ARENA_MAX: engine threads share two heaps instead of one each
-
-
-def _trim_heap() -> None:
-    """Give freed pages back after a request: glibc otherwise keeps every tensor's freed memory around
-    (RSS 1.1 GB and growing after 400 requests on the bundled workspace; flat at 0.55 GB with this:
-    `rustle bench serve-memory`)."""
-    if LIBC is not None:
-        LIBC.malloc_trim(0)
 
 
 server = RustleServer()
@@ -236,10 +169,14 @@ def did_save(ls: RustleServer, params: types.DidSaveTextDocumentParams) -> None:
     ls.file_changed(params.text_document.uri)
 
 
+WATCHED = {types.FileChangeType.Created: "created", types.FileChangeType.Changed: "saved",
+           types.FileChangeType.Deleted: "deleted"}
+
+
 @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
 def did_change_watched_files(ls: RustleServer, params: types.DidChangeWatchedFilesParams) -> None:
     for change in params.changes:
-        ls.file_changed(change.uri)
+        ls.file_changed(change.uri, WATCHED.get(change.type, "saved"))
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -258,9 +195,10 @@ async def inline_completion(ls: RustleServer, params: types.InlineCompletionPara
     if not text:
         return types.InlineCompletionList(items=[])
     here = types.Range(params.position, params.position)
-    where = {"line": params.position.line, "character": params.position.character}
-    accepted = types.Command(title="Rustle: suggestion accepted", command=ACCEPTED_COMMAND,
-                             arguments=[{"uri": params.text_document.uri, "text": text, "position": where}])
+    feedback = {"uri": params.text_document.uri, "text": text,
+                "position": {"line": params.position.line, "character": params.position.character}}
+    accepted = types.Command(title="Rustle: suggestion accepted", command=protocol.ACCEPTED_COMMAND,
+                             arguments=[feedback])
     return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=text, range=here,
                                                                         command=accepted)])
 
@@ -291,27 +229,25 @@ def _plain(value: object) -> object:
 
 
 def _feedback(ls: RustleServer, verdict: str, params: object) -> None:
-    value = _plain(params)
-    if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+    feedback = protocol.Feedback.from_json(_plain(params))
+    if feedback is None:
         log.warning("%s without a text: ignored", verdict)
         return
-    position = value.get("position") if isinstance(value.get("position"), dict) else {}
-    ls.feedback.record(verdict, str(value.get("uri", "")), position.get("line"), position.get("character"),
-                       value["text"], value.get("acceptedText"))
+    ls.feedback.record(verdict, feedback)  # a failed write is logged there, never raised
 
 
-@server.feature(ACCEPT)
+@server.feature(protocol.ACCEPT)
 def did_accept(ls: RustleServer, params: object) -> None:
     _feedback(ls, "accept", params)
 
 
-@server.command(ACCEPTED_COMMAND)
+@server.command(protocol.ACCEPTED_COMMAND)
 def accepted(ls: RustleServer, *args: object) -> None:
     """The inline item's command: VS Code (and Neovim 0.12) run it when Tab inserts the whole suggestion."""
     _feedback(ls, "accept", args[0] if args else None)
 
 
-@server.feature(REJECT)
+@server.feature(protocol.REJECT)
 def did_reject(ls: RustleServer, params: object) -> None:
     _feedback(ls, "reject", params)
 
@@ -319,10 +255,12 @@ def did_reject(ls: RustleServer, params: object) -> None:
 def serve(tcp: str | None = None) -> None:
     """stdio by default; `--tcp 127.0.0.1:PORT` for debugging (loopback only)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if tcp is not None:
+        host, _, port = tcp.rpartition(":")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"--tcp takes a loopback address (127.0.0.1:PORT), not {tcp}: the server stays local")
+    limit_arenas()
     if tcp is None:
         server.start_io()
-        return
-    host, _, port = tcp.rpartition(":")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise ValueError(f"--tcp takes a loopback address (127.0.0.1:PORT), not {tcp}: the server stays local")
-    server.start_tcp(host, int(port))
+    else:
+        server.start_tcp(host, int(port))

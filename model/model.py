@@ -1,7 +1,6 @@
 """RustleLM: embeddings, a stack of blocks whose attention kind follows the layer pattern, final norm, tied head."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import torch
@@ -92,22 +91,6 @@ class RustleLM(nn.Module):
         total = linear_cross_entropy(self.hidden(tokens).flatten(0, 1), self.head_weight, flat, chunk, compiled)
         return total / max(1, int((flat != IGNORE).sum()))
 
-    @torch.inference_mode()
-    def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-                 stop: Callable[[list[int]], bool] | None = None, cache: Cache | None = None,
-                 generator: torch.Generator | None = None) -> Iterator[int]:
-        """Stream new token ids for a 1-D prompt: prefill once, then one forward per token (gpt-fast's loop)."""
-        cache = cache if cache is not None else self.new_cache()
-        logits = self(prompt[None], cache, last=1)[0, -1]
-        produced: list[int] = []
-        for _ in range(max_new_tokens):
-            token = sample(logits, temperature, top_p, generator)
-            produced.append(token)
-            yield token
-            if stop is not None and stop(produced):
-                return
-            logits = self(torch.tensor([[token]], device=prompt.device), cache)[0, -1]
-
 
 def count_parameters(config: ModelConfig) -> int:
     with torch.device("meta"):
@@ -125,15 +108,3 @@ def equal_parameter_variant(config: ModelConfig, pattern: tuple[str, ...], globa
 def twin_config(config: ModelConfig) -> ModelConfig:
     """The full-attention twin: every layer `full` with RoPE, at equal parameters."""
     return equal_parameter_variant(config, ("full",) * config.n_layers, global_rope=True)
-
-
-def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None = None) -> int:
-    """Greedy at temperature 0; otherwise temperature, then nucleus (top-p) sampling."""
-    if temperature <= 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-    return int(torch.multinomial(probs, 1, generator=generator))

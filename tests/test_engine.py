@@ -181,16 +181,12 @@ def test_copy_drafts_take_fewer_forward_steps_for_the_same_text(tiny_model_dir, 
 def test_repo_context_puts_the_workspace_before_the_buffer(tiny_model_dir, workspace):
     engine = _engine(tiny_model_dir, max_new_tokens=4)
     request = _request(workspace)
-    db = engine._db(request.root)
-    prompt, files = engine._prompt(request, db)
-    db.close()
+    prompt, files = engine.prompt(request)
     assert sorted(files) == ["src/command.rs", "src/lib.rs", "src/main.rs", "src/store.rs"]
     decoded = engine.vocab.tok.decode(prompt.ids, skip_special_tokens=False)
     assert decoded.index("<|file_sep|>src/store.rs") < decoded.index("<|file_sep|>src/main.rs\n<|fim_prefix|>")
     os.utime(workspace / "src" / "command.rs")       # just edited: it moves to the end of the repository part
-    db = engine._db(request.root)
-    _, files = engine._prompt(request, db)
-    db.close()
+    _, files = engine.prompt(request)
     assert files[-1] == "src/command.rs"
 
 
@@ -214,16 +210,16 @@ def test_streaming_cancellation_and_typing_along_the_suggestion(tiny_model_dir, 
         cancelled = threading.Event()
         stream = engine.complete(request, cancelled)
         await stream.__anext__()
-        first = engine._inflight
+        first = engine.inflight
         typed = Request(request.root, request.path, request.text[:request.offset] + full[:2]
                         + request.text[request.offset:], request.offset + 2)
         rest = [text async for text in engine.complete(typed)]
-        assert engine._inflight is first and rest[-1] == full[2:]
+        assert engine.inflight is first and rest[-1] == full[2:]
         await stream.aclose()
         # a request elsewhere cancels the one in flight
         slow = engine.complete(request)
         await slow.__anext__()
-        running = engine._inflight
+        running = engine.inflight
         elsewhere = _request(workspace, "src/store.rs", "self.entries.")
         [text async for text in engine.complete(elsewhere)]
         assert running.cancelled.is_set()

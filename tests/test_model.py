@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from assistant.engine.decode import generate
 from kernels.gdn import chunk_gated_delta_rule, naive_gated_delta_rule, recurrent_gated_delta_step
 from model.config import ModelConfig
 from model.io import load_model, save_model
@@ -114,7 +115,7 @@ def test_save_load_round_trip_and_transformers_agree(tmp_path):
     config = AutoConfig.from_pretrained(str(tmp_path), local_files_only=True)
     assert config.to_model_config() == model.config
     hf = AutoModelForCausalLM.from_pretrained(str(tmp_path), local_files_only=True).eval()
-    ours = list(model.generate(prompt, max_new_tokens=12))
+    ours = list(generate(model, prompt.tolist(), max_new_tokens=12))
     theirs = hf.generate(prompt[None], max_new_tokens=12, do_sample=False, use_cache=False,
                          pad_token_id=6, eos_token_id=None)[0, 12:].tolist()
     assert ours == theirs and len(set(ours)) > 1
@@ -123,8 +124,8 @@ def test_save_load_round_trip_and_transformers_agree(tmp_path):
 def test_generate_streams_and_stops_on_the_callback():
     torch.manual_seed(0)
     model = RustleLM(tiny()).eval()
-    stream = model.generate(torch.tensor([1, 2, 3]), max_new_tokens=50, temperature=0.8, top_p=0.9,
-                            stop=lambda produced: len(produced) == 5, generator=torch.Generator().manual_seed(0))
+    stream = generate(model, [1, 2, 3], max_new_tokens=50, temperature=0.8, top_p=0.9,
+                     stop=lambda produced: len(produced) == 5, generator=torch.Generator().manual_seed(0))
     assert len(list(stream)) == 5
 
 

@@ -15,6 +15,15 @@ def load_tokenizer(path: Path = DEFAULT_TOKENIZER) -> Tokenizer:
     return Tokenizer.from_file(str(file))
 
 
+def tokenizer_folder(model_dir: Path) -> Path:
+    """Where a model folder's tokenizer is: its own, else the shipped one (converted checkpoints carry none)."""
+    return model_dir if (model_dir / "tokenizer.json").is_file() else DEFAULT_TOKENIZER
+
+
+def tokenizer_of(model_dir: Path) -> Tokenizer:
+    return load_tokenizer(tokenizer_folder(model_dir))
+
+
 def load_hf_tokenizer(path: Path = DEFAULT_TOKENIZER):
     """The same tokenizer as a `transformers.PreTrainedTokenizerFast` (offline: a local folder)."""
     from transformers import AutoTokenizer

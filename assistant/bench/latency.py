@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.engine import Engine, EngineConfig, Request
-from ..index.indexer import index_workspace
-from ..index.workspace import default_db
 
 
 @dataclass
@@ -54,16 +52,16 @@ def _editing(text: str, cursor: int) -> str:
 
 def measure(root: Path, path: str, model: Path, config: EngineConfig, cold_runs: int = 2, cursors: int = 20,
             keystrokes: int = 20, seed: int = 0) -> LatencyReport:
-    index_workspace(root, default_db(root), on_message=lambda m: None)
     text = (root / path).read_text(encoding="utf-8")
     spots = _cursors(text, cursors, seed)
     cold = []
     for spot in spots[:cold_runs]:
         engine = Engine(model, config)
+        engine.workspace(root).index()  # the server indexes before its first request
         started = time.perf_counter()
         engine.complete_sync(Request(root, path, _editing(text, spot), spot))
         cold.append(1000 * (time.perf_counter() - started))
-    repo_tokens = sum(len(tokens) for _, tokens in engine._file_tokens.values())
+    repo_tokens = engine.workspace(root).token_count()
     warm = [engine.complete_sync(Request(root, path, _editing(text, spot), spot)).ms for spot in spots]
     typed = []
     spot = spots[len(spots) // 2]

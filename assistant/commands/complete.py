@@ -134,7 +134,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def register_eval(group: argparse._SubParsersAction) -> None:
-    p = group.add_parser("lines", help="line completion tasks (../shared/eval/README.md): exact match, similarity")
+    p = group.add_parser("lines", help="line completion tasks (data/eval/README.md): exact match, similarity")
     p.add_argument("tasks", type=Path, metavar="TASKS.jsonl")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--rows", dest="verbose_rows", action="store_true", help="print every task's result")
@@ -189,14 +189,12 @@ def demo_command(args: argparse.Namespace) -> int:
     """Index the bundled workspace and complete at a few cursors, as an editor would, with latencies."""
     from ..engine.engine import Engine, Request
     from ..eval.lines import saved_before_typing
-    from ..index.indexer import index_workspace
-    from ..index.workspace import default_db
 
     root = args.root.resolve()
-    summary = index_workspace(root, default_db(root))
+    engine = Engine(args.model, _engine_config(args))
+    summary = engine.workspace(root).index(on_message=console.print)
     console.print(f"indexed {root}: {summary.files} files, {summary.definitions} definitions "
                   f"in {1000 * summary.seconds:.0f} ms")
-    engine = Engine(args.model, _engine_config(args))
     rows = []
     for path, typed in DEMO_CURSORS:
         text = (root / path).read_text(encoding="utf-8")

@@ -12,7 +12,7 @@ from ..console import console, table
 def distill_command(args: argparse.Namespace) -> int:
     from model.convert import from_hf, is_hf_checkpoint
     from model.io import load_model, save_model
-    from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+    from tokenizer import load_tokenizer, tokenizer_folder
 
     from ..train.data import PackConfig, load_tokens, prepare_tokens
     from ..train.distill import DistillConfig, distill
@@ -22,7 +22,7 @@ def distill_command(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, KeyError) as err:
         console.print(f"[red]cannot load the teacher {args.teacher}:[/] {err}")
         return 2
-    tokenizer = args.teacher if (args.teacher / "tokenizer.json").is_file() else DEFAULT_TOKENIZER
+    tokenizer = tokenizer_folder(args.teacher)
     tok = load_tokenizer(tokenizer)
     if tok.get_vocab_size() > teacher.config.vocab_size:
         console.print(f"[red]{tokenizer} has {tok.get_vocab_size()} tokens, the teacher only "

@@ -12,17 +12,16 @@ from model.io import DEFAULT_MODEL
 from ..console import console, table
 from . import complete
 
-HUMANEVAL = Path(__file__).resolve().parents[2].parent / "shared" / "eval" / "humaneval-rs.jsonl"
+HUMANEVAL = Path(__file__).resolve().parents[2] / "data" / "eval" / "humaneval-rs.jsonl"  # shipped in the repository
 
 
 def _load(path: Path):
     """(model, tokenizer), or None after saying why the folder cannot be used."""
     from model.io import load_model
-    from tokenizer import load_tokenizer
+    from tokenizer import tokenizer_of
 
     try:
-        # a model folder carries its tokenizer; fall back to the shipped one for folders without it
-        return load_model(path), load_tokenizer(path) if (path / "tokenizer.json").is_file() else load_tokenizer()
+        return load_model(path), tokenizer_of(path)
     except FileNotFoundError as err:
         console.print(f"[red]{err}[/]")
         return None

@@ -39,14 +39,11 @@ def train_command(args: argparse.Namespace) -> int:
 def _corpus_seed(corpus: Path) -> int | None:
     """The split seed recorded in the corpus manifest, so the recipe says which split it learned from."""
     import json
-    import sqlite3
 
-    try:
-        db = sqlite3.connect(f"file:{corpus / 'manifest.sqlite'}?mode=ro", uri=True)
-        row = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
-        return json.loads(row[0])["split"]["seed"] if row else None
-    except sqlite3.Error:
-        return None
+    from ..corpus.manifest import read_meta
+
+    config = read_meta(corpus / "manifest.sqlite", "config")
+    return json.loads(config)["split"]["seed"] if config else None
 
 
 def _read(path: Path) -> str | None:

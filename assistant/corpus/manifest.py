@@ -84,6 +84,25 @@ class Manifest:
         return list(self.db.execute(
             "SELECT dropped, COUNT(*), SUM(bytes) FROM files WHERE dropped IS NOT NULL GROUP BY dropped ORDER BY 2 DESC"))
 
+    def crates(self, split: str) -> list[tuple[str, int, int]]:
+        """(first file's abspath, files, bytes) of every kept crate version of a split, by crate name."""
+        return list(self.db.execute(
+            "SELECT MIN(abspath), COUNT(*), SUM(bytes) FROM files WHERE split = ? AND dropped IS NULL "
+            "GROUP BY crate, version ORDER BY crate, version", (split,)))
+
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
         self.db.commit()
+
+
+def read_meta(path: Path, key: str) -> str | None:
+    """One meta value of the manifest at `path`, opened read-only; None when the file or the key is missing."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None

@@ -10,11 +10,10 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..index.store import Symbol, file_symbols, find, members, related_files
+from ..index.store import Connection, Symbol, file_paths, file_symbols, find, members, related_files
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RECEIVER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*[A-Za-z0-9_]*$")
@@ -49,7 +48,7 @@ def _receiver_type(prefix: str, name: str) -> str | None:
     return built[-1] if built else None
 
 
-def snippets(db: sqlite3.Connection, path: str, prefix: str, recent: list[str], limit: int = 24) -> list[Snippet]:
+def snippets(db: Connection, path: str, prefix: str, recent: list[str], limit: int = 24) -> list[Snippet]:
     """Ranked context for a cursor at the end of `prefix` in file `path` (workspace-relative)."""
     chosen: list[Symbol] = []
     seen: set[tuple[str, int]] = set()
@@ -76,8 +75,7 @@ def snippets(db: sqlite3.Connection, path: str, prefix: str, recent: list[str], 
     for name in names + [n for n in imported if n and n not in names]:
         add([s for s in find(db, name, limit=3) if s.path != path])
     folder = str(PurePosixPath(path).parent)
-    same_folder = [p for (p,) in db.execute("SELECT path FROM files ORDER BY path") if p != path
-                   and str(PurePosixPath(p).parent) == folder]
+    same_folder = [p for p in file_paths(db) if p != path and str(PurePosixPath(p).parent) == folder]
     for other in same_folder + [p for p in recent if p != path]:
         add([s for s in file_symbols(db, other) if not s.scope])
     by_file: dict[str, list[str]] = {}
@@ -87,7 +85,7 @@ def snippets(db: sqlite3.Connection, path: str, prefix: str, recent: list[str], 
 
 
 def repository_files(root: Path, paths: list[str], current: str, budget_tokens: int, count_tokens,
-                     db: sqlite3.Connection | None) -> list[str]:
+                     db: Connection | None) -> list[str]:
     """The workspace files that make up the repository part, in prefill order."""
     def mtime(p: str) -> float:
         try:

@@ -1,4 +1,5 @@
-"""The prompt: token ids in the training layout, with the segment boundaries the state cache snapshots at.
+"""The prompt: token ids in the training layout (tokenizer/layout.py), with the segment boundaries the
+state cache snapshots at; `assemble` gathers a request's context from its workspace and builds it.
 
     [<|repo_name|>name⏎ (<|file_sep|>path⏎ file)…]   repository part ("repo") or ranked snippets ("index")
     <|file_sep|>path⏎ <|fim_prefix|><|fim_suffix|> suffix <|fim_middle|>   the buffer after the cursor (SPM)
@@ -11,9 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..index.store import file_paths
+from .context import repository_files, snippets
 from .healing import back_up
-from .shape import Shape
+from .request import Request
+from .shape import Shape, shape_at
 from .tokens import Vocab
+from .workspace import Workspace
 
 CONTEXTS = ("none", "local", "index", "repo")
 
@@ -74,7 +79,7 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
     ids += vocab.file_header(path)
     if config.context != "none":
         suffix = _suffix_window(vocab.encode_chunks(text[offset:]), config.suffix_tokens)
-        ids += [vocab.fim_prefix, vocab.fim_suffix] + suffix + [vocab.fim_middle]
+        ids += vocab.spm([], suffix)  # the prefix follows line by line
     boundaries.append(len(ids))
     chunks = vocab.encode_chunks(text[:offset])
     start = _prefix_window(chunks, config.prefix_tokens, config.anchor_lines)
@@ -89,3 +94,26 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
         ids, healed = back_up(ids, vocab.token_bytes)
     boundaries = sorted({b for b in boundaries if 0 < b < len(ids)})
     return Prompt(ids, boundaries, healed, shape, local_start)
+
+
+def assemble(workspace: Workspace, request: Request, config: PromptConfig, repo_tokens: int,
+             snippet_tokens: int) -> tuple[Prompt, list[str]]:
+    """The prompt for `request`, and the repository files it holds (what the copy model's table is built from)."""
+    shape = shape_at(request.text, request.offset)
+    count = lambda p: len(workspace.tokens(p, request.overrides)) + 8  # noqa: E731  (+ the file header)
+    context: list[tuple[str, list[int]]] = []
+    with workspace.reading() as db:
+        files = repository_files(workspace.root, file_paths(db), request.path, repo_tokens, count, db)
+        if config.context == "repo":
+            context = [(p, workspace.tokens(p, request.overrides)) for p in files]
+        elif config.context == "index":
+            used = 0
+            for snip in snippets(db, request.path, request.text[:request.offset], workspace.recent):
+                tokens = workspace.vocab.encode(snip.text)
+                if used + len(tokens) > snippet_tokens:
+                    break
+                context.append((snip.path, tokens))
+                used += len(tokens)
+    prompt = build_prompt(workspace.vocab, config, request.path, request.text, request.offset, shape, context,
+                          workspace.root.name)
+    return prompt, files

@@ -10,10 +10,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 
-from tokenizers import Tokenizer
-
-from tokenizer.special import (ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME,
-                               SPECIAL_TOKENS)
+from tokenizer import Layout
 
 NEWLINE_RUN = re.compile(r"(?<![\r\n])(?=\r?\n)")
 
@@ -37,16 +34,8 @@ def line_chunks(text: str) -> list[str]:
     return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
 
 
-class Vocab:
-    """A tokenizer plus what the engine needs to know about its tokens."""
-
-    def __init__(self, tok: Tokenizer) -> None:
-        self.tok = tok
-        self.size = tok.get_vocab_size()
-        self.special = {name: tok.token_to_id(name) for name in SPECIAL_TOKENS}
-        self.eos, self.file_sep = self.special[ENDOFTEXT], self.special[FILE_SEP]
-        self.fim_prefix, self.fim_suffix = self.special[FIM_PREFIX], self.special[FIM_SUFFIX]
-        self.fim_middle, self.repo_name = self.special[FIM_MIDDLE], self.special[REPO_NAME]
+class Vocab(Layout):
+    """The repository layout plus what the engine needs to know about its tokens."""
 
     @cached_property
     def token_bytes(self) -> list[bytes]:
@@ -55,19 +44,9 @@ class Vocab:
         special = set(self.special.values())
         return [b"" if i in special else bytes(decode[c] for c in self.tok.id_to_token(i)) for i in range(self.size)]
 
-    def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False).ids if text else []
-
     def encode_chunks(self, text: str) -> list[list[int]]:
         return [self.encode(chunk) for chunk in line_chunks(text)]
 
     def decode_bytes(self, ids: list[int]) -> bytes:
         table = self.token_bytes
         return b"".join(table[i] for i in ids)
-
-    def file_header(self, path: str) -> list[int]:
-        """`<|file_sep|>path\\n`, as every file starts in training."""
-        return [self.file_sep] + self.encode(path + "\n")
-
-    def repo_header(self, name: str) -> list[int]:
-        return [self.repo_name] + self.encode(name + "\n")

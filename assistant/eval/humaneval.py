@@ -1,6 +1,6 @@
 """HumanEval-Rust: complete each prompt, compile with rustc, run; pass@1 (greedy) and pass@k (unbiased).
 
-The task contract is ../shared/eval/README.md: program = prompt + completion + "\n" + tests; exit 0
+The task contract is data/eval/README.md: program = prompt + completion + "\n" + tests; exit 0
 passes; a compile error, a panic or a timeout fails. Every program builds in a temp dir of its own.
 """
 from __future__ import annotations
@@ -86,18 +86,20 @@ def model_completer(model, tok, temperature: float, max_new_tokens: int = 256, t
     """A `Complete` over our model's streaming generate: stops as soon as the text holds a stop string."""
     import torch
 
+    from ..engine.decode import generate
+
     generator = torch.Generator().manual_seed(seed)
 
     def complete(prompt: str, stop: list[str], n: int) -> list[str]:
-        ids = torch.tensor(tok.encode(prompt, add_special_tokens=False).ids)
+        ids = tok.encode(prompt, add_special_tokens=False).ids
         outputs = []
         for _ in range(n):
             def done(tokens: list[int]) -> bool:
                 return any(s in tok.decode(tokens) for s in stop)
 
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                produced = list(model.generate(ids, max_new_tokens, temperature, top_p, stop=done,
-                                               generator=generator))
+                produced = list(generate(model, ids, max_new_tokens, temperature, top_p, stop=done,
+                                         generator=generator))
             outputs.append(tok.decode(produced))
         return outputs
 

@@ -1,4 +1,4 @@
-"""Line completion, as ../shared/eval/README.md specifies: remove `target` from its line, complete at the
+"""Line completion, as data/eval/README.md specifies: remove `target` from its line, complete at the
 cursor with the repository as the workspace, score the first line of the suggestion.
 
 The file on disk holds the answer, so the repository context and the copy model read a stand-in for it

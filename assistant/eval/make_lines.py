@@ -1,4 +1,4 @@
-"""A line-completion task set from held-out crates, in the contract of ../shared/eval/README.md.
+"""A line-completion task set from held-out crates, in the contract of data/eval/README.md.
 
 Per crate (a folder on disk, used whole as the workspace), seeded:
 - "line": the cursor after a line's indentation, the whole code of the line to write;
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import random
 import re
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..corpus.manifest import Manifest
 from ..index.indexer import index_workspace
+from ..index.store import connect, defining_files, file_paths
 
 CUT_AFTER = re.compile(r"[(=.,:] ?| ")
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -28,13 +29,9 @@ def _candidate(line: str) -> bool:
 
 def crate_tasks(root: Path, db_path: Path, rng: random.Random, per_kind: int) -> Iterator[dict]:
     index_workspace(root, db_path, workers=1, on_message=lambda m: None)
-    db = sqlite3.connect(db_path)
+    db = connect(db_path)
     try:
-        paths = [p for (p,) in db.execute("SELECT path FROM files ORDER BY path")]
-        defined: dict[str, set[str]] = {}
-        for name, path in db.execute(f"SELECT name, f.path FROM symbols s JOIN files f ON f.id = s.file_id WHERE "
-                                     f"kind IN ({','.join('?' * len(CROSS_FILE_KINDS))})", CROSS_FILE_KINDS):
-            defined.setdefault(name, set()).add(path)
+        paths, defined = file_paths(db), defining_files(db, CROSS_FILE_KINDS)
     finally:
         db.close()
     lines_of = {p: (root / p).read_text(encoding="utf-8", errors="replace").split("\n") for p in paths}
@@ -74,12 +71,13 @@ def _task(root: Path, path: str, line: int, character: int, text: str, kind: str
 
 def test_crates(corpus: Path, min_files: int = 3, max_bytes: int = 400_000) -> list[Path]:
     """Folders of held-out (test split) crates small enough to be a workspace prefilled on a laptop."""
-    db = sqlite3.connect(corpus / "manifest.sqlite")
+    if not (corpus / "manifest.sqlite").is_file():
+        return []
+    manifest = Manifest(corpus / "manifest.sqlite")
     try:
-        rows = db.execute("SELECT MIN(abspath), COUNT(*), SUM(bytes) FROM files WHERE split = 'test' AND dropped IS NULL "
-                          "GROUP BY crate, version ORDER BY crate, version").fetchall()
+        rows = manifest.crates("test")
     finally:
-        db.close()
+        manifest.close()
     roots = []
     for abspath, files, size in rows:
         parts = Path(abspath).parts

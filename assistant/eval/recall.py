@@ -18,6 +18,8 @@ from tokenizers import Tokenizer
 
 from model.model import RustleLM
 
+from ..engine.decode import generate
+
 SYLLABLES = ["zor", "quel", "vant", "brisk", "mul", "tarn", "plim", "dox", "wex", "gorb", "sul", "fen"]
 
 
@@ -61,7 +63,7 @@ def recall(model: RustleLM, tok: Tokenizer, filler: list[str], multiples: list[i
                        + tok.encode(query, add_special_tokens=False).ids)
                 expected_len = len(tok.encode(expected, add_special_tokens=False).ids) + 1
                 with torch.autocast("cpu", dtype=torch.bfloat16):
-                    out = list(model.generate(torch.tensor(ids), max_new_tokens=expected_len))
+                    out = list(generate(model, ids, max_new_tokens=expected_len))
                 hits += tok.decode(out).startswith(expected)
             rows.append(RecallRow(kind, multiple, distance, hits / probes, probes))
     return rows

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import store
 from .parse import FileSymbols, parse_source, parser
-from .store import open_or_rebuild, remove
 from .workspace import module_path, rust_files
 
 BATCH = 256
@@ -59,40 +59,20 @@ def _parse_file(job: tuple[Path, str, str | None]) -> Parsed | None:
     return Parsed(rel, stat.st_mtime_ns, stat.st_size, digest, parse_source(source, _parser))
 
 
-def _write(db: sqlite3.Connection, item: Parsed, next_id: int) -> int:
-    """Replace one file's rows; returns the next free symbol id."""
-    old = db.execute("SELECT id FROM files WHERE path = ?", (item.path,)).fetchone()
+def _write(db: store.Connection, item: Parsed, next_id: int) -> int:
+    """Replace one file's rows (or only its stat, when its content is unchanged); returns the next symbol id."""
     if item.symbols is None:
-        db.execute("UPDATE files SET mtime_ns = ?, size = ? WHERE path = ?", (item.mtime_ns, item.size, item.path))
+        store.touch_file(db, item.path, item.mtime_ns, item.size)
         return next_id
-    if old is not None:
-        _delete(db, old[0])
-    file_id = db.execute("INSERT INTO files (path, module, mtime_ns, size, hash, indexed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                         (item.path, module_path(Path(item.path)), item.mtime_ns, item.size, item.hash,
-                          time.time())).lastrowid
-    defs = item.symbols.definitions
-    ids = range(next_id, next_id + len(defs))
-    db.executemany("INSERT INTO symbols VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   [(i, file_id, d.kind, d.name, d.scope, d.trait, *d.start, *d.end, d.start_byte, d.end_byte,
-                     d.signature, d.doc) for i, d in zip(ids, defs)])
-    db.executemany("INSERT INTO symbol_search (rowid, name, scope, signature, doc) VALUES (?, ?, ?, ?, ?)",
-                   [(i, d.name, d.scope, d.signature, d.doc) for i, d in zip(ids, defs)])
-    db.executemany("INSERT INTO imports VALUES (?, ?, ?)", [(file_id, p, line) for p, line in item.symbols.imports])
-    db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)",
-                   [(file_id, r.name, r.kind, r.line, r.column) for r in item.symbols.references])
-    return next_id + len(defs)
+    return store.write_file(db, item.path, module_path(Path(item.path)), item.mtime_ns, item.size, item.hash,
+                            item.symbols, next_id)
 
 
-def _delete(db: sqlite3.Connection, file_id: int) -> None:
-    db.execute("DELETE FROM symbol_search WHERE rowid IN (SELECT id FROM symbols WHERE file_id = ?)", (file_id,))
-    db.execute("DELETE FROM files WHERE id = ?", (file_id,))  # symbols, imports, refs cascade
-
-
-def _apply(db: sqlite3.Connection, results: Iterable[Parsed | None], summary: IndexSummary,
+def _apply(db: store.Connection, results: Iterable[Parsed | None], summary: IndexSummary,
            on_file: Callable[[], None]) -> None:
-    next_id = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM symbols").fetchone()[0]
+    next_id = store.next_symbol_id(db)
     pending = 0
-    db.execute("BEGIN IMMEDIATE")
+    store.begin(db)
     try:
         for item in results:
             on_file()
@@ -107,12 +87,12 @@ def _apply(db: sqlite3.Connection, results: Iterable[Parsed | None], summary: In
                 summary.references += len(item.symbols.references)
             pending += 1
             if pending >= BATCH:
-                db.execute("COMMIT")
-                db.execute("BEGIN IMMEDIATE")
+                store.commit(db)
+                store.begin(db)
                 pending = 0
-        db.execute("COMMIT")
+        store.commit(db)
     except BaseException:
-        db.execute("ROLLBACK")
+        store.rollback(db)
         raise
 
 
@@ -126,7 +106,7 @@ def index_workspace(root: Path, db_path: Path, workers: int | None = None,
         if isinstance(err, sqlite3.OperationalError) and "malformed" not in str(err):
             raise  # locked, disk full, …: not damage
         on_message(f"index damaged ({err}); rebuilding it")
-        remove(db_path)
+        store.remove(db_path)
         return _index_workspace(root, db_path, workers, on_total, on_file, on_message)
 
 
@@ -136,10 +116,9 @@ def _index_workspace(root: Path, db_path: Path, workers: int | None, on_total: C
     root = root.resolve()
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
-    db = open_or_rebuild(db_path, on_message)
+    db = store.open_or_rebuild(db_path, on_message)
     try:
-        known = {path: (mtime, size, digest) for path, mtime, size, digest in
-                 db.execute("SELECT path, mtime_ns, size, hash FROM files")}
+        known = store.stored_files(db)
         present, jobs = set(), []
         summary = IndexSummary()
         for rel in rust_files(root):
@@ -157,10 +136,10 @@ def _index_workspace(root: Path, db_path: Path, workers: int | None, on_total: C
         summary.files = len(present)
         gone = [path for path in known if path not in present]
         if gone:
-            db.execute("BEGIN IMMEDIATE")
+            store.begin(db)
             for path in gone:
-                _delete(db, db.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()[0])
-            db.execute("COMMIT")
+                store.delete_file(db, path)
+            store.commit(db)
         summary.removed = len(gone)
         on_total(len(jobs))
         workers = workers or multiprocessing.cpu_count()
@@ -179,17 +158,14 @@ def index_file(root: Path, db_path: Path, relative: str) -> bool:
     """Re-index one file (a save, a watched-file event); False when it is gone or not part of the workspace."""
     root = root.resolve()
     path = (root / relative).resolve()
-    db = open_or_rebuild(db_path)
+    db = store.open_or_rebuild(db_path)
     try:
         if not path.is_relative_to(root) or not path.is_file():
-            row = db.execute("SELECT id FROM files WHERE path = ?", (relative,)).fetchone()
-            if row is not None:
-                db.execute("BEGIN IMMEDIATE")
-                _delete(db, row[0])
-                db.execute("COMMIT")
+            store.begin(db)
+            store.delete_file(db, relative)
+            store.commit(db)
             return False
-        old = db.execute("SELECT hash FROM files WHERE path = ?", (relative,)).fetchone()
-        item = _parse_file((root, relative, None if old is None else old[0]))
+        item = _parse_file((root, relative, store.stored_hash(db, relative)))
         if item is None:
             return False
         _apply(db, [item], IndexSummary(), lambda: None)

@@ -1,4 +1,5 @@
-"""The index's SQLite file: schema, opening (with corruption recovery) and the reads the prompt builder needs.
+"""The index's SQLite file and every statement run on it: schema, opening (with corruption recovery), the
+indexer's writes and the reads the prompt builder and the evaluations need. No SQL is written elsewhere.
 
 WAL mode, so readers (the language server, `rustle complete`) never block on the indexer and always
 see the last committed batch; a kill mid-batch loses only that uncommitted batch. FTS5 over symbol
@@ -7,8 +8,13 @@ names, signatures and docs serves `--query`.
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .parse import FileSymbols
+
+Connection = sqlite3.Connection
 
 SCHEMA_VERSION = "1"
 SCHEMA = """
@@ -84,6 +90,83 @@ def open_or_rebuild(path: Path, on_message=print) -> sqlite3.Connection:
         on_message(f"index unusable ({err}); rebuilding it")
         remove(path)
         return connect(path)
+
+
+# ----- writes (the indexer's) ---------------------------------------------------------------------------------
+def begin(db: Connection) -> None:
+    db.execute("BEGIN IMMEDIATE")
+
+
+def commit(db: Connection) -> None:
+    db.execute("COMMIT")
+
+
+def rollback(db: Connection) -> None:
+    db.execute("ROLLBACK")
+
+
+def stored_files(db: Connection) -> dict[str, tuple[int, int, str]]:
+    """path -> (mtime_ns, size, content hash) of every indexed file."""
+    return {path: (mtime, size, digest) for path, mtime, size, digest in
+            db.execute("SELECT path, mtime_ns, size, hash FROM files")}
+
+
+def stored_hash(db: Connection, path: str) -> str | None:
+    row = db.execute("SELECT hash FROM files WHERE path = ?", (path,)).fetchone()
+    return None if row is None else row[0]
+
+
+def next_symbol_id(db: Connection) -> int:
+    return db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM symbols").fetchone()[0]
+
+
+def touch_file(db: Connection, path: str, mtime_ns: int, size: int) -> None:
+    """A file whose content hash is unchanged: only its stat moves."""
+    db.execute("UPDATE files SET mtime_ns = ?, size = ? WHERE path = ?", (mtime_ns, size, path))
+
+
+def write_file(db: Connection, path: str, module: str, mtime_ns: int, size: int, digest: str,
+               symbols: FileSymbols, next_id: int) -> int:
+    """Replace one file's rows; returns the next free symbol id."""
+    delete_file(db, path)
+    file_id = db.execute("INSERT INTO files (path, module, mtime_ns, size, hash, indexed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                         (path, module, mtime_ns, size, digest, time.time())).lastrowid
+    defs = symbols.definitions
+    ids = range(next_id, next_id + len(defs))
+    db.executemany("INSERT INTO symbols VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   [(i, file_id, d.kind, d.name, d.scope, d.trait, *d.start, *d.end, d.start_byte, d.end_byte,
+                     d.signature, d.doc) for i, d in zip(ids, defs)])
+    db.executemany("INSERT INTO symbol_search (rowid, name, scope, signature, doc) VALUES (?, ?, ?, ?, ?)",
+                   [(i, d.name, d.scope, d.signature, d.doc) for i, d in zip(ids, defs)])
+    db.executemany("INSERT INTO imports VALUES (?, ?, ?)", [(file_id, p, line) for p, line in symbols.imports])
+    db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)",
+                   [(file_id, r.name, r.kind, r.line, r.column) for r in symbols.references])
+    return next_id + len(defs)
+
+
+def delete_file(db: Connection, path: str) -> bool:
+    """Remove a file and its rows; False when it was not indexed."""
+    row = db.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
+    if row is None:
+        return False
+    db.execute("DELETE FROM symbol_search WHERE rowid IN (SELECT id FROM symbols WHERE file_id = ?)", (row[0],))
+    db.execute("DELETE FROM files WHERE id = ?", (row[0],))  # symbols, imports, refs cascade
+    return True
+
+
+# ----- reads ---------------------------------------------------------------------------------------------------
+def file_paths(db: Connection) -> list[str]:
+    """Every indexed file, sorted."""
+    return [p for (p,) in db.execute("SELECT path FROM files ORDER BY path")]
+
+
+def defining_files(db: Connection, kinds: tuple[str, ...]) -> dict[str, set[str]]:
+    """name -> the files that define an item of one of `kinds` by that name."""
+    defined: dict[str, set[str]] = {}
+    for name, path in db.execute(f"SELECT name, f.path FROM symbols s JOIN files f ON f.id = s.file_id WHERE "
+                                 f"kind IN ({','.join('?' * len(kinds))})", kinds):
+        defined.setdefault(name, set()).add(path)
+    return defined
 
 
 def find(db: sqlite3.Connection, name: str, kinds: tuple[str, ...] | None = None, limit: int = 20) -> list[Symbol]:

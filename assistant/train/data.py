@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from tokenizer import load_tokenizer
-from tokenizer.special import ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
+from tokenizer import Layout, load_tokenizer
 
 from ..corpus.shards import records
 
@@ -33,32 +32,29 @@ class PackConfig:
 
 
 class Packer:
-    """Turns a crate's files into one token sequence."""
+    """Turns a crate's files into one token sequence, in the layout prompts use (tokenizer/layout.py)."""
 
     def __init__(self, tok: Tokenizer, config: PackConfig) -> None:
-        self.tok, self.config = tok, config
-        self.special = {t: tok.token_to_id(t) for t in (ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX,
-                                                       REPO_NAME)}
+        self.layout, self.config = Layout(tok), config
 
-    def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False).ids if text else []
+    def fim(self, path: str, text: str, a: int, b: int, spm: bool) -> list[int]:
+        """A file cut at characters a <= b into prefix, middle and suffix, in SPM or PSM order."""
+        encode = self.layout.encode
+        pre, mid, suf = encode(text[:a]), encode(text[a:b]), encode(text[b:])
+        order = self.layout.spm if spm else self.layout.psm
+        return self.layout.file_header(path) + order(pre, suf, mid)
 
     def file(self, path: str, text: str, rng: random.Random) -> list[int]:
-        ids = [self.special[FILE_SEP]] + self.encode(path + "\n")
         if rng.random() >= self.config.fim_rate or len(text) < 3:
-            return ids + self.encode(text)
+            return self.layout.file_header(path) + self.layout.encode(text)
         a, b = sorted(rng.sample(range(len(text) + 1), 2))
-        pre, mid, suf = self.encode(text[:a]), self.encode(text[a:b]), self.encode(text[b:])
-        p, s, m = self.special[FIM_PREFIX], self.special[FIM_SUFFIX], self.special[FIM_MIDDLE]
-        if rng.random() < self.config.spm_rate:
-            return ids + [p, s] + suf + [m] + pre + mid
-        return ids + [p] + pre + [s] + suf + [m] + mid
+        return self.fim(path, text, a, b, spm=rng.random() < self.config.spm_rate)
 
     def crate(self, name: str, files: list[tuple[str, str]], rng: random.Random) -> list[int]:
-        ids = [self.special[REPO_NAME]] + self.encode(name + "\n")
+        ids = self.layout.repo_header(name)
         for path, text in files:
             ids += self.file(path, text, rng)
-        return ids + [self.special[ENDOFTEXT]]
+        return ids + [self.layout.eos]
 
 
 def crates(corpus: Path, split: str) -> Iterator[tuple[str, list[tuple[str, str]]]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from model.io import DEFAULT_MODEL, load_model, save_model
-from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+from tokenizer import load_tokenizer, tokenizer_folder
 
 from ..corpus.build import BuildConfig, build
 from ..corpus.shards import texts
@@ -54,7 +54,7 @@ def finetune(config: FinetuneConfig, on_log: Callable[[dict], None] = lambda row
     held_out = list(texts(corpus, "validation"))
     if not held_out or not list(texts(corpus, "train")):
         raise ValueError(f"too few .rs files in {', '.join(map(str, config.repos))} to hold some out")
-    tokenizer_dir = config.model if (config.model / "tokenizer.json").is_file() else DEFAULT_TOKENIZER
+    tokenizer_dir = tokenizer_folder(config.model)
     tok = load_tokenizer(tokenizer_dir)
     base = load_model(config.model)
     before = perplexity(base, tok, held_out, context=config.seq_len).bits_per_byte

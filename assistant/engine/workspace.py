@@ -1,0 +1,95 @@
+"""One workspace as the engine sees it: its index, its files' tokens and its copy table, kept current by
+changes (rust-analyzer's `AnalysisHost.apply_change`). The one owner of "is this workspace indexed".
+
+Reads of the index go through `assistant/index/store.py`; this module writes no SQL.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..index import store
+from ..index.indexer import IndexSummary, index_file, index_workspace
+from .copy import CopyConfig, CopyModel
+from .tokens import Vocab
+
+RECENT = 16  # recently saved files the "index" context ranks after the cursor's own names
+
+
+@dataclass(frozen=True)
+class Change:
+    """A file of the workspace changed on disk."""
+    path: str                  # relative to the root, posix
+    kind: str = "saved"        # "saved" | "created" | "deleted" (a watched-file event or a save)
+
+
+class Workspace:
+    def __init__(self, root: Path, vocab: Vocab, db_path: Path) -> None:
+        self.root, self.vocab, self.db_path = root.resolve(), vocab, db_path
+        self.indexed = False
+        self.recent: list[str] = []
+        self._tokens: dict[str, tuple[object, list[int]]] = {}
+        self._copy: CopyModel | None = None
+        self._copy_key: tuple | None = None
+
+    # ----- the index ----------------------------------------------------------------------------------------
+    def index(self, on_file: Callable[[], None] = lambda: None,
+              on_message: Callable[[str], None] = lambda m: None) -> IndexSummary:
+        """Bring the whole index up to date (the first request does this when nobody did before)."""
+        summary = index_workspace(self.root, self.db_path, on_file=on_file, on_message=on_message)
+        self.indexed = True
+        return summary
+
+    def apply_change(self, change: Change) -> None:
+        """Re-index the changed file; token caches and the copy table follow on the next request."""
+        index_file(self.root, self.db_path, change.path)
+        self.recent = [p for p in self.recent if p != change.path][-(RECENT - 1):]
+        if change.kind != "deleted":
+            self.recent.append(change.path)
+
+    @contextmanager
+    def reading(self) -> Iterator[store.Connection]:
+        """A connection to the up-to-date index, for the store's reads."""
+        if not self.indexed:
+            self.index()
+        db = store.open_or_rebuild(self.db_path, on_message=lambda m: None)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    # ----- tokens ----------------------------------------------------------------------------------------------
+    def tokens(self, path: str, overrides: dict[str, str]) -> list[int]:
+        """A file's tokens: an unsaved buffer's (`overrides`) or the disk's, re-encoded when either changes."""
+        if path in overrides:
+            key: object = ("override", hash(overrides[path]))
+            read = lambda: overrides[path]  # noqa: E731
+        else:
+            try:
+                stat = (self.root / path).stat()
+            except OSError:
+                return []
+            key = (stat.st_mtime_ns, stat.st_size)
+            read = lambda: (self.root / path).read_text(encoding="utf-8", errors="replace")  # noqa: E731
+        cached = self._tokens.get(path)
+        if cached is None or cached[0] != key:
+            cached = (key, self.vocab.encode(read()))
+            self._tokens[path] = cached
+        return cached[1]
+
+    def copy_model(self, paths: list[str], config: CopyConfig) -> CopyModel:
+        """The n-gram table of `paths`, whose tokens `tokens()` has just brought up to date; rebuilt on change."""
+        cached = [(p, self._tokens[p]) for p in paths if p in self._tokens]
+        key = tuple((p, version) for p, (version, _) in cached)
+        if self._copy is None or self._copy_key != key:
+            copy = CopyModel(config)
+            for p, (_, tokens) in cached:
+                copy.extend(self.vocab.file_header(p) + tokens)
+            self._copy, self._copy_key = copy, key
+        return self._copy
+
+    def token_count(self) -> int:
+        """Tokens of the files read so far (the repository part of the last prompt)."""
+        return sum(len(tokens) for _, tokens in self._tokens.values())

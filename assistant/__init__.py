@@ -1,1 +1,2 @@
-"""The Rustle assistant: corpus and training commands, repository index, prompts, completion engine, CLI."""
+"""The Rustle assistant. The product: `index` (the repository index) and `engine` (prompts, decoding,
+streaming). The lab: `lab` (corpus, training, evaluation, benchmarks). The command line: `cli`."""

@@ -6,11 +6,12 @@ locked file) is logged and dropped, never raised into the server.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
+
+from assistant.engine.engine import cache_dir
 
 from .protocol import Feedback
 
@@ -23,8 +24,7 @@ CREATE TABLE IF NOT EXISTS feedback (
 
 
 def default_feedback_db() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "rustle" / "feedback.sqlite"
+    return cache_dir() / "feedback.sqlite"
 
 
 class FeedbackStore:

@@ -1,7 +1,7 @@
 """Rustle's own messages beside the standard LSP ones: their method names and payloads, in one place.
 
-The editor plugins mirror this module: editors/vscode/src/protocol.ts and the `protocol` table of
-editors/nvim/lua/rustle/init.lua (tests/test_protocol.py holds the three to the same names and fields).
+The editor plugins mirror what they use of it: the constants at the top of editors/vscode/src/extension.ts
+and the `protocol` table of editors/nvim/lua/rustle/init.lua (tests/test_protocol.py keeps them in step).
 """
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.corpus.build import BuildConfig, build
-from assistant.corpus.split import SplitConfig
+from assistant.lab.corpus.build import BuildConfig, build
+from assistant.lab.corpus.split import SplitConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

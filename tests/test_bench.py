@@ -31,8 +31,8 @@ def test_bench_recall_prints_every_pattern(rustle):
 def test_compare_variants_share_the_recipe_at_equal_parameters(tmp_path):
     from pathlib import Path
 
-    from assistant.bench.compare import VARIANTS, variant_recipe
-    from assistant.train.config import TrainConfig
+    from assistant.lab.bench.compare import VARIANTS, variant_recipe
+    from assistant.lab.train.config import TrainConfig
     from model.model import count_parameters
 
     base = TrainConfig.from_toml(Path(__file__).parents[1] / "data" / "compare.toml")

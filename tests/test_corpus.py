@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from assistant.corpus.build import BuildConfig, Silent, build
-from assistant.corpus.filters import FilterConfig, examine, is_generated
-from assistant.corpus.shards import records
-from assistant.corpus.split import SplitConfig, split_of
+from assistant.lab.corpus.build import BuildConfig, Silent, build
+from assistant.lab.corpus.filters import FilterConfig, examine, is_generated
+from assistant.lab.corpus.shards import records
+from assistant.lab.corpus.split import SplitConfig, split_of
 
 BODY = "\n".join(f"pub fn function_{i}(x: u{8 << (i % 4)}) -> u64 {{ x as u64 * {i} + helper_{i}(x) }}"
                  for i in range(40)) + "\n"

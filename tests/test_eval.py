@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from assistant.eval.humaneval import Problem, evaluate, pass_at_k, passes, truncate
+from assistant.lab.eval.humaneval import Problem, evaluate, pass_at_k, passes, truncate
 
 ADD = Problem("add", "/// Adds.\nfn add(a: i32, b: i32) -> i32 {\n",
               "}\n\nfn main() {\n    assert_eq!(add(2, 3), 5);\n}\n", ["\n}"])
@@ -70,7 +70,7 @@ def test_recall_prompts_end_where_the_definition_tokens_break():
     sequence training never shows; every probe's query must stop at a boundary of the definition's tokens."""
     import random
 
-    from assistant.eval.recall import _probe
+    from assistant.lab.eval.recall import _probe
     from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
     tok, rng = load_tokenizer(DEFAULT_TOKENIZER), random.Random(0)

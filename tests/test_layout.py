@@ -6,7 +6,7 @@ import pytest
 from assistant.engine.prompt import PromptConfig, build_prompt
 from assistant.engine.shape import shape_at
 from assistant.engine.tokens import Vocab
-from assistant.train.data import PackConfig, Packer
+from assistant.lab.train.data import PackConfig, Packer
 from tokenizer import load_tokenizer
 
 FILES = [("src/lib.rs", "pub mod store;\n\npub use store::Store;\n"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.bench.nvim import nvim_binary
+from assistant.lab.bench.nvim import nvim_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """NoPE global layers recall across 4x the window and beyond the trained length; sliding windows alone cannot."""
 import pytest
 
-from assistant.bench.recall import RecallTask, train_and_score
+from assistant.lab.bench.recall import RecallTask, train_and_score
 
 
 @pytest.mark.slow

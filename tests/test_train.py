@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from assistant.train.checkpoint import find_checkpoint
-from assistant.train.config import TrainConfig
-from assistant.train.data import PackConfig, Packer, load_tokens, prepare_tokens
-from assistant.train.loop import drop_rows_after, train
-from assistant.train.ship import ship, shipped_recipe
+from assistant.lab.train.checkpoint import find_checkpoint
+from assistant.lab.train.config import TrainConfig
+from assistant.lab.train.data import PackConfig, Packer, load_tokens, prepare_tokens
+from assistant.lab.train.loop import drop_rows_after, train
+from assistant.lab.train.ship import ship, shipped_recipe
 from model.io import load_model
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 from tokenizer.special import FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
@@ -191,8 +191,8 @@ def test_two_process_ddp_ranks_agree(corpus, tmp_path):
     script.write_text(f"""
 import os, torch
 from pathlib import Path
-from assistant.train.config import TrainConfig
-from assistant.train.loop import train
+from assistant.lab.train.config import TrainConfig
+from assistant.lab.train.loop import train
 torch.set_num_threads(1)
 config = TrainConfig.from_toml(Path({str(config)!r}))
 state, model = train(config)  # each rank's own copy of the weights

@@ -19,7 +19,7 @@ import torch
 from model.io import DEFAULT_MODEL, load_model
 from tokenizer import tokenizer_of
 
-from ..index.workspace import default_db
+from ..index.workspace import cache_dir, default_db
 from .copy import CopyConfig
 from .decode import suggest
 from .healing import Healer
@@ -30,7 +30,7 @@ from .stream import Generation
 from .tokens import Vocab
 from .workspace import Change, Workspace
 
-__all__ = ["CONTEXTS", "DEFAULT_MODEL", "Change", "Completion", "Engine", "EngineConfig", "Request", "Workspace",
+__all__ = ["CONTEXTS", "DEFAULT_MODEL", "cache_dir", "Change", "Completion", "Engine", "EngineConfig", "Request", "Workspace",
            "with_context"]
 
 

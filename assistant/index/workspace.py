@@ -11,11 +11,15 @@ import pathspec
 SKIP_DIRS = {"target", ".git", ".hg", ".svn", "node_modules", ".rustle"}
 
 
+def cache_dir() -> Path:
+    """Rustle's folder in the user's cache ($XDG_CACHE_HOME/rustle): indexes, feedback."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rustle"
+
+
 def default_db(root: Path) -> Path:
     """Indexes live in the user's cache, not in the workspace: one SQLite file per workspace root."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     key = hashlib.blake2b(str(root.resolve()).encode(), digest_size=8).hexdigest()
-    return cache / "rustle" / "index" / f"{root.resolve().name}-{key}.sqlite"
+    return cache_dir() / "index" / f"{root.resolve().name}-{key}.sqlite"
 
 
 def _ignore_spec(folder: Path) -> pathspec.PathSpec | None:

@@ -6,6 +6,10 @@ import {
   LanguageClient, LanguageClientOptions, ServerOptions, State, TransportKind,
 } from "vscode-languageclient/node";
 
+// Rustle's own messages, as lsp/protocol.py defines them (tests/test_protocol.py keeps the two in step).
+const STATUS = "rustle/status";
+interface Status { state: "begin" | "report" | "ready" | "failed"; message: string; model: string }
+
 let client: LanguageClient | undefined;
 let status: vscode.StatusBarItem;
 
@@ -59,7 +63,7 @@ async function start(): Promise<void> {
   });
   // The server's own status notification: vscode-languageclient shows its $/progress as a notification and
   // keeps the token to itself.
-  client.onNotification("rustle/status", (value: { state: string; message: string; model: string }) => {
+  client.onNotification(STATUS, (value: Status) => {
     if (value.state === "ready") {
       showStatus(enabled() ? "$(sparkle) Rustle" : "$(circle-slash) Rustle", `Rustle: ${value.message}`);
     } else if (value.state === "failed") {

@@ -6,6 +6,10 @@ local M = {}
 
 local ns = vim.api.nvim_create_namespace("rustle")
 
+-- Rustle's own messages, as lsp/protocol.py defines them (tests/test_protocol.py keeps the two in step).
+-- Both carry { uri, text, position = { line, character } } and, for a partial accept, acceptedText.
+local protocol = { ACCEPT = "rustle/didAccept", REJECT = "rustle/didReject" }
+
 M.config = {
   cmd = { "rustle", "serve" },
   filetypes = { "rust" },
@@ -98,7 +102,7 @@ function M.accept(buf, how)
   vim.api.nvim_win_set_cursor(vim.fn.bufwinid(buf), { end_row + 1, end_col })
   local client = client_for(buf)
   if client then
-    client:notify("rustle/didAccept", { uri = vim.uri_from_bufnr(buf), text = s.text, acceptedText = part,
+    client:notify(protocol.ACCEPT, { uri = vim.uri_from_bufnr(buf), text = s.text, acceptedText = part,
       position = { line = s.row, character = s.col } })
   end
   local rest = s.text:sub(#part + 1)
@@ -112,7 +116,7 @@ function M.dismiss(buf)
   if s == nil then return false end
   local client = client_for(buf)
   if client then
-    client:notify("rustle/didReject", { uri = vim.uri_from_bufnr(buf), text = s.text,
+    client:notify(protocol.REJECT, { uri = vim.uri_from_bufnr(buf), text = s.text,
       position = { line = s.row, character = s.col } })
   end
   M.clear(buf)

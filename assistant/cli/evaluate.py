@@ -9,7 +9,7 @@ from pathlib import Path
 
 from model.io import DEFAULT_MODEL
 
-from ..console import console, table
+from .console import console, table
 from . import complete
 
 HUMANEVAL = Path(__file__).resolve().parents[2] / "data" / "eval" / "humaneval-rs.jsonl"  # shipped in the repository
@@ -43,7 +43,7 @@ def _texts_and_model(args: argparse.Namespace):
 
 
 def ppl_command(args: argparse.Namespace) -> int:
-    from ..eval.ppl import perplexity
+    from ..lab.eval.ppl import perplexity
 
     loaded = _texts_and_model(args)
     if loaded is None:
@@ -59,7 +59,7 @@ def ppl_command(args: argparse.Namespace) -> int:
 
 
 def humaneval_command(args: argparse.Namespace) -> int:
-    from ..eval.humaneval import evaluate, load_problems, model_completer
+    from ..lab.eval.humaneval import evaluate, load_problems, model_completer
 
     if not args.problems.is_file():
         console.print(f"[red]no problems file {args.problems}[/]: pass --problems")
@@ -81,7 +81,7 @@ def humaneval_command(args: argparse.Namespace) -> int:
 
 
 def recall_command(args: argparse.Namespace) -> int:
-    from ..eval.recall import recall
+    from ..lab.eval.recall import recall
 
     loaded = _texts_and_model(args)
     if loaded is None:
@@ -98,6 +98,33 @@ def recall_command(args: argparse.Namespace) -> int:
     else:
         console.print(table("Recall at a distance", ["kind", "× window", "tokens back", "accuracy"],
                             [[r.kind, r.multiple, r.distance, r.accuracy] for r in rows]))
+    return 0
+
+
+def repo_gain_command(args: argparse.Namespace) -> int:
+    from ..lab.eval.repo_gain import repo_gain, sample_crates
+    from ..lab.train.data import crates
+
+    if args.every < 1 or args.ctx < 2:
+        console.print("[red]--every must be at least 1 and --ctx at least 2[/]")
+        return 2
+    loaded = _load(args.model)
+    if loaded is None:
+        return 2
+    model, tok = loaded
+    try:
+        sample = sample_crates(crates(args.corpus, args.split), args.every)[:args.crates]
+        report = repo_gain(model, tok, sample, args.ctx, args.min_start)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    if args.json:
+        print(json.dumps(asdict(report)))
+    else:
+        console.print(f"{report.crates} crates, {report.files} files past {args.min_start} tokens "
+                      f"({report.tokens:,} tokens): {report.repo_bits_per_byte:.4f} bits/byte after the repository, "
+                      f"{report.alone_bits_per_byte:.4f} alone, gain {100 * report.gain:.1f}%")
+        console.print(table("Loss by position", ["positions", "nats/token"], report.loss_by_position.items()))
     return 0
 
 
@@ -119,11 +146,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=humaneval_command)
-    p = group.add_parser("recall", help="passkey and identifier copy at 1x-16x the sliding window")
+    p = group.add_parser("recall", help="passkey and identifier copy at 1x-128x the sliding window")
     p.add_argument("--files", nargs="+", required=True, help="held-out Rust files used as filler")
-    p.add_argument("--multiples", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16])
+    p.add_argument("--multiples", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 128])
     p.add_argument("--probes", type=int, default=20)
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=recall_command)
+    p = group.add_parser("repo-gain", help="bits/byte of files after their packed repository vs alone")
+    p.add_argument("--corpus", type=Path, default=Path("corpus"))
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--ctx", type=int, default=16384, help="tokens of packed repository (16K, 64K)")
+    p.add_argument("--min-start", type=int, default=4096, help="score files that start this far into the pack")
+    p.add_argument("--every", type=int, default=1, help="every Nth crate of the split (with 3 files or more)")
+    p.add_argument("--crates", type=int, default=None, help="at most this many crates")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=repo_gain_command)
     complete.register_eval(group)

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..console import console, table
+from .console import console, table
 
 
 def distill_command(args: argparse.Namespace) -> int:
@@ -14,8 +14,8 @@ def distill_command(args: argparse.Namespace) -> int:
     from model.io import load_model, save_model
     from tokenizer import load_tokenizer, tokenizer_folder
 
-    from ..train.data import PackConfig, load_tokens, prepare_tokens
-    from ..train.distill import DistillConfig, distill
+    from ..lab.train.data import PackConfig, load_tokens, prepare_tokens
+    from ..lab.train.distill import DistillConfig, distill
 
     try:
         teacher = from_hf(args.teacher) if is_hf_checkpoint(args.teacher) else load_model(args.teacher)

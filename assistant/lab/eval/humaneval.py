@@ -86,7 +86,7 @@ def model_completer(model, tok, temperature: float, max_new_tokens: int = 256, t
     """A `Complete` over our model's streaming generate: stops as soon as the text holds a stop string."""
     import torch
 
-    from ..engine.decode import generate
+    from ...engine.decode import generate
 
     generator = torch.Generator().manual_seed(seed)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..console import console
+from .console import console
 
 
 def serve_command(args: argparse.Namespace) -> int:

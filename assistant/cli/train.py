@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..console import console, progress_console
+from .console import console, progress_console
 
 if TYPE_CHECKING:  # imported where used: the CLI starts without loading torch
-    from ..train.config import TrainConfig
+    from ..lab.train.config import TrainConfig
 
 
 def load_recipe(path: Path) -> TrainConfig | None:
     """The TrainConfig of a TOML recipe, or None after saying what is wrong with it."""
-    from ..train.config import TrainConfig
+    from ..lab.train.config import TrainConfig
 
     try:
         return TrainConfig.from_toml(path)
@@ -27,8 +27,8 @@ def load_recipe(path: Path) -> TrainConfig | None:
 def train_command(args: argparse.Namespace) -> int:
     import torch
 
-    from ..train.loop import train
-    from ..train.plot import plot_losses
+    from ..lab.train.loop import train
+    from ..lab.train.plot import plot_losses
 
     config = load_recipe(args.config)
     if config is None:
@@ -61,7 +61,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def ship_command(args: argparse.Namespace) -> int:
-    from ..train.ship import ship
+    from ..lab.train.ship import ship
 
     try:
         metadata = ship(args.run_dir, args.to, args.recipe)
@@ -76,7 +76,7 @@ def finetune_command(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from ..train.finetune import FinetuneConfig, finetune
+    from ..lab.train.finetune import FinetuneConfig, finetune
 
     missing = [p for p in args.repos if not p.is_dir()]
     if missing:

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 
 from model.model import RustleLM
 
-from ..engine.decode import generate
+from ...engine.decode import generate
 
 SYLLABLES = ["zor", "quel", "vant", "brisk", "mul", "tarn", "plim", "dox", "wex", "gorb", "sul", "fen"]
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..corpus.manifest import Manifest
-from ..index.indexer import index_workspace
-from ..index.store import connect, defining_files, file_paths
+from ...index.indexer import index_workspace
+from ...index.store import connect, defining_files, file_paths
 
 CUT_AFTER = re.compile(r"[(=.,:] ?| ")
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.engine import Engine, EngineConfig, Request
+from ...engine.engine import Engine, EngineConfig, Request
 
 
 @dataclass

@@ -1,11 +1,10 @@
-"""The `rustle` command line: argument parsing only; each command group lives in assistant.commands."""
+"""The `rustle` command line: argument parsing only; each command group is a module beside this one."""
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
-from .commands import bench, complete, corpus, distill, evaluate, index, serve, tokenizer, train
+from . import bench, complete, corpus, distill, evaluate, index, serve, tokenizer, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +21,3 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     return args.run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..index.indexer import index_file, index_workspace
+from ...index.indexer import index_file, index_workspace
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..console import RichReporter, console, progress_console, table
+from .console import RichReporter, console, progress_console, table
 
 
 def index_command(args: argparse.Namespace) -> int:

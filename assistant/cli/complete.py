@@ -8,7 +8,7 @@ from pathlib import Path
 
 from model.io import DEFAULT_MODEL
 
-from ..console import console, table
+from .console import console, table
 
 
 def find_root(path: Path) -> Path:
@@ -76,7 +76,7 @@ def complete_command(args: argparse.Namespace) -> int:
 
 def lines_command(args: argparse.Namespace) -> int:
     from ..engine.engine import Engine, Request
-    from ..eval.lines import load_tasks, run, saved_before_typing, summary
+    from ..lab.eval.lines import load_tasks, run, saved_before_typing, summary
 
     try:
         tasks = load_tasks(args.tasks, args.limit)
@@ -153,7 +153,7 @@ def make_lines_command(args: argparse.Namespace) -> int:
     import random
     import tempfile
 
-    from ..eval.make_lines import crate_tasks, test_crates
+    from ..lab.eval.make_lines import crate_tasks, test_crates
 
     roots = test_crates(args.corpus)
     if not roots:
@@ -188,7 +188,7 @@ DEMO_CURSORS = [  # (file, the line's text up to the cursor): the rest of that l
 def demo_command(args: argparse.Namespace) -> int:
     """Index the bundled workspace and complete at a few cursors, as an editor would, with latencies."""
     from ..engine.engine import Engine, Request
-    from ..eval.lines import saved_before_typing
+    from ..lab.eval.lines import saved_before_typing
 
     root = args.root.resolve()
     engine = Engine(args.model, _engine_config(args))

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
-from ..console import console, progress_console, table
+from .console import console, progress_console, table
 
 COLOURS = ["on grey23", "on dark_blue", "on dark_green", "on dark_red", "on dark_magenta"]
 
@@ -17,7 +17,7 @@ COLOURS = ["on grey23", "on dark_blue", "on dark_green", "on dark_red", "on dark
 def train_command(args: argparse.Namespace) -> int:
     from tokenizer.train import TokenizerRecipe, save, train
 
-    from ..corpus.shards import texts
+    from ..lab.corpus.shards import texts
 
     sample = None if args.sample_mb is None else args.sample_mb << 20
     args.out = args.out or Path(f"tokenizer-{args.vocab_size // 1024}k")
@@ -40,7 +40,7 @@ def _corpus_seed(corpus: Path) -> int | None:
     """The split seed recorded in the corpus manifest, so the recipe says which split it learned from."""
     import json
 
-    from ..corpus.manifest import read_meta
+    from ..lab.corpus.manifest import read_meta
 
     config = read_meta(corpus / "manifest.sqlite", "config")
     return json.loads(config)["split"]["seed"] if config else None

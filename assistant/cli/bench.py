@@ -11,12 +11,12 @@ import torch
 from model.io import DEFAULT_MODEL
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
-from ..console import console, table
+from .console import console, table
 
 
 def tokenizer_command(args: argparse.Namespace) -> int:
-    from ..bench import tokenizers as bench
-    from ..corpus.shards import texts
+    from ..lab.bench import tokenizers as bench
+    from ..lab.corpus.shards import texts
 
     held_out = list(texts(args.corpus, "test"))
     rows: list[bench.CompressionRow] = []
@@ -52,8 +52,8 @@ def tokenizer_command(args: argparse.Namespace) -> int:
 
 
 def roundtrip_command(args: argparse.Namespace) -> int:
-    from ..bench.tokenizers import roundtrip
-    from ..corpus.shards import texts
+    from ..lab.bench.tokenizers import roundtrip
+    from ..lab.corpus.shards import texts
 
     tok = load_tokenizer(args.tokenizer)
     results = {split: roundtrip(tok, texts(args.corpus, split)) for split in ("train", "validation", "test")}
@@ -70,7 +70,7 @@ def model_command(args: argparse.Namespace) -> int:
     from model.config import ModelConfig
     from model.model import count_parameters
 
-    from ..bench.model import measure, models
+    from ..lab.bench.model import measure, models
 
     torch.set_num_threads(args.threads)
     config = ModelConfig.load(args.config) if args.config else ModelConfig()
@@ -106,7 +106,7 @@ RECALL_PATTERNS = {
 
 
 def recall_command(args: argparse.Namespace) -> int:
-    from ..bench.recall import RecallTask, train_and_score
+    from ..lab.bench.recall import RecallTask, train_and_score
 
     task = RecallTask(window=args.window)
     rows = []
@@ -127,8 +127,8 @@ def recall_command(args: argparse.Namespace) -> int:
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from ..bench.compare import VARIANTS, compare
-    from ..train.config import TrainConfig
+    from ..lab.bench.compare import VARIANTS, compare
+    from ..lab.train.config import TrainConfig
 
     unknown = [v for v in args.variants or [] if v not in VARIANTS]
     if unknown:
@@ -154,7 +154,7 @@ def compare_command(args: argparse.Namespace) -> int:
 
 
 def index_command(args: argparse.Namespace) -> int:
-    from ..bench.index import run
+    from ..lab.bench.index import run
 
     row = run(args.root, args.workers)
     if args.json:
@@ -165,7 +165,7 @@ def index_command(args: argparse.Namespace) -> int:
 
 
 def latency_command(args: argparse.Namespace) -> int:
-    from ..bench.latency import measure
+    from ..lab.bench.latency import measure
     from ..engine.engine import EngineConfig
 
     report = measure(args.root, args.file, args.model, EngineConfig(max_new_tokens=args.max_tokens),
@@ -175,7 +175,7 @@ def latency_command(args: argparse.Namespace) -> int:
 
 
 def nvim_command(args: argparse.Namespace) -> int:
-    from ..bench.nvim import keystrokes
+    from ..lab.bench.nvim import keystrokes
 
     result = keystrokes(args.root, args.file, args.lines, args.debounce_ms)
     print(json.dumps(result) if args.json else result)
@@ -183,7 +183,7 @@ def nvim_command(args: argparse.Namespace) -> int:
 
 
 def serve_memory_command(args: argparse.Namespace) -> int:
-    from ..bench.serve_memory import session
+    from ..lab.bench.serve_memory import session
 
     report = session(args.root, args.rounds, args.every, model=args.model)
     if args.json:
@@ -196,8 +196,8 @@ def serve_memory_command(args: argparse.Namespace) -> int:
 
 
 def train_step_command(args: argparse.Namespace) -> int:
-    from ..bench.train_step import time_steps
-    from ..train.ship import shipped_recipe
+    from ..lab.bench.train_step import time_steps
+    from ..lab.train.ship import shipped_recipe
     from .train import load_recipe
 
     if args.config is None:

@@ -6,13 +6,13 @@ import errno
 import sqlite3
 from pathlib import Path
 
-from ..console import RichReporter, console, table
+from .console import RichReporter, console, table
 
 
 def corpus_build(args: argparse.Namespace) -> int:
-    from ..corpus.build import BuildConfig, build
-    from ..corpus.filters import FilterConfig
-    from ..corpus.split import SplitConfig
+    from ..lab.corpus.build import BuildConfig, build
+    from ..lab.corpus.filters import FilterConfig
+    from ..lab.corpus.split import SplitConfig
 
     if not args.debian and not args.paths:
         console.print("[red]nothing to build from:[/] pass --debian and/or repository paths")
@@ -49,7 +49,7 @@ def corpus_build(args: argparse.Namespace) -> int:
 
 
 def corpus_files(args: argparse.Namespace) -> int:
-    from ..corpus.manifest import Manifest
+    from ..lab.corpus.manifest import Manifest
 
     path = args.corpus / "manifest.sqlite"
     if not path.is_file():

@@ -5,7 +5,9 @@ Each crate becomes one document:
 so that global layers learn to copy across the files of one repository. Each file, at `fim_rate`,
 is cut at two random points into prefix/middle/suffix and written as PSM
 (<|fim_prefix|>pre<|fim_suffix|>suf<|fim_middle|>mid) or, half the time, SPM
-(<|fim_prefix|><|fim_suffix|>suf<|fim_middle|>pre mid), the StarCoder conventions.
+(<|fim_prefix|><|fim_suffix|>suf<|fim_middle|>pre mid), the StarCoder conventions; tokenizer/layout.py
+owns that layout, for prompts too. At `anonymize_rate`, a crate's own identifiers are first renamed to
+fresh random names (anonymize.py), so that they can only be predicted by copying from context.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tokenizers import Tokenizer
 from tokenizer import Layout, load_tokenizer
 
 from ..corpus.shards import records
+from .anonymize import anonymize, common_names
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class PackConfig:
     fim_rate: float = 0.5
     spm_rate: float = 0.5
     seed: int = 1234
+    anonymize_rate: float = 0.0     # share of crates whose own identifiers are renamed (anonymize.py)
+    common_share: float = 0.02      # names used by this share of the split's crates are never renamed
 
 
 class Packer:
@@ -67,10 +72,15 @@ def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: 
     if tok.get_vocab_size() > 65535:
         raise ValueError("uint16 shards need a vocabulary under 65,536 tokens")
     packer, rng = Packer(tok, config), random.Random(f"{config.seed}:{split}")
+    common = set()
+    if config.anonymize_rate > 0:
+        common = common_names((files for _, files in crates(corpus, split)), config.common_share)
     tmp = out.with_suffix(".tmp")
     total = 0
     with tmp.open("wb") as f:
         for name, files in crates(corpus, split):
+            if config.anonymize_rate > 0 and rng.random() < config.anonymize_rate:
+                files = anonymize(files, common, rng)
             ids = np.asarray(packer.crate(name, files, rng), dtype=np.uint16)
             f.write(ids.tobytes())
             total += len(ids)
@@ -85,9 +95,9 @@ def _made_with(path: Path, tok: Tokenizer, config: PackConfig) -> bool:
     meta = path.with_suffix(".json")
     if not path.is_file() or not meta.is_file():
         return False
-    made = json.loads(meta.read_text())
-    return made.get("vocab_size") == tok.get_vocab_size() and all(
-        made.get(key) == value for key, value in asdict(config).items())
+    made, defaults = json.loads(meta.read_text()), asdict(PackConfig())
+    return made.get("vocab_size") == tok.get_vocab_size() and all(  # a key added later: its default then
+        made.get(key, defaults[key]) == value for key, value in asdict(config).items())
 
 
 def prepare_tokens(folder: Path, corpus: Path, tokenizer: Path, config: PackConfig) -> dict[str, Path]:

@@ -12,7 +12,7 @@ progress_console = Console(stderr=True)  # progress bars and status, kept out of
 
 
 class RichReporter:
-    """A `Reporter` (see assistant.corpus.build) that draws one progress bar per stage."""
+    """A `Reporter` (see assistant.lab.corpus.build) that draws one progress bar per stage."""
 
     def __init__(self) -> None:
         self.progress = Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),

@@ -1,1 +1,0 @@
-"""One module per `rustle` command group: each has `register(subparsers)` and thin handlers."""

@@ -1,0 +1,69 @@
+"""Identifier-anonymised crates: a crate's own names renamed consistently; std, keywords, modules and trait
+methods untouched; the renamed crate still compiles with a real rustc."""
+import random
+import shutil
+import subprocess
+
+import pytest
+
+from assistant.lab.train.anonymize import anonymize, common_names, own_names
+
+LIB = """mod shapes;
+use std::collections::HashMap;
+use std::fmt;
+
+pub use shapes::{Circle, area_of};
+
+pub const MAX_SHAPES: usize = 8;
+
+pub struct Registry { shapes: HashMap<String, Circle> }
+
+impl fmt::Display for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result { write!(f, "{} shapes", self.shapes.len()) }
+}
+
+impl Registry {
+    pub fn total_area(&self) -> f64 { self.shapes.values().map(area_of).sum() }
+}
+"""
+SHAPES = """/// A circle; `area_of` measures it.
+pub struct Circle { pub radius: f64 }
+
+pub fn area_of(c: &Circle) -> f64 { 3.14 * c.radius * c.radius }
+"""
+FILES = [("src/lib.rs", LIB), ("src/shapes.rs", SHAPES)]
+
+
+def test_own_names_skip_std_keywords_modules_and_trait_methods():
+    own = own_names(FILES, common={"new"})  # `shapes` is a field, but a module too: renaming it breaks `mod shapes`
+    assert own == {"MAX_SHAPES", "Registry", "total_area", "Circle", "radius", "area_of"}
+
+
+def test_common_names_are_the_ones_many_crates_use():
+    crates = [[("a.rs", "fn alpha() { let v: Vec<u8> = Vec::new(); }")],
+              [("b.rs", "fn beta() -> Vec<u8> { Vec::new() }")], [("c.rs", "struct Gamma;")]]
+    assert common_names(crates, share=0.5) == {"fn", "Vec", "u8", "new"}
+
+
+def test_renaming_is_consistent_across_files():
+    out = dict(anonymize(FILES, common=set(), rng=random.Random(0)))
+    lib, shapes = out["src/lib.rs"], out["src/shapes.rs"]
+    for kept in ("HashMap", "fmt::Display", "fn fmt", "mod shapes;", "use std::collections", "String", "f64"):
+        assert kept in lib
+    for gone in ("Registry", "total_area", "Circle", "area_of", "MAX_SHAPES", "radius"):
+        assert gone not in lib and gone not in shapes
+    new_circle = shapes.split("pub struct ")[1].split(" ")[0]
+    assert new_circle[0].isupper() and f"HashMap<String, {new_circle}>" in lib and new_circle in lib.split("\n")[4]
+    new_max = lib.split("pub const ")[1].split(":")[0]
+    assert new_max.isupper()
+
+
+@pytest.mark.skipif(shutil.which("rustc") is None, reason="rustc is not installed")
+def test_an_anonymised_crate_still_compiles(tmp_path):
+    for name, files in (("before", FILES), ("after", anonymize(FILES, common=set(), rng=random.Random(1)))):
+        for path, text in files:
+            (tmp_path / name / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / path).write_text(text)
+        done = subprocess.run(["rustc", "--edition", "2021", "--crate-type", "lib", "--out-dir", str(tmp_path / name),
+                               str(tmp_path / name / "src" / "lib.rs")], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr

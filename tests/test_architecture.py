@@ -1,0 +1,32 @@
+"""The dependency rules of ARCHITECTURE.md hold: import-linter's contracts (pyproject.toml) over the real code,
+and the same contracts catch a rule broken on purpose in a copy of it."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("assistant", "lsp", "model", "kernels", "tokenizer")
+
+
+def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_code_keeps_every_dependency_rule():
+    done = lint_imports(ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
+
+
+def test_a_broken_rule_is_caught(tmp_path):
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("*.json", "__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    state = tmp_path / "assistant" / "engine" / "state.py"
+    state.write_text(state.read_text() + "\nimport sqlite3  # noqa\nfrom ..lab.train import loop  # noqa\n")
+    done = lint_imports(tmp_path)
+    assert done.returncode != 0
+    assert "The engine issues no SQL" in done.stdout and "BROKEN" in done.stdout
+    assert "assistant.engine.state -> assistant.lab.train.loop" in done.stdout

@@ -45,7 +45,7 @@ def _probe(kind: str, rng: random.Random, tok: Tokenizer) -> tuple[str, str, str
 
 @torch.no_grad()
 def recall(model: RustleLM, tok: Tokenizer, filler: list[str], multiples: list[int], probes: int = 20,
-           kinds: tuple[str, ...] = ("passkey", "identifier"), seed: int = 0) -> list[RecallRow]:
+           kinds: tuple[str, ...] = ("passkey", "identifier"), seed: int = 0, bf16: bool = True) -> list[RecallRow]:
     model.eval()
     filler_ids = tok.encode("\n".join(filler), add_special_tokens=False).ids
     window = model.config.window
@@ -62,7 +62,7 @@ def recall(model: RustleLM, tok: Tokenizer, filler: list[str], multiples: list[i
                 ids = (tok.encode(definition, add_special_tokens=False).ids + filler_ids[start:start + distance]
                        + tok.encode(query, add_special_tokens=False).ids)
                 expected_len = len(tok.encode(expected, add_special_tokens=False).ids) + 1
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     out = list(generate(model, ids, max_new_tokens=expected_len))
                 hits += tok.decode(out).startswith(expected)
             rows.append(RecallRow(kind, multiple, distance, hits / probes, probes))

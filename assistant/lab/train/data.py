@@ -7,7 +7,8 @@ is cut at two random points into prefix/middle/suffix and written as PSM
 (<|fim_prefix|>pre<|fim_suffix|>suf<|fim_middle|>mid) or, half the time, SPM
 (<|fim_prefix|><|fim_suffix|>suf<|fim_middle|>pre mid), the StarCoder conventions; tokenizer/layout.py
 owns that layout, for prompts too. At `anonymize_rate`, a crate's own identifiers are first renamed to
-fresh random names (anonymize.py), so that they can only be predicted by copying from context.
+fresh random names (anonymize.py), so that they can only be predicted by copying from context; with
+`order = "definitions-first"` a crate's files come in definitions-before-uses order (order.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ from tokenizer import Layout, load_tokenizer
 
 from ..corpus.shards import records
 from .anonymize import anonymize, common_names
+from .order import definitions_first
+
+ORDERS = ("path", "definitions-first")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,11 @@ class PackConfig:
     seed: int = 1234
     anonymize_rate: float = 0.0     # share of crates whose own identifiers are renamed (anonymize.py)
     common_share: float = 0.02      # names used by this share of the split's crates are never renamed
+    order: str = "path"             # a crate's files by path, or "definitions-first" (order.py)
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ValueError(f"unknown file order '{self.order}': use one of {ORDERS}")
 
 
 class Packer:
@@ -79,6 +88,8 @@ def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: 
     total = 0
     with tmp.open("wb") as f:
         for name, files in crates(corpus, split):
+            if config.order == "definitions-first":
+                files = definitions_first(files)
             if config.anonymize_rate > 0 and rng.random() < config.anonymize_rate:
                 files = anonymize(files, common, rng)
             ids = np.asarray(packer.crate(name, files, rng), dtype=np.uint16)

@@ -1,5 +1,5 @@
-"""Identifier-anonymised crates: a crate's own names renamed consistently; std, keywords, modules and trait
-methods untouched; the renamed crate still compiles with a real rustc."""
+"""Packing levers of issue 20. Identifier-anonymised crates: a crate's own names renamed consistently; std, keywords,
+modules and trait methods untouched; the renamed crate still compiles with a real rustc. Definitions-first order."""
 import random
 import shutil
 import subprocess
@@ -67,3 +67,15 @@ def test_an_anonymised_crate_still_compiles(tmp_path):
         done = subprocess.run(["rustc", "--edition", "2021", "--crate-type", "lib", "--out-dir", str(tmp_path / name),
                                str(tmp_path / name / "src" / "lib.rs")], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
+
+
+def test_definitions_come_before_their_uses():
+    from assistant.lab.train.order import definitions_first
+
+    files = [("src/a_main.rs", "fn main() { let r = Registry::default(); report(&r); }\n"),
+             ("src/b_report.rs", "pub fn report(r: &Registry) { println!(\"{}\", r.len()); }\n"),
+             ("src/c_registry.rs", "#[derive(Default)]\npub struct Registry { n: usize }\n"),
+             ("src/d_cycle.rs", "pub fn ping() { pong() }\n"), ("src/e_cycle.rs", "pub fn pong() { ping() }\n")]
+    order = [p for p, _ in definitions_first(files)]
+    assert sorted(order) == sorted(p for p, _ in files)       # every file, once, even with a cycle
+    assert order.index("src/c_registry.rs") < order.index("src/b_report.rs") < order.index("src/a_main.rs")

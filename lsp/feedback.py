@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -31,7 +30,6 @@ class FeedbackStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db: sqlite3.Connection | None = None
-        self.lock = threading.Lock()
 
     def _open(self) -> sqlite3.Connection:
         if self.db is None:
@@ -42,16 +40,13 @@ class FeedbackStore:
             self.db = db
         return self.db
 
-    def record(self, verdict: str, feedback: Feedback) -> bool:
-        """Store one verdict; False (and a log line) when the file cannot take it."""
+    def record(self, verdict: str, feedback: Feedback) -> None:
+        """Store one verdict; a file that cannot take it gets a log line, not an exception."""
         where = feedback.position
         row = (time.time(), verdict, feedback.uri, where.line if where else None, where.character if where else None,
                feedback.text, feedback.accepted_text)
         try:
-            with self.lock:
-                self._open().execute("INSERT INTO feedback (at, verdict, uri, line, character, suggestion, "
-                                     "accepted_text) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            self._open().execute("INSERT INTO feedback (at, verdict, uri, line, character, suggestion, "
+                                 "accepted_text) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
         except (sqlite3.Error, OSError) as err:
             log.warning("feedback not stored in %s: %s", self.path, err)
-            return False
-        return True

@@ -144,14 +144,12 @@ def write_file(db: Connection, path: str, module: str, mtime_ns: int, size: int,
     return next_id + len(defs)
 
 
-def delete_file(db: Connection, path: str) -> bool:
-    """Remove a file and its rows; False when it was not indexed."""
+def delete_file(db: Connection, path: str) -> None:
+    """Remove a file and its rows (nothing when it is not indexed)."""
     row = db.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
-    if row is None:
-        return False
-    db.execute("DELETE FROM symbol_search WHERE rowid IN (SELECT id FROM symbols WHERE file_id = ?)", (row[0],))
-    db.execute("DELETE FROM files WHERE id = ?", (row[0],))  # symbols, imports, refs cascade
-    return True
+    if row is not None:
+        db.execute("DELETE FROM symbol_search WHERE rowid IN (SELECT id FROM symbols WHERE file_id = ?)", (row[0],))
+        db.execute("DELETE FROM files WHERE id = ?", (row[0],))  # symbols, imports, refs cascade
 
 
 # ----- reads ---------------------------------------------------------------------------------------------------

@@ -178,6 +178,26 @@ def test_copy_drafts_take_fewer_forward_steps_for_the_same_text(tiny_model_dir, 
     assert drafted.forward_steps <= plain.forward_steps
 
 
+def test_the_saved_copy_of_the_edited_document_does_not_vote_at_its_cursor(tiny_model_dir, workspace):
+    # Auto-save mid-line: the file on disk ends the line at the cursor, as the buffer does. Its saved copy
+    # (in the repository part and the copy table) must not vote for that newline.
+    main = workspace / "src" / "main.rs"
+    text = main.read_text()
+    offset = text.index("let mut store = ") + len("let mut store = ")
+    buffer = text[:offset] + text[text.index("\n", offset):]
+    main.write_text(buffer)
+    request = Request(workspace, "src/main.rs", buffer, offset)
+    engine = _engine(tiny_model_dir, max_new_tokens=8)
+    assert engine.complete_sync(request).text != ""
+    prompt, paths = engine.prompt(request)
+    copy, spans = engine.workspace(workspace).copy_model(paths, engine.config.copy)
+    line_end = prompt.healed.decode() + "\n"   # the prompt's last token was backed off (healing)
+    drafted = lambda: engine.vocab.tok.decode(copy.draft(prompt.ids))  # noqa: E731
+    assert drafted().startswith(line_end)       # the saved copy would end the line at once…
+    copy.hidden = spans["src/main.rs"]
+    assert not drafted().startswith(line_end)   # …hidden, it does not vote
+
+
 def test_repo_context_puts_the_workspace_before_the_buffer(tiny_model_dir, workspace):
     engine = _engine(tiny_model_dir, max_new_tokens=4)
     request = _request(workspace)
@@ -244,10 +264,11 @@ def test_eval_lines_and_complete_on_the_command_line(rustle, tiny_model_dir, wor
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(json.dumps({"id": "t1", "root": str(workspace), "path": "src/store.rs", "line": n,
                                  "character": col, "target": lines[n][col:], "kind": "line"}) + "\n")
-    for context in ("none", "repo"):
+    for context, saved in (("none", "before"), ("repo", "before"), ("repo", "cut")):
         report = json.loads(rustle("eval", "lines", str(tasks), "--model", str(tiny_model_dir), "--json",
-                                   "--context", context).stdout)
+                                   "--context", context, "--saved", saved).stdout)
         assert report["n"] == 1 and set(report["by_kind"]) == {"line"} and 0 <= report["edit_similarity"] <= 1
+        assert report["saved"] == saved
 
 
 def test_an_open_bracket_at_the_end_of_a_line_is_left_open():

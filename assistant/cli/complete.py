@@ -87,7 +87,7 @@ def lines_command(args: argparse.Namespace) -> int:
     work = {"generated_tokens": 0, "forward_steps": 0}
 
     def complete(task, buffer: str, offset: int) -> tuple[str, float]:
-        saved = saved_before_typing(buffer, offset)
+        saved = saved_before_typing(buffer, offset) if args.saved == "before" else buffer
         c = engine.complete_sync(Request(task.root, task.path, buffer, offset, overrides={task.path: saved}))
         work["generated_tokens"] += c.generated_tokens
         work["forward_steps"] += c.forward_steps
@@ -98,12 +98,13 @@ def lines_command(args: argparse.Namespace) -> int:
         results.append(result)
         if args.verbose_rows:
             console.print(asdict(result))
-    report = summary(results) | {"context": args.context, "copy_model": not args.no_copy,
+    report = summary(results) | {"context": args.context, "saved": args.saved, "copy_model": not args.no_copy,
                                  "copy_drafts": engine.config.copy_draft, **work}
     if args.json:
         print(json.dumps(report))
     else:
-        console.print(table(f"Line completion, context {args.context}, copy model {'off' if args.no_copy else 'on'}",
+        console.print(table(f"Line completion, context {args.context}, saved {args.saved}, "
+                            f"copy model {'off' if args.no_copy else 'on'}",
                             ["kind", "n", "exact match", "edit similarity", "p50 ms"],
                             [[k, b["n"], b["exact_match"], b["edit_similarity"], b["p50_ms"]]
                              for k, b in [("all", report), *report["by_kind"].items()]]))
@@ -138,6 +139,9 @@ def register_eval(group: argparse._SubParsersAction) -> None:
     p.add_argument("tasks", type=Path, metavar="TASKS.jsonl")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--rows", dest="verbose_rows", action="store_true", help="print every task's result")
+    p.add_argument("--saved", choices=("before", "cut"), default="before",
+                   help="what the task's file holds on disk: the file before its line was typed (the contract), "
+                        "or the buffer cut at the cursor, as auto-save leaves it")
     _engine_arguments(p)
     p.set_defaults(run=lines_command)
     p = group.add_parser("make-lines", help="a line-completion task set from the corpus's held-out crates")

@@ -92,7 +92,8 @@ class Engine:
             prompt, paths = self.prompt(request)
             copy = None
             if config.copy_draft or config.copy_mix:
-                copy = self.workspace(request.root).copy_model(paths, config.copy)
+                copy, spans = self.workspace(request.root).copy_model(paths, config.copy)
+                copy.hidden = spans.get(request.path, range(0))   # the live buffer votes, its saved copy not
             mark = len(copy) if copy is not None else 0
             if copy is not None:
                 copy.extend(prompt.ids[prompt.local_start:])
@@ -104,6 +105,7 @@ class Engine:
             finally:
                 if copy is not None:
                     copy.truncate(mark)
+                    copy.hidden = range(0)
         return Completion(out.text, prompt.shape.multiline, out.stopped, out.generated_tokens, out.forward_steps,
                           len(prompt.ids), out.reused_tokens, 1000 * (time.perf_counter() - started))
 

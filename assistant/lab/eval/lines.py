@@ -2,7 +2,8 @@
 cursor with the repository as the workspace, score the first line of the suggestion.
 
 The file on disk holds the answer, so the repository context and the copy model read a stand-in for it
-(`Request.overrides`): the file as saved before the cursor's line was typed, i.e. without that line.
+(`Request.overrides`): the file as saved before the cursor's line was typed, i.e. without that line; or
+(`eval lines --saved cut`) the buffer itself, the line cut at the cursor, as an editor's auto-save leaves it.
 """
 from __future__ import annotations
 

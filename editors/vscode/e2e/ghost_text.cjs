@@ -67,7 +67,8 @@ async function main() {
     await page.keyboard.type(typed, { delay: 30 });
     const typedAt = Date.now();
 
-    await page.waitForSelector(".ghost-text-decoration", { timeout: 30000 });
+    // Generous: a loaded machine (CI beside a training run) can take tens of seconds for the first request.
+    await page.waitForSelector(".ghost-text-decoration", { timeout: 120000 });
     const shown = Date.now();
     // The rest of this line is a run of decorated spans (one per syntax token); further lines, if any,
     // are drawn below it as `.ghost-text` view zones.

@@ -1,68 +1,93 @@
 """Per-layer decode state, and the whole model's cache with cheap snapshot/restore at a token position.
 
-- KVCache (full) and LatentCache (lql) only ever append: a snapshot is just a length.
+Snapshots form a tree, not a timeline: restoring one never invalidates another.
+- KVCache (full) and LatentCache (lql) only ever append, into a Store shared with the snapshots taken on
+  it: a snapshot is (store, length). Appending where a live snapshot of another branch still holds later
+  positions first moves this branch to a store of its own (copy on write of the common prefix).
 - RingCache (swa) holds the last W positions; GDNState (gdn) a conv tail and an fp32 matrix per head:
   their snapshots are small copies, independent of the context length.
-Restoring a snapshot rewinds to its position and invalidates snapshots taken later (their positions
-will be overwritten), as a prefix tree of checkpoints would.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 
 import torch
 
 
-class KVCache:
-    """Keys and values of every position: [B, H, capacity, D], grown by doubling."""
+class Store:
+    """Growable buffers along one time dimension, and the lengths its live snapshots hold (`pins`)."""
 
-    def __init__(self, batch: int, heads: int, dim: int, dtype: torch.dtype, device: torch.device | str) -> None:
-        self.k = torch.empty(batch, heads, 256, dim, dtype=dtype, device=device)
-        self.v = torch.empty_like(self.k)
-        self.length = 0
+    def __init__(self, buffers: list[torch.Tensor], dim: int) -> None:
+        self.buffers, self.dim = buffers, dim
+        self.pins: Counter[int] = Counter()
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + k.shape[2]
-        if end > self.k.shape[2]:
-            self.k, self.v = (_grow(x, end, dim=2) for x in (self.k, self.v))
-        self.k[:, :, self.length:end] = k
-        self.v[:, :, self.length:end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
-
-    def snapshot(self) -> int:
-        return self.length
-
-    def restore(self, length: int) -> None:
-        self.length = length
+    def capacity(self) -> int:
+        return self.buffers[0].shape[self.dim]
 
     def nbytes(self) -> int:
-        return 2 * self.k[:, :, :self.length].numel() * self.k.element_size()
+        return sum(b.numel() * b.element_size() for b in self.buffers)
 
 
-class LatentCache:
+class AppendCache:
+    """What KVCache and LatentCache share: append into a Store, snapshot as (store, length)."""
+
+    def __init__(self, buffers: list[torch.Tensor], dim: int) -> None:
+        self.store, self.length = Store(buffers, dim), 0
+
+    def _write(self, new: list[torch.Tensor]) -> list[torch.Tensor]:
+        store, end = self.store, self.length + new[0].shape[self.store.dim]
+        held = max(store.pins, default=0) > self.length    # another branch still reads past our position
+        if held or end > store.capacity():
+            size = max(end, 2 * store.capacity()) if end > store.capacity() else store.capacity()
+            buffers = [_resized(b, size, store.dim, self.length) for b in store.buffers]
+            if held:
+                self.store = Store(buffers, store.dim)          # ours alone from here on
+            else:
+                store.buffers = buffers                         # snapshots on it see the bigger buffers too
+        store = self.store
+        for buffer, x in zip(store.buffers, new):
+            buffer.narrow(store.dim, self.length, end - self.length).copy_(x)
+        self.length = end
+        return [b.narrow(store.dim, 0, end) for b in store.buffers]
+
+    def snapshot(self) -> tuple[Store, int]:
+        self.store.pins[self.length] += 1
+        return self.store, self.length
+
+    def restore(self, saved: tuple[Store, int]) -> None:
+        self.store, self.length = saved
+
+    def forget(self, saved: tuple[Store, int]) -> None:
+        store, length = saved
+        store.pins[length] -= 1
+        if store.pins[length] <= 0:
+            del store.pins[length]
+
+    def nbytes(self) -> int:
+        return sum(b.narrow(self.store.dim, 0, self.length).numel() * b.element_size() for b in self.store.buffers)
+
+
+class KVCache(AppendCache):
+    """Keys and values of every position: [B, H, capacity, D]."""
+
+    def __init__(self, batch: int, heads: int, dim: int, dtype: torch.dtype, device: torch.device | str) -> None:
+        k = torch.empty(batch, heads, 256, dim, dtype=dtype, device=device)
+        super().__init__([k, torch.empty_like(k)], dim=2)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self._write([k, v])
+        return k, v
+
+
+class LatentCache(AppendCache):
     """The lql latent of every position: [B, capacity, d]."""
 
     def __init__(self, batch: int, dim: int, dtype: torch.dtype, device: torch.device | str) -> None:
-        self.z = torch.empty(batch, 256, dim, dtype=dtype, device=device)
-        self.length = 0
+        super().__init__([torch.empty(batch, 256, dim, dtype=dtype, device=device)], dim=1)
 
     def append(self, z: torch.Tensor) -> torch.Tensor:
-        end = self.length + z.shape[1]
-        if end > self.z.shape[1]:
-            self.z = _grow(self.z, end, dim=1)
-        self.z[:, self.length:end] = z
-        self.length = end
-        return self.z[:, :end]
-
-    def snapshot(self) -> int:
-        return self.length
-
-    def restore(self, length: int) -> None:
-        self.length = length
-
-    def nbytes(self) -> int:
-        return self.z[:, :self.length].numel() * self.z.element_size()
+        return self._write([z])[0]
 
 
 class RingCache:
@@ -98,6 +123,9 @@ class RingCache:
         self.k.copy_(k)
         self.v.copy_(v)
 
+    def forget(self, state: tuple[torch.Tensor, torch.Tensor, int]) -> None:
+        """Nothing to release: the snapshot is a copy."""
+
     def nbytes(self) -> int:
         return 2 * self.k.numel() * self.k.element_size()
 
@@ -117,6 +145,9 @@ class GDNState:
         self.state.copy_(saved[0])
         self.conv.copy_(saved[1])
 
+    def forget(self, saved: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Nothing to release: the snapshot is a copy."""
+
     def nbytes(self) -> int:
         return self.state.numel() * 4 + self.conv.numel() * self.conv.element_size()
 
@@ -128,7 +159,15 @@ LayerCache = KVCache | LatentCache | RingCache | GDNState
 class Snapshot:
     position: int
     layers: list
-    valid: bool = True
+
+    def stores(self) -> list[Store]:
+        """The shared stores it holds a length of (KV and latent layers)."""
+        return [saved[0] for saved in self.layers if isinstance(saved, tuple) and isinstance(saved[0], Store)]
+
+    def copied_bytes(self) -> int:
+        """Bytes of its own copies (ring and gdn layers); the stores are counted once by `held_bytes`."""
+        return sum(x.numel() * x.element_size() for saved in self.layers if not isinstance(saved[0], Store)
+                   for x in saved if isinstance(x, torch.Tensor))
 
 
 @dataclass
@@ -136,36 +175,37 @@ class Cache:
     """The whole model's decode state at `position` tokens."""
     layers: list[LayerCache]
     position: int = 0
-    _live: list[Snapshot] = field(default_factory=list, repr=False)
 
     def snapshot(self) -> Snapshot:
-        snap = Snapshot(self.position, [layer.snapshot() for layer in self.layers])
-        self._live.append(snap)
-        return snap
+        return Snapshot(self.position, [layer.snapshot() for layer in self.layers])
 
     def restore(self, snap: Snapshot) -> None:
-        if not snap.valid:
-            raise ValueError("this snapshot was overwritten: restoring an earlier one discards later ones")
+        """Back (or over) to `snap`'s state; every other snapshot stays restorable."""
         for layer, saved in zip(self.layers, snap.layers):
             layer.restore(saved)
         self.position = snap.position
-        for other in self._live:
-            if other.position > snap.position:
-                other.valid = False
-        self._live = [s for s in self._live if s.valid]
 
     def forget(self, snap: Snapshot) -> None:
-        """Drop a snapshot the caller no longer needs (its copies are freed)."""
-        snap.valid = False
-        self._live = [s for s in self._live if s is not snap]
+        """Drop a snapshot the caller no longer needs: its positions may be overwritten, its copies freed."""
+        for layer, saved in zip(self.layers, snap.layers):
+            layer.forget(saved)
 
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.layers)
 
 
-def _grow(x: torch.Tensor, needed: int, dim: int) -> torch.Tensor:
+def held_bytes(cache: Cache, snapshots: list[Snapshot]) -> int:
+    """Memory that `cache` and `snapshots` keep alive: each shared store once, plus every snapshot's copies."""
+    stores = {id(layer.store): layer.store for layer in cache.layers if isinstance(layer, AppendCache)}
+    for snap in snapshots:
+        stores.update((id(store), store) for store in snap.stores())
+    return sum(store.nbytes() for store in stores.values()) + sum(snap.copied_bytes() for snap in snapshots)
+
+
+def _resized(x: torch.Tensor, size: int, dim: int, keep: int) -> torch.Tensor:
+    """A new buffer of `size` along `dim` holding x's first `keep` positions."""
     shape = list(x.shape)
-    shape[dim] = max(needed, 2 * shape[dim])
-    bigger = torch.empty(shape, dtype=x.dtype, device=x.device)
-    bigger.narrow(dim, 0, x.shape[dim]).copy_(x)
-    return bigger
+    shape[dim] = size
+    out = torch.empty(shape, dtype=x.dtype, device=x.device)
+    out.narrow(dim, 0, keep).copy_(x.narrow(dim, 0, keep))
+    return out

@@ -4,6 +4,7 @@ import torch
 
 from assistant.engine.decode import generate
 from kernels.gdn import chunk_gated_delta_rule, naive_gated_delta_rule, recurrent_gated_delta_step
+from model.cache import held_bytes
 from model.config import ModelConfig
 from model.io import load_model, save_model
 from model.model import RustleLM, count_parameters, twin_config
@@ -65,15 +66,14 @@ def test_chunked_gated_delta_rule_gradients_equal_the_naive_recurrence():
         assert relative_error(ref, got) < 1e-4
 
 
-def test_snapshot_restore_continue_equals_an_uninterrupted_run():
+def test_snapshots_form_a_tree_each_branch_continues_as_an_uninterrupted_run():
     torch.manual_seed(0)
     model = RustleLM(tiny(("gdn", "swa", "full", "lql"))).eval()
     tokens = torch.randint(0, 97, (1, 40))
     detour = torch.randint(0, 97, (1, 17))
     with torch.no_grad():
-        straight = model.new_cache()
-        model(tokens[:, :25], straight)
-        expected = model(tokens[:, 25:], straight)
+        straight = model(tokens)
+        branched = model(torch.cat([tokens[:, :25], detour, tokens[:, 25:]], dim=1))
         cache = model.new_cache()
         model(tokens[:, :25], cache)
         snap = cache.snapshot()
@@ -81,10 +81,30 @@ def test_snapshot_restore_continue_equals_an_uninterrupted_run():
         later = cache.snapshot()
         cache.restore(snap)               # …and took it back
         got = model(tokens[:, 25:], cache)
-    assert relative_error(expected, got) < 1e-5
-    assert not later.valid
-    with pytest.raises(ValueError, match="overwritten"):
-        cache.restore(later)
+        cache.restore(later)              # the other branch is intact: its positions were not overwritten
+        got_later = model(tokens[:, 25:], cache)
+        cache.forget(later)
+        cache.restore(snap)               # nothing holds the detour now: this branch writes in place
+        store = cache.layers[3].store
+        again = model(tokens[:, 25:], cache)
+    assert relative_error(straight[:, 25:], got) < 1e-5
+    assert relative_error(branched[:, 42:], got_later) < 1e-5
+    assert relative_error(straight[:, 25:], again) < 1e-5 and cache.layers[3].store is store
+
+
+def test_held_bytes_count_a_shared_prefix_once():
+    model = RustleLM(tiny(("lql", "gdn"))).eval()
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(torch.randint(0, 97, (1, 300)), cache)
+        snaps = [cache.snapshot()]
+        model(torch.randint(0, 97, (1, 10)), cache)
+        snaps.append(cache.snapshot())   # the same store: counted once
+        one_store = held_bytes(cache, snaps)
+        cache.restore(snaps[0])
+        model(torch.randint(0, 97, (1, 10)), cache)   # a second branch: its own store from here
+    store_bytes = cache.layers[0].store.nbytes()
+    assert held_bytes(cache, snaps) == one_store + store_bytes
 
 
 def test_cache_bytes_per_token_by_kind():

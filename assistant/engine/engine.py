@@ -45,6 +45,7 @@ class EngineConfig:
     repo_tokens: int = 131072           # "repo" context
     copy_draft: bool = True             # speculative decoding with copy-model drafts
     copy_mix: bool = True               # copy distribution interpolated into the model's
+    state_mb: int = 768                 # model states kept for reuse (state.py), the live cache included
     threads: int | None = None
 
 
@@ -62,7 +63,7 @@ class Engine:
         self.model = load_model(model_dir).to(torch.bfloat16).eval()
         self.vocab = Vocab(tokenizer_of(model_dir))
         self.healer = Healer(self.vocab.token_bytes)
-        self.state = StateCache(self.model)
+        self.state = StateCache(self.model, config.state_mb << 20)
         self.db_for = db_for
         self.lock = threading.Lock()
         self.workspaces: dict[Path, Workspace] = {}

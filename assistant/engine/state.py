@@ -1,17 +1,20 @@
 """Model state reuse: a prompt is fed in segments (a repository file, the suffix, a line of the prefix) and a
-snapshot is kept at every segment boundary, keyed by the tokens before it.
+snapshot is kept at every segment boundary, keyed by the tokens before it (a digest of them).
 
-A new prompt restores the deepest snapshot whose tokens it starts with and feeds only the rest, with the
-same segmentation a cold run would use, so a warm run computes exactly what a cold run computes. The
-cache is one timeline: restoring an earlier snapshot invalidates the ones after it (model.cache.Cache).
+The snapshots form a tree (model/cache.py: restoring one never invalidates another), so switching files,
+moving the cursor, typing and deleting each restore the deepest snapshot their prompt starts with and feed
+only the rest, with the same segmentation a cold run would use: a warm run computes exactly what a cold
+run computes. A memory budget evicts the least recently used snapshots.
 """
 from __future__ import annotations
 
+import hashlib
+from array import array
 from dataclasses import dataclass, field
 
 import torch
 
-from model.cache import Cache, Snapshot
+from model.cache import Cache, Snapshot, held_bytes
 from model.model import RustleLM
 
 MAX_SEGMENT = 4096      # longer segments are fed in pieces (bounded activation memory)
@@ -19,8 +22,8 @@ MAX_SEGMENT = 4096      # longer segments are fed in pieces (bounded activation 
 
 @dataclass
 class Checkpoint:
-    position: int
     snapshot: Snapshot
+    used: int                # the request count when it was last on a prompt's path (LRU eviction)
 
 
 @dataclass
@@ -28,82 +31,82 @@ class PrefillStats:
     reused: int = 0          # prompt tokens served from a snapshot
     computed: int = 0        # prompt tokens run through the model
     snapshots: int = 0       # live snapshots after this prompt
+    held_mb: float = 0.0     # memory the cache and its snapshots keep alive
+
+
+def prefix_digests(ids: list[int], positions: set[int]) -> dict[int, bytes]:
+    """A digest of ids[:p] for each p in `positions` (one pass over the ids)."""
+    raw = array("i", ids).tobytes()
+    hasher, done, out = hashlib.blake2b(digest_size=16), 0, {}
+    for p in sorted(positions):
+        hasher.update(raw[4 * done:4 * p])
+        out[p], done = hasher.digest(), p
+    return out
 
 
 @dataclass
 class StateCache:
     model: RustleLM
-    max_snapshots: int = 192          # ~0.8 MB each for the shipped model: bounded memory
+    budget_bytes: int = 768 << 20    # the cache and every snapshot together
     cache: Cache = field(init=False)
-    fed: list[int] = field(default_factory=list)        # the tokens the cache currently holds
-    checkpoints: list[Checkpoint] = field(default_factory=list)
+    checkpoints: dict[tuple[int, bytes], Checkpoint] = field(default_factory=dict)   # (position, digest) ->
+    requests: int = 0
 
     def __post_init__(self) -> None:
         self.cache = self.model.new_cache()
-
-    def reset(self) -> None:
-        self.cache = self.model.new_cache()
-        self.fed, self.checkpoints = [], []
-
-    def _common(self, ids: list[int]) -> int:
-        n = min(len(ids), len(self.fed))
-        a, b = torch.tensor(ids[:n]), torch.tensor(self.fed[:n])
-        diff = (a != b).nonzero()
-        return n if len(diff) == 0 else int(diff[0])
 
     @torch.inference_mode()
     def prefill(self, ids: list[int], boundaries: list[int]) -> tuple[torch.Tensor, PrefillStats]:
         """Make the cache hold exactly `ids`; returns the logits after the last token.
 
         `boundaries` are the positions (sorted, within 1..len(ids)-1) where segments end."""
-        common = self._common(ids)
-        self.checkpoints = [c for c in self.checkpoints if c.snapshot.valid]
-        usable = [c for c in self.checkpoints if c.position <= common and c.position < len(ids)]
+        self.requests += 1
+        cuts = [b for b in boundaries if 0 < b < len(ids)]
+        digests = prefix_digests(ids, {p for p, _ in self.checkpoints if p < len(ids)} | set(cuts))
+        on_path = [c for (p, d), c in self.checkpoints.items() if digests.get(p) == d]
+        for c in on_path:
+            c.used = self.requests
         start = 0
-        if usable:
-            best = max(usable, key=lambda c: c.position)
+        if on_path:
+            best = max(on_path, key=lambda c: c.snapshot.position)
             self.cache.restore(best.snapshot)
-            start = best.position
+            start = best.snapshot.position
         else:
             self.cache = self.model.new_cache()
-            self.checkpoints = []
-        self.checkpoints = [c for c in self.checkpoints if c.snapshot.valid]
-        cuts = [b for b in boundaries if start < b < len(ids)] + [len(ids)]
         logits, position = None, start
-        for end in cuts:
+        for end in [b for b in cuts if b > start] + [len(ids)]:
             for piece in range(position, end, MAX_SEGMENT):
                 stop = min(end, piece + MAX_SEGMENT)
                 logits = self.model(torch.tensor([ids[piece:stop]]), self.cache, last=1)[0, -1]
             position = end
-            if end < len(ids) and not any(c.position == end for c in self.checkpoints):
-                self.checkpoints.append(Checkpoint(end, self.cache.snapshot()))
-        self._trim()
-        self.fed = list(ids)
+            key = (end, digests.get(end))
+            if end < len(ids) and key not in self.checkpoints:
+                self.checkpoints[key] = Checkpoint(self.cache.snapshot(), self.requests)
+        held = self._evict()
         assert logits is not None  # a checkpoint is only used before the prompt's end
-        return logits, PrefillStats(start, len(ids) - start, len(self.checkpoints))
+        return logits, PrefillStats(start, len(ids) - start, len(self.checkpoints), held / 2**20)
 
     @torch.inference_mode()
     def feed(self, ids: list[int]) -> torch.Tensor:
         """Append generated tokens; logits after each: [len(ids), V]."""
-        logits = self.model(torch.tensor([ids]), self.cache)[0]
-        self.fed.extend(ids)
-        return logits
+        return self.model(torch.tensor([ids]), self.cache)[0]
 
+    @torch.inference_mode()
     def mark(self) -> Snapshot:
         return self.cache.snapshot()
 
+    @torch.inference_mode()
     def rewind(self, snap: Snapshot) -> None:
-        """Back to a mark taken during generation (a rejected draft)."""
+        """Back to a mark taken during generation (a rejected draft); the mark is used up."""
         self.cache.restore(snap)
         self.cache.forget(snap)
-        del self.fed[snap.position:]
-        self.checkpoints = [c for c in self.checkpoints if c.snapshot.valid]
 
-    def _trim(self) -> None:
-        """Past max_snapshots, drop every other early one: late boundaries (the document) matter most."""
-        while len(self.checkpoints) > self.max_snapshots:
-            self.checkpoints.sort(key=lambda c: c.position)
-            dropped = self.checkpoints[1:len(self.checkpoints) // 2:2]
-            for c in dropped:
-                self.cache.forget(c.snapshot)
-            self.checkpoints = [c for c in self.checkpoints if c.snapshot.valid]
+    def _evict(self) -> int:
+        """Forget least recently used snapshots until the cache and the rest fit the budget; the bytes held."""
+        held = held_bytes(self.cache, [c.snapshot for c in self.checkpoints.values()])
+        # oldest use first; within one use, the deepest first (a branch's shared root outlives its tips)
+        order = sorted(self.checkpoints, key=lambda k: (self.checkpoints[k].used, -k[0]))
+        while held > self.budget_bytes and order:
+            self.cache.forget(self.checkpoints.pop(order.pop(0)).snapshot)
+            held = held_bytes(self.cache, [c.snapshot for c in self.checkpoints.values()])
+        return held

@@ -1,0 +1,95 @@
+"""The tree of model states (assistant/engine/state.py) on a tiny random model and the bundled workspace:
+every warm prefill equals a cold one, switching files and moving the cursor restore their own branch, and
+the memory budget evicts the least recently used snapshots."""
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from assistant.engine.engine import Engine, EngineConfig, Request
+from assistant.engine.state import StateCache, prefix_digests
+from model.config import ModelConfig
+from model.io import save_model
+from model.model import RustleLM
+from tokenizer import DEFAULT_TOKENIZER
+
+KVSTORE = Path(__file__).resolve().parent.parent / "data" / "workspace"
+CURSORS = [("src/main.rs", "let stdin = "), ("src/store.rs", "self.entries."), ("src/main.rs", "Ok(())"),
+           ("src/lib.rs", "Ok(Command::Len) => store.")]
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory) -> tuple[RustleLM, list[tuple[list[int], list[int]]]]:
+    """A tiny model with every layer kind (in bf16, as the engine serves it) and the prompts at CURSORS."""
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=16384, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64,
+                         layer_pattern=("gdn", "swa", "full", "lql"), window=64, gdn_heads=2, gdn_head_dim=16,
+                         chunk_size=16, lql_dim=16, lql_heads=1)
+    out = tmp_path_factory.mktemp("tiny")
+    save_model(RustleLM(config), out, DEFAULT_TOKENIZER)
+    root = tmp_path_factory.mktemp("ws") / "kvstore"
+    shutil.copytree(KVSTORE, root)
+    index = tmp_path_factory.mktemp("index") / "index.sqlite"
+    engine = Engine(out, EngineConfig(), db_for=lambda _: index)
+    built = []
+    for path, marker in CURSORS:
+        text = (root / path).read_text()
+        prompt, _ = engine.prompt(Request(root, path, text, text.index(marker) + len(marker)))
+        built.append((prompt.ids, prompt.boundaries))
+    return engine.model, built
+
+
+def _cold(model: RustleLM, ids: list[int], boundaries: list[int]) -> torch.Tensor:
+    return StateCache(model).prefill(ids, boundaries)[0]
+
+
+def test_prefix_digests_tell_prefixes_apart():
+    a, b = prefix_digests([1, 2, 3, 4], {2, 4}), prefix_digests([1, 2, 3, 5], {2, 4})
+    assert a[2] == b[2] and a[4] != b[4]
+
+
+def test_switching_files_and_cursors_restores_each_branch_and_equals_a_cold_run(prompts):
+    model, built = prompts
+    state = StateCache(model)
+    for ids, boundaries in built:                       # first visits: the repository part is shared
+        state.prefill(ids, boundaries)
+    for ids, boundaries in built:                       # back to each cursor: its own branch is still there
+        logits, stats = state.prefill(ids, boundaries)
+        assert stats.reused == max(b for b in boundaries if b < len(ids))
+        assert torch.equal(logits, _cold(model, ids, boundaries))
+
+
+def test_generation_past_a_prompt_leaves_the_other_branches_intact(prompts):
+    model, built = prompts
+    state = StateCache(model)
+    (a, a_cuts), (b, b_cuts) = built[0], built[1]
+    state.prefill(a, a_cuts)
+    state.feed([5, 6, 7])                               # a suggestion decoded after prompt a…
+    mark = state.mark()
+    state.feed([8, 9])
+    state.rewind(mark)                                  # …with a rejected draft
+    state.prefill(b, b_cuts)
+    logits, stats = state.prefill(a, a_cuts)
+    assert torch.equal(logits, _cold(model, a, a_cuts))
+    cold = StateCache(model)
+    cold.prefill(a, a_cuts)
+    assert torch.equal(state.feed([5, 6, 7]), cold.feed([5, 6, 7]))
+
+
+def test_the_budget_evicts_least_recently_used_snapshots(prompts):
+    model, built = prompts
+    roomy = StateCache(model)
+    for ids, boundaries in built:
+        _, stats = roomy.prefill(ids, boundaries)
+    budget = int(stats.held_mb * 2**20 * 0.6)
+    state = StateCache(model, budget_bytes=budget)
+    for ids, boundaries in built:
+        _, stats = state.prefill(ids, boundaries)
+        assert stats.held_mb * 2**20 <= budget
+    assert stats.snapshots < len(roomy.checkpoints)
+    ids, boundaries = built[-1]                         # the last used branch survived…
+    assert state.prefill(ids, boundaries)[1].reused == max(b for b in boundaries if b < len(ids))
+    ids, boundaries = built[0]                          # …an evicted one is recomputed, to the same result
+    logits, stats = state.prefill(ids, boundaries)
+    assert stats.computed > 0 and torch.equal(logits, _cold(model, ids, boundaries))

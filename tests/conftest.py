@@ -10,6 +10,23 @@ from assistant.lab.corpus.split import SplitConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def save_tiny_model(out: Path, layer_pattern: tuple[str, ...] = ("gdn", "swa", "gdn", "lql")) -> Path:
+    """A tiny random model with the shipped tokenizer, saved as a model folder (engine and state tests)."""
+    import torch
+
+    from model.config import ModelConfig
+    from model.io import save_model
+    from model.model import RustleLM
+    from tokenizer import DEFAULT_TOKENIZER
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=16384, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64,
+                         layer_pattern=layer_pattern, window=64, gdn_heads=2, gdn_head_dim=16, chunk_size=16,
+                         lql_dim=16, lql_heads=1)
+    save_model(RustleLM(config), out, DEFAULT_TOKENIZER)
+    return out
+
+
 @pytest.fixture
 def rustle():
     """Run the installed `rustle` console script as a user would."""

@@ -15,10 +15,9 @@ from assistant.engine.healing import Healer, back_up
 from assistant.engine.prompt import PromptConfig, build_prompt
 from assistant.engine.shape import cut, shape_at, tidy
 from assistant.engine.tokens import Vocab, line_chunks
-from model.config import ModelConfig
-from model.io import save_model
-from model.model import RustleLM
-from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+from tokenizer import load_tokenizer
+
+from conftest import save_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 KVSTORE = ROOT / "data" / "workspace"
@@ -31,13 +30,7 @@ def vocab() -> Vocab:
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=16384, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64,
-                         layer_pattern=("gdn", "swa", "gdn", "lql"), window=64, gdn_heads=2, gdn_head_dim=16,
-                         chunk_size=16, lql_dim=16, lql_heads=1)
-    out = tmp_path_factory.mktemp("tiny")
-    save_model(RustleLM(config), out, DEFAULT_TOKENIZER)
-    return out
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture

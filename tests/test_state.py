@@ -9,10 +9,9 @@ import torch
 
 from assistant.engine.engine import Engine, EngineConfig, Request
 from assistant.engine.state import StateCache, prefix_digests
-from model.config import ModelConfig
-from model.io import save_model
 from model.model import RustleLM
-from tokenizer import DEFAULT_TOKENIZER
+
+from conftest import save_tiny_model
 
 KVSTORE = Path(__file__).resolve().parent.parent / "data" / "workspace"
 CURSORS = [("src/main.rs", "let stdin = "), ("src/store.rs", "self.entries."), ("src/main.rs", "Ok(())"),
@@ -22,12 +21,7 @@ CURSORS = [("src/main.rs", "let stdin = "), ("src/store.rs", "self.entries."), (
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory) -> tuple[RustleLM, list[tuple[list[int], list[int]]]]:
     """A tiny model with every layer kind (in bf16, as the engine serves it) and the prompts at CURSORS."""
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=16384, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64,
-                         layer_pattern=("gdn", "swa", "full", "lql"), window=64, gdn_heads=2, gdn_head_dim=16,
-                         chunk_size=16, lql_dim=16, lql_heads=1)
-    out = tmp_path_factory.mktemp("tiny")
-    save_model(RustleLM(config), out, DEFAULT_TOKENIZER)
+    out = save_tiny_model(tmp_path_factory.mktemp("tiny"), ("gdn", "swa", "full", "lql"))
     root = tmp_path_factory.mktemp("ws") / "kvstore"
     shutil.copytree(KVSTORE, root)
     index = tmp_path_factory.mktemp("index") / "index.sqlite"

@@ -3,7 +3,8 @@
 Handlers only, thin over one `RustleServer` state (llm-ls's shape):
 - `textDocument/inlineCompletion` (ghost text) and `textDocument/completion` (one item with a text edit);
 - the workspace is indexed in the background on `initialized`, with `$/progress` and `rustle/status`;
-  saves and watched-file events are changes applied to the engine's workspace;
+  saves and watched-file events are changes applied to the engine's workspace; after indexing and after
+  each save the repository part's model state is prefilled in a worker, so no request waits for it;
 - each request waits out a debounce; a newer request for the same document makes an older one return
   empty, `$/cancelRequest` stops its generation; `rustle/partialCompletion` carries the suggestion as it
   grows; `rustle/didAccept` and `rustle/didReject` are stored in local SQLite (lsp/feedback.py).
@@ -43,7 +44,7 @@ class RustleServer(LanguageServer):
 
     # ----- engine --------------------------------------------------------------------------------------------
     def _engine_config(self) -> EngineConfig:
-        config = EngineConfig(max_new_tokens=self.settings.max_tokens, max_ms=self.settings.max_ms)
+        config = EngineConfig(max_new_tokens=self.settings.max_tokens, max_ms=self.settings.max_ms, background=True)
         return with_context(config, self.settings.context_mode)
 
     def _load_engine(self) -> None:
@@ -85,6 +86,7 @@ class RustleServer(LanguageServer):
                 workspace = self.engine.workspace(self.root)
                 summary = await loop.run_in_executor(None, lambda: workspace.index(on_file, log.warning))
                 message = f"{summary.files} files indexed ({summary.parsed} parsed, {summary.definitions} definitions)"
+                self.engine.prefill_repository(self.root)   # in a worker: local suggestions meanwhile
             else:
                 message = "no workspace folder"
             self.ready.set_result(True)
@@ -104,8 +106,16 @@ class RustleServer(LanguageServer):
             return
         if relative.endswith(".rs"):
             change = Change(relative, kind)
-            workspace = self.engine.workspace(self.root)
-            threading.Thread(target=workspace.apply_change, args=(change,), daemon=True).start()
+            threading.Thread(target=self._apply, args=(self.engine, self.root, change), daemon=True).start()
+
+    @staticmethod
+    def _apply(engine: Engine, root: Path, change: Change) -> None:
+        """Re-index the changed file, then refresh the repository part's state (both off the event loop)."""
+        try:
+            engine.workspace(root).apply_change(change)
+            engine.prefill_repository(root)
+        except Exception:  # a change that cannot be applied is logged; the server goes on
+            log.exception("could not apply %s", change)
 
     # ----- completion ----------------------------------------------------------------------------------------
     async def suggest(self, uri: str, position: types.Position) -> str:

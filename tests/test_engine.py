@@ -203,6 +203,29 @@ def test_repo_context_puts_the_workspace_before_the_buffer(tiny_model_dir, works
     assert files[-1] == "src/command.rs"
 
 
+def test_background_prefill_serves_requests_without_waiting_for_the_repository(tiny_model_dir, workspace):
+    config = dict(max_new_tokens=6, copy_draft=False, copy_mix=False, max_ms=60_000)
+    engine = _engine(tiny_model_dir, background=True, **config)
+    request = _request(workspace)
+    local = engine.complete_sync(request)            # nothing prefilled yet: local context, no waiting
+    local_prompt, _ = _engine(tiny_model_dir, **config, prompt=PromptConfig(context="local")).prompt(request)
+    assert local.prompt_tokens == len(local_prompt.ids)
+    assert engine.prefill.wait(timeout=300)
+    full = engine.complete_sync(request)             # the repository part is in the state tree now
+    foreground = _engine(tiny_model_dir, **config).complete_sync(request)
+    assert full.prompt_tokens == foreground.prompt_tokens
+    assert full.reused_tokens >= full.prompt_tokens - local.prompt_tokens
+    assert full.text == foreground.text
+    store = workspace / "src" / "store.rs"           # a save: served with the stale part until the new one is in
+    store.write_text(store.read_text() + "\n// saved\n")
+    stale = engine.complete_sync(request)
+    assert stale.prompt_tokens == full.prompt_tokens and stale.reused_tokens >= full.reused_tokens
+    assert engine.prefill.wait(timeout=300)
+    fresh = engine.complete_sync(request)
+    assert fresh.prompt_tokens > full.prompt_tokens
+    assert fresh.reused_tokens >= fresh.prompt_tokens - local.prompt_tokens
+
+
 def test_bad_positions_are_clear_errors(tiny_model_dir, workspace):
     engine = _engine(tiny_model_dir)
     request = _request(workspace)

@@ -20,10 +20,11 @@ from model.io import DEFAULT_MODEL, load_model
 from tokenizer import tokenizer_of
 
 from ..index.workspace import cache_dir, default_db
+from .background import RepositoryPart, RepositoryPrefill
 from .copy import CopyConfig
 from .decode import suggest
 from .healing import Healer
-from .prompt import CONTEXTS, Prompt, PromptConfig, assemble
+from .prompt import CONTEXTS, Prompt, PromptConfig, assemble, with_repository
 from .request import Completion, Request
 from .state import StateCache
 from .stream import Generation
@@ -46,6 +47,7 @@ class EngineConfig:
     copy_draft: bool = True             # speculative decoding with copy-model drafts
     copy_mix: bool = True               # copy distribution interpolated into the model's
     state_mb: int = 768                 # model states kept for reuse (state.py), the live cache included
+    background: bool = False            # prefill the repository part in a worker, never on a request (the server)
     threads: int | None = None
 
 
@@ -66,6 +68,7 @@ class Engine:
         self.state = StateCache(self.model, config.state_mb << 20)
         self.db_for = db_for
         self.lock = threading.Lock()
+        self.prefill = RepositoryPrefill(self.state, self.lock)
         self.workspaces: dict[Path, Workspace] = {}
         self.inflight: Generation | None = None
 
@@ -77,10 +80,25 @@ class Engine:
         return self.workspaces[root]
 
     def prompt(self, request: Request) -> tuple[Prompt, list[str]]:
-        """The prompt a request decodes after, and the repository files in it."""
+        """The prompt a request decodes after, and the repository files in it. In the background mode its
+        repository part is one the state tree holds (or none), and the current one is prefilled meanwhile."""
         config = self.config
-        return assemble(self.workspace(request.root), request, config.prompt, config.repo_tokens,
-                        config.snippet_tokens)
+        prompt, files = assemble(self.workspace(request.root), request, config.prompt, config.repo_tokens,
+                                 config.snippet_tokens)
+        if config.background and prompt.local_start > 0:
+            part = RepositoryPart.of(prompt)
+            usable = self.prefill.usable(request.root.resolve(), part)
+            if usable is not part:
+                prompt = with_repository(prompt, usable.ids if usable else [], usable.boundaries if usable else [])
+        return prompt, files
+
+    def prefill_repository(self, root: Path, path: str = "") -> None:
+        """Start prefilling `root`'s repository part (the server calls this after indexing and on saves)."""
+        with self.lock:
+            prompt, _ = assemble(self.workspace(root), Request(root, path, "", 0), self.config.prompt,
+                                 self.config.repo_tokens, self.config.snippet_tokens)
+        if prompt.local_start > 0:
+            self.prefill.want(root.resolve(), RepositoryPart.of(prompt))
 
     def complete_sync(self, request: Request, on_text: Callable[[str], None] = lambda t: None,
                       cancelled: threading.Event | None = None) -> Completion:

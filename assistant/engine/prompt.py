@@ -45,6 +45,15 @@ class Prompt:
     local_start: int             # where the buffer's own tokens begin (the copy model indexes them per request)
 
 
+def with_repository(prompt: Prompt, ids: list[int], boundaries: list[int]) -> Prompt:
+    """`prompt` with another repository part (`ids`, its file ends `boundaries`): one that is ready, or none."""
+    local = prompt.ids[prompt.local_start:]
+    cuts = {*boundaries, len(ids), *(b - prompt.local_start + len(ids) for b in prompt.boundaries
+                                     if b > prompt.local_start)}
+    return Prompt(ids + local, sorted(b for b in cuts if 0 < b < len(ids) + len(local)), prompt.healed,
+                  prompt.shape, len(ids))
+
+
 def _prefix_window(chunks: list[list[int]], budget: int, anchor: int) -> int:
     """Index of the first prefix chunk kept: as many whole lines as fit, rounded down to an anchor line."""
     used, start = 0, len(chunks)

@@ -55,18 +55,25 @@ class StateCache:
     def __post_init__(self) -> None:
         self.cache = self.model.new_cache()
 
+    def holds(self, ids: list[int]) -> bool:
+        """Whether a snapshot of exactly `ids` is kept (a prefill of them would compute nothing)."""
+        return (len(ids), prefix_digests(ids, {len(ids)})[len(ids)]) in self.checkpoints
+
     @torch.inference_mode()
-    def prefill(self, ids: list[int], boundaries: list[int]) -> tuple[torch.Tensor, PrefillStats]:
+    def prefill(self, ids: list[int], boundaries: list[int], keep_end: bool = False) -> tuple[torch.Tensor,
+                                                                                              PrefillStats]:
         """Make the cache hold exactly `ids`; returns the logits after the last token.
 
-        `boundaries` are the positions (sorted, within 1..len(ids)-1) where segments end."""
+        `boundaries` are the positions (sorted, within 1..len(ids)-1) where segments end; `keep_end` keeps a
+        snapshot at the end too (the repository part, prefilled ahead of requests)."""
         self.requests += 1
-        cuts = [b for b in boundaries if 0 < b < len(ids)]
-        digests = prefix_digests(ids, {p for p, _ in self.checkpoints if p < len(ids)} | set(cuts))
+        cuts = [b for b in boundaries if 0 < b < len(ids)] + ([len(ids)] if keep_end else [])
+        digests = prefix_digests(ids, {p for p, _ in self.checkpoints if p <= len(ids)} | set(cuts))
         on_path = [c for (p, d), c in self.checkpoints.items() if digests.get(p) == d]
         for c in on_path:
             c.used = self.requests
         start = 0
+        on_path = [c for c in on_path if c.snapshot.position < len(ids)]   # logits need a token fed
         if on_path:
             best = max(on_path, key=lambda c: c.snapshot.position)
             self.cache.restore(best.snapshot)
@@ -74,13 +81,13 @@ class StateCache:
         else:
             self.cache = self.model.new_cache()
         logits, position = None, start
-        for end in [b for b in cuts if b > start] + [len(ids)]:
+        for end in sorted({b for b in cuts if b > start} | {len(ids)}):
             for piece in range(position, end, MAX_SEGMENT):
                 stop = min(end, piece + MAX_SEGMENT)
                 logits = self.model(torch.tensor([ids[piece:stop]]), self.cache, last=1)[0, -1]
             position = end
             key = (end, digests.get(end))
-            if end < len(ids) and key not in self.checkpoints:
+            if (end < len(ids) or keep_end) and key not in self.checkpoints:
                 self.checkpoints[key] = Checkpoint(self.cache.snapshot(), self.requests)
         held = self._evict()
         assert logits is not None  # a checkpoint is only used before the prompt's end

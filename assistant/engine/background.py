@@ -1,0 +1,85 @@
+"""The repository part of prompts, prefilled ahead of requests in a worker thread, so that no request waits
+for it: a request whose repository part is not in the state tree yet is served with the last one that is
+(stale by the files saved since; the live buffer carries the unsaved edits anyway), or with none.
+
+The worker feeds one file per hold of the engine lock, through `StateCache.prefill` with the request's
+own segmentation, so a request waits at most for one file and a warm run still equals a cold one.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .prompt import Prompt
+from .state import StateCache
+
+log = logging.getLogger("rustle.engine")
+
+
+@dataclass(frozen=True)
+class RepositoryPart:
+    ids: list[int]               # the prompt up to its local part: repository header and files
+    boundaries: list[int]        # the file ends inside it
+
+    @classmethod
+    def of(cls, prompt: Prompt) -> RepositoryPart:
+        return cls(prompt.ids[:prompt.local_start], [b for b in prompt.boundaries if b < prompt.local_start])
+
+
+class RepositoryPrefill:
+    def __init__(self, state: StateCache, lock: threading.Lock) -> None:
+        self.state, self.lock = state, lock
+        self.ready: dict[Path, RepositoryPart] = {}       # per workspace: the last part prefilled in full
+        self._wanted: dict[Path, RepositoryPart] = {}
+        self._changed = threading.Condition()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._worker: threading.Thread | None = None
+
+    def usable(self, root: Path, part: RepositoryPart) -> RepositoryPart | None:
+        """`part` if the state tree holds it; else ask for it and return the last ready part (or none).
+        The caller holds the engine lock."""
+        if self.state.holds(part.ids):
+            self.ready[root] = part
+            return part
+        self.want(root, part)
+        return self.ready.get(root)
+
+    def want(self, root: Path, part: RepositoryPart) -> None:
+        """Prefill `part` in the background (replacing what was wanted for `root` before)."""
+        with self._changed:
+            self._wanted[root] = part
+            self._idle.clear()
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="rustle-prefill", daemon=True)
+                self._worker.start()
+            self._changed.notify()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until nothing is left to prefill (tests, benchmarks); False on timeout."""
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._wanted:
+                    self._idle.set()
+                    self._changed.wait()
+                root, part = self._wanted.popitem()
+            try:
+                if self._prefill(root, part):
+                    self.ready[root] = part
+            except Exception:  # the worker outlives a bad part; requests go on with what is ready
+                log.exception("background prefill of %s failed", root)
+
+    def _prefill(self, root: Path, part: RepositoryPart) -> bool:
+        """Feed `part` file by file; False if a newer part was wanted for `root` meanwhile."""
+        for end in [*part.boundaries, len(part.ids)]:
+            if root in self._wanted:
+                return False
+            with self.lock:
+                if not self.state.holds(part.ids[:end]):
+                    self.state.prefill(part.ids[:end], [b for b in part.boundaries if b < end], keep_end=True)
+        return True

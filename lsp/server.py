@@ -44,7 +44,8 @@ class RustleServer(LanguageServer):
 
     # ----- engine --------------------------------------------------------------------------------------------
     def _engine_config(self) -> EngineConfig:
-        config = EngineConfig(max_new_tokens=self.settings.max_tokens, max_ms=self.settings.max_ms, background=True)
+        config = EngineConfig(max_new_tokens=self.settings.max_tokens, max_ms=self.settings.max_ms,
+                              background=True, persist=True)
         return with_context(config, self.settings.context_mode)
 
     def _load_engine(self) -> None:

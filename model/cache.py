@@ -194,6 +194,49 @@ class Cache:
         return sum(layer.nbytes() for layer in self.layers)
 
 
+def export_snapshots(snapshots: list[Snapshot]) -> tuple[dict[str, torch.Tensor], list[list]]:
+    """Snapshots of one path (each a prefix of the deepest, which comes last) as named tensors and the plain
+    values beside them: per snapshot [position, per layer: a length (append-only layers) or the saved tuple
+    with None where a tensor was]. An append-only layer's positions are written once, from the deepest."""
+    tensors, plain = {}, []
+    for i, saved in enumerate(snapshots[-1].layers):
+        if isinstance(saved[0], Store):
+            store, length = saved
+            for j, buffer in enumerate(store.buffers):
+                tensors[f"layer{i}.{j}"] = buffer.narrow(store.dim, 0, length).contiguous()
+    for k, snap in enumerate(snapshots):
+        values: list = [snap.position]
+        for i, saved in enumerate(snap.layers):
+            if isinstance(saved[0], Store):
+                values.append(saved[1])
+                continue
+            values.append([None if isinstance(x, torch.Tensor) else x for x in saved])
+            tensors.update((f"snap{k}.layer{i}.{j}", x) for j, x in enumerate(saved) if isinstance(x, torch.Tensor))
+        plain.append(values)
+    return tensors, plain
+
+
+def import_snapshots(cache: Cache, tensors: dict[str, torch.Tensor], plain: list[list]) -> list[Snapshot]:
+    """The snapshots `export_snapshots` wrote, for a cache shaped as `cache`: the append-only layers share
+    one new store each, the others get their copies back."""
+    stores = {}
+    for i, layer in enumerate(cache.layers):
+        if isinstance(layer, AppendCache):
+            stores[i] = Store([tensors[f"layer{i}.{j}"].to(b.dtype).clone()
+                               for j, b in enumerate(layer.store.buffers)], layer.store.dim)
+    snapshots = []
+    for k, (position, *layers) in enumerate(plain):
+        saved = []
+        for i, value in enumerate(layers):
+            if i in stores:
+                stores[i].pins[value] += 1
+                saved.append((stores[i], value))
+            else:
+                saved.append(tuple(tensors[f"snap{k}.layer{i}.{j}"] if x is None else x for j, x in enumerate(value)))
+        snapshots.append(Snapshot(position, saved))
+    return snapshots
+
+
 def held_bytes(cache: Cache, snapshots: list[Snapshot]) -> int:
     """Memory that `cache` and `snapshots` keep alive: each shared store once, plus every snapshot's copies."""
     stores = {id(layer.store): layer.store for layer in cache.layers if isinstance(layer, AppendCache)}

@@ -12,6 +12,7 @@ import torch
 from assistant.engine.copy import CopyConfig, CopyModel
 from assistant.engine.engine import Engine, EngineConfig, Request, with_context
 from assistant.engine.healing import Healer, back_up
+from assistant.engine.persist import state_file
 from assistant.engine.prompt import PromptConfig, build_prompt
 from assistant.engine.shape import cut, shape_at, tidy
 from assistant.engine.tokens import Vocab, line_chunks
@@ -224,6 +225,29 @@ def test_background_prefill_serves_requests_without_waiting_for_the_repository(t
     fresh = engine.complete_sync(request)
     assert fresh.prompt_tokens > full.prompt_tokens
     assert fresh.reused_tokens >= fresh.prompt_tokens - local.prompt_tokens
+
+
+def test_the_repository_state_persists_for_the_same_model_and_files_only(tiny_model_dir, workspace, tmp_path):
+    config = dict(max_new_tokens=6, copy_draft=False, copy_mix=False, max_ms=60_000, background=True, persist=True)
+    request = _request(workspace)
+
+    def reopen(model_dir: Path) -> tuple[Engine, str]:
+        engine = _engine(model_dir, **config)
+        engine.prefill_repository(workspace)           # what the server does after indexing
+        assert engine.prefill.wait(timeout=300)
+        return engine, engine.complete_sync(request).text
+
+    first, text = reopen(tiny_model_dir)
+    assert first.prefill.fed > 0 and state_file(workspace).is_file()
+    again, again_text = reopen(tiny_model_dir)          # nothing changed: nothing is prefilled
+    assert again.prefill.fed == 0 and again_text == text
+    lib = workspace / "src" / "lib.rs"                  # a saved file: only the part from it on is prefilled
+    lib.write_text(lib.read_text() + "\n// saved\n")
+    changed, _ = reopen(tiny_model_dir)
+    assert 0 < changed.prefill.fed < first.prefill.fed
+    other = save_tiny_model(tmp_path / "other", ("gdn", "swa", "full", "lql"))   # another model: not read
+    fresh, _ = reopen(other)
+    assert fresh.prefill.fed >= first.prefill.fed
 
 
 def test_bad_positions_are_clear_errors(tiny_model_dir, workspace):

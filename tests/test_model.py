@@ -4,7 +4,7 @@ import torch
 
 from assistant.engine.decode import generate
 from kernels.gdn import chunk_gated_delta_rule, naive_gated_delta_rule, recurrent_gated_delta_step
-from model.cache import held_bytes
+from model.cache import export_snapshots, held_bytes, import_snapshots
 from model.config import ModelConfig
 from model.io import load_model, save_model
 from model.model import RustleLM, count_parameters, twin_config
@@ -90,6 +90,30 @@ def test_snapshots_form_a_tree_each_branch_continues_as_an_uninterrupted_run():
     assert relative_error(straight[:, 25:], got) < 1e-5
     assert relative_error(branched[:, 42:], got_later) < 1e-5
     assert relative_error(straight[:, 25:], again) < 1e-5 and cache.layers[3].store is store
+
+
+def test_exported_snapshots_restore_in_a_new_cache_through_a_file(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model = RustleLM(tiny(("gdn", "swa", "full", "lql"))).eval()
+    tokens = torch.randint(0, 97, (1, 60))
+    with torch.no_grad():
+        straight = model(tokens)
+        cache = model.new_cache()
+        model(tokens[:, :20], cache)
+        early = cache.snapshot()
+        model(tokens[:, 20:45], cache)
+        tensors, plain = export_snapshots([early, cache.snapshot()])
+        save_file(tensors, str(tmp_path / "state.safetensors"))
+        fresh = model.new_cache()
+        early_again, late_again = import_snapshots(fresh, load_file(str(tmp_path / "state.safetensors")), plain)
+        fresh.restore(late_again)
+        late = model(tokens[:, 45:], fresh)
+        fresh.restore(early_again)
+        early_out = model(tokens[:, 20:], fresh)
+    assert relative_error(straight[:, 45:], late) < 1e-5
+    assert relative_error(straight[:, 20:], early_out) < 1e-5
 
 
 def test_held_bytes_count_a_shared_prefix_once():

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .persist import StateFiles
 from .prompt import Prompt
 from .state import StateCache
 
@@ -29,8 +30,10 @@ class RepositoryPart:
 
 
 class RepositoryPrefill:
-    def __init__(self, state: StateCache, lock: threading.Lock) -> None:
-        self.state, self.lock = state, lock
+    def __init__(self, state: StateCache, lock: threading.Lock, files: StateFiles | None = None) -> None:
+        self.state, self.lock, self.files = state, lock, files
+        self._loaded: set[Path] = set()                     # workspaces whose saved state was read
+        self.fed = 0                                        # tokens run through the model so far
         self.ready: dict[Path, RepositoryPart] = {}       # per workspace: the last part prefilled in full
         self._wanted: dict[Path, RepositoryPart] = {}
         self._changed = threading.Condition()
@@ -75,11 +78,23 @@ class RepositoryPrefill:
                 log.exception("background prefill of %s failed", root)
 
     def _prefill(self, root: Path, part: RepositoryPart) -> bool:
-        """Feed `part` file by file; False if a newer part was wanted for `root` meanwhile."""
+        """Feed `part` file by file (after adopting the state saved for `root`, the first time), then save it;
+        False if a newer part was wanted for `root` meanwhile."""
+        if self.files is not None and root not in self._loaded:
+            self._loaded.add(root)
+            with self.lock:
+                self.files.load(root, self.state)
+        computed = False
         for end in [*part.boundaries, len(part.ids)]:
             if root in self._wanted:
                 return False
             with self.lock:
                 if not self.state.holds(part.ids[:end]):
-                    self.state.prefill(part.ids[:end], [b for b in part.boundaries if b < end], keep_end=True)
+                    _, stats = self.state.prefill(part.ids[:end], [b for b in part.boundaries if b < end],
+                                                  keep_end=True)
+                    self.fed += stats.computed
+                    computed = True
+        if computed and self.files is not None:
+            with self.lock:
+                self.files.save(root, self.state, part.ids, part.boundaries)
         return True

@@ -24,6 +24,7 @@ from .background import RepositoryPart, RepositoryPrefill
 from .copy import CopyConfig
 from .decode import suggest
 from .healing import Healer
+from .persist import StateFiles, model_key
 from .prompt import CONTEXTS, Prompt, PromptConfig, assemble, with_repository
 from .request import Completion, Request
 from .state import StateCache
@@ -48,6 +49,7 @@ class EngineConfig:
     copy_mix: bool = True               # copy distribution interpolated into the model's
     state_mb: int = 768                 # model states kept for reuse (state.py), the live cache included
     background: bool = False            # prefill the repository part in a worker, never on a request (the server)
+    persist: bool = False               # …and keep its state on disk for the next start (persist.py)
     threads: int | None = None
 
 
@@ -68,7 +70,8 @@ class Engine:
         self.state = StateCache(self.model, config.state_mb << 20)
         self.db_for = db_for
         self.lock = threading.Lock()
-        self.prefill = RepositoryPrefill(self.state, self.lock)
+        self.prefill = RepositoryPrefill(self.state, self.lock,
+                                         StateFiles(model_key(model_dir)) if config.persist else None)
         self.workspaces: dict[Path, Workspace] = {}
         self.inflight: Generation | None = None
 

@@ -93,6 +93,21 @@ class StateCache:
         assert logits is not None  # a checkpoint is only used before the prompt's end
         return logits, PrefillStats(start, len(ids) - start, len(self.checkpoints), held / 2**20)
 
+    def path(self, ids: list[int], boundaries: list[int]) -> dict[tuple[int, bytes], Snapshot]:
+        """The snapshots kept at `boundaries` and at the end of `ids`, by key, in order (what persist.py saves)."""
+        digests = prefix_digests(ids, {*boundaries, len(ids)})
+        return {(p, d): self.checkpoints[(p, d)].snapshot for p, d in sorted(digests.items())
+                if (p, d) in self.checkpoints}
+
+    def adopt(self, snapshots: dict[tuple[int, bytes], Snapshot]) -> None:
+        """Keep snapshots made elsewhere (read from disk), unless one with the same key is kept already."""
+        for key, snap in snapshots.items():
+            if key in self.checkpoints:
+                self.cache.forget(snap)
+            else:
+                self.checkpoints[key] = Checkpoint(snap, self.requests)
+        self._evict()
+
     @torch.inference_mode()
     def feed(self, ids: list[int]) -> torch.Tensor:
         """Append generated tokens; logits after each: [len(ids), V]."""

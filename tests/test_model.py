@@ -220,3 +220,17 @@ def test_fused_loss_and_gradients_equal_the_plain_head_and_cross_entropy():
         assert relative_error(a, b) < 1e-5, name
     with torch.no_grad():
         assert torch.allclose(model.loss(tokens, targets, chunk=16), plain, atol=1e-6)
+
+
+def test_prefill_against_a_long_cache_merges_to_the_masked_attention():
+    import torch.nn.functional as F
+
+    from model.layers.common import causal_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, 300, 16), torch.randn(1, 2, 1000, 16), torch.randn(1, 2, 1000, 16)
+    mask = torch.ones(300, 1000, dtype=torch.bool).tril(700)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    with torch.inference_mode():                       # the serving path: cached keys, then the new ones
+        got = causal_attention(q, k, v, past=700)
+    assert relative_error(expected, got) < 1e-5

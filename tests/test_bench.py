@@ -1,5 +1,9 @@
 """The benchmark commands run end to end on tiny settings and print well-formed rows."""
 import json
+import shutil
+from pathlib import Path
+
+from conftest import save_tiny_model
 
 from model.config import ModelConfig
 
@@ -72,3 +76,14 @@ def test_bench_train_step_times_steps_of_the_recipes_model(rustle, tmp_path):
     assert len(row["step_s"]) == 2 and row["tokens_per_s"] > 0
     bad = rustle("bench", "train-step", "--config", str(tmp_path / "missing.toml"), check=False)
     assert bad.returncode == 2 and "bad config" in bad.stdout
+
+
+def test_bench_latency_measures_every_moment_on_a_tiny_model(rustle, tmp_path):
+    root = tmp_path / "kvstore"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "data" / "workspace", root)
+    model = save_tiny_model(tmp_path / "tiny")
+    out = json.loads(rustle("bench", "latency", "--root", str(root), "--file", "src/main.rs", "--other",
+                            "src/store.rs", "--model", str(model), "--cursors", "3", "--keystrokes", "2",
+                            "--max-tokens", "2", "--json").stdout)
+    assert out["cursors"] == 3 and out["keystrokes"] == 2 and out["switches"] == 3
+    assert 0 < out["first_local_ms"] <= out["first_repo_ms"] and out["reopen_ms"] > 0 and out["repo_tokens"] > 0

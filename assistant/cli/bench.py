@@ -168,7 +168,7 @@ def latency_command(args: argparse.Namespace) -> int:
     from ..lab.bench.latency import measure
     from ..engine.engine import EngineConfig
 
-    report = measure(args.root, args.file, args.model, EngineConfig(max_new_tokens=args.max_tokens),
+    report = measure(args.root, args.file, args.other, args.model, EngineConfig(max_new_tokens=args.max_tokens),
                      cursors=args.cursors, keystrokes=args.keystrokes)
     print(json.dumps(report.summary()) if args.json else report.summary())
     return 0
@@ -271,9 +271,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=index_command)
-    p = group.add_parser("latency", help="completion latency on a repository: cold, warm, per keystroke")
+    p = group.add_parser("latency", help="completion latency on a repository: first open, reopen, new cursor, "
+                                         "keystroke, file switch")
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--file", required=True, help="the file to complete in, relative to --root")
+    p.add_argument("--other", required=True, help="another file of --root, visited between cursors of --file")
     p.add_argument("--cursors", type=int, default=20)
     p.add_argument("--keystrokes", type=int, default=20)
     p.add_argument("--max-tokens", type=int, default=24)

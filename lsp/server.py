@@ -87,7 +87,7 @@ class RustleServer(LanguageServer):
                 workspace = self.engine.workspace(self.root)
                 summary = await loop.run_in_executor(None, lambda: workspace.index(on_file, log.warning))
                 message = f"{summary.files} files indexed ({summary.parsed} parsed, {summary.definitions} definitions)"
-                self.engine.prefill_repository(self.root)   # in a worker: local suggestions meanwhile
+                self.engine.prefill_repository(self.root, self._open_document())   # in a worker
             else:
                 message = "no workspace folder"
             self.ready.set_result(True)
@@ -96,6 +96,15 @@ class RustleServer(LanguageServer):
             log.exception("could not start the engine")
             self.ready.set_result(False)
             self._status(token, "failed", f"failed: {err}")
+
+    def _open_document(self) -> str:
+        """A Rust document open in the editor, relative to the root ("" if none): its file goes last in the
+        repository part (context.py), so prefilling for it now spares its first request the re-run."""
+        for uri in self.workspace.text_documents:
+            path = Path(to_fs_path(uri) or "")
+            if path.suffix == ".rs" and self.root is not None and path.resolve().is_relative_to(self.root.resolve()):
+                return path.resolve().relative_to(self.root.resolve()).as_posix()
+        return ""
 
     def file_changed(self, uri: str, kind: str = "saved") -> None:
         if self.engine is None or self.root is None:
@@ -114,7 +123,7 @@ class RustleServer(LanguageServer):
         """Re-index the changed file, then refresh the repository part's state (both off the event loop)."""
         try:
             engine.workspace(root).apply_change(change)
-            engine.prefill_repository(root)
+            engine.prefill_repository(root, change.path)   # the saved file is most likely the one edited
         except Exception:  # a change that cannot be applied is logged; the server goes on
             log.exception("could not apply %s", change)
 

@@ -199,9 +199,9 @@ def test_repo_context_puts_the_workspace_before_the_buffer(tiny_model_dir, works
     assert sorted(files) == ["src/command.rs", "src/lib.rs", "src/main.rs", "src/store.rs"]
     decoded = engine.vocab.tok.decode(prompt.ids, skip_special_tokens=False)
     assert decoded.index("<|file_sep|>src/store.rs") < decoded.index("<|file_sep|>src/main.rs\n<|fim_prefix|>")
-    os.utime(workspace / "src" / "command.rs")       # just edited: it moves to the end of the repository part
+    os.utime(workspace / "src" / "command.rs")       # just edited: it moves to the end of the repository part,
     _, files = engine.prompt(request)
-    assert files[-1] == "src/command.rs"
+    assert files[-2:] == ["src/command.rs", "src/main.rs"]   # before the document's own file
 
 
 def test_background_prefill_serves_requests_without_waiting_for_the_repository(tiny_model_dir, workspace):
@@ -233,7 +233,7 @@ def test_the_repository_state_persists_for_the_same_model_and_files_only(tiny_mo
 
     def reopen(model_dir: Path) -> tuple[Engine, str]:
         engine = _engine(model_dir, **config)
-        engine.prefill_repository(workspace)           # what the server does after indexing
+        engine.prefill_repository(workspace, request.path)   # the server, after indexing, for the open document
         assert engine.prefill.wait(timeout=300)
         return engine, engine.complete_sync(request).text
 

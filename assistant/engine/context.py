@@ -93,7 +93,9 @@ def repository_files(root: Path, paths: list[str], current: str, budget_tokens: 
         except OSError:
             return 0.0
 
-    ordered = sorted(paths, key=lambda p: (mtime(p), p))
+    # oldest first and the document's own file last: saves and file switches re-run only the end of the
+    # part, and tasks of one crate in `eval lines` share everything but their own file
+    ordered = sorted(paths, key=lambda p: (p == current, mtime(p), p))
     total = sum(count_tokens(p) for p in ordered)
     if total <= budget_tokens:
         return ordered

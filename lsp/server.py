@@ -87,6 +87,7 @@ class RustleServer(LanguageServer):
                 workspace = self.engine.workspace(self.root)
                 summary = await loop.run_in_executor(None, lambda: workspace.index(on_file, log.warning))
                 message = f"{summary.files} files indexed ({summary.parsed} parsed, {summary.definitions} definitions)"
+                self._report_prefill(token, message)
                 self.engine.prefill_repository(self.root, self._open_document())   # in a worker
             else:
                 message = "no workspace folder"
@@ -96,6 +97,20 @@ class RustleServer(LanguageServer):
             log.exception("could not start the engine")
             self.ready.set_result(False)
             self._status(token, "failed", f"failed: {err}")
+
+    def _report_prefill(self, token: str | None, indexed: str) -> None:
+        """The repository part's prefill in the status bar, in tenths; suggestions are served meanwhile."""
+        loop, shown = asyncio.get_running_loop(), [-1]
+
+        def report(root: Path, done: int, total: int) -> None:
+            tenth = 10 * done // max(total, 1)
+            if tenth != shown[0]:
+                shown[0] = tenth
+                state = "repository in context" if done >= total else f"repository {10 * tenth}% in context"
+                loop.call_soon_threadsafe(self._status, None, "ready",
+                                          f"model {Path(self.settings.model).name} · {indexed} · {state}")
+
+        self.engine.prefill.on_progress = report
 
     def _open_document(self) -> str:
         """A Rust document open in the editor, relative to the root ("" if none): its file goes last in the

@@ -41,6 +41,8 @@ async def client(lsp_client: LanguageClient):
         shutil.copytree(ROOT / "data" / "workspace", WORKSPACE)
     lsp_client.partials = []
     lsp_client.feature("rustle/partialCompletion")(lambda params: lsp_client.partials.append(params))
+    lsp_client.statuses = []
+    lsp_client.feature("rustle/status")(lambda params: lsp_client.statuses.append(params))
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"),
         workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="kvstore")],
@@ -84,6 +86,11 @@ async def test_indexing_reports_progress_and_inline_completion_streams(client: L
     assert result.items[0].range.start == types.Position(line, col)
     assert client.partials, "no rustle/partialCompletion notification"
     assert result.items[0].insert_text.startswith(client.partials[0].text.split("\n")[0][:1])
+    for _ in range(300):  # the repository part's prefill runs in the background and says when it is done
+        if any("repository in context" in s.message for s in client.statuses):
+            break
+        await asyncio.sleep(0.1)
+    assert any("repository in context" in s.message and "files" in s.message for s in client.statuses)
 
 
 async def test_completion_items_carry_a_text_edit(client: LanguageClient):

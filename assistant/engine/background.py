@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class RepositoryPrefill:
         self.state, self.lock, self.files = state, lock, files
         self._loaded: set[Path] = set()                     # workspaces whose saved state was read
         self.fed = 0                                        # tokens run through the model so far
+        self.on_progress: Callable[[Path, int, int], None] = lambda root, done, total: None   # tokens in state
         self.ready: dict[Path, RepositoryPart] = {}       # per workspace: the last part prefilled in full
         self._wanted: dict[Path, RepositoryPart] = {}
         self._changed = threading.Condition()
@@ -94,6 +96,7 @@ class RepositoryPrefill:
                                                   keep_end=True)
                     self.fed += stats.computed
                     computed = True
+            self.on_progress(root, end, len(part.ids))
         if computed and self.files is not None:
             with self.lock:
                 self.files.save(root, self.state, part.ids, part.boundaries)

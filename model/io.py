@@ -18,15 +18,17 @@ PREFIX = "model."  # the keys as transformers' RustleForCausalLM names them, so 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "recipe.json")
 
 
-def save_model(model: RustleLM, out: Path, tokenizer: Path | None = None) -> None:
+def save_model(model: RustleLM, out: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = None) -> None:
+    """Weights (cast to `dtype` if given), config, and the tokenizer files from `tokenizer`."""
     out.mkdir(parents=True, exist_ok=True)
-    weights = {PREFIX + name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    weights = {PREFIX + name: t.detach().to(dtype or t.dtype).contiguous().cpu()
+               for name, t in model.state_dict().items()}
     save_file(weights, str(out / WEIGHTS), metadata={"format": "pt"})
     config = {"model_type": "rustle", "architectures": ["RustleForCausalLM"], **asdict(model.config)}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
         for name in TOKENIZER_FILES:
-            if (tokenizer / name).is_file():
+            if (tokenizer / name).is_file() and (tokenizer / name).resolve() != (out / name).resolve():
                 shutil.copy2(tokenizer / name, out / name)
 
 

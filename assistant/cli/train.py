@@ -65,10 +65,38 @@ def ship_command(args: argparse.Namespace) -> int:
 
     try:
         metadata = ship(args.run_dir, args.to, args.recipe)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         console.print(f"[red]{err}[/]")
         return 2
     console.print(f"shipped {args.run_dir} to {args.to}: {metadata['cumulative_tokens']:,} tokens seen")
+    return 0
+
+
+def gpu_pack_command(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from ..lab.train.gpu import download_wheels, pack
+
+    try:
+        size = pack(args.corpus, args.out)
+        if not args.no_wheels:
+            download_wheels(args.out)
+    except (FileNotFoundError, subprocess.CalledProcessError) as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    console.print(f"{size / 2**20:.1f} MiB of compressed shards in {args.out}/shards; send with carry [\"{args.out}\"] "
+                  f"and the command data/gpu/run.sh RECIPE \"$OUT\"")
+    return 0
+
+
+def gpu_receive_command(args: argparse.Namespace) -> int:
+    from ..lab.train.gpu import receive
+
+    missing = [p for p in args.parts if not p.is_file()]
+    if missing:
+        console.print(f"[red]no such part:[/] {', '.join(map(str, missing))}")
+        return 2
+    console.print(f"model folder: {receive(args.parts, args.to)}")
     return 0
 
 
@@ -122,3 +150,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--to", type=Path, required=True, help="the model folder, e.g. model/checkpoints/NAME")
     p.add_argument("--recipe", type=Path, default=None, help="the run's TOML, copied beside the weights")
     p.set_defaults(run=ship_command)
+    p = commands.add_parser("gpu-pack", help="compress the corpus's shards for a run on a lent GPU (data/gpu/run.sh)")
+    p.add_argument("--corpus", type=Path, default=Path("corpus"))
+    p.add_argument("--out", type=Path, default=Path("gpu"))
+    p.add_argument("--no-wheels", action="store_true", help="do not download the wheels the device lacks")
+    p.set_defaults(run=gpu_pack_command)
+    p = commands.add_parser("gpu-receive", help="join the parts a GPU run sent back into a model folder")
+    p.add_argument("parts", nargs="+", type=Path, metavar="PART", help="run.tar.000 run.tar.001 …")
+    p.add_argument("--to", type=Path, required=True, help="the folder that receives model/")
+    p.set_defaults(run=gpu_receive_command)

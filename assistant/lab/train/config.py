@@ -28,6 +28,7 @@ class TrainConfig:
     seed: int = 1234
     bf16: bool = True
     compile: bool = False                        # torch.compile each block (fuses the casts and elementwise ops)
+    device: str = "cpu"                          # "cuda" on a GPU machine (data/gpu/run.sh)
     eval_every_tokens: int = 2_000_000
     eval_tokens: int = 131072
     checkpoint_every_seconds: float = 300.0

@@ -50,7 +50,7 @@ def compile_blocks(model: RustleLM) -> None:
 def optimizer_step(objective: torch.nn.Module, model: RustleLM, optimizer: torch.optim.Optimizer,
                    x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, float]:
     """One step: bf16-autocast loss, backward, gradient clipping, AdamW. Returns (loss, gradient norm)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
         loss = objective(x, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -99,8 +99,8 @@ def evaluate(model: RustleLM, data: np.ndarray, seq_len: int, n_tokens: int, bf1
     starts = np.linspace(0, len(data) - seq_len - 1, n).astype(np.int64)
     losses = []
     for s in starts:
-        window = torch.from_numpy(data[s:s + seq_len + 1].astype(np.int64))[None]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        window = torch.from_numpy(data[s:s + seq_len + 1].astype(np.int64))[None].to(model.embed.weight.device)
+        with torch.autocast(window.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(window[:, :-1])
         losses.append(float(F.cross_entropy(logits.float().flatten(0, 1), window[:, 1:].flatten())))
     model.train()
@@ -142,6 +142,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         meta = config.init_from / "metadata.json"
         state.cumulative_tokens = json.loads(meta.read_text()).get("cumulative_tokens", 0) if meta.is_file() else 0
         warmup = max(1, int(REWARM_FRACTION * config.total_tokens))
+    model.to(config.device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -167,7 +168,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     while state.tokens < config.total_tokens and (max_steps is None or state.step < max_steps):
         seq_len = config.seq_len(state.tokens)
         n_seqs = max(1, config.batch_tokens // seq_len // world)
-        x, y = batch(train_data, seq_len, n_seqs, config.seed, state.step, rank)
+        x, y = (t.to(config.device) for t in batch(train_data, seq_len, n_seqs, config.seed, state.step, rank))
         lr = lr_at(config, state.tokens, warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -1,4 +1,5 @@
-"""Shipping a run: its checkpoint's weights, config and tokenizer, plus the run's record, into a model folder.
+"""Shipping a run: its checkpoint's weights (in bf16), config and tokenizer, plus the run's record, into a model
+folder.
 
 The optimiser state stays behind (it is three times the weights); `metadata.json` records the tokens
 seen so far, so `init_from` can continue the model with a short re-warm-up and keep counting.
@@ -9,11 +10,14 @@ import json
 import shutil
 from pathlib import Path
 
-from model.io import TOKENIZER_FILES, WEIGHTS
+import torch
+
+from model.io import load_model, save_model
 
 from .checkpoint import find_checkpoint
 
 RECORD = ("metrics.jsonl", "loss.png", "train.log")
+MAX_WEIGHTS = 64_000_000
 
 
 def _keep_earlier_record(dest: Path, incoming_recipe: Path | None) -> None:
@@ -45,9 +49,10 @@ def ship(run: Path, dest: Path, recipe: Path | None = None) -> dict:
         raise FileNotFoundError(f"no recipe {recipe}")
     dest.mkdir(parents=True, exist_ok=True)
     _keep_earlier_record(dest, recipe.resolve() if recipe is not None else None)
-    for name in (WEIGHTS, "config.json", *TOKENIZER_FILES):
-        if (checkpoint / name).is_file():
-            shutil.copy2(checkpoint / name, dest / name)
+    save_model(load_model(checkpoint), dest, checkpoint, dtype=torch.bfloat16)   # shipped in bf16: half the bytes
+    weights = sum(f.stat().st_size for f in dest.glob("model*.safetensors"))
+    if weights >= MAX_WEIGHTS:
+        raise ValueError(f"{dest}: {weights / 1e6:.1f} MB of weights, over the {MAX_WEIGHTS / 1e6:.0f} MB a ship may add")
     for name in RECORD:
         if (run / name).is_file():
             shutil.copy2(run / name, dest / name)

@@ -2,8 +2,9 @@
 
 Snapshots form a tree, not a timeline: restoring one never invalidates another.
 - KVCache (full) and LatentCache (lql) only ever append, into a Store shared with the snapshots taken on
-  it: a snapshot is (store, length). Appending where a live snapshot of another branch still holds later
-  positions first moves this branch to a store of its own (copy on write of the common prefix).
+  it. Where a branch would overwrite positions another snapshot still holds, it keeps the store up to its
+  own position as a read-only segment and appends into a new store: branches share their common prefix,
+  and attention reads the segments one after another (model/layers/common.py: `attend_segments`).
 - RingCache (swa) holds the last W positions; GDNState (gdn) a conv tail and an fp32 matrix per head:
   their snapshots are small copies, independent of the context length.
 """
@@ -16,7 +17,7 @@ import torch
 
 
 class Store:
-    """Growable buffers along one time dimension, and the lengths its live snapshots hold (`pins`)."""
+    """Growable buffers along one time dimension, and the lengths of it that snapshots and branches hold."""
 
     def __init__(self, buffers: list[torch.Tensor], dim: int) -> None:
         self.buffers, self.dim = buffers, dim
@@ -28,66 +29,97 @@ class Store:
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.buffers)
 
+    def pin(self, length: int) -> None:
+        self.pins[length] += 1
+
+    def unpin(self, length: int) -> None:
+        self.pins[length] -= 1
+        if self.pins[length] <= 0:
+            del self.pins[length]
+
+
+Segment = tuple[Store, int]        # a store's first positions, read only
+
+
+@dataclass(frozen=True)
+class Span:
+    """An append-only layer's snapshot: the segments before its store, its store, and its length in all."""
+    base: tuple[Segment, ...]
+    store: Store
+    offset: int                    # positions in `base`
+    length: int
+
 
 class AppendCache:
-    """What KVCache and LatentCache share: append into a Store, snapshot as (store, length)."""
+    """What KVCache and LatentCache share: append into a Store after read-only segments of earlier branches."""
 
     def __init__(self, buffers: list[torch.Tensor], dim: int) -> None:
-        self.store, self.length = Store(buffers, dim), 0
+        self.store, self.base, self.offset, self.length = Store(buffers, dim), (), 0, 0
 
-    def _write(self, new: list[torch.Tensor]) -> list[torch.Tensor]:
-        store, end = self.store, self.length + new[0].shape[self.store.dim]
-        held = max(store.pins, default=0) > self.length    # another branch still reads past our position
-        if held or end > store.capacity():
-            size = max(end, 2 * store.capacity()) if end > store.capacity() else store.capacity()
-            buffers = [_resized(b, size, store.dim, self.length) for b in store.buffers]
-            if held:
-                self.store = Store(buffers, store.dim)          # ours alone from here on
-            else:
-                store.buffers = buffers                         # snapshots on it see the bigger buffers too
-        store = self.store
+    def _write(self, new: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        store, own, count = self.store, self.length - self.offset, new[0].shape[self.store.dim]
+        if max(store.pins, default=0) > own:          # another branch reads past our position: branch off
+            if own:
+                store.pin(own)                        # our segment of it, held while this cache reads it
+                self.base = (*self.base, (store, own))
+            self.store = store = Store([_resized(b, max(count, 256), store.dim, 0) for b in store.buffers], store.dim)
+            self.offset, own = self.length, 0
+        if own + count > store.capacity():            # snapshots on it see the bigger buffers too
+            store.buffers = [_resized(b, max(own + count, 2 * store.capacity()), store.dim, own)
+                             for b in store.buffers]
         for buffer, x in zip(store.buffers, new):
-            buffer.narrow(store.dim, self.length, end - self.length).copy_(x)
-        self.length = end
-        return [b.narrow(store.dim, 0, end) for b in store.buffers]
+            buffer.narrow(store.dim, own, count).copy_(x)
+        self.length += count
+        return self.segments()
 
-    def snapshot(self) -> tuple[Store, int]:
-        self.store.pins[self.length] += 1
-        return self.store, self.length
+    def segments(self) -> list[list[torch.Tensor]]:
+        """Every position, as each segment's buffers (oldest first), the store's own last."""
+        return [[b.narrow(s.dim, 0, n) for b in s.buffers]
+                for s, n in (*self.base, (self.store, self.length - self.offset)) if n]
 
-    def restore(self, saved: tuple[Store, int]) -> None:
-        self.store, self.length = saved
+    def snapshot(self) -> Span:
+        for store, n in self.base:
+            store.pin(n)
+        self.store.pin(self.length - self.offset)
+        return Span(self.base, self.store, self.offset, self.length)
 
-    def forget(self, saved: tuple[Store, int]) -> None:
-        store, length = saved
-        store.pins[length] -= 1
-        if store.pins[length] <= 0:
-            del store.pins[length]
+    def restore(self, saved: Span) -> None:
+        for store, n in self.base:                    # this cache's own hold on its segments moves along
+            store.unpin(n)
+        self.base, self.store, self.offset, self.length = saved.base, saved.store, saved.offset, saved.length
+        for store, n in self.base:
+            store.pin(n)
+
+    def forget(self, saved: Span) -> None:
+        for store, n in saved.base:
+            store.unpin(n)
+        saved.store.unpin(saved.length - saved.offset)
 
     def nbytes(self) -> int:
-        return sum(b.narrow(self.store.dim, 0, self.length).numel() * b.element_size() for b in self.store.buffers)
+        return sum(b.numel() * b.element_size() for segment in self.segments() for b in segment)
 
 
 class KVCache(AppendCache):
-    """Keys and values of every position: [B, H, capacity, D]."""
+    """Keys and values of every position: [B, H, capacity, D] per store."""
 
     def __init__(self, batch: int, heads: int, dim: int, dtype: torch.dtype, device: torch.device | str) -> None:
         k = torch.empty(batch, heads, 256, dim, dtype=dtype, device=device)
         super().__init__([k, torch.empty_like(k)], dim=2)
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k, v = self._write([k, v])
-        return k, v
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every position's keys and values, by segment."""
+        return [(k, v) for k, v in self._write([k, v])]
 
 
 class LatentCache(AppendCache):
-    """The lql latent of every position: [B, capacity, d]."""
+    """The lql latent of every position: [B, capacity, d] per store."""
 
     def __init__(self, batch: int, dim: int, dtype: torch.dtype, device: torch.device | str) -> None:
         super().__init__([torch.empty(batch, 256, dim, dtype=dtype, device=device)], dim=1)
 
-    def append(self, z: torch.Tensor) -> torch.Tensor:
-        return self._write([z])[0]
+    def append(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Every position's latent, by segment."""
+        return [z for (z,) in self._write([z])]
 
 
 class RingCache:
@@ -161,12 +193,13 @@ class Snapshot:
     layers: list
 
     def stores(self) -> list[Store]:
-        """The shared stores it holds a length of (KV and latent layers)."""
-        return [saved[0] for saved in self.layers if isinstance(saved, tuple) and isinstance(saved[0], Store)]
+        """The shared stores it holds lengths of (KV and latent layers)."""
+        return [store for saved in self.layers if isinstance(saved, Span)
+                for store in (saved.store, *(s for s, _ in saved.base))]
 
     def copied_bytes(self) -> int:
         """Bytes of its own copies (ring and gdn layers); the stores are counted once by `held_bytes`."""
-        return sum(x.numel() * x.element_size() for saved in self.layers if not isinstance(saved[0], Store)
+        return sum(x.numel() * x.element_size() for saved in self.layers if not isinstance(saved, Span)
                    for x in saved if isinstance(x, torch.Tensor))
 
 
@@ -200,15 +233,16 @@ def export_snapshots(snapshots: list[Snapshot]) -> tuple[dict[str, torch.Tensor]
     with None where a tensor was]. An append-only layer's positions are written once, from the deepest."""
     tensors, plain = {}, []
     for i, saved in enumerate(snapshots[-1].layers):
-        if isinstance(saved[0], Store):
-            store, length = saved
-            for j, buffer in enumerate(store.buffers):
-                tensors[f"layer{i}.{j}"] = buffer.narrow(store.dim, 0, length).contiguous()
+        if isinstance(saved, Span):
+            segments = [(s, n) for s, n in (*saved.base, (saved.store, saved.length - saved.offset)) if n]
+            for j in range(len(saved.store.buffers)):
+                tensors[f"layer{i}.{j}"] = torch.cat([s.buffers[j].narrow(s.dim, 0, n) for s, n in segments],
+                                                     dim=saved.store.dim)
     for k, snap in enumerate(snapshots):
         values: list = [snap.position]
         for i, saved in enumerate(snap.layers):
-            if isinstance(saved[0], Store):
-                values.append(saved[1])
+            if isinstance(saved, Span):
+                values.append(saved.length)
                 continue
             values.append([None if isinstance(x, torch.Tensor) else x for x in saved])
             tensors.update((f"snap{k}.layer{i}.{j}", x) for j, x in enumerate(saved) if isinstance(x, torch.Tensor))
@@ -229,8 +263,8 @@ def import_snapshots(cache: Cache, tensors: dict[str, torch.Tensor], plain: list
         saved = []
         for i, value in enumerate(layers):
             if i in stores:
-                stores[i].pins[value] += 1
-                saved.append((stores[i], value))
+                stores[i].pin(value)
+                saved.append(Span((), stores[i], 0, value))
             else:
                 saved.append(tuple(tensors[f"snap{k}.layer{i}.{j}"] if x is None else x for j, x in enumerate(value)))
         snapshots.append(Snapshot(position, saved))
@@ -239,7 +273,8 @@ def import_snapshots(cache: Cache, tensors: dict[str, torch.Tensor], plain: list
 
 def held_bytes(cache: Cache, snapshots: list[Snapshot]) -> int:
     """Memory that `cache` and `snapshots` keep alive: each shared store once, plus every snapshot's copies."""
-    stores = {id(layer.store): layer.store for layer in cache.layers if isinstance(layer, AppendCache)}
+    stores = {id(store): store for layer in cache.layers if isinstance(layer, AppendCache)
+              for store in (layer.store, *(s for s, _ in layer.base))}
     for snap in snapshots:
         stores.update((id(store), store) for store in snap.stores())
     return sum(store.nbytes() for store in stores.values()) + sum(snap.copied_bytes() for snap in snapshots)

@@ -81,6 +81,7 @@ def test_snapshots_form_a_tree_each_branch_continues_as_an_uninterrupted_run():
         later = cache.snapshot()
         cache.restore(snap)               # …and took it back
         got = model(tokens[:, 25:], cache)
+        assert [n for _, n in cache.layers[3].base] == [25]   # the branch reads the shared 25, copies nothing
         cache.restore(later)              # the other branch is intact: its positions were not overwritten
         got_later = model(tokens[:, 25:], cache)
         cache.forget(later)
@@ -222,15 +223,20 @@ def test_fused_loss_and_gradients_equal_the_plain_head_and_cross_entropy():
         assert torch.allclose(model.loss(tokens, targets, chunk=16), plain, atol=1e-6)
 
 
-def test_prefill_against_a_long_cache_merges_to_the_masked_attention():
+def test_attention_over_cache_segments_merges_to_the_masked_attention():
     import torch.nn.functional as F
 
-    from model.layers.common import causal_attention
+    from model.layers.common import attend_segments
 
     torch.manual_seed(0)
-    q, k, v = torch.randn(1, 4, 300, 16), torch.randn(1, 2, 1000, 16), torch.randn(1, 2, 1000, 16)
-    mask = torch.ones(300, 1000, dtype=torch.bool).tril(700)
-    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-    with torch.inference_mode():                       # the serving path: cached keys, then the new ones
-        got = causal_attention(q, k, v, past=700)
-    assert relative_error(expected, got) < 1e-5
+    k, v = torch.randn(1, 2, 1000, 16), torch.randn(1, 2, 1000, 16)
+    for T in (300, 1):                                 # a long prefill, a decode step
+        q = torch.randn(1, 4, T, 16)
+        mask = torch.ones(T, 1000, dtype=torch.bool).tril(1000 - T)
+        expected = F.scaled_dot_product_attention(q, k[:, :, :1000], v[:, :, :1000], attn_mask=mask, enable_gqa=True)
+        for cuts in ((), (400,), (250, 600)):          # one store; branches that share a prefix
+            bounds = [0, *cuts, 1000]
+            segments = [(k[:, :, a:b], v[:, :, a:b]) for a, b in zip(bounds, bounds[1:])]
+            with torch.inference_mode():               # the serving path
+                got = attend_segments(q, segments, past=1000 - T)
+            assert relative_error(expected, got) < 1e-5, (T, cuts)

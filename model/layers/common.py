@@ -25,23 +25,42 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: in
         B, H, _, D = q.shape
         o = F.scaled_dot_product_attention(q.reshape(B, k.shape[1], H // k.shape[1], D), k, v)
         return o.reshape(B, H, 1, v.shape[-1])
-    if q.device.type == "cpu" and T >= 256 and not torch.is_grad_enabled():   # where it pays (BENCHMARKS.md)
-        return _prefill_against_cache(q, k, v, past)
     mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(past)  # query i sees keys <= past + i
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
 
-def _prefill_against_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
-    """New queries against the cache, without a [T, past + T] mask: the cached keys unmasked and the new ones
-    causally, each through the fused CPU kernel, merged by their log-sum-exps (flash attention's merge)."""
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)   # the kernel has no GQA
+def attend_segments(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Tensor]], past: int) -> torch.Tensor:
+    """`causal_attention` against a cache held in segments (model/cache.py: branches share their prefix),
+    oldest first, together past + T positions. On CPU, each segment goes through the fused kernel and the
+    results are merged by their log-sum-exps (flash attention's merge), so no segment is copied and a long
+    prefill needs no [T, past + T] mask; elsewhere the segments are joined."""
+    T = q.shape[2]
+    flash = q.device.type == "cpu" and not torch.is_grad_enabled()
+    if not flash or (len(segments) == 1 and (past == 0 or T == 1 or T < 256)):   # where merging pays (BENCHMARKS)
+        if len(segments) == 1:
+            return causal_attention(q, *segments[0], past)
+        return causal_attention(q, torch.cat([k for k, _ in segments], 2), torch.cat([v for _, v in segments], 2), past)
+    *older, (k, v) = segments
+    cached = k.shape[2] - T                      # the last segment ends with the new positions
+    parts = [_flash(q, *older_kv, causal=False) for older_kv in older]
+    if cached:
+        parts.append(_flash(q, k[:, :, :cached], v[:, :, :cached], causal=False))
+    parts.append(_flash(q, k[:, :, cached:], v[:, :, cached:], causal=True))
+    lse = torch.logsumexp(torch.stack([part_lse for _, part_lse in parts]), dim=0)
+    out = sum(o.float() * torch.exp(part_lse - lse).unsqueeze(-1) for o, part_lse in parts)
+    return out.to(q.dtype)
+
+
+def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused CPU kernel's output and log-sum-exp [B, H, T]; a decode query's heads become rows of their kv
+    head (no copy), a prefill's kv heads are repeated (the kernel has no GQA)."""
     attend = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    o_past, lse_past = attend(q, k[:, :, :past], v[:, :, :past], 0.0, False)
-    o_new, lse_new = attend(q, k[:, :, past:], v[:, :, past:], 0.0, True)
-    lse = torch.logaddexp(lse_past, lse_new)
-    w_past, w_new = (torch.exp(x - lse).unsqueeze(-1) for x in (lse_past, lse_new))
-    return (o_past.float() * w_past + o_new.float() * w_new).to(q.dtype)
+    B, H, T, D = q.shape
+    groups = H // k.shape[1]
+    if T == 1:
+        o, lse = attend(q.reshape(B, k.shape[1], groups, D), k, v, 0.0, False)
+        return o.reshape(B, H, 1, v.shape[-1]), lse.reshape(B, H, 1)
+    return attend(q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), 0.0, causal)
 
 
 class SwiGLU(nn.Module):

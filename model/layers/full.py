@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from ..cache import KVCache
 from ..config import ModelConfig
-from .common import causal_attention, rope
+from .common import attend_segments, causal_attention, rope
 
 
 class FullAttention(nn.Module):
@@ -31,9 +31,9 @@ class FullAttention(nn.Module):
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.project(x, positions)
-        past = 0
-        if cache is not None:
+        if cache is None:
+            o = causal_attention(q, k, v, 0)
+        else:
             past = cache.length
-            k, v = cache.append(k, v)
-        o = causal_attention(q, k, v, past)
+            o = attend_segments(q, cache.append(k, v), past)
         return self.out(o.transpose(1, 2).reshape(B, T, -1))

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from ..cache import LatentCache
 from ..config import ModelConfig
-from .common import causal_attention, rope
+from .common import attend_segments, rope
 
 
 class LatentAttention(nn.Module):
@@ -29,14 +29,15 @@ class LatentAttention(nn.Module):
         B, T, _ = x.shape
         z = self.down(x)
         q = self.query(x).view(B, T, self.h, self.d).transpose(1, 2)           # [B, h, T, d]
-        past = 0
-        if cache is not None:
-            past = cache.length
-            z = cache.append(z)
-        v = z[:, None]                                                         # [B, 1, L, d], shared by the heads
-        k = v
+        past = cache.length if cache is not None else 0
+        latents = cache.append(z) if cache is not None else [z]               # by segment (model/cache.py)
         if self.use_rope:
             q = rope(q, positions, self.theta)
-            k = rope(v, torch.arange(k.shape[2], device=x.device), self.theta)
-        o = causal_attention(q, k, v, past)
+        segments, start = [], 0
+        for z in latents:
+            v = z[:, None]                                                     # [B, 1, L, d], shared by the heads
+            k = rope(v, torch.arange(start, start + v.shape[2], device=x.device), self.theta) if self.use_rope else v
+            segments.append((k, v))
+            start += v.shape[2]
+        o = attend_segments(q, segments, past)
         return self.up(o.transpose(1, 2).reshape(B, T, -1))

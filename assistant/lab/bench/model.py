@@ -31,11 +31,13 @@ def fill_directly(cache: Cache, n: int, generator: torch.Generator) -> None:
     """
     for layer in cache.layers:
         if isinstance(layer, KVCache):
-            shape = (*layer.k.shape[:2], n, layer.k.shape[3])
-            layer.append(torch.randn(shape, generator=generator).to(layer.k.dtype),
-                         torch.randn(shape, generator=generator).to(layer.k.dtype))
+            k = layer.store.buffers[0]
+            shape = (*k.shape[:2], n, k.shape[3])
+            layer.append(torch.randn(shape, generator=generator).to(k.dtype),
+                         torch.randn(shape, generator=generator).to(k.dtype))
         elif isinstance(layer, LatentCache):
-            layer.append(torch.randn(layer.z.shape[0], n, layer.z.shape[2], generator=generator).to(layer.z.dtype))
+            z = layer.store.buffers[0]
+            layer.append(torch.randn(z.shape[0], n, z.shape[2], generator=generator).to(z.dtype))
         elif isinstance(layer, RingCache):
             shape = (*layer.k.shape[:2], min(n, layer.window), layer.k.shape[3])
             layer.append(torch.randn(shape, generator=generator).to(layer.k.dtype),

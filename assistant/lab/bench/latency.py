@@ -66,12 +66,12 @@ def _at(root: Path, path: str, text: str, spot: int) -> Request:
     return Request(root, path, _editing(text, spot), spot)
 
 
-def _started(model: Path, config: EngineConfig, root: Path) -> tuple[Engine, float]:
-    """A server-like engine: indexed, its repository prefill started; and when it started."""
+def _started(model: Path, config: EngineConfig, root: Path, path: str) -> tuple[Engine, float]:
+    """A server-like engine: indexed, its repository prefill started for the open document; and when."""
     started = time.perf_counter()
     engine = Engine(model, config)
     engine.workspace(root).index()
-    engine.prefill_repository(root)
+    engine.prefill_repository(root, path)
     return engine, started
 
 
@@ -84,12 +84,12 @@ def measure(root: Path, path: str, other: str, model: Path, config: EngineConfig
     with tempfile.TemporaryDirectory() as cache:
         os.environ["XDG_CACHE_HOME"] = cache     # the index and the saved state, for this run only
         try:
-            engine, started = _started(model, server, root)
+            engine, started = _started(model, server, root, path)
             engine.complete_sync(_at(root, path, text, spots[0]))
             first_local = 1000 * (time.perf_counter() - started)
             engine.prefill.wait()
             first_repo = 1000 * (time.perf_counter() - started)
-            engine, started = _started(model, server, root)
+            engine, started = _started(model, server, root, path)
             engine.prefill.wait()
             engine.complete_sync(_at(root, path, text, spots[0]))
             reopen = 1000 * (time.perf_counter() - started)

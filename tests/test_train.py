@@ -259,3 +259,27 @@ def test_a_gpu_run_travels_packed_trains_and_comes_back_in_parts(corpus, tmp_pat
     model = tmp_path / "received" / "model"
     assert load_model(model).config.d_model == 32 and (model / "train.log").is_file()
     assert json.loads((model / "metadata.json").read_text())["run_tokens"] == 1024
+
+
+def test_grafting_keeps_every_block_but_the_swapped_kinds_and_refuses_other_changes():
+    import tomllib
+    from dataclasses import replace
+    from assistant.lab.train.graft import start_weights
+    from model.config import ModelConfig
+    from model.model import RustleLM
+    config = ModelConfig(**tomllib.loads(TINY_MODEL)["model"])
+    start = RustleLM(config)
+    swapped = replace(config, layer_pattern=("gdn", "swa", "full"))
+    with pytest.raises(ValueError, match="graft = true"):
+        start_weights(RustleLM(swapped), start, False, "shipped")
+    with pytest.raises(ValueError, match="layer kinds only"):
+        start_weights(RustleLM(replace(swapped, mlp_hidden=96)), start, True, "shipped")
+    model = RustleLM(swapped)
+    assert start_weights(model, start, True, "shipped") == [2]
+    before, after = start.state_dict(), model.state_dict()
+    for name, tensor in after.items():
+        if name.startswith("blocks.2.attn."):
+            assert name not in before or not torch.equal(tensor, before[name])
+        else:
+            assert torch.equal(tensor, before[name]), name
+    assert start_weights(RustleLM(config), start, False, "shipped") == []

@@ -26,6 +26,7 @@ from tokenizer import load_tokenizer
 from .checkpoint import RunState, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import load_tokens, prepare_tokens
+from .graft import start_weights
 
 REWARM_FRACTION = 0.02  # a weights-only start warms up again over this share of the run
 
@@ -133,12 +134,9 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     val_bytes_per_token = bytes_per_token(val_data, config.tokenizer)
 
     model = RustleLM(config.model)
-    state, warmup = RunState(), config.warmup_tokens
+    state, warmup, fresh = RunState(), config.warmup_tokens, []
     if config.init_from is not None:  # weights only: no optimiser state, so warm up again briefly
-        start = load_model(config.init_from)
-        if start.config != config.model:
-            raise ValueError(f"{config.init_from} holds a different model config than {config.out}'s recipe")
-        model.load_state_dict(start.state_dict())
+        fresh = start_weights(model, load_model(config.init_from), config.graft, f"{config.init_from}")
         meta = config.init_from / "metadata.json"
         state.cumulative_tokens = json.loads(meta.read_text()).get("cumulative_tokens", 0) if meta.is_file() else 0
         warmup = max(1, int(REWARM_FRACTION * config.total_tokens))
@@ -160,7 +158,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     if rank == 0 and checkpoint is not None:
         drop_rows_after(config.out / "metrics.jsonl", state.step)
     metrics = (config.out / "metrics.jsonl").open("a") if rank == 0 else None
-    extra = {"config": json.loads(json.dumps(asdict(config), default=str))}
+    extra = {"config": json.loads(json.dumps(asdict(config), default=str))} | ({"fresh_blocks": fresh} if fresh else {})
     last_save, last_eval_tokens = time.monotonic(), state.tokens
     started, tokens_at_start = time.monotonic(), state.tokens
     evals_without_gain = 0

@@ -227,7 +227,9 @@ def test_background_prefill_serves_requests_without_waiting_for_the_repository(t
     assert fresh.reused_tokens >= fresh.prompt_tokens - local.prompt_tokens
 
 
-def test_the_repository_state_persists_for_the_same_model_and_files_only(tiny_model_dir, workspace, tmp_path):
+def test_the_repository_state_persists_for_the_same_model_and_files_only(tiny_model_dir, workspace, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr("assistant.engine.persist.KEPT", 1)   # snapshots saved at the first file and the end only
     config = dict(max_new_tokens=6, copy_draft=False, copy_mix=False, max_ms=60_000, background=True, persist=True)
     request = _request(workspace)
 

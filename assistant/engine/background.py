@@ -86,8 +86,12 @@ class RepositoryPrefill:
             self._loaded.add(root)
             with self.lock:
                 self.files.load(root, self.state)
+        ends = [*part.boundaries, len(part.ids)]
+        with self.lock:  # a saved snapshot deep into the part skips every file before it
+            done = self.state.deepest(part.ids, ends)
+        self.on_progress(root, done, len(part.ids))
         computed = False
-        for end in [*part.boundaries, len(part.ids)]:
+        for end in (e for e in ends if e > done):
             if root in self._wanted:
                 return False
             with self.lock:

@@ -59,6 +59,11 @@ class StateCache:
         """Whether a snapshot of exactly `ids` is kept (a prefill of them would compute nothing)."""
         return (len(ids), prefix_digests(ids, {len(ids)})[len(ids)]) in self.checkpoints
 
+    def deepest(self, ids: list[int], positions: list[int]) -> int:
+        """The largest of `positions` at which a snapshot of `ids` is kept (0 when none is)."""
+        digests = prefix_digests(ids, set(positions))
+        return max((p for p, d in digests.items() if (p, d) in self.checkpoints), default=0)
+
     @torch.inference_mode()
     def prefill(self, ids: list[int], boundaries: list[int], keep_end: bool = False) -> tuple[torch.Tensor,
                                                                                               PrefillStats]:

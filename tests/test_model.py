@@ -230,7 +230,7 @@ def test_attention_over_cache_segments_merges_to_the_masked_attention():
 
     torch.manual_seed(0)
     k, v = torch.randn(1, 2, 1000, 16), torch.randn(1, 2, 1000, 16)
-    for T in (300, 1):                                 # a long prefill, a decode step
+    for T in (300, 32, 1):                             # a long prefill, a new cursor's few lines, a decode step
         q = torch.randn(1, 4, T, 16)
         mask = torch.ones(T, 1000, dtype=torch.bool).tril(1000 - T)
         expected = F.scaled_dot_product_attention(q, k[:, :, :1000], v[:, :, :1000], attn_mask=mask, enable_gqa=True)
@@ -240,3 +240,14 @@ def test_attention_over_cache_segments_merges_to_the_masked_attention():
             with torch.inference_mode():               # the serving path
                 got = attend_segments(q, segments, past=1000 - T)
             assert relative_error(expected, got) < 1e-5, (T, cuts)
+
+
+def test_the_serving_dtype_follows_the_choice_and_auto_is_one_of_the_two(monkeypatch):
+    from model import precision
+
+    assert precision.fast_dtype("bf16") == torch.bfloat16 and precision.fast_dtype("fp32") == torch.float32
+    assert precision.fast_dtype("auto", device="cuda") == torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)   # e.g. AMD Zen 3: bf16 matmuls are emulated
+    assert precision.fast_dtype("auto") == torch.float32
+    with pytest.raises(ValueError, match="unknown dtype"):
+        precision.fast_dtype("fp8")

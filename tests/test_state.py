@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from dataclasses import replace
+
 from assistant.engine.engine import Engine, EngineConfig, Request
+from assistant.engine.prompt import PromptConfig
 from assistant.engine.state import StateCache, prefix_digests
 from model.model import RustleLM
 
@@ -25,7 +28,7 @@ def prompts(tmp_path_factory) -> tuple[RustleLM, list[tuple[list[int], list[int]
     root = tmp_path_factory.mktemp("ws") / "kvstore"
     shutil.copytree(KVSTORE, root)
     index = tmp_path_factory.mktemp("index") / "index.sqlite"
-    engine = Engine(out, EngineConfig(), db_for=lambda _: index)
+    engine = Engine(out, EngineConfig(dtype="bf16"), db_for=lambda _: index)
     built = []
     for path, marker in CURSORS:
         text = (root / path).read_text()
@@ -94,3 +97,31 @@ def test_the_budget_evicts_least_recently_used_snapshots(prompts):
     ids, boundaries = built[0]                          # …an evicted one is recomputed, to the same result
     logits, stats = state.prefill(ids, boundaries)
     assert stats.computed > 0 and _same(logits, _cold(model, ids, boundaries))
+
+
+def test_psm_cursors_resume_from_the_documents_lines_prefilled_in_the_background(tmp_path):
+    """Layout psm: the background prefills the repository, then the open document's lines as saved; a new cursor
+    deep in the file then feeds only the lines after the anchor above it, its own line and the suffix, and its
+    suggestion equals a cold engine's."""
+    out = save_tiny_model(tmp_path / "tiny", ("gdn", "swa", "full", "lql"))
+    root = tmp_path / "kvstore"
+    shutil.copytree(KVSTORE, root)
+    prompt = PromptConfig(layout="psm", suffix_tokens=16, anchor_lines=4, window_lines=64, prefix_tokens=4096)
+    config = EngineConfig(prompt=prompt, dtype="fp32", max_new_tokens=8)
+    index = tmp_path / "index.sqlite"
+    warm = Engine(out, replace(config, background=True), db_for=lambda _: index)
+    warm.workspace(root).index()
+    path = "src/command.rs"
+    warm.prefill_repository(root, path)
+    assert warm.prefill.wait(60)
+    text = (root / path).read_text()
+    cold = Engine(out, config, db_for=lambda _: index)
+    for line in (41, 58, 23):                              # down the file, then back up
+        offset = sum(len(x) + 1 for x in text.split("\n")[:line]) + 4
+        request = Request(root, path, text, offset)
+        built, _ = warm.prompt(request)
+        resumed = max(a for a in built.anchors if a <= len(built.ids) - 2)
+        got = warm.complete_sync(request)
+        assert got.reused_tokens >= resumed > built.local_start  # the document's lines came from the background
+        assert got.prompt_tokens - got.reused_tokens < 4 * 40 + 16 + 8
+        assert got.text == cold.complete_sync(request).text

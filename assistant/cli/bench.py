@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -168,7 +168,10 @@ def latency_command(args: argparse.Namespace) -> int:
     from ..lab.bench.latency import measure
     from ..engine.engine import EngineConfig
 
-    report = measure(args.root, args.file, args.other, args.model, EngineConfig(max_new_tokens=args.max_tokens),
+    config = EngineConfig(max_new_tokens=args.max_tokens, dtype=args.dtype)
+    if args.layout:
+        config = replace(config, prompt=replace(config.prompt, layout=args.layout))
+    report = measure(args.root, args.file, args.other, args.model, config,
                      cursors=args.cursors, keystrokes=args.keystrokes)
     print(json.dumps(report.summary()) if args.json else report.summary())
     return 0
@@ -279,6 +282,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--cursors", type=int, default=20)
     p.add_argument("--keystrokes", type=int, default=20)
     p.add_argument("--max-tokens", type=int, default=24)
+    p.add_argument("--layout", choices=("spm", "psm", "prefix"), default=None, help="default: the engine's")
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=latency_command)

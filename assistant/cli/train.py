@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,8 @@ def train_command(args: argparse.Namespace) -> int:
     config = load_recipe(args.config)
     if config is None:
         return 2
+    if args.fp32:
+        config = replace(config, bf16=False)
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
@@ -131,6 +134,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--fp32", action="store_true",
+                   help="train in fp32 whatever the recipe says (CPUs without BF16 instructions: bf16 autocast "
+                        "is many times slower there, see BENCHMARKS.md)")
     p.set_defaults(run=train_command)
     from model.io import DEFAULT_MODEL
 

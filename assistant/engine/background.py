@@ -1,6 +1,7 @@
 """The repository part of prompts, prefilled ahead of requests in a worker thread, so that no request waits
 for it: a request whose repository part is not in the state tree yet is served with the last one that is
-(stale by the files saved since; the live buffer carries the unsaved edits anyway), or with none.
+(stale by the files saved since; the live buffer carries the unsaved edits anyway), or with none. After it,
+the open document's lines as saved (layouts psm and prefix), so that a new cursor resumes a few lines above.
 
 The worker feeds one file per hold of the engine lock, through `StateCache.prefill` with the request's
 own segmentation, so a request waits at most for one file and a warm run still equals a cold one.
@@ -29,6 +30,12 @@ class RepositoryPart:
     def of(cls, prompt: Prompt) -> RepositoryPart:
         return cls(prompt.ids[:prompt.local_start], [b for b in prompt.boundaries if b < prompt.local_start])
 
+    @classmethod
+    def document(cls, prompt: Prompt) -> RepositoryPart:
+        """The repository part and the prompt's document up to its last anchor line, snapshotted at its anchors."""
+        end = prompt.anchors[-1]
+        return cls(prompt.ids[:end], [b for b in prompt.boundaries if b < prompt.local_start] + prompt.anchors[:-1])
+
 
 class RepositoryPrefill:
     def __init__(self, state: StateCache, lock: threading.Lock, files: StateFiles | None = None) -> None:
@@ -37,7 +44,7 @@ class RepositoryPrefill:
         self.fed = 0                                        # tokens run through the model so far
         self.on_progress: Callable[[Path, int, int], None] = lambda root, done, total: None   # tokens in state
         self.ready: dict[Path, RepositoryPart] = {}       # per workspace: the last part prefilled in full
-        self._wanted: dict[Path, RepositoryPart] = {}
+        self._wanted: dict[Path, tuple[RepositoryPart, RepositoryPart | None]] = {}   # and the document after it
         self._changed = threading.Condition()
         self._idle = threading.Event()
         self._idle.set()
@@ -52,10 +59,10 @@ class RepositoryPrefill:
         self.want(root, part)
         return self.ready.get(root)
 
-    def want(self, root: Path, part: RepositoryPart) -> None:
-        """Prefill `part` in the background (replacing what was wanted for `root` before)."""
+    def want(self, root: Path, part: RepositoryPart, document: RepositoryPart | None = None) -> None:
+        """Prefill `part`, then `document`, in the background (replacing what was wanted for `root` before)."""
         with self._changed:
-            self._wanted[root] = part
+            self._wanted[root] = (part, document)
             self._idle.clear()
             if self._worker is None:
                 self._worker = threading.Thread(target=self._run, name="rustle-prefill", daemon=True)
@@ -72,16 +79,18 @@ class RepositoryPrefill:
                 while not self._wanted:
                     self._idle.set()
                     self._changed.wait()
-                root, part = self._wanted.popitem()
+                root, (part, document) = self._wanted.popitem()
             try:
                 if self._prefill(root, part):
                     self.ready[root] = part
+                    if document is not None:
+                        self._prefill(root, document, save=False)
             except Exception:  # the worker outlives a bad part; requests go on with what is ready
                 log.exception("background prefill of %s failed", root)
 
-    def _prefill(self, root: Path, part: RepositoryPart) -> bool:
-        """Feed `part` file by file (after adopting the state saved for `root`, the first time), then save it;
-        False if a newer part was wanted for `root` meanwhile."""
+    def _prefill(self, root: Path, part: RepositoryPart, save: bool = True) -> bool:
+        """Feed `part` segment by segment (after adopting the state saved for `root`, the first time), then save
+        it; False if a newer part was wanted for `root` meanwhile."""
         if self.files is not None and root not in self._loaded:
             self._loaded.add(root)
             with self.lock:
@@ -89,7 +98,8 @@ class RepositoryPrefill:
         ends = [*part.boundaries, len(part.ids)]
         with self.lock:  # a saved snapshot deep into the part skips every file before it
             done = self.state.deepest(part.ids, ends)
-        self.on_progress(root, done, len(part.ids))
+        report = self.on_progress if save else lambda root, done, total: None   # progress of the repository only
+        report(root, done, len(part.ids))
         computed = False
         for end in (e for e in ends if e > done):
             if root in self._wanted:
@@ -100,8 +110,8 @@ class RepositoryPrefill:
                                                   keep_end=True)
                     self.fed += stats.computed
                     computed = True
-            self.on_progress(root, end, len(part.ids))
-        if computed and self.files is not None:
+            report(root, end, len(part.ids))
+        if computed and save and self.files is not None:
             with self.lock:
                 self.files.save(root, self.state, part.ids, part.boundaries)
         return True

@@ -105,7 +105,7 @@ class _Text:
     def __init__(self, vocab: Vocab, prompt: Prompt, on_text: Callable[[str], None]) -> None:
         self.vocab, self.shape, self.on_text = vocab, prompt.shape, on_text
         self.special = set(vocab.special.values())
-        self.pending, self.history = prompt.healed, prompt.ids[-HISTORY:]
+        self.pending, self.history = prompt.healed, prompt.copy_ids[-HISTORY:]
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.text, self.kept, self.generated, self.stopped = "", "", 0, "tokens"
 

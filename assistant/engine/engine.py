@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from model.io import DEFAULT_MODEL, load_model
+from model.precision import fast_dtype
 from tokenizer import tokenizer_of
 
 from ..index.workspace import cache_dir, default_db
@@ -47,6 +48,7 @@ class EngineConfig:
     repo_tokens: int = 131072           # "repo" context
     copy_draft: bool = True             # speculative decoding with copy-model drafts
     copy_mix: bool = True               # copy distribution interpolated into the model's
+    dtype: str = "auto"                 # "bf16" | "fp32" | "auto": bf16 where the CPU computes it natively
     state_mb: int = 768                 # model states kept for reuse (state.py), the live cache included
     background: bool = False            # prefill the repository part in a worker, never on a request (the server)
     persist: bool = False               # …and keep its state on disk for the next start (persist.py)
@@ -64,14 +66,15 @@ class Engine:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.config = config
-        self.model = load_model(model_dir).to(torch.bfloat16).eval()
+        dtype = fast_dtype(config.dtype)
+        self.model = load_model(model_dir, dtype)
         self.vocab = Vocab(tokenizer_of(model_dir))
         self.healer = Healer(self.vocab.token_bytes)
         self.state = StateCache(self.model, config.state_mb << 20)
         self.db_for = db_for
         self.lock = threading.Lock()
         self.prefill = RepositoryPrefill(self.state, self.lock,
-                                         StateFiles(model_key(model_dir)) if config.persist else None)
+                                         StateFiles(model_key(model_dir, str(dtype))) if config.persist else None)
         self.workspaces: dict[Path, Workspace] = {}
         self.inflight: Generation | None = None
 
@@ -96,12 +99,18 @@ class Engine:
         return prompt, files
 
     def prefill_repository(self, root: Path, path: str = "") -> None:
-        """Start prefilling `root`'s repository part (the server calls this after indexing and on saves)."""
+        """Start prefilling `root`'s repository part, then (layouts psm and prefix) `path`'s lines as saved (the
+        server calls this after indexing, on opening a document and on saves)."""
+        try:
+            text = (root / path).read_text(encoding="utf-8", errors="replace") if path else ""
+        except OSError:
+            text = ""
         with self.lock:
-            prompt, _ = assemble(self.workspace(root), Request(root, path, "", 0), self.config.prompt,
+            prompt, _ = assemble(self.workspace(root), Request(root, path, text, len(text)), self.config.prompt,
                                  self.config.repo_tokens, self.config.snippet_tokens)
         if prompt.local_start > 0:
-            self.prefill.want(root.resolve(), RepositoryPart.of(prompt))
+            document = RepositoryPart.document(prompt) if path and self.config.prompt.layout != "spm" else None
+            self.prefill.want(root.resolve(), RepositoryPart.of(prompt), document)
 
     def complete_sync(self, request: Request, on_text: Callable[[str], None] = lambda t: None,
                       cancelled: threading.Event | None = None) -> Completion:
@@ -118,7 +127,7 @@ class Engine:
                 copy.hidden = spans.get(request.path, range(0))   # the live buffer votes, its saved copy not
             mark = len(copy) if copy is not None else 0
             if copy is not None:
-                copy.extend(prompt.ids[prompt.local_start:])
+                copy.extend(prompt.copy_ids)
             limit = config.max_new_tokens_block if prompt.shape.multiline else config.max_new_tokens
             try:
                 out = suggest(self.state, self.vocab, self.healer, prompt, limit, config.max_ms / 1000, copy,

@@ -2,11 +2,15 @@
 state cache snapshots at; `assemble` gathers a request's context from its workspace and builds it.
 
     [<|repo_name|>name⏎ (<|file_sep|>path⏎ file)…]   repository part ("repo") or ranked snippets ("index")
-    <|file_sep|>path⏎ <|fim_prefix|><|fim_suffix|> suffix <|fim_middle|>   the buffer after the cursor (SPM)
-    prefix, in line chunks                            the buffer before the cursor, its last token healed
+    <|file_sep|>path⏎ then the buffer, in one of three layouts:
+      spm     <|fim_prefix|><|fim_suffix|> suffix <|fim_middle|> prefix   (prefix in line chunks, healed)
+      psm     <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>  (prefix in line chunks)
+      prefix  prefix                                                      (the suffix reaches the copy model only)
 
-SPM order puts the suffix first: typing changes only the prefix's last line, so a keystroke re-runs
-one line. Context "none" is the prefix alone (no suffix, no other file); "local" adds the suffix.
+SPM puts the suffix first: typing re-runs one line, but a new cursor re-runs suffix and prefix. PSM and
+prefix keep the prefix's line snapshots across cursors of a file: a new cursor runs the lines from the
+nearest snapshot, its own line and (PSM) the suffix. Context "none" is the prefix alone (no suffix, no
+other file); "local" adds the suffix.
 """
 from __future__ import annotations
 
@@ -21,19 +25,24 @@ from .tokens import Vocab
 from .workspace import Workspace
 
 CONTEXTS = ("none", "local", "index", "repo")
+LAYOUTS = ("spm", "psm", "prefix")
 
 
 @dataclass(frozen=True)
 class PromptConfig:
     context: str = "repo"
+    layout: str = "spm"
     prefix_tokens: int = 1536
     suffix_tokens: int = 512
-    anchor_lines: int = 32       # the prefix starts on a multiple of this many lines, so it stays put while typing
+    window_lines: int = 32       # the prefix starts on a multiple of this many lines, so it stays put while typing
+    anchor_lines: int = 32       # and has a snapshot every this many lines, where other cursors can resume
     healing: bool = True
 
     def __post_init__(self) -> None:
         if self.context not in CONTEXTS:
             raise ValueError(f"unknown context '{self.context}': use one of {CONTEXTS}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout '{self.layout}': use one of {LAYOUTS}")
 
 
 @dataclass
@@ -42,7 +51,11 @@ class Prompt:
     boundaries: list[int]        # segment ends, strictly inside the prompt
     healed: bytes                # bytes removed from the end that generation must reproduce first
     shape: Shape
-    local_start: int             # where the buffer's own tokens begin (the copy model indexes them per request)
+    local_start: int             # where the buffer's own tokens begin
+    copy_ids: list[int]          # what the copy model indexes per request: header, suffix, then the prefix, so that
+                                 # its end is the text the suggestion continues (in every layout)
+    anchors: list[int]           # the local part's snapshot points that every cursor further down shares: the
+                                 # end of the buffer's header, then every anchor line of the prefix
 
 
 def with_repository(prompt: Prompt, ids: list[int], boundaries: list[int]) -> Prompt:
@@ -50,8 +63,9 @@ def with_repository(prompt: Prompt, ids: list[int], boundaries: list[int]) -> Pr
     local = prompt.ids[prompt.local_start:]
     cuts = {*boundaries, len(ids), *(b - prompt.local_start + len(ids) for b in prompt.boundaries
                                      if b > prompt.local_start)}
+    shift = len(ids) - prompt.local_start
     return Prompt(ids + local, sorted(b for b in cuts if 0 < b < len(ids) + len(local)), prompt.healed,
-                  prompt.shape, len(ids))
+                  prompt.shape, len(ids), prompt.copy_ids, [a + shift for a in prompt.anchors])
 
 
 def _prefix_window(chunks: list[list[int]], budget: int, anchor: int) -> int:
@@ -85,24 +99,38 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
             ids += vocab.file_header(file_path) + tokens
             boundaries.append(len(ids))
     local_start = len(ids)
-    ids += vocab.file_header(path)
-    if config.context != "none":
-        suffix = _suffix_window(vocab.encode_chunks(text[offset:]), config.suffix_tokens)
+    header = vocab.file_header(path)
+    suffix = (_suffix_window(vocab.encode_chunks(text[offset:]), config.suffix_tokens)
+              if config.context != "none" else [])
+    layout = config.layout if config.context != "none" else "prefix"
+    ids += header
+    if layout == "spm":
         ids += vocab.spm([], suffix)  # the prefix follows line by line
+    elif layout == "psm":
+        ids.append(vocab.fim_prefix)
     boundaries.append(len(ids))
+    anchors = [len(ids)]
     chunks = vocab.encode_chunks(text[:offset])
-    start = _prefix_window(chunks, config.prefix_tokens, config.anchor_lines)
+    start = _prefix_window(chunks, config.prefix_tokens, config.window_lines)
+    prefix_at = len(ids)
     for line, chunk in enumerate(chunks[start:], start=start + 1):
         ids += chunk
         # snapshots on anchor lines and before the last lines: a keystroke re-runs its line, a new cursor a
         # few dozen lines, and a prompt is fed in a handful of forward passes instead of one per line
+        if line % config.anchor_lines == 0 and line < len(chunks):
+            anchors.append(len(ids))
         if line % config.anchor_lines == 0 or line >= len(chunks) - 2:
             boundaries.append(len(ids))
     healed = b""
-    if config.healing and len(ids) > local_start + 1:
+    if layout != "psm" and config.healing and len(ids) > local_start + 1:
         ids, healed = back_up(ids, vocab.token_bytes)
+    prefix, prefix_end = ids[prefix_at:], len(ids)
+    if layout == "psm":  # the cursor's line and the suffix are one segment: no snapshot that only this cursor uses
+        ids += [vocab.fim_suffix, *suffix, vocab.fim_middle]
+        boundaries = [b for b in boundaries if b != prefix_end]
     boundaries = sorted({b for b in boundaries if 0 < b < len(ids)})
-    return Prompt(ids, boundaries, healed, shape, local_start)
+    copy_ids = ids[local_start:] if layout == "spm" else header + suffix + prefix
+    return Prompt(ids, boundaries, healed, shape, local_start, copy_ids, [a for a in anchors if a in boundaries])
 
 
 def assemble(workspace: Workspace, request: Request, config: PromptConfig, repo_tokens: int,

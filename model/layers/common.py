@@ -36,7 +36,7 @@ def attend_segments(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Te
     prefill needs no [T, past + T] mask; elsewhere the segments are joined."""
     T = q.shape[2]
     flash = q.device.type == "cpu" and not torch.is_grad_enabled()
-    if not flash or (len(segments) == 1 and (past == 0 or T == 1 or T < 256)):   # where merging pays (BENCHMARKS)
+    if not flash or (len(segments) == 1 and (past == 0 or T < 16)):   # where merging pays (BENCHMARKS)
         if len(segments) == 1:
             return causal_attention(q, *segments[0], past)
         return causal_attention(q, torch.cat([k for k, _ in segments], 2), torch.cat([v for _, v in segments], 2), past)
@@ -52,14 +52,15 @@ def attend_segments(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Te
 
 
 def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fused CPU kernel's output and log-sum-exp [B, H, T]; a decode query's heads become rows of their kv
-    head (no copy), a prefill's kv heads are repeated (the kernel has no GQA)."""
+    """The fused CPU kernel's output and log-sum-exp [B, H, T]. Without a causal mask a group's query heads become
+    query rows of their kv head, so a long cached segment is never copied per head; the causal part (the new
+    positions only) repeats its kv heads (the kernel has no GQA)."""
     attend = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     B, H, T, D = q.shape
     groups = H // k.shape[1]
-    if T == 1:
-        o, lse = attend(q.reshape(B, k.shape[1], groups, D), k, v, 0.0, False)
-        return o.reshape(B, H, 1, v.shape[-1]), lse.reshape(B, H, 1)
+    if not causal or T == 1:
+        o, lse = attend(q.reshape(B, k.shape[1], groups * T, D), k, v, 0.0, False)
+        return o.reshape(B, H, T, v.shape[-1]), lse.reshape(B, H, T)
     return attend(q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), 0.0, causal)
 
 

@@ -1,0 +1,31 @@
+"""Which dtype runs fastest here: bf16 halves the bytes moved, but only CPUs with BF16 instructions
+(AVX512-BF16, AMX) compute it natively; elsewhere (e.g. AMD Zen 3, most laptops) every bf16 matmul
+is emulated and several times slower than fp32 (BENCHMARKS.md: 5.8 vs 45 GFLOPS on a Zen 3 core).
+"""
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import torch
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (read from /proc/cpuinfo; False where it cannot be read)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in BF16_FLAGS)
+
+
+def fast_dtype(choice: str = "auto", device: str = "cpu") -> torch.dtype:
+    """`choice` ("bf16", "fp32", or "auto": bf16 on a GPU or a CPU with BF16 instructions, else fp32)."""
+    if choice not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"unknown dtype '{choice}': use auto, bf16 or fp32")
+    if choice == "auto":
+        return torch.bfloat16 if device != "cpu" or cpu_has_bf16() else torch.float32
+    return torch.bfloat16 if choice == "bf16" else torch.float32

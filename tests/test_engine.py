@@ -114,8 +114,8 @@ def test_prompt_layout_is_spm_after_the_repository(vocab):
     text = "fn main() {\n    let x = 1;\n    pri\n}\n"
     offset = text.index("pri") + 3
     context = [("src/a.rs", vocab.encode("pub fn a() {}\n")), ("src/b.rs", vocab.encode("pub fn b() {}\n"))]
-    p = build_prompt(vocab, PromptConfig(context="repo"), "src/main.rs", text, offset, shape_at(text, offset),
-                     context, "demo")
+    p = build_prompt(vocab, PromptConfig(context="repo", layout="spm"), "src/main.rs", text, offset,
+                     shape_at(text, offset), context, "demo")
     decoded = vocab.tok.decode(p.ids, skip_special_tokens=False)
     assert decoded.startswith("<|repo_name|>demo\n<|file_sep|>src/a.rs\npub fn a() {}\n<|file_sep|>src/b.rs\n")
     local = decoded[decoded.index("<|file_sep|>src/main.rs"):]
@@ -128,9 +128,24 @@ def test_prompt_layout_is_spm_after_the_repository(vocab):
     assert vocab.fim_suffix not in none.ids and vocab.repo_name not in none.ids
 
 
+def test_psm_and_prefix_prompts_end_where_the_copy_model_continues(vocab):
+    text = "fn main() {\n    let x = 1;\n    pri\n    done();\n}\n"
+    offset = text.index("pri") + 3
+    shape = shape_at(text, offset)
+    psm = build_prompt(vocab, PromptConfig(context="local", layout="psm"), "src/main.rs", text, offset, shape, [], "d")
+    assert psm.ids[-1] == vocab.fim_middle and not psm.healed
+    prefix = build_prompt(vocab, PromptConfig(context="local", layout="prefix"), "src/main.rs", text, offset, shape,
+                          [], "d")
+    assert vocab.fim_suffix not in prefix.ids and prefix.healed                       # the model sees no suffix…
+    for p in (psm, prefix):                                                           # …the copy model does
+        copied = vocab.decode_bytes(p.copy_ids) + p.healed
+        assert b"done();" in copied and copied.endswith(b"    pri")
+
+
 def test_prompt_budgets_and_a_stable_prefix_start(vocab):
     text = "".join(f"let v{i} = {i};\n" for i in range(400))
-    config = PromptConfig(context="local", prefix_tokens=300, suffix_tokens=50, anchor_lines=32)
+    config = PromptConfig(context="local", layout="spm", prefix_tokens=300, suffix_tokens=50, window_lines=32,
+                          anchor_lines=32)
     shape = shape_at(text, 0)
     p = build_prompt(vocab, config, "a.rs", text, len(text) // 2, shape, [], "r")
     suffix = p.ids[p.ids.index(vocab.fim_suffix) + 1:p.ids.index(vocab.fim_middle)]
@@ -198,7 +213,8 @@ def test_repo_context_puts_the_workspace_before_the_buffer(tiny_model_dir, works
     prompt, files = engine.prompt(request)
     assert sorted(files) == ["src/command.rs", "src/lib.rs", "src/main.rs", "src/store.rs"]
     decoded = engine.vocab.tok.decode(prompt.ids, skip_special_tokens=False)
-    assert decoded.index("<|file_sep|>src/store.rs") < decoded.index("<|file_sep|>src/main.rs\n<|fim_prefix|>")
+    buffer = decoded.rindex("<|file_sep|>src/main.rs\n")               # the live buffer, after its saved copy
+    assert decoded.index("<|file_sep|>src/store.rs") < decoded.index("<|file_sep|>src/main.rs\n") < buffer
     os.utime(workspace / "src" / "command.rs")       # just edited: it moves to the end of the repository part,
     _, files = engine.prompt(request)
     assert files[-2:] == ["src/command.rs", "src/main.rs"]   # before the document's own file
@@ -241,8 +257,9 @@ def test_the_repository_state_persists_for_the_same_model_and_files_only(tiny_mo
 
     first, text = reopen(tiny_model_dir)
     assert first.prefill.fed > 0 and state_file(workspace).is_file()
-    again, again_text = reopen(tiny_model_dir)          # nothing changed: nothing is prefilled
-    assert again.prefill.fed == 0 and again_text == text
+    again, again_text = reopen(tiny_model_dir)          # nothing changed: of the repository nothing is prefilled,
+    document = len(first.vocab.file_header(request.path) + first.vocab.encode(request.text))  # the document's lines
+    assert 0 < again.prefill.fed <= document and again_text == text                           # are (not saved)
     lib = workspace / "src" / "lib.rs"                  # a saved file: only the part from it on is prefilled
     lib.write_text(lib.read_text() + "\n// saved\n")
     changed, _ = reopen(tiny_model_dir)

@@ -30,12 +30,13 @@ def test_the_repository_part_of_a_prompt_is_the_packed_crate(tok):
     assert packed[-1] == vocab.eos
 
 
+@pytest.mark.parametrize("layout", ["spm", "psm"])
 @pytest.mark.parametrize("cursor", ["let mut", "store.insert", "(\"a\""])
-def test_a_prompt_is_the_training_spm_cut_at_the_cursor(tok, cursor):
+def test_a_prompt_is_the_training_fim_cut_at_the_cursor(tok, cursor, layout):
     vocab = Vocab(tok)
     path, text = CURRENT
     offset = text.index(cursor)
-    prompt = build_prompt(vocab, PromptConfig(context="local", healing=False), path, text, offset,
+    prompt = build_prompt(vocab, PromptConfig(context="local", layout=layout, healing=False), path, text, offset,
                           shape_at(text, offset), [], "kv")
-    trained = Packer(tok, PackConfig()).fim(path, text, offset, offset, spm=True)  # an empty middle
+    trained = Packer(tok, PackConfig()).fim(path, text, offset, offset, spm=layout == "spm")  # an empty middle
     assert prompt.ids == trained

@@ -99,14 +99,15 @@ def test_the_budget_evicts_least_recently_used_snapshots(prompts):
     assert stats.computed > 0 and _same(logits, _cold(model, ids, boundaries))
 
 
-def test_psm_cursors_resume_from_the_documents_lines_prefilled_in_the_background(tmp_path):
-    """Layout psm: the background prefills the repository, then the open document's lines as saved; a new cursor
-    deep in the file then feeds only the lines after the anchor above it, its own line and the suffix, and its
-    suggestion equals a cold engine's."""
+@pytest.mark.parametrize("layout", ["prefix", "psm"])
+def test_cursors_resume_from_the_documents_lines_prefilled_in_the_background(tmp_path, layout):
+    """Layouts prefix and psm: the background prefills the repository, then the open document's lines as saved;
+    a new cursor deep in the file then feeds only the lines after the anchor above it, its own line and (psm)
+    the suffix, and its suggestion equals a cold engine's."""
     out = save_tiny_model(tmp_path / "tiny", ("gdn", "swa", "full", "lql"))
     root = tmp_path / "kvstore"
     shutil.copytree(KVSTORE, root)
-    prompt = PromptConfig(layout="psm", suffix_tokens=16, anchor_lines=4, window_lines=64, prefix_tokens=4096)
+    prompt = PromptConfig(layout=layout, suffix_tokens=16, anchor_lines=4, window_lines=64, prefix_tokens=4096)
     config = EngineConfig(prompt=prompt, dtype="fp32", max_new_tokens=8)
     index = tmp_path / "index.sqlite"
     warm = Engine(out, replace(config, background=True), db_for=lambda _: index)
@@ -125,3 +126,24 @@ def test_psm_cursors_resume_from_the_documents_lines_prefilled_in_the_background
         assert got.reused_tokens >= resumed > built.local_start  # the document's lines came from the background
         assert got.prompt_tokens - got.reused_tokens < 4 * 40 + 16 + 8
         assert got.text == cold.complete_sync(request).text
+
+
+def test_a_cursor_whose_lines_are_not_prefilled_yet_gets_a_short_prefix_and_asks_for_them(tmp_path, monkeypatch):
+    from assistant.engine import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SHORT", engine_module.ShortPrefix(prefix_tokens=200, window_lines=4,
+                                                                            anchor_lines=4))
+    out = save_tiny_model(tmp_path / "tiny", ("gdn", "swa", "full", "lql"))
+    root = tmp_path / "kvstore"
+    shutil.copytree(KVSTORE, root)
+    config = EngineConfig(prompt=PromptConfig(layout="prefix", anchor_lines=4, window_lines=64, prefix_tokens=4096),
+                          dtype="fp32", max_new_tokens=4, background=True)
+    engine = Engine(out, config, db_for=lambda _: tmp_path / "index.sqlite")
+    engine.prefill_repository(root)                        # the repository part only, no document
+    assert engine.prefill.wait(60)
+    text = (root / "src/command.rs").read_text()
+    request = Request(root, "src/command.rs", text, text.index("Ok(Command::Len)"))
+    short = engine.complete_sync(request)                 # not the file from its first line: a short prefix
+    assert engine.prefill.wait(60)                         # …while the document's lines are prefilled
+    full = engine.complete_sync(request)
+    assert full.prompt_tokens > short.prompt_tokens and full.prompt_tokens - full.reused_tokens < 200

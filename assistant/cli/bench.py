@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -12,6 +12,7 @@ from model.io import DEFAULT_MODEL
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
 from .console import console, table
+from .complete import prompt_arguments, with_prompt
 
 
 def tokenizer_command(args: argparse.Namespace) -> int:
@@ -168,9 +169,7 @@ def latency_command(args: argparse.Namespace) -> int:
     from ..lab.bench.latency import measure
     from ..engine.engine import EngineConfig
 
-    config = EngineConfig(max_new_tokens=args.max_tokens, dtype=args.dtype)
-    if args.layout:
-        config = replace(config, prompt=replace(config.prompt, layout=args.layout))
+    config = with_prompt(EngineConfig(max_new_tokens=args.max_tokens), args)
     report = measure(args.root, args.file, args.other, args.model, config,
                      cursors=args.cursors, keystrokes=args.keystrokes)
     print(json.dumps(report.summary()) if args.json else report.summary())
@@ -282,8 +281,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--cursors", type=int, default=20)
     p.add_argument("--keystrokes", type=int, default=20)
     p.add_argument("--max-tokens", type=int, default=24)
-    p.add_argument("--layout", choices=("spm", "psm", "prefix"), default=None, help="default: the engine's")
-    p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto")
+    prompt_arguments(p)
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=latency_command)

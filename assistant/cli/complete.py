@@ -37,12 +37,30 @@ def parse_location(location: str) -> tuple[Path, int, int]:
 def _engine_config(args: argparse.Namespace):
     from ..engine.engine import EngineConfig, with_context
 
-    config = with_context(EngineConfig(max_ms=args.max_ms, repo_tokens=args.repo_tokens, dtype=args.dtype),
-                          args.context, copy=not args.no_copy)
-    prompt = replace(config.prompt, **{name: value for name, value in (
-        ("layout", args.layout), ("prefix_tokens", args.prefix_tokens), ("suffix_tokens", args.suffix_tokens))
-        if value is not None})
-    return replace(config, prompt=prompt, copy_draft=config.copy_draft and not args.no_draft)
+    config = with_context(EngineConfig(max_ms=args.max_ms, repo_tokens=args.repo_tokens), args.context,
+                          copy=not args.no_copy)
+    return replace(with_prompt(config, args), copy_draft=config.copy_draft and not args.no_draft)
+
+
+def with_prompt(config, args: argparse.Namespace):
+    """`config` (an EngineConfig) with the prompt layout, budgets and dtype given on the command line."""
+    prompt = replace(config.prompt, **{name: getattr(args, name) for name in PROMPT_FLAGS
+                                       if getattr(args, name) is not None})
+    return replace(config, prompt=prompt, dtype=args.dtype)
+
+
+PROMPT_FLAGS = ("layout", "prefix_tokens", "suffix_tokens", "window_lines", "anchor_lines")
+
+
+def prompt_arguments(p: argparse.ArgumentParser) -> None:
+    """The engine's prompt and dtype settings (assistant/engine/prompt.py: PromptConfig); default: the engine's."""
+    p.add_argument("--layout", choices=("spm", "psm", "prefix"), default=None, help="the buffer's layout in the prompt")
+    p.add_argument("--prefix-tokens", type=int, default=None, help="token budget of the text before the cursor")
+    p.add_argument("--suffix-tokens", type=int, default=None, help="token budget of the text after the cursor")
+    p.add_argument("--window-lines", type=int, default=None, help="the prefix starts on a multiple of these lines")
+    p.add_argument("--anchor-lines", type=int, default=None, help="a snapshot every this many prefix lines")
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="weights and activations (auto: bf16 where the CPU computes it natively, else fp32)")
 
 
 def complete_command(args: argparse.Namespace) -> int:
@@ -121,12 +139,7 @@ def _engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-draft", action="store_true", help="keep the copy model's mixing, drop its drafts")
     p.add_argument("--max-ms", type=float, default=4000.0, help="decoding time limit per suggestion")
     p.add_argument("--repo-tokens", type=int, default=131072, help="token budget of the repository context")
-    p.add_argument("--layout", choices=("spm", "psm", "prefix"), default=None,
-                   help="the buffer's layout in the prompt (default: the engine's; assistant/engine/prompt.py)")
-    p.add_argument("--prefix-tokens", type=int, default=None, help="token budget of the text before the cursor")
-    p.add_argument("--suffix-tokens", type=int, default=None, help="token budget of the text after the cursor")
-    p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="weights and activations (auto: bf16 where the CPU computes it natively, else fp32)")
+    prompt_arguments(p)
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
 

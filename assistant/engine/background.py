@@ -3,8 +3,9 @@ for it: a request whose repository part is not in the state tree yet is served w
 (stale by the files saved since; the live buffer carries the unsaved edits anyway), or with none. After it,
 the open document's lines as saved (layouts psm and prefix), so that a new cursor resumes a few lines above.
 
-The worker feeds one file per hold of the engine lock, through `StateCache.prefill` with the request's
-own segmentation, so a request waits at most for one file and a warm run still equals a cold one.
+The worker feeds one segment per hold of the engine lock (a file, or a piece of at most 2,048 tokens of a
+long one), through `StateCache.prefill` with the request's own segmentation, so a request waits at most for
+one segment and a warm run still equals a cold one.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ log = logging.getLogger("rustle.engine")
 @dataclass(frozen=True)
 class RepositoryPart:
     ids: list[int]               # the prompt up to its local part: repository header and files
-    boundaries: list[int]        # the file ends inside it
+    boundaries: list[int]        # the file ends inside it (and pieces of long files: prompt.py REPO_PIECE)
 
     @classmethod
     def of(cls, prompt: Prompt) -> RepositoryPart:
@@ -34,7 +35,7 @@ class RepositoryPart:
     def document(cls, prompt: Prompt) -> RepositoryPart:
         """The repository part and the prompt's document up to its last anchor line, snapshotted at its anchors."""
         end = prompt.anchors[-1]
-        return cls(prompt.ids[:end], [b for b in prompt.boundaries if b < prompt.local_start] + prompt.anchors[:-1])
+        return cls(prompt.ids[:end], [b for b in prompt.boundaries if b <= prompt.local_start] + prompt.anchors[:-1])
 
 
 class RepositoryPrefill:

@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -55,6 +55,17 @@ class EngineConfig:
     threads: int | None = None
 
 
+@dataclass(frozen=True)
+class ShortPrefix:
+    """A request's prefix while its document's lines are still being prefilled (the SPM budgets of before)."""
+    prefix_tokens: int = 1536
+    window_lines: int = 32
+    anchor_lines: int = 32
+
+
+SHORT = ShortPrefix()
+
+
 def with_context(config: EngineConfig, context: str, copy: bool = True) -> EngineConfig:
     """`config` with another context mode and the copy model on or off (the `eval lines` ablations)."""
     return replace(config, prompt=replace(config.prompt, context=context), copy_draft=copy, copy_mix=copy)
@@ -92,11 +103,31 @@ class Engine:
         prompt, files = assemble(self.workspace(request.root), request, config.prompt, config.repo_tokens,
                                  config.snippet_tokens)
         if config.background and prompt.local_start > 0:
-            part = RepositoryPart.of(prompt)
-            usable = self.prefill.usable(request.root.resolve(), part)
-            if usable is not part:
-                prompt = with_repository(prompt, usable.ids if usable else [], usable.boundaries if usable else [])
+            root, part = request.root.resolve(), RepositoryPart.of(prompt)
+            served = self._usable(root, prompt)
+            if config.prompt.layout != "spm" and self._unfed(served) > SHORT.prefix_tokens:
+                # the document's lines are not in the state tree yet: prefill them for the next requests, and
+                # answer this one with a short prefix instead of feeding the file from its first line
+                document = RepositoryPart.document(prompt)
+                prompt, files = assemble(self.workspace(request.root), request,
+                                         replace(config.prompt, **asdict(SHORT)), config.repo_tokens,
+                                         config.snippet_tokens)
+                served = self._usable(root, prompt)
+                self.prefill.want(root, part, document)   # after `_usable`, which may want the part alone
+            prompt = served
         return prompt, files
+
+    def _usable(self, root: Path, prompt: Prompt) -> Prompt:
+        """`prompt` with the repository part the state tree holds (its own, an older one, or none)."""
+        part = RepositoryPart.of(prompt)
+        usable = self.prefill.usable(root, part)
+        if usable is part:
+            return prompt
+        return with_repository(prompt, usable.ids if usable else [], usable.boundaries if usable else [])
+
+    def _unfed(self, prompt: Prompt) -> int:
+        """How many of `prompt`'s tokens a prefill would run (the rest is held by a snapshot)."""
+        return len(prompt.ids) - self.state.deepest(prompt.ids, prompt.boundaries)
 
     def prefill_repository(self, root: Path, path: str = "") -> None:
         """Start prefilling `root`'s repository part, then (layouts psm and prefix) `path`'s lines as saved (the

@@ -26,16 +26,17 @@ from .workspace import Workspace
 
 CONTEXTS = ("none", "local", "index", "repo")
 LAYOUTS = ("spm", "psm", "prefix")
+REPO_PIECE = 2048  # a long repository file is fed in pieces: the background prefill holds the lock for one at a time
 
 
 @dataclass(frozen=True)
 class PromptConfig:
     context: str = "repo"
-    layout: str = "spm"
-    prefix_tokens: int = 1536
-    suffix_tokens: int = 512
-    window_lines: int = 32       # the prefix starts on a multiple of this many lines, so it stays put while typing
-    anchor_lines: int = 32       # and has a snapshot every this many lines, where other cursors can resume
+    layout: str = "prefix"       # a new cursor resumes from its file's line snapshots (BENCHMARKS.md: layouts)
+    prefix_tokens: int = 8192    # files up to ~900 lines from their first line, so every cursor shares them
+    suffix_tokens: int = 512     # (layout prefix: for the copy model only)
+    window_lines: int = 256      # the prefix starts on a multiple of this many lines, so it stays put while typing
+    anchor_lines: int = 8        # and has a snapshot every this many lines, where other cursors resume
     healing: bool = True
 
     def __post_init__(self) -> None:
@@ -96,8 +97,9 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
     if config.context in ("index", "repo") and context:
         ids += vocab.repo_header(repo_name)
         for file_path, tokens in context:
+            start = len(ids)
             ids += vocab.file_header(file_path) + tokens
-            boundaries.append(len(ids))
+            boundaries += [*range(start + REPO_PIECE, len(ids), REPO_PIECE), len(ids)]
     local_start = len(ids)
     header = vocab.file_header(path)
     suffix = (_suffix_window(vocab.encode_chunks(text[offset:]), config.suffix_tokens)

@@ -258,8 +258,8 @@ def test_the_repository_state_persists_for_the_same_model_and_files_only(tiny_mo
     first, text = reopen(tiny_model_dir)
     assert first.prefill.fed > 0 and state_file(workspace).is_file()
     again, again_text = reopen(tiny_model_dir)          # nothing changed: of the repository nothing is prefilled,
-    document = len(first.vocab.file_header(request.path) + first.vocab.encode(request.text))  # the document's lines
-    assert 0 < again.prefill.fed <= document and again_text == text                           # are (not saved)
+    document = len(first.vocab.file_header(request.path) + first.vocab.encode(request.text))   # of the document
+    assert 0 < again.prefill.fed < document and again_text == text   # the lines between its saved snapshots
     lib = workspace / "src" / "lib.rs"                  # a saved file: only the part from it on is prefilled
     lib.write_text(lib.read_text() + "\n// saved\n")
     changed, _ = reopen(tiny_model_dir)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,28 @@ class RepositoryPrefill:
         self._idle = threading.Event()
         self._idle.set()
         self._worker: threading.Thread | None = None
+        self._requests = 0                                  # requests waiting for the engine lock or holding it
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """Around a request's hold of the engine lock: the worker lets it go first (a lock is not fair: the
+        worker would take it back between two segments before a waiting request thread wakes)."""
+        with self._changed:
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._requests -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """The worker's hold of the engine lock, once no request waits for it."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._requests == 0)
+        with self.lock:
+            yield
 
     def usable(self, root: Path, part: RepositoryPart) -> RepositoryPart | None:
         """`part` if the state tree holds it; else ask for it and return the last ready part (or none).
@@ -85,34 +108,37 @@ class RepositoryPrefill:
                 if self._prefill(root, part):
                     self.ready[root] = part
                     if document is not None:
-                        self._prefill(root, document, save=False)
+                        self._prefill(root, document, repository=len(part.ids))
             except Exception:  # the worker outlives a bad part; requests go on with what is ready
                 log.exception("background prefill of %s failed", root)
 
-    def _prefill(self, root: Path, part: RepositoryPart, save: bool = True) -> bool:
+    def _prefill(self, root: Path, part: RepositoryPart, repository: int | None = None) -> bool:
         """Feed `part` segment by segment (after adopting the state saved for `root`, the first time), then save
-        it; False if a newer part was wanted for `root` meanwhile."""
+        it; False if a newer part was wanted for `root` meanwhile. `repository`: `part` is a document's lines
+        after the repository part that ends there (kept on disk too; its progress is not reported)."""
         if self.files is not None and root not in self._loaded:
             self._loaded.add(root)
-            with self.lock:
+            with self._turn():
                 self.files.load(root, self.state)
         ends = [*part.boundaries, len(part.ids)]
-        with self.lock:  # a saved snapshot deep into the part skips every file before it
+        with self._turn():  # a saved snapshot deep into the part skips every file before it
             done = self.state.deepest(part.ids, ends)
-        report = self.on_progress if save else lambda root, done, total: None   # progress of the repository only
+        report = self.on_progress if repository is None else lambda root, done, total: None
         report(root, done, len(part.ids))
         computed = False
-        for end in (e for e in ends if e > done):
+        # a repository part resumes after its deepest snapshot; a document feeds every anchor it lacks (the one
+        # saved at its end serves no cursor above it)
+        for end in (e for e in ends if e > done or (repository is not None and e > repository)):
             if root in self._wanted:
                 return False
-            with self.lock:
+            with self._turn():
                 if not self.state.holds(part.ids[:end]):
                     _, stats = self.state.prefill(part.ids[:end], [b for b in part.boundaries if b < end],
                                                   keep_end=True)
                     self.fed += stats.computed
                     computed = True
             report(root, end, len(part.ids))
-        if computed and save and self.files is not None:
-            with self.lock:
-                self.files.save(root, self.state, part.ids, part.boundaries)
+        if computed and self.files is not None:
+            with self._turn():
+                self.files.save(root, self.state, part.ids, part.boundaries, keep={repository} - {None})
         return True

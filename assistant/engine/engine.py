@@ -150,7 +150,7 @@ class Engine:
             raise ValueError(error)
         started = time.perf_counter()
         config = self.config
-        with self.lock:
+        with self.prefill.request(), self.lock:
             prompt, paths = self.prompt(request)
             copy = None
             if config.copy_draft or config.copy_mix:

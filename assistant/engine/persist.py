@@ -1,7 +1,7 @@
-"""The repository part's model state on disk, so that reopening a workspace seen before answers in seconds
-instead of after a full prefill: one safetensors file per workspace, the snapshots along the repository
-part keyed by their prefix digests (so a part that changed since reuses what it still starts with), and
-the model it was computed with (another model's state is never read).
+"""The repository part's model state on disk (and the open document's lines after it), so that reopening a
+workspace seen before answers in seconds instead of after a full prefill: one safetensors file per workspace,
+the snapshots along the part keyed by their prefix digests (so a part that changed since reuses what it still
+starts with), and the model it was computed with (another model's state is never read).
 """
 from __future__ import annotations
 
@@ -43,14 +43,16 @@ class StateFiles:
     def __init__(self, model: str) -> None:
         self.model = model
 
-    def save(self, root: Path, state: StateCache, ids: list[int], boundaries: list[int]) -> None:
-        """Write the snapshots along `ids` (the caller holds the engine lock)."""
+    def save(self, root: Path, state: StateCache, ids: list[int], boundaries: list[int],
+             keep: set[int] = frozenset()) -> None:
+        """Write the snapshots along `ids`: KEPT of them evenly spread, the end, and those at `keep` (the
+        repository part's end, when `ids` go on into a document). The caller holds the engine lock."""
         path = state.path(ids, boundaries)
         if not path:
             return
         keys = list(path)
         step = max(1, (len(keys) - 1) // KEPT + 1)
-        keys = sorted(set(keys[:-1][::step]) | {keys[-1]})
+        keys = sorted(set(keys[:-1][::step]) | {keys[-1]} | {k for k in keys if k[0] in keep})
         tensors, plain = export_snapshots([path[k] for k in keys])
         out = state_file(root)
         out.parent.mkdir(parents=True, exist_ok=True)

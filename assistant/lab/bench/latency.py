@@ -3,7 +3,8 @@ background and kept on disk) and the foreground way (`rustle complete`, `eval li
 
 - first open: a fresh engine and no saved state; the first suggestion (local context while the repository
   is prefilled) and the time until the whole repository is in the state tree;
-- reopen: a fresh engine with the state the first open saved; the first suggestion with the repository;
+- reopen: a fresh engine with the state the first open saved; the first suggestion with the repository (as
+  soon as its part is loaded, while the document's lines are still being fed);
 - new cursor: cursors of one file, one after another, the repository state held;
 - keystroke: the user types the next character of a line (the request before it is warm);
 - switch: a cursor in another file, then back to a cursor visited before (its branch of the state tree).
@@ -89,8 +90,9 @@ def measure(root: Path, path: str, other: str, model: Path, config: EngineConfig
             first_local = 1000 * (time.perf_counter() - started)
             engine.prefill.wait()
             first_repo = 1000 * (time.perf_counter() - started)
-            engine, started = _started(model, server, root, "")   # the saved repository state; the document's
-            engine.prefill.wait()                                  # lines are asked for by the first request
+            engine, started = _started(model, server, root, path)
+            while root.resolve() not in engine.prefill.ready:      # the saved repository part is in; the document's
+                time.sleep(0.01)                                  # lines between its saved anchors are not yet
             engine.complete_sync(_at(root, path, text, spots[0]))
             reopen = 1000 * (time.perf_counter() - started)
             engine.prefill.wait()

@@ -9,8 +9,10 @@ one segment and a warm run still equals a cold one.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from .prompt import Prompt
 from .state import StateCache
 
 log = logging.getLogger("rustle.engine")
+_LIVE: weakref.WeakSet[RepositoryPrefill] = weakref.WeakSet()   # stopped at exit (`close`)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class RepositoryPrefill:
         self._idle.set()
         self._worker: threading.Thread | None = None
         self._requests = 0                                  # requests waiting for the engine lock or holding it
+        self._stopping = False
+        _LIVE.add(self)
 
     @contextmanager
     def request(self) -> Iterator[None]:
@@ -97,12 +102,25 @@ class RepositoryPrefill:
         """Block until nothing is left to prefill (tests, benchmarks); False on timeout."""
         return self._idle.wait(timeout)
 
+    def close(self) -> None:
+        """Stop the worker between two segments and wait for it: a daemon thread still inside the model when
+        the interpreter exits aborts the process."""
+        with self._changed:
+            self._stopping = True
+            self._wanted.clear()
+            self._changed.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=60)
+
     def _run(self) -> None:
         while True:
             with self._changed:
-                while not self._wanted:
+                while not self._wanted and not self._stopping:
                     self._idle.set()
                     self._changed.wait()
+                if self._stopping:
+                    self._idle.set()
+                    return
                 root, (part, document) = self._wanted.popitem()
             try:
                 if self._prefill(root, part):
@@ -129,7 +147,7 @@ class RepositoryPrefill:
         # a repository part resumes after its deepest snapshot; a document feeds every anchor it lacks (the one
         # saved at its end serves no cursor above it)
         for end in (e for e in ends if e > done or (repository is not None and e > repository)):
-            if root in self._wanted:
+            if root in self._wanted or self._stopping:
                 return False
             with self._turn():
                 if not self.state.holds(part.ids[:end]):
@@ -142,3 +160,9 @@ class RepositoryPrefill:
             with self._turn():
                 self.files.save(root, self.state, part.ids, part.boundaries, keep={repository} - {None})
         return True
+
+
+@atexit.register
+def _close_all() -> None:
+    for prefill in list(_LIVE):
+        prefill.close()

@@ -147,3 +147,15 @@ def test_a_cursor_whose_lines_are_not_prefilled_yet_gets_a_short_prefix_and_asks
     assert engine.prefill.wait(60)                         # …while the document's lines are prefilled
     full = engine.complete_sync(request)
     assert full.prompt_tokens > short.prompt_tokens and full.prompt_tokens - full.reused_tokens < 200
+
+
+def test_opening_an_empty_document_prefills_the_repository_without_error(tmp_path):
+    out = save_tiny_model(tmp_path / "tiny", ("gdn", "swa", "full", "lql"))
+    root = tmp_path / "kvstore"
+    shutil.copytree(KVSTORE, root)
+    (root / "src" / "empty.rs").write_text("")             # a new file: no line to anchor a snapshot at
+    engine = Engine(out, EngineConfig(dtype="fp32", max_new_tokens=2, background=True),
+                    db_for=lambda _: tmp_path / "index.sqlite")
+    engine.prefill_repository(root, "src/empty.rs")
+    assert engine.prefill.wait(60) and root.resolve() in engine.prefill.ready
+    assert engine.complete_sync(Request(root, "src/empty.rs", "fn ", 3)).prompt_tokens > 0

@@ -37,8 +37,9 @@ class RepositoryPart:
 
     @classmethod
     def document(cls, prompt: Prompt) -> RepositoryPart:
-        """The repository part and the prompt's document up to its last anchor line, snapshotted at its anchors."""
-        end = prompt.anchors[-1]
+        """The repository part and the prompt's document up to its last anchor line, snapshotted at its anchors
+        (the repository part alone for a document too short to have one)."""
+        end = prompt.anchors[-1] if prompt.anchors else prompt.local_start
         return cls(prompt.ids[:end], [b for b in prompt.boundaries if b <= prompt.local_start] + prompt.anchors[:-1])
 
 

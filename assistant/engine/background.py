@@ -103,6 +103,11 @@ class RepositoryPrefill:
         """Block until nothing is left to prefill (tests, benchmarks); False on timeout."""
         return self._idle.wait(timeout)
 
+    def wait_ready(self, root: Path, timeout: float | None = None) -> bool:
+        """Block until a repository part of `root` is ready (benchmarks); False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: root in self.ready, timeout)
+
     def close(self) -> None:
         """Stop the worker between two segments and wait for it: a daemon thread still inside the model when
         the interpreter exits aborts the process."""
@@ -125,7 +130,9 @@ class RepositoryPrefill:
                 root, (part, document) = self._wanted.popitem()
             try:
                 if self._prefill(root, part):
-                    self.ready[root] = part
+                    with self._changed:
+                        self.ready[root] = part
+                        self._changed.notify_all()
                     if document is not None:
                         self._prefill(root, document, repository=len(part.ids))
             except Exception:  # the worker outlives a bad part; requests go on with what is ready
@@ -159,7 +166,8 @@ class RepositoryPrefill:
             report(root, end, len(part.ids))
         if computed and self.files is not None:
             with self._turn():
-                self.files.save(root, self.state, part.ids, part.boundaries, keep={repository} - {None})
+                self.files.save(root, self.state, part.ids, part.boundaries,
+                                keep=set() if repository is None else {repository})
         return True
 
 

@@ -23,7 +23,7 @@ log = logging.getLogger("rustle.engine")
 KEPT = 16       # snapshots saved along a part, evenly spread, besides its end (each ~1 MB for the shipped model)
 
 
-def model_key(model_dir: Path, dtype: str = "") -> str:
+def model_key(model_dir: Path, dtype: str) -> str:
     """The weights', tokenizer's and serving dtype's digest: a state is only valid for the exact model that
     computed it."""
     hasher = hashlib.blake2b(dtype.encode(), digest_size=16)

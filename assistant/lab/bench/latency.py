@@ -91,8 +91,8 @@ def measure(root: Path, path: str, other: str, model: Path, config: EngineConfig
             engine.prefill.wait()
             first_repo = 1000 * (time.perf_counter() - started)
             engine, started = _started(model, server, root, path)
-            while root.resolve() not in engine.prefill.ready:      # the saved repository part is in; the document's
-                time.sleep(0.01)                                  # lines between its saved anchors are not yet
+            engine.prefill.wait_ready(root.resolve())   # the saved repository part is in; the document's lines
+                                                        # between its saved anchors are not yet
             engine.complete_sync(_at(root, path, text, spots[0]))
             reopen = 1000 * (time.perf_counter() - started)
             engine.prefill.wait()

@@ -14,7 +14,7 @@ def test_bench_model_prints_a_row_per_model_and_context(rustle, tmp_path):
                          chunk_size=16, lql_dim=16, lql_heads=1)
     config.save(tmp_path / "config.json")
     out = rustle("bench", "model", "--json", "--contexts", "64,600", "--config", str(tmp_path / "config.json"),
-                 "--prefill-limit", "600", "--twin-prefill-limit", "64", "--threads", "1").stdout
+                 "--prefill-limit", "600", "--twin-prefill-limit", "64", "--threads", "1", "--dtype", "bf16").stdout
     rows = [json.loads(line) for line in out.splitlines()]
     assert [(r["model"], r["context"]) for r in rows] == [("hybrid", 64), ("hybrid", 600), ("twin", 64), ("twin", 600)]
     hybrid, twin = rows[1], rows[3]

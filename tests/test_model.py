@@ -223,13 +223,17 @@ def test_fused_loss_and_gradients_equal_the_plain_head_and_cross_entropy():
         assert torch.allclose(model.loss(tokens, targets, chunk=16), plain, atol=1e-6)
 
 
-def test_attention_over_cache_segments_merges_to_the_masked_attention():
+@pytest.mark.parametrize("kv_heads, split_min", [(2, 16384), (1, 16384), (1, 128)])
+def test_attention_over_cache_segments_merges_to_the_masked_attention(kv_heads, split_min, monkeypatch):
     import torch.nn.functional as F
 
-    from model.layers.common import attend_segments
+    from model.layers import common
 
+    monkeypatch.setattr(common, "SPLIT_MIN", split_min)    # 128: long segments are cut across 3 threads (split-K)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
     torch.manual_seed(0)
-    k, v = torch.randn(1, 2, 1000, 16), torch.randn(1, 2, 1000, 16)
+    k, v = torch.randn(1, kv_heads, 1000, 16), torch.randn(1, kv_heads, 1000, 16)
     for T in (300, 32, 1):                             # a long prefill, a new cursor's few lines, a decode step
         q = torch.randn(1, 4, T, 16)
         mask = torch.ones(T, 1000, dtype=torch.bool).tril(1000 - T)
@@ -238,8 +242,25 @@ def test_attention_over_cache_segments_merges_to_the_masked_attention():
             bounds = [0, *cuts, 1000]
             segments = [(k[:, :, a:b], v[:, :, a:b]) for a, b in zip(bounds, bounds[1:])]
             with torch.inference_mode():               # the serving path
-                got = attend_segments(q, segments, past=1000 - T)
+                got = common.attend_segments(q, segments, past=1000 - T)
             assert relative_error(expected, got) < 1e-5, (T, cuts)
+    torch.set_num_threads(threads)
+
+
+def test_fast_layouts_move_strides_not_values():
+    from model.precision import fast_layouts
+
+    torch.manual_seed(0)
+    model = RustleLM(tiny())
+    tokens = torch.randint(0, 97, (1, 24))
+    with torch.inference_mode():
+        expected = model(tokens)
+        fast_layouts(model)
+        cache = model.new_cache()
+        got = torch.cat([model(tokens[:, :20], cache), *(model(tokens[:, i:i + 1], cache) for i in range(20, 24))], 1)
+    wide = model.blocks[0].mlp.gate_up.weight                   # 2 * hidden outputs from d_model inputs
+    assert wide.stride() == (1, wide.shape[0]) and model.blocks[0].mlp.down.weight.is_contiguous()
+    assert relative_error(expected, got) < 1e-5
 
 
 def test_the_serving_dtype_follows_the_choice_and_auto_is_one_of_the_two(monkeypatch):

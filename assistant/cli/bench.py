@@ -70,13 +70,15 @@ def roundtrip_command(args: argparse.Namespace) -> int:
 def model_command(args: argparse.Namespace) -> int:
     from model.config import ModelConfig
     from model.model import count_parameters
+    from model.precision import fast_dtype
 
     from ..lab.bench.model import measure, models
 
     torch.set_num_threads(args.threads)
     config = ModelConfig.load(args.config) if args.config else ModelConfig()
     rows = []
-    for name, model in models(config).items():
+    dtype = fast_dtype(args.dtype)
+    for name, model in models(config, dtype).items():
         if not args.json:
             console.print(f"[dim]{name}: {count_parameters(model.config):,} parameters, "
                           f"pattern {','.join(model.config.layer_pattern)}[/]", highlight=False)
@@ -89,7 +91,7 @@ def model_command(args: argparse.Namespace) -> int:
             else:
                 console.print(row)
     if not args.json:
-        console.print(table("Hybrid vs twin, bf16, batch 1", ["model", "context", "decode ms/token",
+        console.print(table(f"Hybrid vs twin, {dtype}, batch 1", ["model", "context", "decode ms/token",
                                                              "prefill tokens/s", "cache bytes"],
                             [[r.model, r.context, r.decode_ms_per_token,
                               "n/a" if r.prefill_tokens_per_s is None else f"{r.prefill_tokens_per_s:,.0f}",
@@ -247,6 +249,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--prefill-limit", type=int, default=131072, help="hybrid: longest context prefilled for real")
     p.add_argument("--twin-prefill-limit", type=int, default=32768, help="twin: longest context prefilled for real")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="as the engine serves (auto: bf16 where the CPU computes it natively, else fp32)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=model_command)
     p = group.add_parser("recall", help="multi-query associative recall at 4x the window, tiny models")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from model.io import DEFAULT_MODEL, load_model
-from model.precision import fast_dtype
+from model.precision import fast_dtype, fast_layouts
 from tokenizer import tokenizer_of
 
 from ..index.workspace import cache_dir, default_db
@@ -78,7 +78,7 @@ class Engine:
             torch.set_num_threads(config.threads)
         self.config = config
         dtype = fast_dtype(config.dtype)
-        self.model = load_model(model_dir, dtype)
+        self.model = fast_layouts(load_model(model_dir, dtype))
         self.vocab = Vocab(tokenizer_of(model_dir))
         self.healer = Healer(self.vocab.token_bytes)
         self.state = StateCache(self.model, config.state_mb << 20)

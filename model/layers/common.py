@@ -16,6 +16,9 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
 
 
+SPLIT_MIN = 16384      # keys per thread below which one thread attends a decode step's rows faster
+
+
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
     """q [B, H, T, D] at positions past..past+T-1 against k, v [B, KV, past+T, D]; GQA by head groups."""
     T = q.shape[2]
@@ -36,7 +39,8 @@ def attend_segments(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Te
     prefill needs no [T, past + T] mask; elsewhere the segments are joined."""
     T = q.shape[2]
     flash = q.device.type == "cpu" and not torch.is_grad_enabled()
-    if not flash or (len(segments) == 1 and (past == 0 or T < 16)):   # where merging pays (BENCHMARKS)
+    short = past == 0 or (T < 16 and past < 2 * SPLIT_MIN)
+    if not flash or (len(segments) == 1 and short):   # where merging pays (BENCHMARKS)
         if len(segments) == 1:
             return causal_attention(q, *segments[0], past)
         return causal_attention(q, torch.cat([k for k, _ in segments], 2), torch.cat([v for _, v in segments], 2), past)
@@ -46,9 +50,13 @@ def attend_segments(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Te
     if cached:
         parts.append(_flash(q, k[:, :, :cached], v[:, :, :cached], causal=False))
     parts.append(_flash(q, k[:, :, cached:], v[:, :, cached:], causal=True))
-    lse = torch.logsumexp(torch.stack([part_lse for _, part_lse in parts]), dim=0)
-    out = sum(o.float() * torch.exp(part_lse - lse).unsqueeze(-1) for o, part_lse in parts)
-    return out.to(q.dtype)
+    return _merge([o for o, _ in parts], torch.stack([part_lse for _, part_lse in parts])).to(q.dtype)
+
+
+def _merge(outs: list[torch.Tensor], lses: torch.Tensor) -> torch.Tensor:
+    """Attention outputs over disjoint key sets, stacked along dim 0 with their log-sum-exps, as one (fp32)."""
+    lse = torch.logsumexp(lses, dim=0)
+    return sum(o.float() * torch.exp(part_lse - lse).unsqueeze(-1) for o, part_lse in zip(outs, lses))
 
 
 def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,11 +65,33 @@ def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> t
     positions only) repeats its kv heads (the kernel has no GQA)."""
     attend = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     B, H, T, D = q.shape
-    groups = H // k.shape[1]
+    KV, L = k.shape[1], k.shape[2]
+    groups = H // KV
     if not causal or T == 1:
-        o, lse = attend(q.reshape(B, k.shape[1], groups * T, D), k, v, 0.0, False)
+        if B * KV < torch.get_num_threads() and groups * T <= 64 and L >= 2 * SPLIT_MIN:
+            return _split_keys(q, k, v, min(torch.get_num_threads(), L // SPLIT_MIN))
+        o, lse = attend(q.reshape(B, KV, groups * T, D), k, v, 0.0, False)
         return o.reshape(B, H, T, v.shape[-1]), lse.reshape(B, H, T)
     return attend(q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), 0.0, causal)
+
+
+def _split_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pieces: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_flash` (non-causal, batch 1) with the keys cut into `pieces` pieces batched along dim 0, then merged
+    (split-K): the kernel parallelises over batch, heads and query blocks only, so a decode step's few query
+    rows against one long latent cache would run on one thread (BENCHMARKS.md, decode step)."""
+    attend = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    _, H, T, D = q.shape
+    KV, L, Dv = k.shape[1], k.shape[2], v.shape[-1]
+    n = L // pieces * pieces
+    keys, values = (x[:, :, :n].reshape(KV, pieces, n // pieces, x.shape[-1]).transpose(0, 1) for x in (k, v))
+    o, lse = attend(q.reshape(1, KV, H // KV * T, D).expand(pieces, -1, -1, -1), keys, values, 0.0, False)
+    outs, lses = list(o.unbind(0)), list(lse.unbind(0))                  # [KV, rows, Dv] and [KV, rows] each
+    if n < L:
+        o_rest, lse_rest = _flash(q, k[:, :, n:], v[:, :, n:], causal=False)
+        outs.append(o_rest.reshape(KV, -1, Dv))
+        lses.append(lse_rest.reshape(KV, -1))
+    lses = torch.stack(lses)
+    return _merge(outs, lses).to(q.dtype).reshape(1, H, T, Dv), torch.logsumexp(lses, 0).reshape(1, H, T)
 
 
 class SwiGLU(nn.Module):

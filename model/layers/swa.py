@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..cache import RingCache
 from ..config import ModelConfig
+from .common import causal_attention
 from .full import FullAttention
 
 
@@ -25,6 +26,11 @@ class SlidingWindowAttention(FullAttention):
         B, T, _ = x.shape
         q, k, v = self.project(x, positions)
         past = 0
+        if cache is not None and T == 1:   # decode: the ring after the append is exactly the window, any order
+            cache.append(k, v)
+            n = min(cache.seen, self.window)
+            o = causal_attention(q, cache.k[:, :, :n], cache.v[:, :, :n], 0)
+            return self.out(o.transpose(1, 2).reshape(B, T, -1))
         if cache is not None:
             past_k, past_v = cache.recent()
             past = past_k.shape[2]

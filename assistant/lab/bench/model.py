@@ -10,6 +10,7 @@ import torch
 from model.cache import Cache, GDNState, KVCache, LatentCache, RingCache
 from model.config import ModelConfig
 from model.model import RustleLM, twin_config
+from model.precision import fast_layouts
 
 
 @dataclass
@@ -49,10 +50,9 @@ def fill_directly(cache: Cache, n: int, generator: torch.Generator) -> None:
 
 
 @torch.inference_mode()
-def measure(model: RustleLM, name: str, context: int, prefill_limit: int, decode_steps: int = 32,
-            dtype: torch.dtype = torch.bfloat16) -> ModelRow:
+def measure(model: RustleLM, name: str, context: int, prefill_limit: int, decode_steps: int = 32) -> ModelRow:
     generator = torch.Generator().manual_seed(0)
-    cache = model.new_cache(dtype=dtype)
+    cache = model.new_cache()                    # in the model's dtype
     prefill, note = None, ""
     if context <= prefill_limit:
         tokens = torch.randint(0, model.config.vocab_size, (1, context), generator=generator)
@@ -78,5 +78,7 @@ def measure(model: RustleLM, name: str, context: int, prefill_limit: int, decode
 
 
 def models(config: ModelConfig, dtype: torch.dtype = torch.bfloat16) -> dict[str, RustleLM]:
+    """The hybrid and its twin with random weights, laid out as the engine serves them."""
     torch.manual_seed(0)
-    return {"hybrid": RustleLM(config).to(dtype).eval(), "twin": RustleLM(twin_config(config)).to(dtype).eval()}
+    return {"hybrid": fast_layouts(RustleLM(config).to(dtype).eval()),
+            "twin": fast_layouts(RustleLM(twin_config(config)).to(dtype).eval())}

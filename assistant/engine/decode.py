@@ -48,29 +48,31 @@ def choose(logits: torch.Tensor, history: list[int], pending: bytes, healer: Hea
     return int(logits.argmax())
 
 
-def step(state: StateCache, token: int) -> torch.Tensor:
-    """Feed one token; the logits after it."""
-    return state.feed([token])[0]
+def step(state: StateCache, tokens: list[int]) -> torch.Tensor:
+    """Feed `tokens` (those left unfed by a rejected draft, then the new one); the logits after the last."""
+    return state.feed(tokens)[-1]
 
 
-def speculative_step(state: StateCache, token: int, draft: list[int],
-                     choose_at: Callable[[int, torch.Tensor], int]) -> tuple[list[int], torch.Tensor]:
-    """Feed `token` and a drafted continuation in one forward pass. Draft tokens are kept while the model would
-    have chosen them itself (`choose_at(i, logits before draft[i])`); the state is rewound past the rest.
-    Returns (the kept draft tokens, the logits after the last token kept)."""
+def speculative_step(state: StateCache, unfed: list[int], token: int, draft: list[int],
+                     choose_at: Callable[[int, torch.Tensor], int]) -> tuple[list[int], torch.Tensor, list[int]]:
+    """Feed `unfed`, `token` and a drafted continuation in one forward pass. Draft tokens are kept while the model
+    would have chosen them itself (`choose_at(i, logits before draft[i])`). When one is not, the state is rewound
+    to before this pass and what it should hold is left unfed: the next pass feeds it with its own tokens, so a
+    rejected draft costs no second forward. Returns (the kept draft tokens, the logits after the last of them,
+    the tokens still to feed)."""
     mark = state.mark()
-    out = state.feed([token] + draft)
+    fed = unfed + [token]
+    out = state.feed(fed + draft)
     kept: list[int] = []
     for i, proposal in enumerate(draft):
-        if choose_at(i, out[i]) != proposal:
+        if choose_at(i, out[len(fed) - 1 + i]) != proposal:
             break
         kept.append(proposal)
     if len(kept) < len(draft):
         state.rewind(mark)
-        state.feed([token] + kept)
-    else:
-        state.cache.forget(mark)
-    return kept, out[len(kept)]
+        return kept, out[len(fed) - 1 + len(kept)], fed + kept
+    state.cache.forget(mark)
+    return kept, out[-1], []
 
 
 @torch.inference_mode()
@@ -137,7 +139,7 @@ def suggest(state: StateCache, vocab: Vocab, healer: Healer, prompt: Prompt, lim
     deadline = time.perf_counter() + deadline_s  # for decoding: a cold prefill still answers
     mixed = copy if mix else None
     out = _Text(vocab, prompt, on_text)
-    steps = 1
+    steps, unfed = 1, []
     while out.generated < limit:
         if cancelled.is_set() or time.perf_counter() > deadline:
             out.stopped = "cancelled" if cancelled.is_set() else "deadline"
@@ -149,11 +151,11 @@ def suggest(state: StateCache, vocab: Vocab, healer: Healer, prompt: Prompt, lim
         proposal = proposal[:max(0, limit - out.generated)]
         steps += 1
         if not proposal:
-            logits = step(state, token)
+            logits, unfed = step(state, unfed + [token]), []
             continue
         history = out.history
-        kept, logits = speculative_step(
-            state, token, proposal,
+        kept, logits, unfed = speculative_step(
+            state, unfed, token, proposal,
             lambda i, at: choose(at, (history + proposal[:i])[-HISTORY:], b"", healer, mixed))
         if any(out.accept(t) for t in kept):
             break

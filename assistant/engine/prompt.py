@@ -69,7 +69,7 @@ def with_repository(prompt: Prompt, ids: list[int], boundaries: list[int]) -> Pr
                   prompt.shape, len(ids), prompt.copy_ids, [a + shift for a in prompt.anchors])
 
 
-def _prefix_window(chunks: list[list[int]], budget: int, anchor: int) -> int:
+def _prefix_window(chunks: list[tuple[int, ...]], budget: int, anchor: int) -> int:
     """Index of the first prefix chunk kept: as many whole lines as fit, rounded down to an anchor line."""
     used, start = 0, len(chunks)
     while start > 0 and used + len(chunks[start - 1]) <= budget:
@@ -80,7 +80,7 @@ def _prefix_window(chunks: list[list[int]], budget: int, anchor: int) -> int:
     return start - start % anchor
 
 
-def _suffix_window(chunks: list[list[int]], budget: int) -> list[int]:
+def _suffix_window(chunks: list[tuple[int, ...]], budget: int) -> list[int]:
     ids: list[int] = []
     for chunk in chunks:
         if len(ids) + len(chunk) > budget:

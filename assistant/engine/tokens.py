@@ -8,7 +8,7 @@ in one piece (tests check this on real files).
 from __future__ import annotations
 
 import re
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from tokenizer import Layout
 
@@ -44,8 +44,14 @@ class Vocab(Layout):
         special = set(self.special.values())
         return [b"" if i in special else bytes(decode[c] for c in self.tok.id_to_token(i)) for i in range(self.size)]
 
-    def encode_chunks(self, text: str) -> list[list[int]]:
-        return [self.encode(chunk) for chunk in line_chunks(text)]
+    def encode_chunks(self, text: str) -> list[tuple[int, ...]]:
+        return [self.chunk_ids(chunk) for chunk in line_chunks(text)]
+
+    @lru_cache(maxsize=1 << 16)
+    def chunk_ids(self, chunk: str) -> tuple[int, ...]:
+        """One line chunk's ids, remembered: a request re-encodes only the lines edited since the last one
+        (the whole buffer up to the cursor took ~45 ms a request on an 800-line file)."""
+        return tuple(self.encode(chunk))
 
     def decode_bytes(self, ids: list[int]) -> bytes:
         table = self.token_bytes

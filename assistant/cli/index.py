@@ -9,8 +9,22 @@ from pathlib import Path
 from .console import RichReporter, console, progress_console, table
 
 
-def index_command(args: argparse.Namespace) -> int:
+def update_index(root: Path, db_path: Path, workers: int | None = None):
+    """Bring `root`'s index up to date with a progress bar (on stderr); the indexer's summary."""
     from ..index.indexer import index_workspace
+
+    with RichReporter() as reporter:
+        advance = None
+
+        def on_total(n: int) -> None:
+            nonlocal advance
+            advance = reporter.stage("indexing", n)
+
+        return index_workspace(root, db_path, workers, on_total, lambda: advance(1),
+                               on_message=lambda m: progress_console.print(f"[yellow]{m}[/]"))
+
+
+def index_command(args: argparse.Namespace) -> int:
     from ..index.store import open_or_rebuild, search
     from ..index.workspace import default_db
 
@@ -19,15 +33,7 @@ def index_command(args: argparse.Namespace) -> int:
         return 2
     db_path = args.db or default_db(args.root)
     if not args.no_update:
-        with RichReporter() as reporter:
-            advance = None
-
-            def on_total(n: int) -> None:
-                nonlocal advance
-                advance = reporter.stage("parsing", n)
-
-            summary = index_workspace(args.root, db_path, args.workers, on_total, lambda: advance(1),
-                                      on_message=lambda m: progress_console.print(f"[yellow]{m}[/]"))
+        summary = update_index(args.root, db_path, args.workers)
         if args.json and not args.query:
             print(json.dumps(asdict(summary) | {"db": str(db_path), "db_bytes": db_path.stat().st_size}))
         elif not args.query:

@@ -4,14 +4,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from . import bench, complete, corpus, distill, evaluate, index, serve, tokenizer, train
+from . import bench, chat, complete, corpus, distill, evaluate, index, query, serve, tokenizer, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rustle", description="Local Rust code completion on a small hybrid model.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (corpus, tokenizer, train, distill, evaluate, bench, index, complete, serve):
+    for group in (corpus, tokenizer, train, distill, evaluate, bench, index, query, chat, complete, serve):
         group.register(commands)
     return parser
 

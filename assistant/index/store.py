@@ -215,3 +215,41 @@ def related_files(db: sqlite3.Connection, path: str) -> list[tuple[str, int]]:
         "JOIN files me ON me.id = r.file_id AND me.path = ? "
         "JOIN symbols s ON s.name = r.name AND s.kind NOT IN ('field', 'variant') "
         "JOIN files f ON f.id = s.file_id AND f.path != ? GROUP BY f.path ORDER BY n DESC, f.path", (path, path)))
+
+
+def fuzzy(db: sqlite3.Connection, pattern: str, limit: int = 20) -> list[Symbol]:
+    """Definitions whose name holds `pattern`'s characters in order (case-insensitive), tightest matches first."""
+    like = "%" + "%".join(c.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for c in pattern) + "%"
+    rows = db.execute(
+        "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
+        "FROM symbols s JOIN files f ON f.id = s.file_id WHERE s.name LIKE ? ESCAPE '\\' AND s.kind != 'impl' "
+        "ORDER BY lower(s.name) != lower(?), instr(lower(s.name), lower(?)) = 0, length(s.name), "
+        "s.kind IN ('field', 'variant'), f.path, s.start_line LIMIT ?", (like, pattern, pattern, limit))
+    return [Symbol(*row) for row in rows]
+
+
+def references(db: sqlite3.Connection, name: str, limit: int = 100) -> list[tuple[str, int, int, str]]:
+    """Where `name` is called or named as a type: (path, line, column, "call" | "type"), 0-based, in file order."""
+    return list(db.execute(
+        "SELECT f.path, r.line, r.col, r.kind FROM refs r JOIN files f ON f.id = r.file_id WHERE r.name = ? "
+        "ORDER BY f.path, r.line, r.col LIMIT ?", (name, limit)))
+
+
+def impl_blocks(db: sqlite3.Connection, trait_word: str, limit: int = 100) -> list[Symbol]:
+    """`impl` blocks whose trait mentions `trait_word` (the caller keeps those whose trait's name it is)."""
+    rows = db.execute(
+        "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
+        "FROM symbols s JOIN files f ON f.id = s.file_id WHERE s.kind = 'impl' AND instr(s.trait, ?) > 0 "
+        "ORDER BY f.path, s.start_line LIMIT ?", (trait_word, limit))
+    return [Symbol(*row) for row in rows]
+
+
+def modules(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(module path, file) of every indexed file, by module."""
+    return list(db.execute("SELECT module, path FROM files ORDER BY module, path"))
+
+
+def symbol_names(db: sqlite3.Connection, limit: int = 20000) -> list[str]:
+    """Distinct definition names (tab completion), shortest first."""
+    return [n for (n,) in db.execute("SELECT DISTINCT name FROM symbols WHERE kind != 'impl' "
+                                     "ORDER BY length(name), name LIMIT ?", (limit,))]

@@ -1,0 +1,117 @@
+"""Plain-language questions: structural ones become index queries; the rest retrieve the definitions they
+name, and a local Hugging Face chat model (when one is given) answers from them.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from ..index import store
+from ..index.query import IDENTIFIER_RE, Hit, ask
+
+STRUCTURAL = [        # (pattern, query word): the first group is the name asked about
+    (r"where (?:is|are) `?(\w+)`? (?:defined|declared)|(?:definition|declaration) of `?(\w+)", "def"),
+    (r"who calls `?(\w+)|callers? of `?(\w+)|where (?:is|are) `?(\w+)`? (?:used|called|referenced)"
+     r"|(?:references?|uses|usages?) (?:to|of) `?(\w+)", "refs"),
+    (r"what implements `?(\w+)|(?:implementations?|impls?) of `?(\w+)|which types implement `?(\w+)"
+     r"|who implements `?(\w+)", "impls"),
+    (r"(?:outline|structure) of `?([\w./-]+\.rs)|what(?: is|'s) in `?([\w./-]+\.rs)", "outline"),
+]
+MODULE_TREE = re.compile(r"\bmodule (?:tree|structure|layout)\b|\bwhat modules\b", re.I)
+CODE_REQUEST = re.compile(r"^\s*(?:please\s+)?(?:write|implement|generate|create|add|make)\b"
+                          r"|\b(?:a|an) (?:function|method|fn|test) (?:that|which|to)\b", re.I)
+CONTEXT_DEFINITIONS = 6
+STOPWORDS = set("the and how does did what where which who why when this that these with from into work works "
+                "are was were can could should would about there here its for use used using code show tell "
+                "explain please function method type".split())
+
+
+def structural(question: str) -> str | None:
+    """The index query a structural question asks ("who calls parse?" → "refs parse"), or None."""
+    if MODULE_TREE.search(question):
+        return "tree"
+    for pattern, word in STRUCTURAL:
+        match = re.search(pattern, question, re.I)
+        if match:
+            return f"{word} {next(g for g in match.groups() if g)}"
+    return None
+
+
+def asks_for_code(text: str) -> bool:
+    return bool(CODE_REQUEST.search(text))
+
+
+def retrieve(db: store.Connection, root: Path, question: str) -> list[Hit]:
+    """The definitions a question names (exact names first), then full-text matches of its other words
+    (stemmed: "parsing" finds parse, parser, parse_command)."""
+    words = [w for w in dict.fromkeys(IDENTIFIER_RE.findall(question)) if len(w) > 2 and w.lower() not in STOPWORDS]
+    hits: list[Hit] = []
+    for word in words:
+        if store.find(db, word, limit=1):
+            hits += ask(db, root, f"def {word}", limit=3)
+    for word in words:
+        hits += [Hit(s.path, s.start_line + 1, s.kind, f"{s.scope}::{s.name}" if s.scope else s.name, s.signature)
+                 for s in store.search(db, _stem(word), 4)]
+    unique = list({h.location: h for h in hits}.values())
+    return unique[:CONTEXT_DEFINITIONS]
+
+
+def _stem(word: str) -> str:
+    return re.sub(r"(?:ing|ed|es|er|s)$", "", word) if len(word) > 5 else word
+
+
+def context_of(root: Path, hits: list[Hit], lines: int = 30) -> str:
+    """The source of each retrieved definition (its first `lines` lines), with its location."""
+    parts = []
+    for hit in hits:
+        text = (root / hit.path).read_text(encoding="utf-8", errors="replace").splitlines()
+        code = "\n".join(text[hit.line - 1:hit.line - 1 + lines])
+        parts.append(f"{hit.location} ({hit.kind} {hit.name}):\n```rust\n{code}\n```")
+    return "\n\n".join(parts)
+
+
+class ChatModel:
+    """A local Hugging Face chat model, loaded offline with transformers (nothing is ever downloaded)."""
+
+    def __init__(self, folder: Path) -> None:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"{folder} is not a Hugging Face model folder (no config.json)")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            self.model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"cannot load the chat model in {folder}: {err}") from err
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"{folder} has no chat template: pass a chat (instruction-tuned) model")
+        self.name = folder.name
+
+    def answer(self, question: str, context: str, on_text: Callable[[str], None], stopped: threading.Event,
+               max_new_tokens: int = 512) -> str:
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
+                return stopped.is_set()
+
+        messages = [{"role": "system", "content": "You answer questions about a Rust repository from the "
+                     "definitions shown, citing them as path:line."},
+                    {"role": "user", "content": f"{context}\n\nQuestion: {question}"}]
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                 return_dict=True)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        worker = threading.Thread(target=self.model.generate, daemon=True, kwargs=dict(
+            **ids, streamer=streamer, max_new_tokens=max_new_tokens, do_sample=False,
+            stopping_criteria=StoppingCriteriaList([Stop()]), pad_token_id=self.tokenizer.eos_token_id))
+        worker.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            on_text(text)
+        worker.join()
+        return text

@@ -49,7 +49,7 @@ class Terminal:
         """Type `line` and Enter; the screen part after it, once the next prompt is there."""
         self.send(line, "Enter")
         screen = self.wait_for_prompt(prompts + 1)
-        return screen[screen.rindex(line):]
+        return screen[screen.rindex(PROMPT + line):]
 
     def close(self) -> None:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
@@ -59,6 +59,8 @@ class Terminal:
 def shop(tmp_path) -> tuple[Path, dict[str, str]]:
     workspace = tmp_path / "shop"
     shutil.copytree(SHOP, workspace)
+    for age, name in enumerate(["report.rs", "inventory.rs", "item.rs", "lib.rs"]):   # the context's file order
+        os.utime(workspace / "src" / name, (1_700_000_000 - 60 * age, 1_700_000_000 - 60 * age))
     return workspace, {"XDG_CACHE_HOME": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "TERM": "xterm-256color",
                        "COLUMNS": "220"}
 
@@ -128,7 +130,7 @@ def test_chat_in_a_terminal_answers_commands_generates_code_and_survives_ctrl_c(
         term.wait_for_prompt(prompts)
         expected = {
             "/def Inventory": ["src/inventory.rs:5", "pub struct Inventory"],
-            "/refs format_dollars": ["src/report.rs:2", "src/report.rs:6"],
+            "/refs format_dollars": ["src/report.rs:6", "format!(\"stock worth {}\""],
             "/impls Priced": ["src/inventory.rs:25", "src/item.rs:13"],
             "/outline src/item.rs": ["src/item.rs:3", "src/item.rs:20", "format_dollars"],
             "/tree": ["crate::inventory", "src/report.rs"],
@@ -138,7 +140,7 @@ def test_chat_in_a_terminal_answers_commands_generates_code_and_survives_ctrl_c(
             "what implements Priced?": ["src/item.rs:13"],
             "how does pricing work?": ["No chat model is loaded", "price_cents"],
             "/help": ["/impls TRAIT", "/gen WHAT"],
-            "/def": ["'/def' needs a NAME"],
+            "/def": ["'def' needs a NAME"],
         }
         for line, wanted in expected.items():
             out = term.ask(line, prompts)

@@ -1,6 +1,7 @@
 """Code requests answered by the completion engine with the whole repository in context.
 
-The request becomes a doc comment above an item head at a sensible place: inside a new `impl` block of a
+The request becomes a doc comment (linking the repository items its words find) above an item head at a
+sensible place: inside a new `impl` block of a
 type the request names (in that type's file), else at the end of the file that defines most of the names it
 mentions. Our model then writes the signature (a line completion after `pub fn `) and the body (a block
 completion on the empty line of the braces), so generated code uses the repository's own names.
@@ -17,6 +18,7 @@ from pathlib import Path
 from ..engine.engine import Engine, Request
 from ..index import store
 from ..index.query import IDENTIFIER_RE
+from .questions import related_names
 
 TYPE_KINDS = ("struct", "enum", "union")
 REQUEST_HEAD = re.compile(r"^(?:please\s+)?(?:write|implement|generate|create|add|make)\s+(?:me\s+)?"
@@ -36,7 +38,8 @@ class Placement:
 def place(db: store.Connection, root: Path, what: str) -> Placement:
     """Where the item for `what` goes, from the names it mentions that the index defines."""
     words = [w for w in IDENTIFIER_RE.findall(what) if len(w) > 2]
-    doc = _doc(what)
+    related = related_names(db, what)
+    doc = _doc(what) + (" See " + ", ".join(f"[`{name}`]" for name in related) + "." if related else "")
     for word in words:
         types = (store.find(db, word, kinds=TYPE_KINDS, limit=1)   # "the store" names `Store` too
                  or store.find(db, word[:1].upper() + word[1:], kinds=TYPE_KINDS, limit=1))
@@ -75,8 +78,8 @@ def generate(engine: Engine, root: Path, placement: Placement, on_text: Callable
 
 def _doc(what: str) -> str:
     """The request as a doc comment's sentence: "write a function that counts keys" → "Counts keys"."""
-    text = REQUEST_HEAD.sub("", " ".join(what.split()))
-    return text[:1].upper() + text[1:]
+    text = REQUEST_HEAD.sub("", " ".join(what.split())).rstrip(".")
+    return text[:1].upper() + text[1:] + "."
 
 
 def _read(root: Path, path: str) -> str:

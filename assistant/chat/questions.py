@@ -59,8 +59,23 @@ def retrieve(db: store.Connection, root: Path, question: str) -> list[Hit]:
     return unique[:CONTEXT_DEFINITIONS]
 
 
+def related_names(db: store.Connection, text: str, limit: int = 3) -> list[str]:
+    """Functions, types and macros whose names or docs match `text`'s words, best first (a code request's doc
+    comment links them, so the model sees the repository's own names where it writes)."""
+    names: list[str] = []
+    for word in dict.fromkeys(IDENTIFIER_RE.findall(text)):
+        if len(word) > 2 and word.lower() not in STOPWORDS:
+            names += [s.name for s in store.search(db, _stem(word), 4)
+                      if s.kind in ("fn", "struct", "enum", "trait", "macro", "const") and s.scope != "tests"]
+    return list(dict.fromkeys(names))[:limit]
+
+
 def _stem(word: str) -> str:
-    return re.sub(r"(?:ing|ed|es|er|s)$", "", word) if len(word) > 5 else word
+    """A crude English stem, for prefix search: "parsing" → "pars", "formatted" → "format"."""
+    if len(word) <= 5:
+        return word
+    stem = re.sub(r"(?:ing|ed|es|er|s)$", "", word)
+    return stem[:-1] if len(stem) > 3 and stem[-1] == stem[-2] and stem[-1] not in "aeiou" else stem
 
 
 def context_of(root: Path, hits: list[Hit], lines: int = 30) -> str:

@@ -28,6 +28,8 @@ QUERY = """
                             (field_expression field: (field_identifier) @call)
                             (scoped_identifier name: (identifier) @call)])
 (macro_invocation macro: (identifier) @call)
+; a call among a macro's arguments (`format!("{}", name(x))`): an identifier right before a (…) token tree
+(token_tree (identifier) @call . (token_tree))
 (type_identifier) @type
 """
 

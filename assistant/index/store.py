@@ -16,7 +16,7 @@ from .parse import FileSymbols
 
 Connection = sqlite3.Connection
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"      # 2: calls inside macro arguments are references
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (

@@ -63,6 +63,8 @@ def generate(engine: Engine, root: Path, placement: Placement, on_text: Callable
              stopped: threading.Event) -> str:
     """Signature, then body, each streamed into `on_text` as the whole item so far; the item's final text."""
     p = placement
+    if not engine.prepare(root, p.path, stopped):
+        return ""
     signature = engine.complete_sync(Request(root, p.path, p.head, len(p.head), {p.path: p.saved}),
                                      lambda t: on_text(p.shown + t), stopped).text.strip()
     signature = signature.split("{")[0].rstrip() + " {"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.engine import DEFAULT_MODEL, Engine, Request
+from ..engine.engine import DEFAULT_MODEL, Engine, EngineConfig, Request
 from ..index import store
 from ..index.query import COMMANDS, Hit, QueryError, ask, indexed_path
 from . import codegen, questions
@@ -19,6 +19,7 @@ ENGINE_COMMANDS = {
     "gen": ("WHAT", "code for WHAT, written by the code model with the whole repository in context"),
     "complete": ("FILE:LINE[:COL]", "the code model's suggestion at a place in a file (line, column from 1)"),
 }
+READING = "the code model reads the repository (kept on disk: only the first time, or after changes)"
 SESSION_COMMANDS = {"help": ("", "this list"), "quit": ("", "leave (or Ctrl-D)")}
 NO_CHAT_MODEL = ("No chat model is loaded (`rustle chat PATH --model DIR` takes a local Hugging Face chat model). "
                  "The code model writes Rust (`/gen`, `/complete`, or a request such as \"write a function "
@@ -59,8 +60,8 @@ class ChatSession:
 
     def engine(self) -> Engine:
         """The completion engine, loaded on the first code request."""
-        if self._engine is None:
-            self._engine = Engine(self.code_model)
+        if self._engine is None:   # the server's mode: the repository's state is kept on disk for the next start
+            self._engine = Engine(self.code_model, EngineConfig(background=True, persist=True))
         return self._engine
 
     def names(self) -> list[str]:
@@ -120,7 +121,8 @@ class ChatSession:
         with self._db() as db:
             placement = codegen.place(db, self.root, what)
         engine = self.engine()
-        return Stream("rust", lambda on_text, stopped: codegen.generate(engine, self.root, placement, on_text, stopped))
+        return Stream("rust", lambda on_text, stopped: codegen.generate(engine, self.root, placement, on_text, stopped),
+                      status=READING)
 
     def _complete(self, location: str) -> Stream:
         file, line, column = _location(location)
@@ -133,7 +135,10 @@ class ChatSession:
         column = len(lines[line]) if column < 0 else column
         offset = sum(len(x) + 1 for x in lines[:line]) + column
         engine, request = self.engine(), Request(self.root, path, text, offset)
-        return Stream("rust", lambda on_text, stopped: engine.complete_sync(request, on_text, stopped).text)
+
+        def complete(on_text, stopped) -> str:
+            return engine.complete_sync(request, on_text, stopped).text if engine.prepare(self.root, path, stopped) else ""
+        return Stream("rust", complete, status=READING)
 
     def _db(self):
         return _Opened(self.db_path)

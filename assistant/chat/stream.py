@@ -16,6 +16,7 @@ class Stream:
     language: str                        # "rust" (code) or "markdown" (prose)
     work: Work
     title: str = ""                      # who answers, when not the code model
+    status: str = ""                     # shown until the first text arrives
     stopped: threading.Event = field(default_factory=threading.Event)
     error: Exception | None = None
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.live import Live
 from rich.markdown import Markdown
+from rich.spinner import Spinner
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -87,6 +88,8 @@ def _show(reply) -> None:
 def _stream(stream) -> None:
     """Draw the answer as it grows; Ctrl-C stops it and keeps what was written."""
     def draw(text: str):
+        if not text and stream.status:
+            return Spinner("dots", stream.status, style="dim")
         return Syntax(text, "rust") if stream.language == "rust" else Markdown(text)
 
     if stream.title:

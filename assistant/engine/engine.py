@@ -143,6 +143,18 @@ class Engine:
             document = RepositoryPart.document(prompt) if path and self.config.prompt.layout != "spm" else None
             self.prefill.want(root.resolve(), RepositoryPart.of(prompt), document)
 
+    def prepare(self, root: Path, path: str, stopped: threading.Event | None = None) -> bool:
+        """Prefill `root`'s repository part and `path`'s saved lines and wait until the state tree holds them (a
+        conversation's code request wants the whole repository, not the local context a server answers with
+        meanwhile); False when `stopped` is set first. A foreground engine has nothing to wait for."""
+        if not self.config.background:
+            return True
+        self.prefill_repository(root, path)
+        while not self.prefill.wait(timeout=0.1):
+            if stopped is not None and stopped.is_set():
+                return False
+        return True
+
     def complete_sync(self, request: Request, on_text: Callable[[str], None] = lambda t: None,
                       cancelled: threading.Event | None = None) -> Completion:
         error = request.position_error()

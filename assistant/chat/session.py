@@ -64,6 +64,11 @@ class ChatSession:
             self._engine = Engine(self.code_model, EngineConfig(background=True, persist=True))
         return self._engine
 
+    def totals(self) -> tuple[int, int]:
+        """(files, definitions) indexed."""
+        with self._db() as db:
+            return store.totals(db)
+
     def names(self) -> list[str]:
         """Symbol names for tab completion."""
         with self._db() as db:

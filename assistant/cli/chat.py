@@ -32,8 +32,7 @@ def chat_command(args: argparse.Namespace) -> int:
         console.print(f"[red]not a folder:[/] {args.root}")
         return 2
     db_path = default_db(root)
-    summary = update_index(root, db_path)
-    if summary.files == 0:
+    if update_index(root, db_path).files == 0:
         console.print(f"[red]no Rust files in {root}[/] (an empty workspace: nothing to talk about)")
         return 2
     chat_model = None
@@ -47,7 +46,8 @@ def chat_command(args: argparse.Namespace) -> int:
     session = ChatSession(root, db_path, args.code_model, chat_model)
     history = cache_dir() / "chat" / f"{hashlib.blake2b(str(root).encode(), digest_size=8).hexdigest()}.history"
     _readline_setup(history, ["/" + c for c in session.commands], session.names())
-    console.print(f"[bold]{root.name}[/]: {summary.files:,} files, {summary.definitions:,} definitions indexed"
+    files, definitions = session.totals()
+    console.print(f"[bold]{root.name}[/]: {files:,} files, {definitions:,} definitions indexed"
                   f"{f'; chat model {chat_model.name}' if chat_model else ''}. /help lists the commands.")
     while True:
         try:

@@ -249,6 +249,12 @@ def modules(db: sqlite3.Connection) -> list[tuple[str, str]]:
     return list(db.execute("SELECT module, path FROM files ORDER BY module, path"))
 
 
+def totals(db: sqlite3.Connection) -> tuple[int, int]:
+    """(files, definitions) in the index."""
+    return (db.execute("SELECT COUNT(*) FROM files").fetchone()[0],
+            db.execute("SELECT COUNT(*) FROM symbols WHERE kind != 'impl'").fetchone()[0])
+
+
 def symbol_names(db: sqlite3.Connection, limit: int = 20000) -> list[str]:
     """Distinct definition names (tab completion), shortest first."""
     return [n for (n,) in db.execute("SELECT DISTINCT name FROM symbols WHERE kind != 'impl' "

@@ -165,6 +165,10 @@ def test_chat_in_a_terminal_answers_commands_generates_code_and_survives_ctrl_c(
         term.send("Up")                                          # history: the last line comes back
         time.sleep(0.5)
         assert term.screen().rstrip().endswith(PROMPT + "/def Inventory")
+        term.send("C-u", "/outline src/rep", "Tab")                  # tab completion: no path names, so…
+        term.send("C-u", "/ref", "Tab", "format_d", "Tab")           # …commands and symbol names
+        time.sleep(0.5)
+        assert term.screen().rstrip().endswith(PROMPT + "/refs format_dollars")
     finally:
         term.close()
 

@@ -21,6 +21,7 @@ from ..index.query import IDENTIFIER_RE
 from .questions import related_names
 
 TYPE_KINDS = ("struct", "enum", "union")
+SIGNATURE_LINES = 8
 REQUEST_HEAD = re.compile(r"^(?:please\s+)?(?:write|implement|generate|create|add|make)\s+(?:me\s+)?"
                           r"(?:a|an)\s+(?:function|method|fn)\s+(?:that|which|to)\s+", re.I)
 
@@ -65,9 +66,7 @@ def generate(engine: Engine, root: Path, placement: Placement, on_text: Callable
     p = placement
     if not engine.prepare(root, p.path, stopped):
         return ""
-    signature = engine.complete_sync(Request(root, p.path, p.head, len(p.head), {p.path: p.saved}),
-                                     lambda t: on_text(p.shown + t), stopped).text.strip()
-    signature = signature.split("{")[0].rstrip() + " {"
+    signature = _signature(engine, root, p, on_text, stopped)
     shown = p.shown + signature + "\n"
     if stopped.is_set():
         return shown.rstrip()
@@ -76,6 +75,23 @@ def generate(engine: Engine, root: Path, placement: Placement, on_text: Callable
     body = engine.complete_sync(Request(root, p.path, body_buffer, len(before), {p.path: p.saved}),
                                 lambda t: on_text(shown + p.indent + "    " + t), stopped).text
     return shown + p.indent + "    " + body.strip() + p.closing
+
+
+def _signature(engine: Engine, root: Path, p: Placement, on_text: Callable[[str], None],
+               stopped: threading.Event) -> str:
+    """The signature after `pub fn `, a line completion at a time (rustfmt breaks long parameter lists over
+    lines), up to and including its `{`."""
+    signature = ""
+    for _ in range(SIGNATURE_LINES):
+        buffer = p.head + signature
+        line = engine.complete_sync(Request(root, p.path, buffer, len(buffer), {p.path: p.saved}),
+                                    lambda t: on_text(p.shown + signature + t), stopped).text
+        if "{" in line:
+            return signature + line[:line.index("{")].rstrip() + " {"
+        if not line.strip() or stopped.is_set():
+            break
+        signature += line.rstrip() + "\n"
+    return signature.rstrip() + " {"
 
 
 def _doc(what: str) -> str:

@@ -122,7 +122,7 @@ def _readline_setup(history: Path, commands: list[str], names: list[str]) -> Non
 
     def complete(text: str, state: int) -> str | None:
         matches = [w for w in words if w.startswith(text)]
-        return matches[state] if state < len(matches) else None
+        return matches[state] + " " if state < len(matches) else None   # a space, as a shell completes a word
 
     readline.set_completer_delims(" \t\n:")
     readline.set_completer(complete)

@@ -71,7 +71,7 @@ class StdioClient:
         try:
             self.request("shutdown", {})
             self.notify("exit", {})
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=120)   # at exit the server finishes its prefill segment (slow on a busy CPU)
         finally:
             if self.process.poll() is None:
                 self.process.kill()

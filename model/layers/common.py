@@ -68,7 +68,7 @@ def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> t
     KV, L = k.shape[1], k.shape[2]
     groups = H // KV
     if not causal or T == 1:
-        if B * KV < torch.get_num_threads() and groups * T <= 64 and L >= 2 * SPLIT_MIN:
+        if B == 1 and KV < torch.get_num_threads() and groups * T <= 64 and L >= 2 * SPLIT_MIN:
             return _split_keys(q, k, v, min(torch.get_num_threads(), L // SPLIT_MIN))
         o, lse = attend(q.reshape(B, KV, groups * T, D), k, v, 0.0, False)
         return o.reshape(B, H, T, v.shape[-1]), lse.reshape(B, H, T)

@@ -41,6 +41,11 @@ CREATE VIRTUAL TABLE IF NOT EXISTS symbol_search USING fts5(name, scope, signatu
 """
 
 
+# A Symbol's columns, and them over every definition (a query adds its WHERE and ORDER BY)
+SYMBOL_COLUMNS = "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
+SYMBOLS = SYMBOL_COLUMNS + "FROM symbols s JOIN files f ON f.id = s.file_id "
+
+
 class CorruptIndex(Exception):
     pass
 
@@ -169,8 +174,7 @@ def defining_files(db: Connection, kinds: tuple[str, ...]) -> dict[str, set[str]
 
 def find(db: sqlite3.Connection, name: str, kinds: tuple[str, ...] | None = None, limit: int = 20) -> list[Symbol]:
     """Definitions named exactly `name`, type-like kinds first."""
-    sql = ("SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
-           "FROM symbols s JOIN files f ON f.id = s.file_id WHERE s.name = ?")
+    sql = SYMBOLS + "WHERE s.name = ?"
     args: list = [name]
     if kinds:
         sql += f" AND s.kind IN ({','.join('?' * len(kinds))})"
@@ -186,8 +190,8 @@ def search(db: sqlite3.Connection, text: str, limit: int = 20) -> list[Symbol]:
         return []
     match = " ".join(f'"{t}"*' for t in terms)
     rows = db.execute(
-        "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
-        "FROM symbol_search JOIN symbols s ON s.id = symbol_search.rowid JOIN files f ON f.id = s.file_id "
+        SYMBOL_COLUMNS + "FROM symbol_search JOIN symbols s ON s.id = symbol_search.rowid "
+        "JOIN files f ON f.id = s.file_id "
         "WHERE symbol_search MATCH ? ORDER BY s.name != ?, rank LIMIT ?", (match, text, limit))
     return [Symbol(*row) for row in rows]
 
@@ -195,16 +199,14 @@ def search(db: sqlite3.Connection, text: str, limit: int = 20) -> list[Symbol]:
 def members(db: sqlite3.Connection, type_name: str, limit: int = 40) -> list[Symbol]:
     """Methods and associated items of a type: everything defined inside its impl blocks."""
     rows = db.execute(
-        "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
-        "FROM symbols s JOIN files f ON f.id = s.file_id WHERE s.scope = ? AND s.kind IN ('fn', 'const', 'type') "
+        SYMBOLS + "WHERE s.scope = ? AND s.kind IN ('fn', 'const', 'type') "
         "ORDER BY f.path, s.start_line LIMIT ?", (type_name, limit))
     return [Symbol(*row) for row in rows]
 
 
 def file_symbols(db: sqlite3.Connection, path: str) -> list[Symbol]:
     rows = db.execute(
-        "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
-        "FROM symbols s JOIN files f ON f.id = s.file_id WHERE f.path = ? ORDER BY s.start_line", (path,))
+        SYMBOLS + "WHERE f.path = ? ORDER BY s.start_line", (path,))
     return [Symbol(*row) for row in rows]
 
 
@@ -221,8 +223,7 @@ def fuzzy(db: sqlite3.Connection, pattern: str, limit: int = 20) -> list[Symbol]
     """Definitions whose name holds `pattern`'s characters in order (case-insensitive), tightest matches first."""
     like = "%" + "%".join(c.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for c in pattern) + "%"
     rows = db.execute(
-        "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
-        "FROM symbols s JOIN files f ON f.id = s.file_id WHERE s.name LIKE ? ESCAPE '\\' AND s.kind != 'impl' "
+        SYMBOLS + "WHERE s.name LIKE ? ESCAPE '\\' AND s.kind != 'impl' "
         "ORDER BY lower(s.name) != lower(?), instr(lower(s.name), lower(?)) = 0, length(s.name), "
         "s.kind IN ('field', 'variant'), f.path, s.start_line LIMIT ?", (like, pattern, pattern, limit))
     return [Symbol(*row) for row in rows]
@@ -238,8 +239,7 @@ def references(db: sqlite3.Connection, name: str, limit: int = 100) -> list[tupl
 def impl_blocks(db: sqlite3.Connection, trait_word: str, limit: int = 100) -> list[Symbol]:
     """`impl` blocks whose trait mentions `trait_word` (the caller keeps those whose trait's name it is)."""
     rows = db.execute(
-        "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line, s.end_line, s.signature, s.doc "
-        "FROM symbols s JOIN files f ON f.id = s.file_id WHERE s.kind = 'impl' AND instr(s.trait, ?) > 0 "
+        SYMBOLS + "WHERE s.kind = 'impl' AND instr(s.trait, ?) > 0 "
         "ORDER BY f.path, s.start_line LIMIT ?", (trait_word, limit))
     return [Symbol(*row) for row in rows]
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..index import store
-from ..index.query import IDENTIFIER_RE, Hit, ask
+from ..index.query import IDENTIFIER_RE, Hit, definition_hit
 
 STRUCTURAL = [        # (pattern, query word): the first group is the name asked about
     (r"where (?:is|are) `?(\w+)`? (?:defined|declared)|(?:definition|declaration) of `?(\w+)", "def"),
@@ -44,17 +44,13 @@ def asks_for_code(text: str) -> bool:
     return bool(CODE_REQUEST.search(text))
 
 
-def retrieve(db: store.Connection, root: Path, question: str) -> list[Hit]:
+def retrieve(db: store.Connection, question: str) -> list[Hit]:
     """The definitions a question names (exact names first), then full-text matches of its other words
     (stemmed: "parsing" finds parse, parser, parse_command)."""
     words = [w for w in dict.fromkeys(IDENTIFIER_RE.findall(question)) if len(w) > 2 and w.lower() not in STOPWORDS]
-    hits: list[Hit] = []
-    for word in words:
-        if store.find(db, word, limit=1):
-            hits += ask(db, root, f"def {word}", limit=3)
-    for word in words:
-        hits += [Hit(s.path, s.start_line + 1, s.kind, f"{s.scope}::{s.name}" if s.scope else s.name, s.signature)
-                 for s in store.search(db, _stem(word), 4)]
+    found = [s for word in words for s in store.find(db, word, limit=3)]
+    found += [s for word in words for s in store.search(db, _stem(word), 4)]
+    hits = [definition_hit(s) for s in found]
     unique = list({h.location: h for h in hits}.values())
     return unique[:CONTEXT_DEFINITIONS]
 

@@ -6,6 +6,7 @@ the index) or retrieve the definitions they name, answered in prose by a local c
 """
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,7 @@ class ChatSession:
             if query is not None:
                 hits = ask(db, self.root, query)
                 return [Hits(query, hits) if hits else Note(f"the index has nothing for '{query}'")]
-            hits = questions.retrieve(db, self.root, question)
+            hits = questions.retrieve(db, question)
         if not hits:
             return [Note("No definition in the index matches the question's words; try /find NAME.")]
         shown = Hits("definitions the question names", hits)
@@ -145,12 +146,13 @@ class ChatSession:
             return engine.complete_sync(request, on_text, stopped).text if engine.prepare(self.root, path, stopped) else ""
         return Stream("rust", complete, status=READING)
 
-    def _db(self):
-        return _Opened(self.db_path)
+    def _db(self) -> closing[store.Connection]:
+        """The index, open for one reply (the indexer of `rustle serve` may write it between replies)."""
+        return closing(store.connect(self.db_path))
 
 
 def _location(location: str) -> tuple[str, int, int]:
-    """FILE:LINE[:COL] (from 1; no column: the line's end) → (file, 0-based line, 0-based column or a large one)."""
+    """FILE:LINE[:COL], from 1 → (file, 0-based line, 0-based column; -1 without one: the line's end)."""
     parts = location.rsplit(":", 2)
     numbers = [p for p in parts[1:] if p.isdigit()]
     if not numbers or any(int(n) < 1 for n in numbers):
@@ -158,17 +160,3 @@ def _location(location: str) -> tuple[str, int, int]:
     file = location[:len(location) - sum(len(n) + 1 for n in numbers)]
     line = int(numbers[0]) - 1
     return file, line, (int(numbers[1]) - 1 if len(numbers) > 1 else -1)
-
-
-class _Opened:
-    """The index, open for one reply (the indexer of `rustle serve` may write it between replies)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> store.Connection:
-        self.db = store.connect(self.path)
-        return self.db
-
-    def __exit__(self, *exc) -> None:
-        self.db.close()

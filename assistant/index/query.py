@@ -50,20 +50,20 @@ def ask(db: store.Connection, root: Path, query: str, limit: int = 50) -> list[H
     if COMMANDS[word][0] and not argument:
         raise QueryError(f"'{word}' needs a {COMMANDS[word][0]}")
     if word == "find":
-        return [_definition(s) for s in store.fuzzy(db, argument, limit)]
+        return [definition_hit(s) for s in store.fuzzy(db, argument, limit)]
     if word == "def":
-        return [_definition(s) for s in (store.find(db, argument, limit=limit) or store.fuzzy(db, argument, limit))]
+        return [definition_hit(s) for s in (store.find(db, argument, limit=limit) or store.fuzzy(db, argument, limit))]
     if word == "refs":
         lines = _Lines(root)
         return [Hit(path, line + 1, kind, argument, lines.at(path, line))
                 for path, line, _, kind in store.references(db, argument, limit)]
     if word == "impls":
-        return [_definition(s) for s in store.impl_blocks(db, argument, limit) if trait_name(s.trait) == argument]
+        return [definition_hit(s) for s in store.impl_blocks(db, argument, limit) if trait_name(s.trait) == argument]
     if word == "tree":
         return [Hit(path, 1, "mod", module, "") for module, path in store.modules(db)]
     path = indexed_path(db, root, argument)
     if word == "outline":
-        return [_definition(s) for s in store.file_symbols(db, path)]
+        return [definition_hit(s) for s in store.file_symbols(db, path)]
     text = (root / path).read_text(encoding="utf-8", errors="replace")
     return [Hit(path, i, "line", "", line) for i, line in enumerate(text.splitlines(), start=1)]
 
@@ -89,7 +89,8 @@ def indexed_path(db: store.Connection, root: Path, argument: str) -> str:
     return path
 
 
-def _definition(s: store.Symbol) -> Hit:
+def definition_hit(s: store.Symbol) -> Hit:
+    """A definition as a Hit: 1-based line, its name with its scope (impl blocks keep the type's name)."""
     name = f"{s.scope}::{s.name}" if s.scope and s.kind != "impl" else s.name
     return Hit(s.path, s.start_line + 1, s.kind, name, s.signature)
 

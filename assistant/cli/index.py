@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .console import RichReporter, console, progress_console, table
+from .console import RichReporter, console, progress_console
 
 
 def update_index(root: Path, db_path: Path, workers: int | None = None):
@@ -25,8 +25,10 @@ def update_index(root: Path, db_path: Path, workers: int | None = None):
 
 
 def index_command(args: argparse.Namespace) -> int:
+    from ..index.query import definition_hit
     from ..index.store import open_or_rebuild, search
     from ..index.workspace import default_db
+    from .query import print_hits
 
     if not args.root.is_dir():
         console.print(f"[red]not a folder:[/] {args.root}")
@@ -43,16 +45,10 @@ def index_command(args: argparse.Namespace) -> int:
     if args.query:
         db = open_or_rebuild(db_path)
         try:
-            hits = search(db, args.query, args.limit)
+            hits = [definition_hit(s) for s in search(db, args.query, args.limit)]
         finally:
             db.close()
-        if args.json:
-            for hit in hits:
-                print(json.dumps(asdict(hit)))
-        else:
-            console.print(table(f"'{args.query}' in {args.root}", ["symbol", "kind", "where", "signature"],
-                                [[f"{h.scope}::{h.name}" if h.scope else h.name, h.kind,
-                                  f"{h.path}:{h.start_line + 1}", h.signature] for h in hits]))
+        print_hits(f"'{args.query}' in {args.root}", hits, args.json)
     return 0
 
 

@@ -31,13 +31,18 @@ def query_command(args: argparse.Namespace) -> int:
         return 2
     finally:
         db.close()
-    if args.json:
+    print_hits(f"{args.query} in {args.root}", hits, args.json)
+    return 0 if hits else 1
+
+
+def print_hits(title: str, hits: list, as_json: bool) -> None:
+    """Index answers (`Hit`s) as JSON lines (path, line, kind, name, signature) or a table."""
+    if as_json:
         for hit in hits:
             print(json.dumps(asdict(hit)))
     else:
-        console.print(table(f"{args.query} in {args.root}", ["where", "kind", "name", "code"],
+        console.print(table(title, ["where", "kind", "name", "code"],
                             [[h.location, h.kind, h.name, h.signature] for h in hits]))
-    return 0 if hits else 1
 
 
 def register(commands: argparse._SubParsersAction) -> None:

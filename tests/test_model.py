@@ -224,12 +224,16 @@ def test_fused_loss_and_gradients_equal_the_plain_head_and_cross_entropy():
 
 
 @pytest.mark.parametrize("kv_heads, split_min", [(2, 16384), (1, 16384), (1, 128)])
-def test_attention_over_cache_segments_merges_to_the_masked_attention(kv_heads, split_min, monkeypatch):
+@pytest.mark.parametrize("kernel", [True, False])             # few rows: the C kernel (kernels/attention) or not
+def test_attention_over_cache_segments_merges_to_the_masked_attention(kv_heads, split_min, kernel, monkeypatch):
     import torch.nn.functional as F
 
+    import kernels.attention
     from model.layers import common
 
     monkeypatch.setattr(common, "SPLIT_MIN", split_min)    # 128: long segments are cut across 3 threads (split-K)
+    if not kernel:
+        monkeypatch.setattr(kernels.attention, "available", lambda: False)
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     torch.manual_seed(0)

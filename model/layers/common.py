@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kernels.attention import attend_few_rows
+
 
 def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
     """Rotate pairs (first half, second half) of the last dim of x [B, H, T, D] by their positions [T]."""
@@ -34,9 +36,14 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: in
 
 def attend_segments(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Tensor]], past: int) -> torch.Tensor:
     """`causal_attention` against a cache held in segments (model/cache.py: branches share their prefix),
-    oldest first, together past + T positions. On CPU, each segment goes through the fused kernel and the
-    results are merged by their log-sum-exps (flash attention's merge), so no segment is copied and a long
-    prefill needs no [T, past + T] mask; elsewhere the segments are joined."""
+    oldest first, together past + T positions. A few query rows on CPU go through the C kernel (kernels/attention:
+    one pass over every segment). Otherwise on CPU, long segments go through the fused kernel (split across the
+    threads for a few rows), short ones joined, and the results are merged by their log-sum-exps (flash
+    attention's merge), so no long segment is copied and a long prefill needs no [T, past + T] mask; elsewhere
+    the segments are joined."""
+    few = attend_few_rows(q, segments, past)
+    if few is not None:
+        return few
     T = q.shape[2]
     flash = q.device.type == "cpu" and not torch.is_grad_enabled()
     short = past == 0 or (T < 16 and past < 2 * SPLIT_MIN)
@@ -46,11 +53,35 @@ def attend_segments(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Te
         return causal_attention(q, torch.cat([k for k, _ in segments], 2), torch.cat([v for _, v in segments], 2), past)
     *older, (k, v) = segments
     cached = k.shape[2] - T                      # the last segment ends with the new positions
-    parts = [_flash(q, *older_kv, causal=False) for older_kv in older]
-    if cached:
-        parts.append(_flash(q, k[:, :, :cached], v[:, :, :cached], causal=False))
-    parts.append(_flash(q, k[:, :, cached:], v[:, :, cached:], causal=True))
+    new = (k[:, :, cached:], v[:, :, cached:])
+    parts, joined = [], []                       # long segments split across the threads; short ones joined
+    for key, value in [*older, (k[:, :, :cached], v[:, :, :cached])]:
+        pieces = _pieces(q, key.shape[1], key.shape[2])
+        n = key.shape[2] // pieces * pieces
+        if pieces > 1:
+            parts += _split_keys(q, key[:, :, :n], value[:, :, :n], pieces)
+        elif n >= SPLIT_MIN:
+            parts.append(_flash(q, key, value, causal=False))
+        else:
+            n = 0
+        joined += [(key[:, :, n:], value[:, :, n:])] if n < key.shape[2] else []
+    if T == 1:                                   # one query sees its own key: no causal part
+        joined.append(new)
+    if joined:
+        parts.append(_flash(q, *(torch.cat(x, 2) for x in zip(*joined)), causal=False))
+    if T > 1:
+        parts.append(_flash(q, *new, causal=True))
+    if len(parts) == 1:
+        return parts[0][0].to(q.dtype)
     return _merge([o for o, _ in parts], torch.stack([part_lse for _, part_lse in parts])).to(q.dtype)
+
+
+def _pieces(q: torch.Tensor, kv_heads: int, keys: int) -> int:
+    """How many pieces split-K cuts `keys` cached keys into for q (1: not split)."""
+    B, H, T, _ = q.shape
+    if B == 1 and kv_heads < torch.get_num_threads() and H // kv_heads * T <= 64 and keys >= 2 * SPLIT_MIN:
+        return min(torch.get_num_threads(), keys // SPLIT_MIN)
+    return 1
 
 
 def _merge(outs: list[torch.Tensor], lses: torch.Tensor) -> torch.Tensor:
@@ -68,30 +99,21 @@ def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> t
     KV, L = k.shape[1], k.shape[2]
     groups = H // KV
     if not causal or T == 1:
-        if B == 1 and KV < torch.get_num_threads() and groups * T <= 64 and L >= 2 * SPLIT_MIN:
-            return _split_keys(q, k, v, min(torch.get_num_threads(), L // SPLIT_MIN))
         o, lse = attend(q.reshape(B, KV, groups * T, D), k, v, 0.0, False)
         return o.reshape(B, H, T, v.shape[-1]), lse.reshape(B, H, T)
     return attend(q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), 0.0, causal)
 
 
-def _split_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pieces: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_flash` (non-causal, batch 1) with the keys cut into `pieces` pieces batched along dim 0, then merged
-    (split-K): the kernel parallelises over batch, heads and query blocks only, so a decode step's few query
-    rows against one long latent cache would run on one thread (BENCHMARKS.md, decode step)."""
+def _split_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pieces: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`_flash` (non-causal, batch 1) over keys cut into `pieces` equal pieces batched along dim 0 (split-K): the
+    kernel parallelises over batch, heads and query blocks only, so a decode step's few query rows against one
+    long latent cache would run on one thread (BENCHMARKS.md, decode step). Each piece's (output, lse)."""
     attend = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     _, H, T, D = q.shape
     KV, L, Dv = k.shape[1], k.shape[2], v.shape[-1]
-    n = L // pieces * pieces
-    keys, values = (x[:, :, :n].reshape(KV, pieces, n // pieces, x.shape[-1]).transpose(0, 1) for x in (k, v))
+    keys, values = (x.reshape(KV, pieces, L // pieces, x.shape[-1]).transpose(0, 1) for x in (k, v))
     o, lse = attend(q.reshape(1, KV, H // KV * T, D).expand(pieces, -1, -1, -1), keys, values, 0.0, False)
-    outs, lses = list(o.unbind(0)), list(lse.unbind(0))                  # [KV, rows, Dv] and [KV, rows] each
-    if n < L:
-        o_rest, lse_rest = _flash(q, k[:, :, n:], v[:, :, n:], causal=False)
-        outs.append(o_rest.reshape(KV, -1, Dv))
-        lses.append(lse_rest.reshape(KV, -1))
-    lses = torch.stack(lses)
-    return _merge(outs, lses).to(q.dtype).reshape(1, H, T, Dv), torch.logsumexp(lses, 0).reshape(1, H, T)
+    return [(o_i.reshape(1, H, T, Dv), lse_i.reshape(1, H, T)) for o_i, lse_i in zip(o.unbind(0), lse.unbind(0))]
 
 
 class SwiGLU(nn.Module):

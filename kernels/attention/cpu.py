@@ -1,0 +1,110 @@
+"""The CPU kernel for a few query rows against a cache held in segments (segments.c), compiled on first use
+with the machine's C compiler for this CPU and kept in the user's cache. Where no compiler works, `available()`
+is False and callers keep the PyTorch path (model/layers/common.py)."""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("segments.c")
+COMPILE = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]   # -ffast-math for vectorised expf
+LINK = ["-shared", "-fopenmp", "-lm"]   # not -ffast-math: that would set flush-to-zero for the whole process
+MIN_SPLIT = 4096                        # keys below which one thread does the work
+
+log = logging.getLogger("rustle.kernels")
+_P = ctypes.POINTER
+
+
+def _machine() -> str:
+    """What -march=native compiles for: the CPU's model and flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return os.uname().machine
+    return "\n".join(line for line in info.splitlines() if line.startswith(("model name", "flags")))
+
+
+def _build(target: Path) -> None:
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        raise OSError("no C compiler (cc) found")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        obj, lib = Path(tmp) / "segments.o", Path(tmp) / "segments.so"
+        for command in ([compiler, *COMPILE, "-c", str(SOURCE), "-o", str(obj)],
+                        [compiler, str(obj), *LINK, "-o", str(lib)]):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                raise OSError(f"{' '.join(command)}: {done.stderr.strip()}")
+        os.replace(lib, target)          # atomic: another process may be building the same library
+
+
+@lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL | None:
+    if os.environ.get("RUSTLE_C_KERNELS", "1") == "0":
+        return None
+    key = hashlib.blake2b(SOURCE.read_bytes() + " ".join(COMPILE + LINK).encode() + _machine().encode(),
+                          digest_size=8).hexdigest()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rustle" / "kernels"
+    target = cache / f"segments-{key}.so"
+    try:
+        if not target.exists():
+            _build(target)
+        lib = ctypes.CDLL(str(target))
+    except OSError as err:
+        log.warning("the CPU attention kernel is unavailable, using PyTorch's: %s", err)
+        return None
+    f = ctypes.c_float
+    lib.segment_attention.argtypes = [_P(f), ctypes.c_int, ctypes.c_int, ctypes.c_int, _P(_P(f)), _P(_P(f)),
+                                      _P(ctypes.c_long), ctypes.c_int, _P(ctypes.c_long), ctypes.c_int, _P(f), _P(f)]
+    lib.segment_attention.restype = None
+    return lib
+
+
+def available() -> bool:
+    return _library() is not None
+
+
+def _rows(x: torch.Tensor, head: int) -> int:
+    """The address of head `head`'s [L, D] rows of x [1, KV, L, D] (made contiguous by the caller if need be)."""
+    return x.data_ptr() + head * x.stride(1) * x.element_size()
+
+
+def segment_attention(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Tensor]],
+                      past: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention of q [1, H, T, D] at positions past..past+T-1 against k, v [1, KV, L_i, D] held in
+    segments (together past + T positions), fp32 on CPU, GQA by head groups: (o [1, H, T, D], lse [1, H, T]).
+    Needs `available()`."""
+    lib = _library()
+    assert lib is not None, "segment_attention needs the compiled kernel (available())"
+    _, H, T, D = q.shape
+    KV = segments[0][0].shape[1]
+    R = H // KV * T
+    rows = (q.float() * D ** -0.5).reshape(KV, R, D).contiguous()
+    held = [tuple(x if x.stride(-1) == 1 and x.stride(-2) == D else x.contiguous() for x in kv) for kv in segments]
+    lengths = [k.shape[2] for k, _ in held]
+    keys = (_P(ctypes.c_float) * (len(held) * KV))(*(ctypes.cast(_rows(k, g), _P(ctypes.c_float))
+                                                     for k, _ in held for g in range(KV)))
+    values = (_P(ctypes.c_float) * (len(held) * KV))(*(ctypes.cast(_rows(v, g), _P(ctypes.c_float))
+                                                       for _, v in held for g in range(KV)))
+    limit = torch.arange(past + 1, past + T + 1).repeat(H // KV)          # row (head of the group, t)
+    total = sum(lengths)
+    chunks = min(torch.get_num_threads(), max(1, total // MIN_SPLIT))
+    o = torch.empty(KV, R, D)
+    lse = torch.empty(KV, R)
+    lib.segment_attention(_ptr(rows), KV, R, D, keys, values, (ctypes.c_long * len(held))(*lengths), len(held),
+                          ctypes.cast(limit.data_ptr(), _P(ctypes.c_long)), chunks, _ptr(o), _ptr(lse))
+    return o.reshape(1, H, T, D), lse.reshape(1, H, T)
+
+
+def _ptr(x: torch.Tensor):
+    return ctypes.cast(x.data_ptr(), _P(ctypes.c_float))

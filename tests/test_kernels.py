@@ -1,0 +1,81 @@
+"""The CPU attention kernel (kernels/attention/segments.c) against its naive reference, and its dispatch."""
+import shutil
+
+import pytest
+import torch
+
+import kernels.attention as attention
+from kernels.attention import attend_few_rows, cpu, naive_segment_attention, segment_attention
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build the kernel with")
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / a.abs().max())
+
+
+def segments_of(k: torch.Tensor, v: torch.Tensor, cuts: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """k, v cut into segments at `cuts`, each a view into a bigger buffer (as model/cache.py's stores hold them)."""
+    bounds = [0, *cuts, k.shape[2]]
+    out = []
+    for a, b in zip(bounds, bounds[1:]):
+        kb, vb = (torch.zeros(x.shape[0], x.shape[1], b - a + 7, x.shape[3]) for x in (k, v))
+        kb[:, :, :b - a], vb[:, :, :b - a] = k[:, :, a:b], v[:, :, a:b]
+        out.append((kb[:, :, :b - a], vb[:, :, :b - a]))
+    return out
+
+
+@pytest.mark.parametrize("kv_heads, heads, dim", [(1, 2, 64), (2, 4, 16), (1, 4, 12)])   # 12: the scalar loops
+@pytest.mark.parametrize("T", [1, 5, 32])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_kernel_matches_the_naive_attention(kv_heads, heads, dim, T, threads, monkeypatch):
+    monkeypatch.setattr(cpu, "MIN_SPLIT", 64)            # several threads' pieces even on short caches
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    k, v = torch.randn(1, kv_heads, 700, dim), torch.randn(1, kv_heads, 700, dim)
+    q = torch.randn(1, heads, T, dim)
+    try:
+        for cuts in ((), (300,), (13, 650, 699)):         # one store; branches sharing a prefix; a 1-key segment
+            expected_o, expected_lse = naive_segment_attention(q, segments_of(k, v, cuts), 700 - T)
+            o, lse = segment_attention(q, segments_of(k, v, cuts), 700 - T)
+            assert relative_error(expected_o, o) < 1e-5, cuts
+            assert relative_error(expected_lse, lse) < 1e-5, cuts
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_kernel_output_does_not_depend_on_where_segments_end():
+    """A warm run (a restored branch: several segments) computes exactly what a cold run (one store) does."""
+    torch.manual_seed(1)
+    z = torch.randn(1, 1, 20000, 64)
+    q = torch.randn(1, 2, 3, 64)
+    one = segment_attention(q, [(z, z)], 20000 - 3)[0]
+    for cuts in ((5000,), (1, 12345, 19999)):
+        parts = segments_of(z, z, cuts)
+        assert torch.equal(one, segment_attention(q, parts, 20000 - 3)[0]), cuts
+
+
+def test_dispatch_takes_the_kernel_only_where_it_applies():
+    torch.manual_seed(2)
+    k = v = torch.randn(1, 1, 100, 16)
+    q = torch.randn(1, 2, 4, 16)
+    with torch.inference_mode():
+        assert torch.equal(attend_few_rows(q, [(k, v)], 96), segment_attention(q, [(k, v)], 96)[0])
+        wide = torch.randn(1, 2, attention.ROWS, 16)                   # more rows than the kernel takes
+        assert attend_few_rows(wide, [(torch.randn(1, 1, 200, 16),) * 2], 200 - attention.ROWS) is None
+        assert attend_few_rows(q.bfloat16(), [(k.bfloat16(), v.bfloat16())], 96) is None
+    assert attend_few_rows(q, [(k, v)], 96) is None                    # training: autograd needs PyTorch's ops
+
+
+def test_no_compiler_leaves_the_pytorch_path(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))                # nothing built before
+    cpu._library.cache_clear()
+    try:
+        assert not attention.available()
+        with torch.inference_mode():
+            assert attend_few_rows(torch.randn(1, 2, 1, 16), [(torch.randn(1, 1, 10, 16),) * 2], 9) is None
+        assert "unavailable" in caplog.text
+    finally:
+        cpu._library.cache_clear()

@@ -25,6 +25,16 @@ def test_bench_model_prints_a_row_per_model_and_context(rustle, tmp_path):
     assert hybrid["cache_bytes"] < twin["cache_bytes"]
 
 
+def test_bench_kernels_prints_every_kernel_layer_and_shape(rustle):
+    out = rustle("bench", "kernels", "--json", "--contexts", "300", "--steps", "1,4", "--repeats", "1",
+                 "--threads", "1").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    kernels = {"torch merged (flash, split-K)", "torch sdpa, contiguous"} | ({"segments.c"} if shutil.which("cc") else set())
+    assert {(r["kernel"], r["layer"], r["rows"]) for r in rows} == {(k, layer, T) for k in kernels
+                                                                    for layer in ("lql", "gqa") for T in (1, 4)}
+    assert all(r["context"] == 300 and r["ms"] > 0 and r["gflops"] > 0 for r in rows)
+
+
 def test_bench_recall_prints_every_pattern(rustle):
     out = rustle("bench", "recall", "--seconds", "0.5", "--json").stdout
     rows = [json.loads(line) for line in out.splitlines()]

@@ -224,16 +224,14 @@ def test_fused_loss_and_gradients_equal_the_plain_head_and_cross_entropy():
 
 
 @pytest.mark.parametrize("kv_heads, split_min", [(2, 16384), (1, 16384), (1, 128)])
-@pytest.mark.parametrize("kernel", [True, False])             # few rows: the C kernel (kernels/attention) or not
+@pytest.mark.parametrize("kernel", [True, False])             # few rows through the C kernel, or PyTorch only
 def test_attention_over_cache_segments_merges_to_the_masked_attention(kv_heads, split_min, kernel, monkeypatch):
     import torch.nn.functional as F
 
-    import kernels.attention
     from model.layers import common
 
     monkeypatch.setattr(common, "SPLIT_MIN", split_min)    # 128: long segments are cut across 3 threads (split-K)
-    if not kernel:
-        monkeypatch.setattr(kernels.attention, "available", lambda: False)
+    attend = common.attend_segments if kernel else common.merged_attention
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     torch.manual_seed(0)
@@ -246,7 +244,7 @@ def test_attention_over_cache_segments_merges_to_the_masked_attention(kv_heads, 
             bounds = [0, *cuts, 1000]
             segments = [(k[:, :, a:b], v[:, :, a:b]) for a, b in zip(bounds, bounds[1:])]
             with torch.inference_mode():               # the serving path
-                got = common.attend_segments(q, segments, past=1000 - T)
+                got = attend(q, segments, past=1000 - T)
             assert relative_error(expected, got) < 1e-5, (T, cuts)
     torch.set_num_threads(threads)
 

@@ -52,6 +52,23 @@ def tokenizer_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def kernels_command(args: argparse.Namespace) -> int:
+    from ..lab.bench.kernels import measure
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    for row in measure(args.contexts, tuple(args.steps), args.repeats):
+        rows.append(row)
+        if args.json:
+            print(json.dumps(asdict(row)), flush=True)
+    if not args.json:
+        console.print(table(f"Attention kernels, fp32, {args.threads} threads", ["kernel", "layer", "context", "T",
+                                                                                "ms", "GFLOP/s", "GB/s"],
+                            [[r.kernel, r.layer, r.context, r.rows, f"{r.ms:.2f}", f"{r.gflops:.1f}",
+                              f"{r.gbps:.1f}"] for r in rows]))
+    return 0
+
+
 def roundtrip_command(args: argparse.Namespace) -> int:
     from ..lab.bench.tokenizers import roundtrip
     from ..lab.corpus.shards import texts
@@ -253,6 +270,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="as the engine serves (auto: bf16 where the CPU computes it natively, else fp32)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=model_command)
+    p = group.add_parser("kernels", help="the attention kernels against PyTorch's, at decode, draft and line shapes")
+    p.add_argument("--contexts", type=lambda s: [int(x) for x in s.split(",")], default=[2048, 8192, 32768, 131072])
+    p.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32],
+                   help="query positions per call")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=kernels_command)
     p = group.add_parser("recall", help="multi-query associative recall at 4x the window, tiny models")
     p.add_argument("--seconds", type=float, default=60, help="training time per pattern")
     p.add_argument("--window", type=int, default=8)

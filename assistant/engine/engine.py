@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from kernels.attention import available as cpu_kernel_available
 from model.io import DEFAULT_MODEL, load_model
 from model.precision import fast_dtype, fast_layouts
 from tokenizer import tokenizer_of
@@ -79,6 +80,7 @@ class Engine:
         self.config = config
         dtype = fast_dtype(config.dtype)
         self.model = fast_layouts(load_model(model_dir, dtype))
+        cpu_kernel_available()          # built (once per machine) now rather than on the first request
         self.vocab = Vocab(tokenizer_of(model_dir))
         self.healer = Healer(self.vocab.token_bytes)
         self.state = StateCache(self.model, config.state_mb << 20)

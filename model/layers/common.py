@@ -36,14 +36,17 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: in
 
 def attend_segments(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Tensor]], past: int) -> torch.Tensor:
     """`causal_attention` against a cache held in segments (model/cache.py: branches share their prefix),
-    oldest first, together past + T positions. A few query rows on CPU go through the C kernel (kernels/attention:
-    one pass over every segment). Otherwise on CPU, long segments go through the fused kernel (split across the
-    threads for a few rows), short ones joined, and the results are merged by their log-sum-exps (flash
-    attention's merge), so no long segment is copied and a long prefill needs no [T, past + T] mask; elsewhere
-    the segments are joined."""
+    oldest first, together past + T positions: a few query rows on CPU through the C kernel (kernels/attention:
+    one pass over every segment), the rest through `merged_attention`."""
     few = attend_few_rows(q, segments, past)
-    if few is not None:
-        return few
+    return few if few is not None else merged_attention(q, segments, past)
+
+
+def merged_attention(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Tensor]], past: int) -> torch.Tensor:
+    """`attend_segments` in PyTorch. On CPU, long segments go through the fused kernel (split across the threads
+    for a few rows), short ones joined, and the results are merged by their log-sum-exps (flash attention's
+    merge), so no long segment is copied and a long prefill needs no [T, past + T] mask; elsewhere the segments
+    are joined."""
     T = q.shape[2]
     flash = q.device.type == "cpu" and not torch.is_grad_enabled()
     short = past == 0 or (T < 16 and past < 2 * SPLIT_MIN)

@@ -1,6 +1,10 @@
-"""Attention of a few query rows (a decode step, a draft, a typed line) against a cache held in segments
-(model/cache.py): a C kernel on CPU (segments.c, built on first use by cpu.py), the naive reference beside it.
-`attend_few_rows` is the dispatch: the kernel's output where it applies, else None (the caller's PyTorch path)."""
+"""Attention kernels, each beside the naive reference (naive.py), and the dispatch that picks one by device:
+- `fused_attention`: causal attention (GQA, optional sliding window), forward and backward, in Triton
+  (flash.py) for CUDA tensors;
+- `attend_few_rows`: a few query rows (a decode step, a draft, a typed line) against a cache held in segments
+  (model/cache.py), a C kernel for CPU tensors (segments.c, built on first use by cpu.py).
+Each returns None where it does not apply, and the model keeps its PyTorch path: the model never branches
+on the device itself."""
 from __future__ import annotations
 
 import torch
@@ -10,7 +14,19 @@ from .naive import naive_segment_attention
 
 ROWS = 64   # query rows per kv head up to which one pass over the keys beats the fused kernel's blocks (BENCHMARKS)
 
-__all__ = ["ROWS", "attend_few_rows", "available", "naive_segment_attention", "segment_attention"]
+__all__ = ["ROWS", "attend_few_rows", "available", "fused_attention", "naive_segment_attention",
+           "segment_attention"]
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int,
+                    window: int = 0) -> torch.Tensor | None:
+    """Causal attention of q [B, H, T, D] at positions past..past+T-1 against k, v [B, KV, past+T, D] with the
+    Triton kernel, where it applies: CUDA tensors, one power-of-2 width (autograd included)."""
+    D = q.shape[-1]
+    if not q.is_cuda or k.shape[2] != past + q.shape[2] or v.shape[-1] != D or D & (D - 1):
+        return None
+    from .flash import FlashAttention     # Triton is imported only where a GPU runs it
+    return FlashAttention.apply(q, k, v, past, window)
 
 
 def attend_few_rows(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Tensor]],

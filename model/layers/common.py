@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kernels.attention import attend_few_rows
+from kernels.attention import attend_few_rows, fused_attention
 
 
 def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
@@ -23,6 +23,9 @@ SPLIT_MIN = 16384      # keys per thread below which one thread attends a decode
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
     """q [B, H, T, D] at positions past..past+T-1 against k, v [B, KV, past+T, D]; GQA by head groups."""
+    fused = fused_attention(q, k, v, past)
+    if fused is not None:
+        return fused
     T = q.shape[2]
     if past == 0:
         return F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kernels.attention import fused_attention
+
 from ..cache import RingCache
 from ..config import ModelConfig
 from .common import causal_attention
@@ -36,6 +38,9 @@ class SlidingWindowAttention(FullAttention):
             past = past_k.shape[2]
             cache.append(k, v)
             k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        fused = fused_attention(q, k, v, past, self.window)
+        if fused is not None:
+            return self.out(fused.transpose(1, 2).reshape(B, T, -1))
         W, outs = self.window, []
         for start in range(0, T, W):  # queries [start, end) see keys (i - W, i] in the concatenated sequence
             end = min(start + W, T)

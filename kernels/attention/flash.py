@@ -1,0 +1,180 @@
+"""Flash-style causal attention forward in Triton (GPU): queries at positions past..past+T-1 against keys
+0..past+T-1, GQA by head groups, an optional sliding window (each position sees itself and the W-1 before
+it). One program per (block of queries, batch x head); keys in blocks with an online softmax, fp32
+accumulation, log-sum-exp out. Runs on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1 (tests).
+The reference is naive.py's `naive_segment_attention` (one segment)."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _forward(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
+             H, T, L, past, groups, window, scale,
+             D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    block, bh = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
+    kv = h // groups
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)          # query index in [0, T)
+    dims = tl.arange(0, D)
+    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], mask=rows[:, None] < T, other=0.0)
+    q = (q.to(tl.float32) * scale).to(K.dtype.element_ty)
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    lo = 0
+    if window > 0:
+        lo = tl.maximum(past + block * BLOCK_M - window + 1, 0) // BLOCK_N * BLOCK_N
+    hi = tl.minimum(past + (block + 1) * BLOCK_M, L)
+    for start in range(lo, hi, BLOCK_N):
+        keys = start + tl.arange(0, BLOCK_N)
+        inside = keys[:, None] < L
+        k = tl.load(K + b * skb + kv * skh + keys[:, None] * skt + dims[None, :], mask=inside, other=0.0)
+        v = tl.load(V + b * svb + kv * svh + keys[:, None] * svt + dims[None, :], mask=inside, other=0.0)
+        s = tl.where(_mask(rows, keys, T, L, past, window), tl.dot(q, tl.trans(k)), float("-inf"))
+        top = tl.maximum(m, tl.max(s, 1))
+        safe = tl.where(top == float("-inf"), 0.0, top)      # a row with no visible key yet: weights 0
+        p = tl.exp(s - safe[:, None])
+        alpha = tl.exp(m - safe)
+        l = l * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m = top
+    l = tl.where(l == 0.0, 1.0, l)                          # padding rows past T: never stored
+    out = acc / l[:, None]
+    tl.store(O + b * sob + h * soh + rows[:, None] * sot + dims[None, :], out.to(O.dtype.element_ty),
+             mask=rows[:, None] < T)
+    tl.store(LSE + bh * T + rows, m + tl.log(l), mask=rows < T)
+
+
+@triton.jit
+def _mask(rows, keys, T, L, past, window):
+    """Which (query row, key) pairs are attended: causal, inside the cache and the window, a real row."""
+    positions = past + rows
+    visible = (keys[None, :] <= positions[:, None]) & (keys[None, :] < L) & (rows[:, None] < T)
+    if window > 0:
+        visible = visible & (keys[None, :] > positions[:, None] - window)
+    return visible
+
+
+@triton.jit
+def _backward_kv(Q, K, V, DO, LSE, DELTA, DK, DV, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt,
+                 H, T, L, past, groups, window, scale,
+                 D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dK, dV of one block of keys for one query head (the caller sums a group's heads)."""
+    block, bh = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
+    kv = h // groups
+    keys = block * BLOCK_N + tl.arange(0, BLOCK_N)
+    dims = tl.arange(0, D)
+    k = tl.load(K + b * skb + kv * skh + keys[:, None] * skt + dims[None, :], mask=keys[:, None] < L, other=0.0)
+    v = tl.load(V + b * svb + kv * svh + keys[:, None] * svt + dims[None, :], mask=keys[:, None] < L, other=0.0)
+    dk = tl.zeros([BLOCK_N, D], tl.float32)
+    dv = tl.zeros([BLOCK_N, D], tl.float32)
+    lo = tl.maximum(block * BLOCK_N - past, 0) // BLOCK_M * BLOCK_M       # the first query that sees a key
+    hi = T
+    if window > 0:
+        hi = tl.minimum(T, block * BLOCK_N + BLOCK_N - 1 + window - past)
+    for start in range(lo, hi, BLOCK_M):
+        rows = start + tl.arange(0, BLOCK_M)
+        real = rows[:, None] < T
+        q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], mask=real, other=0.0)
+        q = (q.to(tl.float32) * scale).to(K.dtype.element_ty)
+        do = tl.load(DO + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], mask=real, other=0.0)
+        lse = tl.load(LSE + bh * T + rows, mask=rows < T, other=0.0)
+        delta = tl.load(DELTA + bh * T + rows, mask=rows < T, other=0.0)
+        s = tl.dot(q, tl.trans(k))
+        p = tl.where(_mask(rows, keys, T, L, past, window), tl.exp(s - lse[:, None]), 0.0)
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do)
+        ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+    out = b * sdb + h * sdh + keys[:, None] * sdt + dims[None, :]
+    tl.store(DK + out, dk, mask=keys[:, None] < L)
+    tl.store(DV + out, dv, mask=keys[:, None] < L)
+
+
+@triton.jit
+def _backward_q(Q, K, V, DO, LSE, DELTA, DQ, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
+                H, T, L, past, groups, window, scale,
+                D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dQ of one block of queries: the forward's key loop again, with the saved log-sum-exps."""
+    block, bh = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
+    kv = h // groups
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, D)
+    real = rows[:, None] < T
+    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], mask=real, other=0.0)
+    q = (q.to(tl.float32) * scale).to(K.dtype.element_ty)
+    do = tl.load(DO + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], mask=real, other=0.0)
+    lse = tl.load(LSE + bh * T + rows, mask=rows < T, other=0.0)
+    delta = tl.load(DELTA + bh * T + rows, mask=rows < T, other=0.0)
+    dq = tl.zeros([BLOCK_M, D], tl.float32)
+    lo = 0
+    if window > 0:
+        lo = tl.maximum(past + block * BLOCK_M - window + 1, 0) // BLOCK_N * BLOCK_N
+    hi = tl.minimum(past + (block + 1) * BLOCK_M, L)
+    for start in range(lo, hi, BLOCK_N):
+        keys = start + tl.arange(0, BLOCK_N)
+        k = tl.load(K + b * skb + kv * skh + keys[:, None] * skt + dims[None, :], mask=keys[:, None] < L, other=0.0)
+        v = tl.load(V + b * svb + kv * svh + keys[:, None] * svt + dims[None, :], mask=keys[:, None] < L, other=0.0)
+        s = tl.dot(q, tl.trans(k))
+        p = tl.where(_mask(rows, keys, T, L, past, window), tl.exp(s - lse[:, None]), 0.0)
+        ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k)
+    tl.store(DQ + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], (dq * scale).to(DQ.dtype.element_ty),
+             mask=real)
+
+
+def _blocks(T: int) -> tuple[int, int]:
+    return (16, 16) if T <= 16 else (64, 64)
+
+
+def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int,
+                    window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [B, H, T, D] at positions past..past+T-1 against k, v [B, KV, past+T, D] (last dim contiguous):
+    (o [B, H, T, D] in q's dtype, lse [B, H, T] fp32). `window` > 0: each position sees the last W positions."""
+    B, H, T, D = q.shape
+    L = k.shape[2]
+    assert L == past + T and v.shape[-1] == D and D & (D - 1) == 0, "keys past + T long, one power-of-2 width"
+    assert q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+    o = torch.empty_like(q)
+    lse = torch.empty(B, H, T, dtype=torch.float32, device=q.device)
+    block_m, block_n = _blocks(T)
+    grid = (triton.cdiv(T, block_m), B * H)
+    _forward[grid](q, k, v, o, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
+                   H, T, L, past, H // k.shape[1], window, D ** -0.5, D=D, BLOCK_M=block_m, BLOCK_N=block_n)
+    return o, lse
+
+
+class FlashAttention(torch.autograd.Function):
+    """`flash_attention` with its backward (Triton too): dK and dV per query head, summed over each group."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, window: int) -> torch.Tensor:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        o, lse = flash_attention(q, k, v, past, window)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.past, ctx.window = past, window
+        return o
+
+    @staticmethod
+    def backward(ctx, do: torch.Tensor):
+        q, k, v, o, lse = ctx.saved_tensors
+        do = do.contiguous()
+        B, H, T, D = q.shape
+        KV, L = k.shape[1], k.shape[2]
+        delta = (do.float() * o.float()).sum(-1)
+        dq = torch.empty_like(q)
+        dk = torch.empty(B, H, L, D, dtype=torch.float32, device=q.device)
+        dv = torch.empty_like(dk)
+        block_m, block_n = _blocks(T)
+        common = (H, T, L, ctx.past, H // KV, ctx.window, D ** -0.5)
+        strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3])
+        _backward_kv[(triton.cdiv(L, block_n), B * H)](q, k, v, do, lse, delta, dk, dv, *strides, *dk.stride()[:3],
+                                                      *common, D=D, BLOCK_M=block_m, BLOCK_N=block_n)
+        _backward_q[(triton.cdiv(T, block_m), B * H)](q, k, v, do, lse, delta, dq, *strides, *common,
+                                                     D=D, BLOCK_M=block_m, BLOCK_N=block_n)
+        group = lambda x: x.view(B, KV, H // KV, L, D).sum(2).to(k.dtype)  # noqa: E731
+        return dq, group(dk), group(dv), None, None

@@ -1,0 +1,54 @@
+"""The Triton attention kernel (kernels/attention/flash.py) against its naive reference, forward and gradients:
+on CUDA where a GPU is, else under Triton's interpreter on CPU tensors (fp32: the interpreter's bf16 is wrong)."""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")    # read when the kernels are defined, on import below
+pytest.importorskip("triton")
+
+from kernels.attention import fused_attention  # noqa: E402
+from kernels.attention.flash import FlashAttention, flash_attention  # noqa: E402
+from kernels.attention.naive import naive_segment_attention  # noqa: E402
+from model.layers.common import causal_attention  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / a.abs().max())
+
+
+@pytest.mark.parametrize("batch, heads, kv_heads, T, past, dim, window", [
+    (1, 2, 1, 1, 50, 16, 0),       # an lql decode step: two heads on one latent
+    (2, 4, 2, 37, 0, 16, 0),       # a GQA prefill, T not a multiple of the blocks
+    (1, 4, 2, 20, 100, 32, 0),     # a few tokens after a cache
+    (1, 2, 1, 40, 30, 16, 8),      # sliding window, past keys partly outside it
+    (2, 4, 2, 70, 0, 16, 24),      # sliding window over several query blocks
+])
+def test_flash_attention_and_its_gradients_match_the_reference(batch, heads, kv_heads, T, past, dim, window):
+    torch.manual_seed(0)
+    q = torch.randn(batch, heads, T, dim, device=DEVICE, requires_grad=True)
+    k, v = (torch.randn(batch, kv_heads, past + T, dim, device=DEVICE, requires_grad=True) for _ in range(2))
+    out = FlashAttention.apply(q, k, v, past, window)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    got = [x.grad.clone() for x in (q, k, v)]
+    for x in (q, k, v):
+        x.grad = None
+    expected, expected_lse = naive_segment_attention(q, [(k, v)], past, window)
+    expected.backward(grad)
+    assert relative_error(expected, out) < 1e-5
+    assert relative_error(expected_lse, flash_attention(q.detach(), k.detach(), v.detach(), past, window)[1]) < 1e-5
+    for name, x, g in zip("qkv", (q, k, v), got):
+        assert relative_error(x.grad, g) < 1e-4, name
+
+
+def test_dispatch_keeps_cpu_tensors_on_the_pytorch_path():
+    q, k = torch.randn(1, 2, 3, 16), torch.randn(1, 1, 8, 16)
+    assert fused_attention(q, k, k, 5) is None
+    expected, _ = naive_segment_attention(q, [(k, k)], 5)
+    assert relative_error(expected, causal_attention(q, k, k, 5)) < 1e-5

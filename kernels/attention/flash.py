@@ -11,29 +11,43 @@ import triton.language as tl
 
 
 @triton.jit
+def _rows(X, base, index, stride, dims, count):
+    """Rows `index` of one head's [count, D] matrix at X + base; rows past `count` read as 0."""
+    return tl.load(X + base + index[:, None] * stride + dims[None, :], mask=index[:, None] < count, other=0.0)
+
+
+@triton.jit
+def _queries(Q, DO, LSE, DELTA, base, bh, rows, stride, dims, T, scale, dtype: tl.constexpr):
+    """A block of query rows for a backward pass: q (scaled, as the forward used it), dO, lse, delta."""
+    q = (_rows(Q, base, rows, stride, dims, T).to(tl.float32) * scale).to(dtype)
+    do = _rows(DO, base, rows, stride, dims, T)
+    lse = tl.load(LSE + bh * T + rows, mask=rows < T, other=0.0)
+    delta = tl.load(DELTA + bh * T + rows, mask=rows < T, other=0.0)
+    return q, do, lse, delta
+
+
+@triton.jit
 def _forward(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
-             H, T, L, past, groups, window, scale,
+             H, T, L, past, groups, scale, WINDOW: tl.constexpr,
              D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     block, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     kv = h // groups
     rows = block * BLOCK_M + tl.arange(0, BLOCK_M)          # query index in [0, T)
     dims = tl.arange(0, D)
-    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], mask=rows[:, None] < T, other=0.0)
-    q = (q.to(tl.float32) * scale).to(K.dtype.element_ty)
+    q = (_rows(Q, b * sqb + h * sqh, rows, sqt, dims, T).to(tl.float32) * scale).to(K.dtype.element_ty)
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D], tl.float32)
     lo = 0
-    if window > 0:
-        lo = tl.maximum(past + block * BLOCK_M - window + 1, 0) // BLOCK_N * BLOCK_N
+    if WINDOW > 0:
+        lo = tl.maximum(past + block * BLOCK_M - WINDOW + 1, 0) // BLOCK_N * BLOCK_N
     hi = tl.minimum(past + (block + 1) * BLOCK_M, L)
     for start in range(lo, hi, BLOCK_N):
         keys = start + tl.arange(0, BLOCK_N)
-        inside = keys[:, None] < L
-        k = tl.load(K + b * skb + kv * skh + keys[:, None] * skt + dims[None, :], mask=inside, other=0.0)
-        v = tl.load(V + b * svb + kv * svh + keys[:, None] * svt + dims[None, :], mask=inside, other=0.0)
-        s = tl.where(_mask(rows, keys, T, L, past, window), tl.dot(q, tl.trans(k)), float("-inf"))
+        k = _rows(K, b * skb + kv * skh, keys, skt, dims, L)
+        v = _rows(V, b * svb + kv * svh, keys, svt, dims, L)
+        s = tl.where(_mask(rows, keys, T, L, past, WINDOW), tl.dot(q, tl.trans(k)), float("-inf"))
         top = tl.maximum(m, tl.max(s, 1))
         safe = tl.where(top == float("-inf"), 0.0, top)      # a row with no visible key yet: weights 0
         p = tl.exp(s - safe[:, None])
@@ -49,18 +63,18 @@ def _forward(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, 
 
 
 @triton.jit
-def _mask(rows, keys, T, L, past, window):
+def _mask(rows, keys, T, L, past, WINDOW: tl.constexpr):
     """Which (query row, key) pairs are attended: causal, inside the cache and the window, a real row."""
     positions = past + rows
     visible = (keys[None, :] <= positions[:, None]) & (keys[None, :] < L) & (rows[:, None] < T)
-    if window > 0:
-        visible = visible & (keys[None, :] > positions[:, None] - window)
+    if WINDOW > 0:
+        visible = visible & (keys[None, :] > positions[:, None] - WINDOW)
     return visible
 
 
 @triton.jit
 def _backward_kv(Q, K, V, DO, LSE, DELTA, DK, DV, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt,
-                 H, T, L, past, groups, window, scale,
+                 H, T, L, past, groups, scale, WINDOW: tl.constexpr,
                  D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dK, dV of one block of keys for one query head (the caller sums a group's heads)."""
     block, bh = tl.program_id(0), tl.program_id(1)
@@ -68,24 +82,20 @@ def _backward_kv(Q, K, V, DO, LSE, DELTA, DK, DV, sqb, sqh, sqt, skb, skh, skt, 
     kv = h // groups
     keys = block * BLOCK_N + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, D)
-    k = tl.load(K + b * skb + kv * skh + keys[:, None] * skt + dims[None, :], mask=keys[:, None] < L, other=0.0)
-    v = tl.load(V + b * svb + kv * svh + keys[:, None] * svt + dims[None, :], mask=keys[:, None] < L, other=0.0)
+    k = _rows(K, b * skb + kv * skh, keys, skt, dims, L)
+    v = _rows(V, b * svb + kv * svh, keys, svt, dims, L)
     dk = tl.zeros([BLOCK_N, D], tl.float32)
     dv = tl.zeros([BLOCK_N, D], tl.float32)
     lo = tl.maximum(block * BLOCK_N - past, 0) // BLOCK_M * BLOCK_M       # the first query that sees a key
     hi = T
-    if window > 0:
-        hi = tl.minimum(T, block * BLOCK_N + BLOCK_N - 1 + window - past)
+    if WINDOW > 0:
+        hi = tl.minimum(T, block * BLOCK_N + BLOCK_N - 1 + WINDOW - past)
     for start in range(lo, hi, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
-        real = rows[:, None] < T
-        q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], mask=real, other=0.0)
-        q = (q.to(tl.float32) * scale).to(K.dtype.element_ty)
-        do = tl.load(DO + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], mask=real, other=0.0)
-        lse = tl.load(LSE + bh * T + rows, mask=rows < T, other=0.0)
-        delta = tl.load(DELTA + bh * T + rows, mask=rows < T, other=0.0)
+        q, do, lse, delta = _queries(Q, DO, LSE, DELTA, b * sqb + h * sqh, bh, rows, sqt, dims, T, scale,
+                                     K.dtype.element_ty)
         s = tl.dot(q, tl.trans(k))
-        p = tl.where(_mask(rows, keys, T, L, past, window), tl.exp(s - lse[:, None]), 0.0)
+        p = tl.where(_mask(rows, keys, T, L, past, WINDOW), tl.exp(s - lse[:, None]), 0.0)
         dv += tl.dot(tl.trans(p.to(do.dtype)), do)
         ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
@@ -96,7 +106,7 @@ def _backward_kv(Q, K, V, DO, LSE, DELTA, DK, DV, sqb, sqh, sqt, skb, skh, skt, 
 
 @triton.jit
 def _backward_q(Q, K, V, DO, LSE, DELTA, DQ, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
-                H, T, L, past, groups, window, scale,
+                H, T, L, past, groups, scale, WINDOW: tl.constexpr,
                 D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dQ of one block of queries: the forward's key loop again, with the saved log-sum-exps."""
     block, bh = tl.program_id(0), tl.program_id(1)
@@ -104,27 +114,23 @@ def _backward_q(Q, K, V, DO, LSE, DELTA, DQ, sqb, sqh, sqt, skb, skh, skt, svb, 
     kv = h // groups
     rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, D)
-    real = rows[:, None] < T
-    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], mask=real, other=0.0)
-    q = (q.to(tl.float32) * scale).to(K.dtype.element_ty)
-    do = tl.load(DO + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], mask=real, other=0.0)
-    lse = tl.load(LSE + bh * T + rows, mask=rows < T, other=0.0)
-    delta = tl.load(DELTA + bh * T + rows, mask=rows < T, other=0.0)
+    q, do, lse, delta = _queries(Q, DO, LSE, DELTA, b * sqb + h * sqh, bh, rows, sqt, dims, T, scale,
+                                 K.dtype.element_ty)
     dq = tl.zeros([BLOCK_M, D], tl.float32)
     lo = 0
-    if window > 0:
-        lo = tl.maximum(past + block * BLOCK_M - window + 1, 0) // BLOCK_N * BLOCK_N
+    if WINDOW > 0:
+        lo = tl.maximum(past + block * BLOCK_M - WINDOW + 1, 0) // BLOCK_N * BLOCK_N
     hi = tl.minimum(past + (block + 1) * BLOCK_M, L)
     for start in range(lo, hi, BLOCK_N):
         keys = start + tl.arange(0, BLOCK_N)
-        k = tl.load(K + b * skb + kv * skh + keys[:, None] * skt + dims[None, :], mask=keys[:, None] < L, other=0.0)
-        v = tl.load(V + b * svb + kv * svh + keys[:, None] * svt + dims[None, :], mask=keys[:, None] < L, other=0.0)
+        k = _rows(K, b * skb + kv * skh, keys, skt, dims, L)
+        v = _rows(V, b * svb + kv * svh, keys, svt, dims, L)
         s = tl.dot(q, tl.trans(k))
-        p = tl.where(_mask(rows, keys, T, L, past, window), tl.exp(s - lse[:, None]), 0.0)
+        p = tl.where(_mask(rows, keys, T, L, past, WINDOW), tl.exp(s - lse[:, None]), 0.0)
         ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k)
     tl.store(DQ + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], (dq * scale).to(DQ.dtype.element_ty),
-             mask=real)
+             mask=rows[:, None] < T)
 
 
 def _blocks(T: int) -> tuple[int, int]:
@@ -144,7 +150,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int
     block_m, block_n = _blocks(T)
     grid = (triton.cdiv(T, block_m), B * H)
     _forward[grid](q, k, v, o, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
-                   H, T, L, past, H // k.shape[1], window, D ** -0.5, D=D, BLOCK_M=block_m, BLOCK_N=block_n)
+                   H, T, L, past, H // k.shape[1], D ** -0.5, WINDOW=window, D=D, BLOCK_M=block_m, BLOCK_N=block_n)
     return o, lse
 
 
@@ -170,11 +176,12 @@ class FlashAttention(torch.autograd.Function):
         dk = torch.empty(B, H, L, D, dtype=torch.float32, device=q.device)
         dv = torch.empty_like(dk)
         block_m, block_n = _blocks(T)
-        common = (H, T, L, ctx.past, H // KV, ctx.window, D ** -0.5)
+        common = (H, T, L, ctx.past, H // KV, D ** -0.5)
         strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3])
         _backward_kv[(triton.cdiv(L, block_n), B * H)](q, k, v, do, lse, delta, dk, dv, *strides, *dk.stride()[:3],
-                                                      *common, D=D, BLOCK_M=block_m, BLOCK_N=block_n)
+                                                      *common, WINDOW=ctx.window, D=D, BLOCK_M=block_m,
+                                                      BLOCK_N=block_n)
         _backward_q[(triton.cdiv(T, block_m), B * H)](q, k, v, do, lse, delta, dq, *strides, *common,
-                                                     D=D, BLOCK_M=block_m, BLOCK_N=block_n)
+                                                     WINDOW=ctx.window, D=D, BLOCK_M=block_m, BLOCK_N=block_n)
         group = lambda x: x.view(B, KV, H // KV, L, D).sum(2).to(k.dtype)  # noqa: E731
         return dq, group(dk), group(dv), None, None

@@ -1,4 +1,5 @@
-"""The reference for segments.c and flash.py: the segments joined, causal (and window) scores masked, softmax in fp32."""
+"""The reference for segments.c and flash.py: the segments joined, causal (and window) scores masked, softmax
+in fp32."""
 from __future__ import annotations
 
 import torch

@@ -110,7 +110,8 @@ def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> t
     return attend(q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), 0.0, causal)
 
 
-def _split_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pieces: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _split_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                pieces: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`_flash` (non-causal, batch 1) over keys cut into `pieces` equal pieces batched along dim 0 (split-K): the
     kernel parallelises over batch, heads and query blocks only, so a decode step's few query rows against one
     long latent cache would run on one thread (BENCHMARKS.md, decode step). Each piece's (output, lse)."""

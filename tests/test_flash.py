@@ -1,5 +1,6 @@
-"""The Triton attention kernel (kernels/attention/flash.py) against its naive reference, forward and gradients:
-on CUDA where a GPU is, else under Triton's interpreter on CPU tensors (fp32: the interpreter's bf16 is wrong)."""
+"""The Triton kernels against their naive references: attention (kernels/attention/flash.py), forward and
+gradients, and the gated delta rule's recurrence (kernels/gdn/fused_recurrent.py); on CUDA where a GPU is, else
+under Triton's interpreter on CPU tensors (fp32: the interpreter's bf16 is wrong)."""
 import os
 
 import pytest
@@ -12,6 +13,8 @@ pytest.importorskip("triton")
 from kernels.attention import fused_attention  # noqa: E402
 from kernels.attention.flash import FlashAttention, flash_attention  # noqa: E402
 from kernels.attention.naive import naive_segment_attention  # noqa: E402
+from kernels.gdn import naive_gated_delta_rule, recurrent_gated_delta_step  # noqa: E402
+from kernels.gdn.fused_recurrent import fused_recurrent_gated_delta_rule  # noqa: E402
 from model.layers.common import causal_attention  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -52,3 +55,20 @@ def test_dispatch_keeps_cpu_tensors_on_the_pytorch_path():
     assert fused_attention(q, k, k, 5) is None
     expected, _ = naive_segment_attention(q, [(k, k)], 5)
     assert relative_error(expected, causal_attention(q, k, k, 5)) < 1e-5
+
+
+@pytest.mark.parametrize("T", [1, 7])
+def test_fused_recurrence_matches_the_naive_rule_and_advances_the_state(T):
+    torch.manual_seed(2)
+    B, H, K, V = 2, 3, 16, 32
+    q, k = (torch.nn.functional.normalize(torch.randn(B, H, T, K, device=DEVICE), dim=-1) for _ in range(2))
+    v = torch.randn(B, H, T, V, device=DEVICE)
+    g, beta = -torch.rand(B, H, T, device=DEVICE), torch.rand(B, H, T, device=DEVICE)
+    start = torch.randn(B, H, K, V, device=DEVICE)
+    expected, final = naive_gated_delta_rule(q, k, v, g, beta, 0.25, start)
+    state = start.clone()
+    assert relative_error(expected, fused_recurrent_gated_delta_rule(q, k, v, g, beta, 0.25, state)) < 1e-5
+    assert relative_error(final, state) < 1e-5
+    state = start.clone()                            # the decode step the model calls dispatches here on CUDA
+    step = recurrent_gated_delta_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g[:, :, 0], beta[:, :, 0], 0.25, state)
+    assert relative_error(expected[:, :, 0], step) < 1e-5

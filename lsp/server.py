@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from lsprotocol import types
@@ -45,7 +46,7 @@ class RustleServer(LanguageServer):
     # ----- engine --------------------------------------------------------------------------------------------
     def _engine_config(self) -> EngineConfig:
         config = EngineConfig(max_new_tokens=self.settings.max_tokens, max_ms=self.settings.max_ms,
-                              background=True, persist=True)
+                              device=self.settings.device, background=True, persist=True)
         return with_context(config, self.settings.context_mode)
 
     def _load_engine(self) -> None:
@@ -287,14 +288,16 @@ def did_reject(ls: RustleServer, params: object) -> None:
     _feedback(ls, "reject", params)
 
 
-def serve(tcp: str | None = None) -> None:
-    """stdio by default; `--tcp 127.0.0.1:PORT` for debugging (loopback only)."""
+def serve(tcp: str | None = None, device: str = "cpu") -> None:
+    """stdio by default; `--tcp 127.0.0.1:PORT` for debugging (loopback only). `device`: where the model runs
+    unless the client's settings say otherwise."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if tcp is not None:
         host, _, port = tcp.rpartition(":")
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"--tcp takes a loopback address (127.0.0.1:PORT), not {tcp}: the server stays local")
     limit_arenas()
+    server.settings = replace(server.settings, device=device)
     if tcp is None:
         server.start_io()
     else:

@@ -17,6 +17,7 @@ class Settings:
     multiline: bool = True
     context: str = "repo"
     max_ms: float = 4000.0
+    device: str = "cpu"             # "cuda": serve on the GPU
 
     def updated(self, values: object) -> "Settings":
         """These settings with the known keys of a client's dict applied; wrong types are ignored, logged."""

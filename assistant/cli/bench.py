@@ -53,16 +53,18 @@ def tokenizer_command(args: argparse.Namespace) -> int:
 
 
 def kernels_command(args: argparse.Namespace) -> int:
-    from ..lab.bench.kernels import measure
+    from ..lab.bench.kernels import measure, measure_cuda
 
     torch.set_num_threads(args.threads)
     rows = []
-    for row in measure(args.contexts, tuple(args.steps), args.repeats):
+    cuda = args.device == "cuda"
+    for row in measure_cuda(args.contexts) if cuda else measure(args.contexts, tuple(args.steps), args.repeats):
         rows.append(row)
         if args.json:
             print(json.dumps(asdict(row)), flush=True)
     if not args.json:
-        console.print(table(f"Attention kernels, fp32, {args.threads} threads", ["kernel", "layer", "context", "T",
+        where = torch.cuda.get_device_name() + ", bf16" if cuda else f"fp32, {args.threads} threads"
+        console.print(table(f"Attention kernels, {where}", ["kernel", "layer", "context", "T",
                                                                                 "ms", "GFLOP/s", "GB/s"],
                             [[r.kernel, r.layer, r.context, r.rows, f"{r.ms:.2f}", f"{r.gflops:.1f}",
                               f"{r.gbps:.1f}"] for r in rows]))
@@ -270,12 +272,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="as the engine serves (auto: bf16 where the CPU computes it natively, else fp32)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=model_command)
-    p = group.add_parser("kernels", help="the attention kernels against PyTorch's, at decode, draft and line shapes")
+    p = group.add_parser("kernels", help="the attention kernels against PyTorch's (decode, draft, line; "
+                                         "prefill on CUDA)")
     p.add_argument("--contexts", type=lambda s: [int(x) for x in s.split(",")], default=[2048, 8192, 32768, 131072])
     p.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32],
                    help="query positions per call")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: Triton against PyTorch, bf16")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=kernels_command)
     p = group.add_parser("recall", help="multi-query associative recall at 4x the window, tiny models")

@@ -46,7 +46,7 @@ def with_prompt(config, args: argparse.Namespace):
     """`config` (an EngineConfig) with the prompt layout, budgets and dtype given on the command line."""
     prompt = replace(config.prompt, **{name: getattr(args, name) for name in PROMPT_FLAGS
                                        if getattr(args, name) is not None})
-    return replace(config, prompt=prompt, dtype=args.dtype)
+    return replace(config, prompt=prompt, dtype=args.dtype, device=args.device)
 
 
 PROMPT_FLAGS = ("layout", "prefix_tokens", "suffix_tokens", "window_lines", "anchor_lines")
@@ -61,6 +61,7 @@ def prompt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anchor-lines", type=int, default=None, help="a snapshot every this many prefix lines")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                    help="weights and activations (auto: bf16 where the CPU computes it natively, else fp32)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the model and its kernels on the GPU")
 
 
 def complete_command(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from lsp.server import serve
 
     try:
-        serve(args.tcp)
+        serve(args.tcp, args.device)
     except ValueError as err:
         console.print(f"[red]{err}[/]")
         return 2
@@ -21,4 +21,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("serve", help="the language server: inline completions over stdio")
     p.add_argument("--tcp", default=None, metavar="127.0.0.1:PORT", help="listen on a loopback port instead")
     p.add_argument("--stdio", action="store_true", help="accepted for clients that pass it (stdio is the default)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the model on the GPU")
     p.set_defaults(run=serve_command)

@@ -81,7 +81,8 @@ def generate(model: RustleLM, prompt: list[int], max_new_tokens: int, temperatur
              generator: torch.Generator | None = None) -> Iterator[int]:
     """Stream new token ids: prefill once, then one forward per token (HumanEval, recall)."""
     cache = model.new_cache()
-    logits = model(torch.tensor([prompt]), cache, last=1)[0, -1]
+    device = model.embed.weight.device
+    logits = model(torch.tensor([prompt], device=device), cache, last=1)[0, -1]
     produced: list[int] = []
     for _ in range(max_new_tokens):
         token = sample(logits, temperature, top_p, generator)
@@ -89,7 +90,7 @@ def generate(model: RustleLM, prompt: list[int], max_new_tokens: int, temperatur
         yield token
         if stop is not None and stop(produced):
             return
-        logits = model(torch.tensor([[token]]), cache)[0, -1]
+        logits = model(torch.tensor([[token]], device=device), cache)[0, -1]
 
 
 @dataclass

@@ -49,11 +49,16 @@ class EngineConfig:
     repo_tokens: int = 131072           # "repo" context
     copy_draft: bool = True             # speculative decoding with copy-model drafts
     copy_mix: bool = True               # copy distribution interpolated into the model's
-    dtype: str = "auto"                 # "bf16" | "fp32" | "auto": bf16 where the CPU computes it natively
+    dtype: str = "auto"                 # "bf16" | "fp32" | "auto": bf16 on a GPU or where the CPU computes it natively
+    device: str = "cpu"                 # "cuda": the model, its caches and the Triton kernels on the GPU
     state_mb: int = 768                 # model states kept for reuse (state.py), the live cache included
     background: bool = False            # prefill the repository part in a worker, never on a request (the server)
     persist: bool = False               # …and keep its state on disk for the next start (persist.py)
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device '{self.device}': use cpu or cuda")
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,12 @@ class Engine:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.config = config
-        dtype = fast_dtype(config.dtype)
-        self.model = fast_layouts(load_model(model_dir, dtype))
-        cpu_kernel_available()          # built (once per machine) now rather than on the first request
+        dtype = fast_dtype(config.dtype, config.device)
+        model = load_model(model_dir, dtype).to(config.device)
+        if config.device == "cpu":
+            model = fast_layouts(model)
+            cpu_kernel_available()      # built (once per machine) now rather than on the first request
+        self.model = model
         self.vocab = Vocab(tokenizer_of(model_dir))
         self.healer = Healer(self.vocab.token_bytes)
         self.state = StateCache(self.model, config.state_mb << 20)

@@ -54,6 +54,7 @@ class StateFiles:
         step = max(1, (len(keys) - 1) // KEPT + 1)
         keys = sorted(set(keys[:-1][::step]) | {keys[-1]} | {k for k in keys if k[0] in keep})
         tensors, plain = export_snapshots([path[k] for k in keys])
+        tensors = {name: t.cpu() for name, t in tensors.items()}
         out = state_file(root)
         out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"model": self.model, "plain": json.dumps(plain), "keys": json.dumps([[p, d.hex()] for p, d in keys])}
@@ -70,7 +71,8 @@ class StateFiles:
                 meta = f.metadata()
             if meta.get("model") != self.model:
                 return 0
-            snaps = import_snapshots(state.cache, load_file(str(path)), json.loads(meta["plain"]))
+            device = str(state.model.embed.weight.device)
+            snaps = import_snapshots(state.cache, load_file(str(path), device=device), json.loads(meta["plain"]))
             keys = [(p, bytes.fromhex(d)) for p, d in json.loads(meta["keys"])]
         except Exception as err:  # a damaged file costs a prefill, nothing more
             log.warning("ignoring the saved state %s: %s", path, err)

@@ -89,7 +89,7 @@ class StateCache:
         for end in sorted({b for b in cuts if b > start} | {len(ids)}):
             for piece in range(position, end, MAX_SEGMENT):
                 stop = min(end, piece + MAX_SEGMENT)
-                logits = self.model(torch.tensor([ids[piece:stop]]), self.cache, last=1)[0, -1]
+                logits = self.model(self._tensor(ids[piece:stop]), self.cache, last=1)[0, -1]
             position = end
             key = (end, digests.get(end))
             if (end < len(ids) or keep_end) and key not in self.checkpoints:
@@ -116,7 +116,10 @@ class StateCache:
     @torch.inference_mode()
     def feed(self, ids: list[int]) -> torch.Tensor:
         """Append generated tokens; logits after each: [len(ids), V]."""
-        return self.model(torch.tensor([ids]), self.cache)[0]
+        return self.model(self._tensor(ids), self.cache)[0]
+
+    def _tensor(self, ids: list[int]) -> torch.Tensor:
+        return torch.tensor([ids], device=self.model.embed.weight.device)
 
     @torch.inference_mode()
     def mark(self) -> Snapshot:

@@ -96,8 +96,8 @@ def model_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     config = ModelConfig.load(args.config) if args.config else ModelConfig()
     rows = []
-    dtype = fast_dtype(args.dtype)
-    for name, model in models(config, dtype).items():
+    dtype = fast_dtype(args.dtype, args.device)
+    for name, model in models(config, dtype, args.device).items():
         if not args.json:
             console.print(f"[dim]{name}: {count_parameters(model.config):,} parameters, "
                           f"pattern {','.join(model.config.layer_pattern)}[/]", highlight=False)
@@ -270,6 +270,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                    help="as the engine serves (auto: bf16 where the CPU computes it natively, else fp32)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=model_command)
     p = group.add_parser("kernels", help="the attention kernels against PyTorch's (decode, draft, line; "

@@ -34,30 +34,32 @@ def fill_directly(cache: Cache, n: int, generator: torch.Generator) -> None:
         if isinstance(layer, KVCache):
             k = layer.store.buffers[0]
             shape = (*k.shape[:2], n, k.shape[3])
-            layer.append(torch.randn(shape, generator=generator).to(k.dtype),
-                         torch.randn(shape, generator=generator).to(k.dtype))
+            layer.append(torch.randn(shape, generator=generator).to(k.device, k.dtype),
+                         torch.randn(shape, generator=generator).to(k.device, k.dtype))
         elif isinstance(layer, LatentCache):
             z = layer.store.buffers[0]
-            layer.append(torch.randn(z.shape[0], n, z.shape[2], generator=generator).to(z.dtype))
+            layer.append(torch.randn(z.shape[0], n, z.shape[2], generator=generator).to(z.device, z.dtype))
         elif isinstance(layer, RingCache):
             shape = (*layer.k.shape[:2], min(n, layer.window), layer.k.shape[3])
-            layer.append(torch.randn(shape, generator=generator).to(layer.k.dtype),
-                         torch.randn(shape, generator=generator).to(layer.k.dtype))
+            layer.append(torch.randn(shape, generator=generator).to(layer.k.device, layer.k.dtype),
+                         torch.randn(shape, generator=generator).to(layer.k.device, layer.k.dtype))
             layer.seen = n
         elif isinstance(layer, GDNState):
-            layer.state.copy_(torch.randn(layer.state.shape, generator=generator) * 0.1)
+            layer.state.copy_(torch.randn(layer.state.shape, generator=generator).to(layer.state.device) * 0.1)
     cache.position = n
 
 
 @torch.inference_mode()
 def measure(model: RustleLM, name: str, context: int, prefill_limit: int, decode_steps: int = 32) -> ModelRow:
     generator = torch.Generator().manual_seed(0)
-    cache = model.new_cache()                    # in the model's dtype
+    device = model.embed.weight.device
+    cache = model.new_cache()                    # in the model's dtype, on its device
     prefill, note = None, ""
     if context <= prefill_limit:
-        tokens = torch.randint(0, model.config.vocab_size, (1, context), generator=generator)
+        tokens = torch.randint(0, model.config.vocab_size, (1, context), generator=generator).to(device)
         start = time.perf_counter()
         model(tokens, cache, last=1)
+        _sync(device)
         prefill = context / (time.perf_counter() - start)
     else:
         fill_directly(cache, context, generator)
@@ -66,19 +68,29 @@ def measure(model: RustleLM, name: str, context: int, prefill_limit: int, decode
     by_kind: dict[str, int] = {}
     for kind, layer in zip(model.config.layer_pattern, cache.layers):
         by_kind[kind] = by_kind.get(kind, 0) + layer.nbytes()
-    token = torch.tensor([[1]])
-    for _ in range(3):  # warm-up steps: first calls allocate
+    token = torch.tensor([[1]], device=device)
+    for _ in range(3):  # warm-up steps: first calls allocate (and compile the GPU's kernels)
         model(token, cache)
     times = []
     for _ in range(decode_steps):
+        _sync(device)
         start = time.perf_counter()
         model(token, cache)
+        _sync(device)
         times.append(time.perf_counter() - start)
     return ModelRow(name, context, 1000 * statistics.median(times), prefill, cache_bytes, by_kind, note)
 
 
-def models(config: ModelConfig, dtype: torch.dtype = torch.bfloat16) -> dict[str, RustleLM]:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def models(config: ModelConfig, dtype: torch.dtype = torch.bfloat16, device: str = "cpu") -> dict[str, RustleLM]:
     """The hybrid and its twin with random weights, laid out as the engine serves them."""
     torch.manual_seed(0)
-    return {"hybrid": fast_layouts(RustleLM(config).to(dtype).eval()),
-            "twin": fast_layouts(RustleLM(twin_config(config)).to(dtype).eval())}
+    out = {}
+    for name, variant in (("hybrid", config), ("twin", twin_config(config))):
+        model = RustleLM(variant).to(device, dtype).eval()
+        out[name] = fast_layouts(model) if device == "cpu" else model
+    return out

@@ -1,6 +1,7 @@
 """The Triton kernels against their naive references: attention (kernels/attention/flash.py), forward and
-gradients, and the gated delta rule's recurrence (kernels/gdn/fused_recurrent.py); on CUDA where a GPU is, else
-under Triton's interpreter on CPU tensors (fp32: the interpreter's bf16 is wrong)."""
+gradients, and the gated delta rule's chunkwise form and recurrence (kernels/gdn/fused_chunk.py,
+fused_recurrent.py); on CUDA where a GPU is, else under Triton's interpreter on CPU tensors (fp32: the
+interpreter's bf16 is wrong)."""
 import os
 
 import pytest
@@ -14,6 +15,7 @@ from kernels.attention import fused_attention  # noqa: E402
 from kernels.attention.flash import FlashAttention, flash_attention  # noqa: E402
 from kernels.attention.naive import naive_segment_attention  # noqa: E402
 from kernels.gdn import naive_gated_delta_rule, recurrent_gated_delta_step  # noqa: E402
+from kernels.gdn.fused_chunk import fused_chunk_gated_delta_rule  # noqa: E402
 from kernels.gdn.fused_recurrent import fused_recurrent_gated_delta_rule  # noqa: E402
 from model.layers.common import causal_attention  # noqa: E402
 
@@ -72,3 +74,16 @@ def test_fused_recurrence_matches_the_naive_rule_and_advances_the_state(T):
     state = start.clone()                            # the decode step the model calls dispatches here on CUDA
     step = recurrent_gated_delta_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g[:, :, 0], beta[:, :, 0], 0.25, state)
     assert relative_error(expected[:, :, 0], step) < 1e-5
+
+
+@pytest.mark.parametrize("T, dk, dv, chunk", [(40, 16, 32, 16), (64, 16, 16, 16), (37, 32, 16, 32)])
+def test_fused_chunks_match_the_naive_rule_from_a_state(T, dk, dv, chunk):
+    torch.manual_seed(3)
+    B, H = 2, 2
+    q, k = (torch.nn.functional.normalize(torch.randn(B, H, T, dk, device=DEVICE), dim=-1) for _ in range(2))
+    v = torch.randn(B, H, T, dv, device=DEVICE)
+    g, beta = -0.5 * torch.rand(B, H, T, device=DEVICE), torch.rand(B, H, T, device=DEVICE)
+    start = torch.randn(B, H, dk, dv, device=DEVICE)
+    expected, final = naive_gated_delta_rule(q, k, v, g, beta, 0.3, start)
+    got, got_final = fused_chunk_gated_delta_rule(q, k, v, g, beta, 0.3, start, chunk)
+    assert relative_error(expected, got) < 1e-5 and relative_error(final, got_final) < 1e-5

@@ -11,6 +11,12 @@ import triton.language as tl
 
 
 @triton.jit
+def _dot(a, b, PRECISION: tl.constexpr):
+    """PRECISION "ieee" for fp32 inputs (a GPU's default for them is TF32, 10-bit mantissas), else the default."""
+    return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
 def _rows(X, base, index, stride, dims, count):
     """Rows `index` of one head's [count, D] matrix at X + base; rows past `count` read as 0."""
     return tl.load(X + base + index[:, None] * stride + dims[None, :], mask=index[:, None] < count, other=0.0)
@@ -28,7 +34,7 @@ def _queries(Q, DO, LSE, DELTA, base, bh, rows, stride, dims, T, scale, dtype: t
 
 @triton.jit
 def _forward(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
-             H, T, L, past, groups, scale, WINDOW: tl.constexpr,
+             H, T, L, past, groups, scale, WINDOW: tl.constexpr, PRECISION: tl.constexpr,
              D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     block, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
@@ -47,13 +53,13 @@ def _forward(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, 
         keys = start + tl.arange(0, BLOCK_N)
         k = _rows(K, b * skb + kv * skh, keys, skt, dims, L)
         v = _rows(V, b * svb + kv * svh, keys, svt, dims, L)
-        s = tl.where(_mask(rows, keys, T, L, past, WINDOW), tl.dot(q, tl.trans(k)), float("-inf"))
+        s = tl.where(_mask(rows, keys, T, L, past, WINDOW), _dot(q, tl.trans(k), PRECISION), float("-inf"))
         top = tl.maximum(m, tl.max(s, 1))
         safe = tl.where(top == float("-inf"), 0.0, top)      # a row with no visible key yet: weights 0
         p = tl.exp(s - safe[:, None])
         alpha = tl.exp(m - safe)
         l = l * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PRECISION)
         m = top
     l = tl.where(l == 0.0, 1.0, l)                          # padding rows past T: never stored
     out = acc / l[:, None]
@@ -74,7 +80,7 @@ def _mask(rows, keys, T, L, past, WINDOW: tl.constexpr):
 
 @triton.jit
 def _backward_kv(Q, K, V, DO, LSE, DELTA, DK, DV, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt,
-                 H, T, L, past, groups, scale, WINDOW: tl.constexpr,
+                 H, T, L, past, groups, scale, WINDOW: tl.constexpr, PRECISION: tl.constexpr,
                  D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dK, dV of one block of keys for one query head (the caller sums a group's heads)."""
     block, bh = tl.program_id(0), tl.program_id(1)
@@ -94,11 +100,11 @@ def _backward_kv(Q, K, V, DO, LSE, DELTA, DK, DV, sqb, sqh, sqt, skb, skh, skt, 
         rows = start + tl.arange(0, BLOCK_M)
         q, do, lse, delta = _queries(Q, DO, LSE, DELTA, b * sqb + h * sqh, bh, rows, sqt, dims, T, scale,
                                      K.dtype.element_ty)
-        s = tl.dot(q, tl.trans(k))
+        s = _dot(q, tl.trans(k), PRECISION)
         p = tl.where(_mask(rows, keys, T, L, past, WINDOW), tl.exp(s - lse[:, None]), 0.0)
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do)
-        ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+        dv += _dot(tl.trans(p.to(do.dtype)), do, PRECISION)
+        ds = p * (_dot(do, tl.trans(v), PRECISION) - delta[:, None])
+        dk += _dot(tl.trans(ds.to(q.dtype)), q, PRECISION)
     out = b * sdb + h * sdh + keys[:, None] * sdt + dims[None, :]
     tl.store(DK + out, dk, mask=keys[:, None] < L)
     tl.store(DV + out, dv, mask=keys[:, None] < L)
@@ -106,7 +112,7 @@ def _backward_kv(Q, K, V, DO, LSE, DELTA, DK, DV, sqb, sqh, sqt, skb, skh, skt, 
 
 @triton.jit
 def _backward_q(Q, K, V, DO, LSE, DELTA, DQ, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
-                H, T, L, past, groups, scale, WINDOW: tl.constexpr,
+                H, T, L, past, groups, scale, WINDOW: tl.constexpr, PRECISION: tl.constexpr,
                 D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dQ of one block of queries: the forward's key loop again, with the saved log-sum-exps."""
     block, bh = tl.program_id(0), tl.program_id(1)
@@ -125,12 +131,16 @@ def _backward_q(Q, K, V, DO, LSE, DELTA, DQ, sqb, sqh, sqt, skb, skh, skt, svb, 
         keys = start + tl.arange(0, BLOCK_N)
         k = _rows(K, b * skb + kv * skh, keys, skt, dims, L)
         v = _rows(V, b * svb + kv * svh, keys, svt, dims, L)
-        s = tl.dot(q, tl.trans(k))
+        s = _dot(q, tl.trans(k), PRECISION)
         p = tl.where(_mask(rows, keys, T, L, past, WINDOW), tl.exp(s - lse[:, None]), 0.0)
-        ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k)
+        ds = p * (_dot(do, tl.trans(v), PRECISION) - delta[:, None])
+        dq += _dot(ds.to(k.dtype), k, PRECISION)
     tl.store(DQ + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :], (dq * scale).to(DQ.dtype.element_ty),
              mask=rows[:, None] < T)
+
+
+def _precision(q: torch.Tensor) -> str:
+    return "ieee" if q.dtype == torch.float32 else "tf32"
 
 
 def _blocks(T: int) -> tuple[int, int]:
@@ -150,7 +160,8 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int
     block_m, block_n = _blocks(T)
     grid = (triton.cdiv(T, block_m), B * H)
     _forward[grid](q, k, v, o, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
-                   H, T, L, past, H // k.shape[1], D ** -0.5, WINDOW=window, D=D, BLOCK_M=block_m, BLOCK_N=block_n)
+                   H, T, L, past, H // k.shape[1], D ** -0.5, WINDOW=window, PRECISION=_precision(q), D=D,
+                   BLOCK_M=block_m, BLOCK_N=block_n)
     return o, lse
 
 
@@ -177,11 +188,10 @@ class FlashAttention(torch.autograd.Function):
         dv = torch.empty_like(dk)
         block_m, block_n = _blocks(T)
         common = (H, T, L, ctx.past, H // KV, D ** -0.5)
+        sizes = dict(WINDOW=ctx.window, PRECISION=_precision(q), D=D, BLOCK_M=block_m, BLOCK_N=block_n)
         strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3])
         _backward_kv[(triton.cdiv(L, block_n), B * H)](q, k, v, do, lse, delta, dk, dv, *strides, *dk.stride()[:3],
-                                                      *common, WINDOW=ctx.window, D=D, BLOCK_M=block_m,
-                                                      BLOCK_N=block_n)
-        _backward_q[(triton.cdiv(T, block_m), B * H)](q, k, v, do, lse, delta, dq, *strides, *common,
-                                                     WINDOW=ctx.window, D=D, BLOCK_M=block_m, BLOCK_N=block_n)
+                                                      *common, **sizes)
+        _backward_q[(triton.cdiv(T, block_m), B * H)](q, k, v, do, lse, delta, dq, *strides, *common, **sizes)
         group = lambda x: x.view(B, KV, H // KV, L, D).sum(2).to(k.dtype)  # noqa: E731
         return dq, group(dk), group(dv), None, None

@@ -15,7 +15,7 @@ from kernels.attention import fused_attention  # noqa: E402
 from kernels.attention.flash import FlashAttention, flash_attention  # noqa: E402
 from kernels.attention.naive import naive_segment_attention  # noqa: E402
 from kernels.gdn import naive_gated_delta_rule, recurrent_gated_delta_step  # noqa: E402
-from kernels.gdn.fused_chunk import fused_chunk_gated_delta_rule  # noqa: E402
+from kernels.gdn.fused_chunk import ChunkGatedDeltaRule, fused_chunk_gated_delta_rule  # noqa: E402
 from kernels.gdn.fused_recurrent import fused_recurrent_gated_delta_rule  # noqa: E402
 from model.layers.common import causal_attention  # noqa: E402
 
@@ -87,3 +87,26 @@ def test_fused_chunks_match_the_naive_rule_from_a_state(T, dk, dv, chunk):
     expected, final = naive_gated_delta_rule(q, k, v, g, beta, 0.3, start)
     got, got_final = fused_chunk_gated_delta_rule(q, k, v, g, beta, 0.3, start, chunk)
     assert relative_error(expected, got) < 1e-5 and relative_error(final, got_final) < 1e-5
+
+
+@pytest.mark.parametrize("T, chunk", [(40, 16), (33, 16)])
+def test_chunk_gradients_match_the_naive_rule(T, chunk):
+    torch.manual_seed(4)
+    B, H, dk, dv = 2, 2, 16, 32
+    q, k = (torch.nn.functional.normalize(torch.randn(B, H, T, dk, device=DEVICE), dim=-1).requires_grad_()
+            for _ in range(2))
+    v = torch.randn(B, H, T, dv, device=DEVICE, requires_grad=True)
+    g = (-0.5 * torch.rand(B, H, T, device=DEVICE)).requires_grad_()
+    beta = torch.rand(B, H, T, device=DEVICE, requires_grad=True)
+    start = torch.randn(B, H, dk, dv, device=DEVICE, requires_grad=True)
+    inputs = (q, k, v, g, beta, start)
+    out, final = ChunkGatedDeltaRule.apply(q, k, v, g, beta, 0.3, start, chunk)
+    d_out, d_final = torch.randn_like(out), torch.randn_like(final)
+    ((out * d_out).sum() + (final * d_final).sum()).backward()
+    got = [x.grad.clone() for x in inputs]
+    for x in inputs:
+        x.grad = None
+    expected, expected_final = naive_gated_delta_rule(q, k, v, g, beta, 0.3, start)
+    ((expected * d_out).sum() + (expected_final * d_final).sum()).backward()
+    for name, x, grad in zip(("q", "k", "v", "g", "beta", "state"), inputs, got):
+        assert relative_error(x.grad, grad) < 1e-4, name

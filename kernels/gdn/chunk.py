@@ -13,9 +13,11 @@ def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g:
                            scale: float, state: torch.Tensor | None = None,
                            chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as `naive_gated_delta_rule`: returns (o [B, H, T, V] fp32, final state [B, H, K, V] fp32).
-    On CUDA tensors without autograd (a prefill), the Triton kernel (fused_chunk.py)."""
-    if q.is_cuda and not torch.is_grad_enabled():
-        from .fused_chunk import fused_chunk_gated_delta_rule   # Triton only where a GPU runs it
+    On CUDA tensors, the Triton kernels (fused_chunk.py), with their backward where autograd records."""
+    if q.is_cuda:
+        from .fused_chunk import ChunkGatedDeltaRule, fused_chunk_gated_delta_rule   # Triton only on a GPU
+        if torch.is_grad_enabled():
+            return ChunkGatedDeltaRule.apply(q, k, v, g, beta, scale, state, chunk_size)
         return fused_chunk_gated_delta_rule(q, k, v, g, beta, scale, state, chunk_size)
     B, H, T, K = k.shape
     V, C = v.shape[-1], chunk_size

@@ -25,6 +25,11 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int
     D = q.shape[-1]
     if not q.is_cuda or k.shape[2] != past + q.shape[2] or v.shape[-1] != D or D & (D - 1):
         return None
+    return _flash(q, k, v, past, window)
+
+
+@torch.compiler.disable     # a compiled block calls the Triton kernels as they are (a graph break on GPUs only)
+def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, window: int) -> torch.Tensor:
     from .flash import FlashAttention     # Triton is imported only where a GPU runs it
     return FlashAttention.apply(q, k, v, past, window)
 

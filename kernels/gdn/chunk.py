@@ -15,10 +15,7 @@ def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g:
     """Same contract as `naive_gated_delta_rule`: returns (o [B, H, T, V] fp32, final state [B, H, K, V] fp32).
     On CUDA tensors, the Triton kernels (fused_chunk.py), with their backward where autograd records."""
     if q.is_cuda:
-        from .fused_chunk import ChunkGatedDeltaRule, fused_chunk_gated_delta_rule   # Triton only on a GPU
-        if torch.is_grad_enabled():
-            return ChunkGatedDeltaRule.apply(q, k, v, g, beta, scale, state, chunk_size)
-        return fused_chunk_gated_delta_rule(q, k, v, g, beta, scale, state, chunk_size)
+        return _triton_chunks(q, k, v, g, beta, scale, state, chunk_size)
     B, H, T, K = k.shape
     V, C = v.shape[-1], chunk_size
     pad = (-T) % C
@@ -55,3 +52,12 @@ def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g:
         outs.append(qd @ S + sn @ new)
         S = S * ln[..., None] + kd @ new
     return torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T], S
+
+
+@torch.compiler.disable     # a compiled block calls the Triton kernels as they are (a graph break on GPUs only)
+def _triton_chunks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+                   scale: float, state: torch.Tensor | None, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from .fused_chunk import ChunkGatedDeltaRule, fused_chunk_gated_delta_rule   # Triton only where a GPU runs it
+    if torch.is_grad_enabled():
+        return ChunkGatedDeltaRule.apply(q, k, v, g, beta, scale, state, chunk_size)
+    return fused_chunk_gated_delta_rule(q, k, v, g, beta, scale, state, chunk_size)

@@ -52,6 +52,19 @@ def test_flash_attention_and_its_gradients_match_the_reference(batch, heads, kv_
         assert relative_error(x.grad, g) < 1e-4, name
 
 
+@pytest.mark.parametrize("T, keys", [(1, 1000), (3, 700), (1, 100)])
+def test_a_decode_step_split_across_programs_merges_to_the_reference(T, keys, monkeypatch):
+    from kernels.attention import flash
+
+    monkeypatch.setattr(flash, "SPLIT_KEYS", 64)        # flash-decoding: the keys in pieces of 64, merged
+    torch.manual_seed(5)
+    q = torch.randn(1, 4, T, 16, device=DEVICE)
+    k, v = (torch.randn(1, 2, keys, 16, device=DEVICE) for _ in range(2))
+    expected, expected_lse = naive_segment_attention(q, [(k, v)], keys - T)
+    out, lse = flash_attention(q, k, v, keys - T)
+    assert relative_error(expected, out) < 1e-5 and relative_error(expected_lse, lse) < 1e-5
+
+
 def test_dispatch_keeps_cpu_tensors_on_the_pytorch_path():
     q, k = torch.randn(1, 2, 3, 16), torch.randn(1, 1, 8, 16)
     assert fused_attention(q, k, k, 5) is None

@@ -33,10 +33,12 @@ def _queries(Q, DO, LSE, DELTA, base, bh, rows, stride, dims, T, scale, dtype: t
 
 
 @triton.jit
-def _forward(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
-             H, T, L, past, groups, scale, WINDOW: tl.constexpr, PRECISION: tl.constexpr,
+def _forward(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sos, sob, soh, sot,
+             H, T, L, past, groups, scale, span, WINDOW: tl.constexpr, PRECISION: tl.constexpr,
              D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    block, bh = tl.program_id(0), tl.program_id(1)
+    """One block of queries against the keys of one split (`span` keys from split * span; a multiple of BLOCK_N):
+    its output and log-sum-exp at O + split * sos and LSE + split * B * H * T."""
+    block, bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // H, bh % H
     kv = h // groups
     rows = block * BLOCK_M + tl.arange(0, BLOCK_M)          # query index in [0, T)
@@ -49,6 +51,7 @@ def _forward(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, 
     if WINDOW > 0:
         lo = tl.maximum(past + block * BLOCK_M - WINDOW + 1, 0) // BLOCK_N * BLOCK_N
     hi = tl.minimum(past + (block + 1) * BLOCK_M, L)
+    lo, hi = tl.maximum(lo, split * span), tl.minimum(hi, (split + 1) * span)
     for start in range(lo, hi, BLOCK_N):
         keys = start + tl.arange(0, BLOCK_N)
         k = _rows(K, b * skb + kv * skh, keys, skt, dims, L)
@@ -61,11 +64,12 @@ def _forward(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, 
         l = l * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PRECISION)
         m = top
-    l = tl.where(l == 0.0, 1.0, l)                          # padding rows past T: never stored
+    l = tl.where(l == 0.0, 1.0, l)             # padding rows past T, or no visible key in this split: weight 0
     out = acc / l[:, None]
-    tl.store(O + b * sob + h * soh + rows[:, None] * sot + dims[None, :], out.to(O.dtype.element_ty),
+    tl.store(O + split * sos + b * sob + h * soh + rows[:, None] * sot + dims[None, :],
+             out.to(O.dtype.element_ty),
              mask=rows[:, None] < T)
-    tl.store(LSE + bh * T + rows, m + tl.log(l), mask=rows < T)
+    tl.store(LSE + split * tl.num_programs(1) * T + bh * T + rows, m + tl.log(l), mask=rows < T)
 
 
 @triton.jit
@@ -139,6 +143,10 @@ def _backward_q(Q, K, V, DO, LSE, DELTA, DQ, sqb, sqh, sqt, skb, skh, skt, svb, 
              mask=rows[:, None] < T)
 
 
+SPLIT_KEYS = 2048     # keys per program at least, when a decode step's keys are split
+MAX_SPLITS = 64
+
+
 def _precision(q: torch.Tensor) -> str:
     return "ieee" if q.dtype == torch.float32 else "tf32"
 
@@ -155,14 +163,21 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int
     L = k.shape[2]
     assert L == past + T and v.shape[-1] == D and D & (D - 1) == 0, "keys past + T long, one power-of-2 width"
     assert q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
-    o = torch.empty_like(q)
-    lse = torch.empty(B, H, T, dtype=torch.float32, device=q.device)
     block_m, block_n = _blocks(T)
-    grid = (triton.cdiv(T, block_m), B * H)
-    _forward[grid](q, k, v, o, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
-                   H, T, L, past, H // k.shape[1], D ** -0.5, WINDOW=window, PRECISION=_precision(q), D=D,
-                   BLOCK_M=block_m, BLOCK_N=block_n)
-    return o, lse
+    splits, span = 1, triton.cdiv(L, block_n) * block_n
+    if T <= block_m and L > 2 * SPLIT_KEYS:   # a decode step: the keys split across programs (flash-decoding)
+        span = triton.cdiv(max(SPLIT_KEYS, triton.cdiv(L, MAX_SPLITS)), block_n) * block_n
+        splits = triton.cdiv(L, span)
+    o = torch.empty(splits, B, H, T, D, dtype=q.dtype if splits == 1 else torch.float32, device=q.device)
+    lse = torch.empty(splits, B, H, T, dtype=torch.float32, device=q.device)
+    _forward[(triton.cdiv(T, block_m), B * H, splits)](
+        q, k, v, o, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:4], H, T, L, past,
+        H // k.shape[1], D ** -0.5, span, WINDOW=window, PRECISION=_precision(q), D=D, BLOCK_M=block_m,
+        BLOCK_N=block_n)
+    if splits == 1:
+        return o[0], lse[0]
+    total = torch.logsumexp(lse, 0)
+    return (o * torch.exp(lse - total)[..., None]).sum(0).to(q.dtype), total
 
 
 class FlashAttention(torch.autograd.Function):

@@ -2,6 +2,11 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
+if not torch.cuda.is_available():   # the Triton kernels run under the interpreter on CPU tensors (test_flash.py)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 
 from assistant.lab.corpus.build import BuildConfig, build

@@ -3,6 +3,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+import torch
 from conftest import save_tiny_model
 
 from model.config import ModelConfig
@@ -29,10 +31,30 @@ def test_bench_kernels_prints_every_kernel_layer_and_shape(rustle):
     out = rustle("bench", "kernels", "--json", "--contexts", "300", "--steps", "1,4", "--repeats", "1",
                  "--threads", "1").stdout
     rows = [json.loads(line) for line in out.splitlines()]
-    kernels = {"torch merged (flash, split-K)", "torch sdpa, contiguous"} | ({"segments.c"} if shutil.which("cc") else set())
+    kernels = {"torch merged (flash, split-K)", "torch sdpa, contiguous"}
+    kernels |= {"segments.c"} if shutil.which("cc") else set()
     assert {(r["kernel"], r["layer"], r["rows"]) for r in rows} == {(k, layer, T) for k in kernels
                                                                     for layer in ("lql", "gqa") for T in (1, 4)}
     assert all(r["context"] == 300 and r["ms"] > 0 and r["gflops"] > 0 for r in rows)
+
+
+def test_the_gpu_half_of_bench_kernels_runs_under_the_interpreter():
+    """`rustle bench kernels --device cuda` as a GPU runs it, here on CPU tensors (the GPU script's step 2)."""
+    pytest.importorskip("triton")
+    import time
+
+    from assistant.lab.bench.kernels import measure_gpu
+
+    def timer(run) -> float:
+        started = time.perf_counter()
+        run()
+        return 1000 * (time.perf_counter() - started)
+
+    rows = list(measure_gpu([32], device="cpu", dtype=torch.float32, timer=timer, ceiling=64))
+    names = {r.kernel for r in rows}
+    assert {"triton flash", "torch sdpa", "triton gdn chunk", "torch gdn chunk", "triton gdn step",
+            "torch gdn step", "ceiling: matmul", "ceiling: copy"} <= names
+    assert all(r.ms > 0 for r in rows)
 
 
 def test_bench_recall_prints_every_pattern(rustle):

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")    # read when the kernels are defined, on import below
+if not torch.cuda.is_available():   # also set by conftest.py, before any test imports a kernel
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
 from kernels.attention import fused_attention  # noqa: E402

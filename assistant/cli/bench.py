@@ -53,12 +53,12 @@ def tokenizer_command(args: argparse.Namespace) -> int:
 
 
 def kernels_command(args: argparse.Namespace) -> int:
-    from ..lab.bench.kernels import measure, measure_cuda
+    from ..lab.bench.kernels import measure, measure_gpu
 
     torch.set_num_threads(args.threads)
     rows = []
     cuda = args.device == "cuda"
-    for row in measure_cuda(args.contexts) if cuda else measure(args.contexts, tuple(args.steps), args.repeats):
+    for row in measure_gpu(args.contexts) if cuda else measure(args.contexts, tuple(args.steps), args.repeats):
         rows.append(row)
         if args.json:
             print(json.dumps(asdict(row)), flush=True)

@@ -13,9 +13,17 @@ def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g:
                            scale: float, state: torch.Tensor | None = None,
                            chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as `naive_gated_delta_rule`: returns (o [B, H, T, V] fp32, final state [B, H, K, V] fp32).
-    On CUDA tensors, the Triton kernels (fused_chunk.py), with their backward where autograd records."""
+    On CUDA tensors, the Triton kernels (fused_chunk.py), with their backward where autograd records; elsewhere
+    `torch_chunk_gated_delta_rule`."""
     if q.is_cuda:
         return _triton_chunks(q, k, v, g, beta, scale, state, chunk_size)
+    return torch_chunk_gated_delta_rule(q, k, v, g, beta, scale, state, chunk_size)
+
+
+def torch_chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+                                 beta: torch.Tensor, scale: float, state: torch.Tensor | None = None,
+                                 chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunkwise form in PyTorch ops (the CPU path; autograd is its backward)."""
     B, H, T, K = k.shape
     V, C = v.shape[-1], chunk_size
     pad = (-T) % C

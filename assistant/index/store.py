@@ -11,8 +11,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .parse import FileSymbols
+if TYPE_CHECKING:     # parsing (tree-sitter) is the indexer's; readers of an index never load it
+    from .parse import FileSymbols
 
 Connection = sqlite3.Connection
 

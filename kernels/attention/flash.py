@@ -1,8 +1,10 @@
-"""Flash-style causal attention forward in Triton (GPU): queries at positions past..past+T-1 against keys
-0..past+T-1, GQA by head groups, an optional sliding window (each position sees itself and the W-1 before
-it). One program per (block of queries, batch x head); keys in blocks with an online softmax, fp32
-accumulation, log-sum-exp out. Runs on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1 (tests).
-The reference is naive.py's `naive_segment_attention` (one segment)."""
+"""Flash-style causal attention in Triton (GPU), forward and backward: queries at positions past..past+T-1
+against keys 0..past+T-1, GQA by head groups, an optional sliding window (each position sees itself and the
+W-1 before it). Forward: one program per (block of queries, batch x head, split of the keys); keys in blocks
+with an online softmax, fp32 accumulation, log-sum-exp out; a decode step's keys are split across programs
+and merged (flash-decoding). Backward: dK, dV per block of keys, dQ per block of queries, from the saved
+log-sum-exps. Runs on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1 (tests). The reference is
+naive.py's `naive_segment_attention` (one segment)."""
 from __future__ import annotations
 
 import torch

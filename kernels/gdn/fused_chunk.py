@@ -94,6 +94,7 @@ def _backward(Q, K, V, G, BETA, STARTS, DO, DS, DQ, DK_, DV_, DG, DBETA, SCRATCH
         n = chunks - 1 - back
         length = tl.minimum(C, T - n * C)                                # the last chunk may be short
         state = tl.load(STARTS + (bh * chunks + n) * DK * DV + cell)
+        tl.debug_barrier()                                               # the last chunk's scratch reads done
         for j in range(0, length):                                       # the chunk's states before each step
             tl.store(SCRATCH + (bh * C + j) * DK * DV + cell, state)
             step = bh * T + n * C + j
@@ -101,6 +102,7 @@ def _backward(Q, K, V, G, BETA, STARTS, DO, DS, DQ, DK_, DV_, DG, DBETA, SCRATCH
             state = state * tl.exp(tl.load(G + step).to(tl.float32))
             error = tl.load(V + step * DV + vs).to(tl.float32) - tl.sum(k[:, None] * state, 0)
             state = state + k[:, None] * (tl.load(BETA + step).to(tl.float32) * error)[None, :]
+        tl.debug_barrier()                                               # the scratch states written, then read
         for back_step in range(0, length):
             j = length - 1 - back_step
             step = bh * T + n * C + j

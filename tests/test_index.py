@@ -157,7 +157,7 @@ def test_readers_see_whole_files_while_the_indexer_writes(tmp_path):
     assert summary.parsed == 600 and not problems
 
 
-def test_a_corrupt_index_is_rebuilt_with_a_message(tmp_path):
+def test_a_corrupt_index_is_moved_aside_and_rebuilt_with_a_message(tmp_path):
     db = tmp_path / "index.sqlite"
     db.write_bytes(b"this is not a database" * 100)
     messages = []
@@ -165,6 +165,40 @@ def test_a_corrupt_index_is_rebuilt_with_a_message(tmp_path):
     assert summary.parsed == 4 and "rebuilding" in messages[0]
     conn = connect(db)
     assert find(conn, "Store")
+    conn.close()
+    [aside] = tmp_path.glob("index.sqlite.unusable-*")          # moved, never deleted
+    assert aside.read_bytes() == b"this is not a database" * 100
+
+
+def test_a_file_named_with_db_that_is_not_an_index_is_left_as_it_is(tmp_path, rustle):
+    notes = tmp_path / "notes.sqlite"
+    conn = sqlite3.connect(notes)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('buy milk')")
+    conn.commit()
+    conn.close()
+    text = tmp_path / "notes.txt"
+    text.write_text("my notes\n")
+    for path in (notes, text):
+        before = path.read_bytes()
+        for command in (("index", str(KVSTORE)), ("query", str(KVSTORE), "def Store")):
+            proc = rustle(*command, "--db", str(path), check=False)
+            assert proc.returncode == 2 and "leaves it as it is" in proc.stdout + proc.stderr, command
+            assert path.read_bytes() == before and not list(tmp_path.glob("*.unusable-*"))
+
+
+def test_damaged_pages_in_an_unchanged_workspace_are_found_by_the_quick_check(tmp_path):
+    root, db = tmp_path / "ws", tmp_path / "index.sqlite"
+    _many_files(root, 300)
+    index_workspace(root, db, workers=1, on_message=lambda m: None)
+    data = bytearray(db.read_bytes())
+    data[-16384:-8192] = b"\xff" * 8192              # two interior pages near the end: the schema still reads
+    db.write_bytes(bytes(data))
+    messages = []
+    summary = index_workspace(root, db, workers=1, on_message=messages.append)
+    assert any("moved to" in m for m in messages) and summary.parsed == 300 and summary.unchanged == 0
+    conn = connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
 
 

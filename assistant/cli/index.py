@@ -9,8 +9,9 @@ from pathlib import Path
 from .console import RichReporter, console, progress_console
 
 
-def update_index(root: Path, db_path: Path, workers: int | None = None):
-    """Bring `root`'s index up to date with a progress bar (on stderr); the indexer's summary."""
+def update_index(root: Path, db_path: Path, workers: int | None = None, owned: bool = True):
+    """Bring `root`'s index up to date with a progress bar (on stderr); the indexer's summary. `owned` False:
+    `db_path` was named by the user, and a file there that is not a sound index raises CorruptIndex, untouched."""
     from ..index.indexer import index_workspace
 
     with RichReporter() as reporter:
@@ -21,21 +22,36 @@ def update_index(root: Path, db_path: Path, workers: int | None = None):
             advance = reporter.stage("indexing", n)
 
         return index_workspace(root, db_path, workers, on_total, lambda: advance(1),
-                               on_message=lambda m: progress_console.print(f"[yellow]{m}[/]"))
+                               on_message=lambda m: progress_console.print(f"[yellow]{m}[/]"), owned=owned)
+
+
+def refused(err: Exception) -> int:
+    """The message for a --db file that is not a sound Rustle index (left as it is); the exit status."""
+    console.print(f"[red]{err}[/]: Rustle leaves it as it is; name another file with --db, or none")
+    return 2
 
 
 def index_command(args: argparse.Namespace) -> int:
-    from ..index.query import definition_hit
-    from ..index.store import open_or_rebuild, search
+    from ..index.store import CorruptIndex
     from ..index.workspace import default_db
-    from .query import print_hits
 
     if not args.root.is_dir():
         console.print(f"[red]not a folder:[/] {args.root}")
         return 2
-    db_path = args.db or default_db(args.root)
+    db_path, owned = args.db or default_db(args.root), args.db is None
+    try:
+        return _index(args, db_path, owned)
+    except CorruptIndex as err:
+        return refused(err)
+
+
+def _index(args: argparse.Namespace, db_path: Path, owned: bool) -> int:
+    from ..index.query import definition_hit
+    from ..index.store import open_or_rebuild, search
+    from .query import print_hits
+
     if not args.no_update:
-        summary = update_index(args.root, db_path, args.workers)
+        summary = update_index(args.root, db_path, args.workers, owned)
         if args.json and not args.query:
             print(json.dumps(asdict(summary) | {"db": str(db_path), "db_bytes": db_path.stat().st_size}))
         elif not args.query:
@@ -43,7 +59,7 @@ def index_command(args: argparse.Namespace) -> int:
                           f"{summary.removed:,} removed): {summary.definitions:,} definitions, "
                           f"{summary.references:,} references in {summary.seconds:.2f} s → {db_path}")
     if args.query:
-        db = open_or_rebuild(db_path)
+        db = open_or_rebuild(db_path, owned=owned)
         try:
             hits = [definition_hit(s) for s in search(db, args.query, args.limit)]
         finally:

@@ -15,15 +15,19 @@ QUERY_HELP = "one of: " + "; ".join(f"{word} {argument}".strip() for word, (argu
 
 def query_command(args: argparse.Namespace) -> int:
     from ..index.query import QueryError, ask
-    from ..index.store import open_or_rebuild
+    from ..index.store import CorruptIndex, open_or_rebuild
     from ..index.workspace import default_db
+    from .index import refused
 
     if not args.root.is_dir():
         console.print(f"[red]not a folder:[/] {args.root}")
         return 2
-    db_path = args.db or default_db(args.root)
-    update_index(args.root, db_path)
-    db = open_or_rebuild(db_path)
+    db_path, owned = args.db or default_db(args.root), args.db is None
+    try:
+        update_index(args.root, db_path, owned=owned)
+        db = open_or_rebuild(db_path, owned=owned)
+    except CorruptIndex as err:
+        return refused(err)
     try:
         hits = ask(db, args.root, args.query, args.limit)
     except QueryError as err:

@@ -98,25 +98,26 @@ def _apply(db: store.Connection, results: Iterable[Parsed | None], summary: Inde
 
 def index_workspace(root: Path, db_path: Path, workers: int | None = None,
                     on_total: Callable[[int], None] = lambda n: None, on_file: Callable[[], None] = lambda: None,
-                    on_message: Callable[[str], None] = print) -> IndexSummary:
-    """Bring the index up to date; damage found on the way (a malformed page) rebuilds it once, with a message."""
+                    on_message: Callable[[str], None] = print, owned: bool = True) -> IndexSummary:
+    """Bring the index up to date; damage found on the way (a failed quick check, a malformed page) moves it
+    aside and rebuilds it once, with a message. `owned` False (a path the user named): an unusable file there
+    raises store.CorruptIndex instead, untouched."""
     try:
-        return _index_workspace(root, db_path, workers, on_total, on_file, on_message)
+        return _index_workspace(root, db_path, workers, on_total, on_file, on_message, owned)
     except sqlite3.DatabaseError as err:
-        if isinstance(err, sqlite3.OperationalError) and "malformed" not in str(err):
-            raise  # locked, disk full, …: not damage
-        on_message(f"index damaged ({err}); rebuilding it")
-        store.remove(db_path)
-        return _index_workspace(root, db_path, workers, on_total, on_file, on_message)
+        if isinstance(err, sqlite3.OperationalError) and "malformed" not in str(err) or not owned:
+            raise  # locked, disk full, …: not damage; or not ours to move
+        on_message(f"index damaged ({err}); moved to {store.move_aside(db_path).name}, rebuilding it")
+        return _index_workspace(root, db_path, workers, on_total, on_file, on_message, owned)
 
 
 def _index_workspace(root: Path, db_path: Path, workers: int | None, on_total: Callable[[int], None],
-                     on_file: Callable[[], None], on_message: Callable[[str], None]) -> IndexSummary:
+                     on_file: Callable[[], None], on_message: Callable[[str], None], owned: bool) -> IndexSummary:
     started = time.monotonic()
     root = root.resolve()
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
-    db = store.open_or_rebuild(db_path, on_message)
+    db = store.open_or_rebuild(db_path, on_message, owned, check=True)
     try:
         known = store.stored_files(db)
         present, jobs = set(), []

@@ -48,8 +48,15 @@ SYMBOL_COLUMNS = "SELECT s.kind, s.name, s.scope, s.trait, f.path, s.start_line,
 SYMBOLS = SYMBOL_COLUMNS + "FROM symbols s JOIN files f ON f.id = s.file_id "
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 class CorruptIndex(Exception):
-    pass
+    """A file at an index's path that is not a sound Rustle index."""
+
+
+class ForeignFile(CorruptIndex):
+    """A file Rustle did not create (not SQLite, or a database without an index's tables): never written to."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +72,12 @@ class Symbol:
     doc: str
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) an index; a file that is not a sound index raises CorruptIndex."""
+def connect(path: Path, check: bool = False) -> sqlite3.Connection:
+    """Open (creating if needed) an index; a file that is not a sound index raises CorruptIndex (ForeignFile
+    before anything is written to one that Rustle did not create). `check`: SQLite's quick check of every page
+    too (when indexing; not on a request's read)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_foreign(path)
     try:
         db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
@@ -79,23 +89,61 @@ def connect(path: Path) -> sqlite3.Connection:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         elif version[0] != SCHEMA_VERSION:
             raise CorruptIndex(f"{path}: schema {version[0]}, this version reads {SCHEMA_VERSION}")
+        if check and (found := db.execute("PRAGMA quick_check").fetchone()[0]) != "ok":
+            raise CorruptIndex(f"{path}: damaged ({found})")
     except sqlite3.DatabaseError as err:
         raise CorruptIndex(f"{path}: {err}") from err
     return db
 
 
-def remove(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
-def open_or_rebuild(path: Path, on_message=print) -> sqlite3.Connection:
-    """connect(), but a corrupt or foreign file is removed with a message and a fresh index started."""
+def _refuse_foreign(path: Path) -> None:
+    """Raise ForeignFile for a non-empty file that is not SQLite, or a database without an index's tables."""
     try:
-        return connect(path)
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise ForeignFile(f"{path}: {err}") from err
+    if not head:
+        return                                    # an empty file: a new index
+    if head != SQLITE_HEADER:
+        raise ForeignFile(f"{path} is not a SQLite database")
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError as err:
+        raise CorruptIndex(f"{path}: {err}") from err
+    if tables and not {"meta", "files", "symbols"} <= tables:
+        raise ForeignFile(f"{path} is a SQLite database but not a Rustle index")
+
+
+def move_aside(path: Path) -> Path:
+    """Rename an unusable index (and its -wal and -shm files) beside itself; where it went."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.unusable-{stamp}")
+    n = 1
+    while aside.exists():
+        aside, n = path.with_name(f"{path.name}.unusable-{stamp}-{n}"), n + 1
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{path}{suffix}").exists():
+            Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
+    return aside
+
+
+def open_or_rebuild(path: Path, on_message=print, owned: bool = True, check: bool = False) -> sqlite3.Connection:
+    """connect(), but an unusable file is moved aside with a message and a fresh index started. A path the user
+    named (`owned` False: `--db FILE`) is never moved: CorruptIndex goes to the caller."""
+    try:
+        return connect(path, check)
     except CorruptIndex as err:
-        on_message(f"index unusable ({err}); rebuilding it")
-        remove(path)
+        if not owned:
+            raise
+        aside = move_aside(path)
+        on_message(f"index unusable ({err}); moved to {aside.name}, rebuilding it")
         return connect(path)
 
 

@@ -264,28 +264,29 @@ def _plain(value: object) -> object:
     return value
 
 
-def _feedback(ls: RustleServer, verdict: str, params: object) -> None:
+async def _feedback(ls: RustleServer, verdict: str, params: object) -> None:
     feedback = protocol.Feedback.from_json(_plain(params))
     if feedback is None:
         log.warning("%s without a text: ignored", verdict)
         return
-    ls.feedback.record(verdict, feedback)  # a failed write is logged there, never raised
+    # on a worker thread: a store blocked by another writer never stalls the event loop; a failure is logged there
+    await asyncio.to_thread(ls.feedback.record, verdict, feedback)
 
 
 @server.feature(protocol.ACCEPT)
-def did_accept(ls: RustleServer, params: object) -> None:
-    _feedback(ls, "accept", params)
+async def did_accept(ls: RustleServer, params: object) -> None:
+    await _feedback(ls, "accept", params)
 
 
 @server.command(protocol.ACCEPTED_COMMAND)
-def accepted(ls: RustleServer, *args: object) -> None:
+async def accepted(ls: RustleServer, *args: object) -> None:
     """The inline item's command: VS Code (and Neovim 0.12) run it when Tab inserts the whole suggestion."""
-    _feedback(ls, "accept", args[0] if args else None)
+    await _feedback(ls, "accept", args[0] if args else None)
 
 
 @server.feature(protocol.REJECT)
-def did_reject(ls: RustleServer, params: object) -> None:
-    _feedback(ls, "reject", params)
+async def did_reject(ls: RustleServer, params: object) -> None:
+    await _feedback(ls, "reject", params)
 
 
 def serve(tcp: str | None = None, device: str = "cpu") -> None:

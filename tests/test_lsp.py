@@ -218,3 +218,48 @@ def test_the_server_opened_no_network_connection():
     assert sum(e["event"] == "started" for e in events) >= 5        # the hook was in every server process
     network = [e for e in events if e["event"] != "started"]
     assert not network, network
+
+
+def _verdict(text: str):
+    from lsp.protocol import Feedback
+
+    return Feedback.from_json({"uri": "file:///x.rs", "text": text})
+
+
+def test_a_damaged_feedback_store_is_moved_aside_and_the_verdict_kept(tmp_path):
+    from lsp.feedback import FeedbackStore
+
+    path = tmp_path / "feedback.sqlite"
+    path.write_bytes(b"not a database, but somebody's bytes" * 50)
+    store = FeedbackStore(path)
+    assert store.record("accept", _verdict("x + 1"))
+    [aside] = tmp_path.glob("feedback.sqlite.unusable-*")
+    assert aside.read_bytes() == b"not a database, but somebody's bytes" * 50
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT verdict, suggestion FROM feedback").fetchall() == [("accept", "x + 1")]
+    db.close()
+
+
+async def test_a_feedback_write_blocked_by_another_writer_never_stalls_the_event_loop(tmp_path):
+    from lsp.feedback import FeedbackStore
+
+    path = tmp_path / "feedback.sqlite"
+    store = FeedbackStore(path, busy_seconds=0.3)
+    assert store.record("accept", _verdict("first"))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")                     # another process holds the write lock
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    beat = asyncio.create_task(ticker())
+    stored = await asyncio.to_thread(store.record, "reject", _verdict("second"))   # as the server calls it
+    beat.cancel()
+    assert not stored and store.dropped == 1 and ticks >= 20     # ~0.6 s of retries, the loop ticking meanwhile
+    other.execute("COMMIT")
+    other.close()
+    assert store.record("accept", _verdict("third")) and not list(tmp_path.glob("*.unusable-*"))

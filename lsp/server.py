@@ -42,6 +42,7 @@ class RustleServer(LanguageServer):
         self.ready: asyncio.Future | None = None
         self.latest: dict[str, int] = {}
         self.feedback = FeedbackStore(default_feedback_db())  # opened on the first verdict, not here
+        self.switching: asyncio.Task | None = None            # a model being loaded after a settings change
 
     # ----- engine --------------------------------------------------------------------------------------------
     def _engine_config(self) -> EngineConfig:
@@ -98,6 +99,22 @@ class RustleServer(LanguageServer):
             log.exception("could not start the engine")
             self.ready.set_result(False)
             self._status(token, "failed", f"failed: {err}")
+
+    async def switch_model(self, before: Settings) -> None:
+        """Load the model the settings name now, off the event loop; one that cannot be loaded leaves the one
+        serving in place, and the client is told why (window/showMessage and rustle/status)."""
+        name, kept = Path(self.settings.model).name, Path(before.model).name
+        self._status(None, "begin", f"loading model {name}")
+        try:
+            await asyncio.to_thread(self._load_engine)
+        except Exception as err:  # a bad folder, too little memory: the old engine keeps serving
+            self.settings = replace(self.settings, model=before.model)
+            log.warning("model %s not loaded, %s kept: %s", name, kept, err)
+            self.window_show_message(types.ShowMessageParams(
+                types.MessageType.Error, f"Rustle: model {name} not loaded ({err}); still using {kept}"))
+            self._status(None, "ready", f"model {name} not loaded; still using {kept}")
+            return
+        self._status(None, "ready", f"model {name}")
 
     def _report_prefill(self, token: str | None, indexed: str) -> None:
         """The repository part's prefill in the status bar, in tenths; suggestions are served meanwhile."""
@@ -220,7 +237,7 @@ def did_change_configuration(ls: RustleServer, params: types.DidChangeConfigurat
     before = ls.settings
     ls.settings = ls.settings.updated(params.settings)
     if ls.engine is not None and ls.settings.model != before.model:
-        threading.Thread(target=ls._load_engine, daemon=True).start()
+        ls.switching = asyncio.get_running_loop().create_task(ls.switch_model(before))   # held: a task is weakly referenced
     elif ls.engine is not None:
         ls.engine.config = ls._engine_config()
 

@@ -7,6 +7,12 @@ from pathlib import Path
 
 KINDS = ("full", "swa", "gdn", "lql")
 GLOBAL_KINDS = ("full", "lql")
+# The largest value each size may take: a config.json beyond these is a mistake (or hostile), not a model this
+# project trains, and is refused before anything is allocated.
+BOUNDS = {"vocab_size": 1 << 21, "d_model": 1 << 15, "n_heads": 1024, "n_kv_heads": 1024, "head_dim": 1024,
+          "mlp_hidden": 1 << 18, "window": 1 << 24, "gdn_heads": 1024, "gdn_head_dim": 1024, "conv_size": 64,
+          "chunk_size": 4096, "lql_dim": 1 << 14, "lql_heads": 1024}
+MAX_LAYERS = 1024
 
 
 def default_pattern() -> tuple[str, ...]:
@@ -37,6 +43,14 @@ class ModelConfig:
     qkv_bias: bool = False      # full/swa projections with bias (Qwen2 checkpoints)
 
     def __post_init__(self) -> None:
+        for name, top in BOUNDS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                raise ValueError(f"{name} = {value!r}: expected a whole number from 1 to {top:,}")
+        if not isinstance(self.layer_pattern, (list, tuple)) or not 1 <= len(self.layer_pattern) <= MAX_LAYERS:
+            raise ValueError(f"layer_pattern: expected a list of 1 to {MAX_LAYERS:,} layer kinds")
+        if not all(isinstance(x, (int, float)) and x > 0 for x in (self.rope_theta, self.norm_eps)):
+            raise ValueError("rope_theta and norm_eps must be positive numbers")
         self.layer_pattern = tuple(self.layer_pattern)
         unknown = [k for k in self.layer_pattern if k not in KINDS]
         if unknown:
@@ -53,6 +67,12 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: Path) -> "ModelConfig":
-        data = json.loads(path.read_text())
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The config in `path`; ValueError (with the path) for one that is not a JSON object of sane sizes."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (ValueError, TypeError) as err:                 # json's errors are ValueErrors too
+            raise ValueError(f"{path}: {err}") from err

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
-from .model import RustleLM
+from .model import RustleLM, count_parameters
 
 DEFAULT_MODEL = Path(__file__).parent / "checkpoints" / "rustle-small"  # what every command uses by default
 WEIGHTS = "model.safetensors"
@@ -32,10 +35,45 @@ def save_model(model: RustleLM, out: Path, tokenizer: Path | None = None, dtype:
                 shutil.copy2(tokenizer / name, out / name)
 
 
+class ModelFolderError(ValueError):
+    """A model folder that cannot be loaded, with one message that says why."""
+
+
 def load_model(path: Path, dtype: torch.dtype = torch.float32) -> RustleLM:
-    if not (path / WEIGHTS).is_file():
-        raise FileNotFoundError(f"no {WEIGHTS} in {path}: pass a folder written by save_model or `rustle train`")
-    model = RustleLM(ModelConfig.load(path / "config.json"))
+    """The model in `path`, validated before anything is allocated: sane sizes in config.json, the weights'
+    parameter count equal to the config's, and memory for both on this machine (ModelFolderError if not)."""
+    if not (path / WEIGHTS).is_file() or not (path / "config.json").is_file():
+        raise ModelFolderError(f"{path}: no {WEIGHTS} and config.json; pass a folder written by `rustle train`")
+    try:
+        config = ModelConfig.load(path / "config.json")
+        expected = count_parameters(config)                      # on the meta device: nothing allocated
+        with safe_open(str(path / WEIGHTS), "pt") as f:
+            stored = sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
+    except Exception as err:                                     # a bad config, a damaged weights file
+        raise ModelFolderError(f"{path}: {err}") from err
+    if stored != expected:
+        raise ModelFolderError(f"{path}: config.json describes {expected:,} parameters, {WEIGHTS} holds {stored:,}")
+    need, free = 8 * expected, _available_memory()               # the file's tensors and the fp32 model at once
+    if free is not None and need > free:
+        raise ModelFolderError(f"{path}: loading needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB is free")
+    model = RustleLM(config)
     weights = {name.removeprefix(PREFIX): t for name, t in load_file(str(path / WEIGHTS)).items()}
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:                                  # same count, other names or shapes
+        raise ModelFolderError(f"{path}: {WEIGHTS} does not fit config.json ({str(err).splitlines()[0]})") from err
     return model.to(dtype).eval()
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux: MemAvailable), None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

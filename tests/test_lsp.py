@@ -263,3 +263,24 @@ async def test_a_feedback_write_blocked_by_another_writer_never_stalls_the_event
     other.execute("COMMIT")
     other.close()
     assert store.record("accept", _verdict("third")) and not list(tmp_path.glob("*.unusable-*"))
+
+
+async def test_a_model_folder_that_cannot_be_loaded_keeps_the_model_serving_and_says_why(client: LanguageClient,
+                                                                                       tmp_path):
+    bad = tmp_path / "huge-model"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"vocab_size": 10 ** 12, "n_heads": 0, "layer_pattern": ["gdn"]}))
+    (bad / "model.safetensors").write_bytes(b"\0" * 64)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"rustle": {"model": str(bad)}}))
+    for _ in range(300):
+        if client.messages:
+            break
+        await asyncio.sleep(0.1)
+    [message] = client.messages
+    assert message.type == types.MessageType.Error and "huge-model not loaded" in message.message
+    assert "vocab_size" in message.message and "still using rustle-small" in message.message
+    assert any("still using rustle-small" in s.message for s in client.statuses)
+    text, line, col = _typed_main()
+    result = await _inline(client, _open(client, text), line, col)   # the shipped model still answers
+    assert len(result.items) == 1 and result.items[0].insert_text

@@ -274,3 +274,27 @@ def test_the_serving_dtype_follows_the_choice_and_auto_is_one_of_the_two(monkeyp
     assert precision.fast_dtype("auto") == torch.float32
     with pytest.raises(ValueError, match="unknown dtype"):
         precision.fast_dtype("fp8")
+
+
+@pytest.mark.parametrize("field, value", [("vocab_size", 10 ** 12), ("n_heads", 0), ("d_model", 2.5),
+                                          ("layer_pattern", ["gdn"] * 100_000), ("head_dim", "64")])
+def test_absurd_sizes_are_refused_before_anything_is_allocated(field, value):
+    with pytest.raises(ValueError, match=field):
+        tiny(**{field: value})
+
+
+def test_a_model_folder_that_does_not_fit_its_config_gets_one_message(tmp_path, rustle):
+    import json
+
+    from conftest import save_tiny_model
+
+    from model.io import ModelFolderError, load_model
+
+    folder = save_tiny_model(tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "mlp_hidden": 96}))    # the weights are for 64
+    with pytest.raises(ModelFolderError, match="parameters"):
+        load_model(folder)
+    (folder / "config.json").write_text("{not json")
+    proc = rustle("complete", "--model", str(folder), "data/workspace/src/lib.rs:10:5", check=False)
+    assert proc.returncode == 2 and "model not loaded" in proc.stdout and "Traceback" not in proc.stderr

@@ -17,7 +17,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from model.io import ModelFolderError
+
+    from .console import console
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ModelFolderError as err:          # --model names a folder that cannot be loaded: one line, no traceback
+        console.print(f"[red]model not loaded:[/] {err}", highlight=False)
+        return 2

@@ -18,6 +18,7 @@ import logging
 import threading
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -139,6 +140,18 @@ class RustleServer(LanguageServer):
                 return path.resolve().relative_to(self.root.resolve()).as_posix()
         return ""
 
+    def place(self, uri: str) -> tuple[Path | None, str]:
+        """Where a document sits: (the workspace root, its path there), or (None, its name) when it is outside
+        the workspace (no root, not a file: URI, or outside the root once symlinks and `..` are resolved):
+        then it is completed from its buffer alone, and nothing around it is indexed or read."""
+        name = Path(urlparse(uri).path).name or "untitled.rs"
+        if self.root is None or not uri.startswith("file:"):
+            return None, name
+        try:
+            return self.root, Path(to_fs_path(uri) or "").resolve().relative_to(self.root.resolve()).as_posix()
+        except (ValueError, OSError, RuntimeError):
+            return None, name
+
     def file_changed(self, uri: str, kind: str = "saved") -> None:
         if self.engine is None or self.root is None:
             return
@@ -172,12 +185,7 @@ class RustleServer(LanguageServer):
             log.warning("position %s:%s is past the end of %s", position.line, position.character, uri)
             return ""
         offset = min(max(0, document.offset_at_position(position)), len(text))
-        path = Path(to_fs_path(uri) or "untitled.rs")
-        root = self.root or path.parent
-        try:
-            relative = path.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            root, relative = path.parent, path.name
+        root, relative = self.place(uri)
         cancelled = threading.Event()
         final = ""
         where = protocol.Position(position.line, position.character)
@@ -206,8 +214,13 @@ server = RustleServer()
 def initialize(ls: RustleServer, params: types.InitializeParams) -> None:
     folders = params.workspace_folders or []
     uri = folders[0].uri if folders else params.root_uri
-    if uri:
-        ls.root = Path(to_fs_path(uri) or ".")
+    root = Path(to_fs_path(uri)).resolve() if uri and to_fs_path(uri) else None
+    if root is not None and root in (Path(root.anchor), Path.home().resolve()):
+        ls.window_show_message(types.ShowMessageParams(types.MessageType.Warning, (
+            f"Rustle does not index {root} (the whole disk or your home folder): open a project folder. "
+            "Until then, suggestions use the open file alone.")))
+        root = None
+    ls.root = root
     ls.settings = ls.settings.updated(params.initialization_options)
     ls.ready = asyncio.get_running_loop().create_future()
 

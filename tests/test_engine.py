@@ -332,3 +332,29 @@ def test_eval_lines_and_complete_on_the_command_line(rustle, tiny_model_dir, wor
 
 def test_an_open_bracket_at_the_end_of_a_line_is_left_open():
     assert tidy("let v = foo(", shape_at("    \n", 4)) == "let v = foo("
+
+
+def test_a_buffer_outside_every_workspace_is_completed_alone(tiny_model_dir, workspace):
+    """Request.root None: the prompt is the buffer's own prefix and suffix; nothing is indexed or read."""
+    engine = _engine(tiny_model_dir, max_new_tokens=8, max_ms=60_000)
+    text = (workspace / "src" / "main.rs").read_text()
+    offset = text.index("let stdin = ") + len("let stdin = ")
+    done = engine.complete_sync(Request(None, "main.rs", text, offset))
+    assert done.generated_tokens > 0 and not engine.workspaces
+    assert not (workspace.parent / "cache" / "rustle" / "index").exists()
+    alone = engine.prompt(Request(None, "main.rs", text, offset))[0]
+    assert alone.local_start == 0 and len(alone.ids) < len(engine.prompt(_request(workspace))[0].ids)
+
+
+def test_workspace_files_are_read_only_inside_the_root_and_under_the_size_cap(tiny_model_dir, workspace, tmp_path):
+    from assistant.engine.workspace import MAX_FILE_BYTES
+
+    secret = tmp_path / "secret.rs"
+    secret.write_text("pub const SECRET: &str = \"outside\";\n")
+    store_rs = workspace / "src" / "store.rs"
+    store_rs.unlink()
+    store_rs.symlink_to(secret)                      # what a pull can do to a workspace file
+    (workspace / "src" / "big.rs").write_text("// x\n" * (MAX_FILE_BYTES // 5 + 1))
+    ws = _engine(tiny_model_dir).workspace(workspace)
+    assert ws.tokens("src/store.rs", {}) == [] and ws.tokens("src/big.rs", {}) == []
+    assert ws.tokens("src/main.rs", {})              # an ordinary file is read

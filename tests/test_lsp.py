@@ -20,13 +20,15 @@ SCRATCH = Path(tempfile.mkdtemp(prefix="rustle-lsp-"))
 WORKSPACE = SCRATCH / "kvstore"
 AUDIT = SCRATCH / "audit.jsonl"
 MAIN = WORKSPACE / "src" / "main.rs"
+OUTSIDE = SCRATCH / "outside"     # a folder beside the workspace: the server must never read it
 
 AUDITED_SERVER = f"""
 import json, sys
 log = open({str(AUDIT)!r}, "a")
 log.write(json.dumps({{"event": "started", "args": ""}}) + "\\n"); log.flush()
 def hook(event, args):
-    if event in ("socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto", "socket.sendmsg"):
+    if event in ("socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto", "socket.sendmsg") or (
+            event in ("open", "os.listdir", "os.scandir") and args and str(args[0]).startswith({str(OUTSIDE)!r})):
         log.write(json.dumps({{"event": event, "args": repr(args)}}) + "\\n"); log.flush()
 sys.addaudithook(hook)
 from assistant.cli import main
@@ -212,11 +214,40 @@ def test_malformed_frames_and_invalid_utf8_get_errors_and_the_server_stays_up(tm
     assert done.returncode == 0   # stdin closed: a clean exit, not a crash
 
 
+async def test_a_document_outside_the_workspace_is_completed_from_its_buffer_alone(client: LanguageClient):
+    OUTSIDE.mkdir(exist_ok=True)
+    (OUTSIDE / "neighbour.rs").write_text("pub fn zebra_qxv7k_helper() -> u32 { 1234 }\n")
+    text = "fn main() {\n    let value = zebra_qxv7k"
+    (OUTSIDE / "main.rs").write_text(text)
+    sneaky = f"{WORKSPACE.as_uri()}/../outside/main.rs"               # inside by its spelling, outside resolved
+    for uri in ((OUTSIDE / "main.rs").as_uri(), sneaky, "untitled:Untitled-1"):
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            types.TextDocumentItem(uri=uri, language_id="rust", version=1, text=text)))
+        result = await _inline(client, uri, 1, len("    let value = zebra_qxv7k"))
+        assert all("helper" not in item.insert_text for item in result.items), uri
+    events = [json.loads(line) for line in AUDIT.read_text().splitlines()]
+    assert not [e for e in events if e["event"] in ("open", "os.listdir", "os.scandir")]   # nothing read there
+    assert not list((SCRATCH / "cache" / "rustle" / "index").glob("outside-*"))        # nor indexed
+
+
+def test_the_whole_disk_is_refused_as_a_workspace(tmp_path):
+    frames = [{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}, "rootUri": "file:///"}},
+              {"jsonrpc": "2.0", "method": "initialized", "params": {}}]
+    body = b"".join(b"Content-Length: %d\r\n\r\n" % len(b) + b for b in (json.dumps(f).encode() for f in frames))
+    done = subprocess.run([sys.executable, "-m", "assistant.cli", "serve"], input=body, capture_output=True,
+                          timeout=120, cwd=ROOT, env={"XDG_CACHE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    replies = [json.loads(b) for b in re.split(rb"Content-Length: \d+\r\n(?:[\w-]+: [^\r]*\r\n)*\r\n",
+                                                 done.stdout) if b]
+    warnings = [r["params"]["message"] for r in replies if r.get("method") == "window/showMessage"]
+    assert any("does not index /" in m for m in warnings), replies
+    assert not (tmp_path / "rustle" / "index").exists()                 # nothing indexed
+
+
 def test_the_server_opened_no_network_connection():
     """Runs after the sessions above (same module): the audit log of every server process they started."""
     events = [json.loads(line) for line in AUDIT.read_text().splitlines()] if AUDIT.exists() else []
     assert sum(e["event"] == "started" for e in events) >= 5        # the hook was in every server process
-    network = [e for e in events if e["event"] != "started"]
+    network = [e for e in events if e["event"].startswith("socket")]
     assert not network, network
 
 

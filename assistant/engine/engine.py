@@ -23,11 +23,11 @@ from tokenizer import tokenizer_of
 
 from ..index.workspace import cache_dir, default_db
 from .background import RepositoryPart, RepositoryPrefill
-from .copy import CopyConfig
+from .copy import CopyConfig, CopyModel
 from .decode import suggest
 from .healing import Healer
 from .persist import StateFiles, model_key
-from .prompt import CONTEXTS, Prompt, PromptConfig, assemble, with_repository
+from .prompt import CONTEXTS, Prompt, PromptConfig, alone, assemble, with_repository
 from .request import Completion, Request
 from .state import StateCache
 from .stream import Generation
@@ -110,6 +110,8 @@ class Engine:
         """The prompt a request decodes after, and the repository files in it. In the background mode its
         repository part is one the state tree holds (or none), and the current one is prefilled meanwhile."""
         config = self.config
+        if request.root is None:   # outside every workspace: the buffer alone
+            return alone(self.vocab, request, config.prompt), []
         prompt, files = assemble(self.workspace(request.root), request, config.prompt, config.repo_tokens,
                                  config.snippet_tokens)
         if config.background and prompt.local_start > 0:
@@ -175,7 +177,9 @@ class Engine:
         with self.prefill.request(), self.lock:
             prompt, paths = self.prompt(request)
             copy = None
-            if config.copy_draft or config.copy_mix:
+            if (config.copy_draft or config.copy_mix) and request.root is None:
+                copy = CopyModel(config.copy)                     # the buffer's own tokens only (below)
+            elif config.copy_draft or config.copy_mix:
                 copy, spans = self.workspace(request.root).copy_model(paths, config.copy)
                 copy.hidden = spans.get(request.path, range(0))   # the live buffer votes, its saved copy not
             mark = len(copy) if copy is not None else 0

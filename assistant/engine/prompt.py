@@ -14,7 +14,7 @@ other file); "local" adds the suffix.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..index.store import file_paths
 from .context import repository_files, snippets
@@ -133,6 +133,13 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
     boundaries = sorted({b for b in boundaries if 0 < b < len(ids)})
     copy_ids = ids[local_start:] if layout == "spm" else header + suffix + prefix
     return Prompt(ids, boundaries, healed, shape, local_start, copy_ids, [a for a in anchors if a in boundaries])
+
+
+def alone(vocab: Vocab, request: Request, config: PromptConfig) -> Prompt:
+    """The prompt for a buffer outside every workspace: its own prefix and suffix ("local" context at most)."""
+    local = replace(config, context="local") if config.context in ("index", "repo") else config
+    return build_prompt(vocab, local, request.path, request.text, request.offset,
+                        shape_at(request.text, request.offset), [], "")
 
 
 def assemble(workspace: Workspace, request: Request, config: PromptConfig, repo_tokens: int,

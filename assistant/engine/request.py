@@ -7,8 +7,9 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Request:
-    root: Path
-    path: str                            # relative to root, posix
+    root: Path | None                    # the workspace; None: a document outside every workspace, completed
+                                         # from its buffer alone (nothing indexed, nothing read from disk)
+    path: str                            # relative to root, posix (outside a workspace: the buffer's name)
     text: str                            # the editor buffer
     offset: int                          # cursor, in characters
     overrides: dict[str, str] = field(default_factory=dict)  # unsaved buffers: path -> text, instead of disk

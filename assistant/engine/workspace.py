@@ -16,6 +16,7 @@ from .copy import CopyConfig, CopyModel
 from .tokens import Vocab
 
 RECENT = 16  # recently saved files the "index" context ranks after the cursor's own names
+MAX_FILE_BYTES = 1 << 20   # a workspace file larger than this stays out of prompts (generated or data, not code)
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,15 @@ class Workspace:
             key: object = ("override", hash(overrides[path]))
             read = lambda: overrides[path]  # noqa: E731
         else:
-            try:
-                stat = (self.root / path).stat()
-            except OSError:
+            try:   # resolved at read time: a file swapped for a symlink out of the workspace is not read
+                real = (self.root / path).resolve()
+                stat = real.stat()
+            except (OSError, RuntimeError):
+                return []
+            if not real.is_relative_to(self.root) or not real.is_file() or stat.st_size > MAX_FILE_BYTES:
                 return []
             key = (stat.st_mtime_ns, stat.st_size)
-            read = lambda: (self.root / path).read_text(encoding="utf-8", errors="replace")  # noqa: E731
+            read = lambda: real.read_text(encoding="utf-8", errors="replace")  # noqa: E731
         cached = self._tokens.get(path)
         if cached is None or cached[0] != key:
             cached = (key, self.vocab.encode(read()))

@@ -1,5 +1,6 @@
 """The repository index: tree-sitter extraction, the workspace walk, incremental updates, concurrency, damage."""
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -245,4 +246,27 @@ def test_a_damaged_page_is_found_and_rebuilt(tmp_path):
     assert summary.files == 300 and any("rebuild" in m for m in messages)
     conn = connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+def test_a_hostile_repository_cannot_hang_or_exhaust_the_indexer(tmp_path):
+    from assistant.index.indexer import MAX_SOURCE_BYTES
+
+    root, db = tmp_path / "ws", tmp_path / "index.sqlite"
+    shutil.copytree(KVSTORE, root)
+    for ignore in (root / ".gitignore", root / "src" / ".gitignore"):
+        ignore.unlink(missing_ok=True)
+    (root / ".gitignore").symlink_to("/dev/zero")                 # read until memory runs out, before
+    os.mkfifo(root / "src" / ".gitignore")                        # hung the walk, before
+    outside = tmp_path / "elsewhere.rs"
+    outside.write_text("pub fn elsewhere() {}\n")
+    (root / "src" / "link.rs").symlink_to(outside)                # a link out of the workspace
+    (root / "src" / "huge.rs").write_text("pub fn f() {}\n" * (MAX_SOURCE_BYTES // 14 + 1))
+    started = time.monotonic()
+    summary = index_workspace(root, db, workers=1, on_message=lambda m: None)
+    assert time.monotonic() - started < 60 and summary.definitions > 0
+    conn = connect(db)
+    assert find(conn, "Store") and not find(conn, "elsewhere")
+    assert not conn.execute("SELECT COUNT(*) FROM symbols s JOIN files f ON f.id = s.file_id "
+                            "WHERE f.path = 'src/huge.rs'").fetchone()[0]
     conn.close()

@@ -41,16 +41,21 @@ class Parsed:
 
 
 _parser = None
+MAX_SOURCE_BYTES = 4 << 20
 
 
 def _parse_file(job: tuple[Path, str, str | None]) -> Parsed | None:
+    """One file's symbols; None for a file gone, no longer a regular file inside the root (resolved when read),
+    or over MAX_SOURCE_BYTES (generated code, not worth the parse)."""
     global _parser
     root, rel, known_hash = job
-    path = root / rel
     try:
+        path = (root / rel).resolve(strict=True)
         stat = path.stat()
+        if not path.is_relative_to(root) or not path.is_file() or stat.st_size > MAX_SOURCE_BYTES:
+            return None
         source = path.read_bytes()
-    except OSError:
+    except (OSError, RuntimeError):
         return None
     digest = hashlib.blake2b(source, digest_size=16).hexdigest()
     if digest == known_hash:

@@ -22,13 +22,21 @@ def default_db(root: Path) -> Path:
     return cache_dir() / "index" / f"{root.resolve().name}-{key}.sqlite"
 
 
-def _ignore_spec(folder: Path) -> pathspec.PathSpec | None:
-    ignore = folder / ".gitignore"
+MAX_IGNORE_BYTES = 1 << 20   # a .gitignore is read up to this much
+
+
+def _ignore_spec(folder: Path, root: Path) -> pathspec.PathSpec | None:
+    """The folder's .gitignore, read only if it is a regular file inside the root (a link to /dev/zero or out
+    of the workspace, or a FIFO, is not read), and only its first MAX_IGNORE_BYTES."""
     try:
-        lines = ignore.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
+        real = (folder / ".gitignore").resolve(strict=True)
+        if not real.is_relative_to(root) or not real.is_file():
+            return None
+        with real.open("rb") as f:
+            data = f.read(MAX_IGNORE_BYTES)
+    except (OSError, RuntimeError):
         return None
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    return pathspec.GitIgnoreSpec.from_lines(data.decode("utf-8", errors="replace").splitlines())
 
 
 def rust_files(root: Path) -> Iterator[Path]:
@@ -37,7 +45,7 @@ def rust_files(root: Path) -> Iterator[Path]:
     stack: list[tuple[Path, list[tuple[Path, pathspec.PathSpec]]]] = [(root, [])]
     while stack:
         folder, specs = stack.pop()
-        spec = _ignore_spec(folder)
+        spec = _ignore_spec(folder, root)
         if spec is not None:
             specs = [*specs, (folder, spec)]
         try:

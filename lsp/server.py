@@ -28,6 +28,7 @@ from assistant.engine.engine import Change, Engine, EngineConfig, Request, with_
 
 from . import protocol
 from .feedback import FeedbackStore, default_feedback_db
+from .jsonrpc import AnsweringProtocol, one_line
 from .memory import limit_arenas, trim_heap
 from .settings import Settings
 
@@ -36,7 +37,7 @@ log = logging.getLogger("rustle.lsp")
 
 class RustleServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("rustle", "0.1.0")
+        super().__init__("rustle", "0.1.0", protocol_cls=AnsweringProtocol)
         self.settings = Settings()
         self.root: Path | None = None
         self.engine: Engine | None = None
@@ -323,6 +324,7 @@ def serve(tcp: str | None = None, device: str = "cpu") -> None:
     """stdio by default; `--tcp 127.0.0.1:PORT` for debugging (loopback only). `device`: where the model runs
     unless the client's settings say otherwise."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    one_line()
     if tcp is not None:
         host, _, port = tcp.rpartition(":")
         if host not in ("127.0.0.1", "localhost", "::1"):

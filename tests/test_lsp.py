@@ -231,16 +231,41 @@ async def test_a_document_outside_the_workspace_is_completed_from_its_buffer_alo
 
 
 def test_the_whole_disk_is_refused_as_a_workspace(tmp_path):
-    frames = [{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}, "rootUri": "file:///"}},
-              {"jsonrpc": "2.0", "method": "initialized", "params": {}}]
-    body = b"".join(b"Content-Length: %d\r\n\r\n" % len(b) + b for b in (json.dumps(f).encode() for f in frames))
-    done = subprocess.run([sys.executable, "-m", "assistant.cli", "serve"], input=body, capture_output=True,
-                          timeout=120, cwd=ROOT, env={"XDG_CACHE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    replies = [json.loads(b) for b in re.split(rb"Content-Length: \d+\r\n(?:[\w-]+: [^\r]*\r\n)*\r\n",
-                                                 done.stdout) if b]
+    replies, _ = _serve_raw([
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}, "rootUri": "file:///"}},
+        {"jsonrpc": "2.0", "method": "initialized", "params": {}}], tmp_path)
     warnings = [r["params"]["message"] for r in replies if r.get("method") == "window/showMessage"]
     assert any("does not index /" in m for m in warnings), replies
     assert not (tmp_path / "rustle" / "index").exists()                 # nothing indexed
+
+
+def _serve_raw(messages: list[dict], cache: Path) -> tuple[list[dict], str]:
+    """`rustle serve` fed these messages on stdin, then stdin closed: its replies and its log (stderr)."""
+    body = b"".join(b"Content-Length: %d\r\n\r\n" % len(b) + b for b in (json.dumps(m).encode() for m in messages))
+    done = subprocess.run([sys.executable, "-m", "assistant.cli", "serve"], input=body, capture_output=True,
+                          timeout=120, cwd=ROOT, env={"XDG_CACHE_HOME": str(cache), "PATH": "/usr/bin:/bin"})
+    replies = [json.loads(b) for b in re.split(rb"Content-Length: \d+\r\n(?:[\w-]+: [^\r]*\r\n)*\r\n",
+                                                 done.stdout) if b]
+    return replies, done.stderr.decode()
+
+
+def test_every_request_is_answered_even_with_bad_params_or_after_shutdown(tmp_path):
+    doc = {"textDocument": {"uri": "file:///tmp/x.rs"}}
+    replies, log = _serve_raw([
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "textDocument/inlineCompletion",
+         "params": {**doc, "position": "oops", "context": {"triggerKind": 1}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "textDocument/inlineCompletion",
+         "params": {**doc, "position": {"line": 0, "character": 0}, "context": None}},
+        {"jsonrpc": "2.0", "id": 4, "method": "textDocument/completion", "params": None},
+        {"jsonrpc": "2.0", "id": 5, "method": "shutdown"},
+        {"jsonrpc": "2.0", "id": 6, "method": "textDocument/completion",
+         "params": {**doc, "position": {"line": 0, "character": 0}}},
+        {"jsonrpc": "2.0", "method": "exit"}], tmp_path)
+    answers = {r["id"]: r for r in replies if "id" in r and "method" not in r}
+    assert {answers[i]["error"]["code"] for i in (2, 3, 4)} == {-32602}                # invalid params
+    assert "result" in answers[5] and answers[6]["error"]["code"] == -32600           # after shutdown
+    assert "Traceback" not in log and len(log.strip().splitlines()) == 3                # one line per failure
 
 
 def test_the_server_opened_no_network_connection():

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 from lsprotocol import types
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
@@ -28,7 +31,7 @@ from assistant.engine.engine import Change, Engine, EngineConfig, Request, with_
 
 from . import protocol
 from .feedback import FeedbackStore, default_feedback_db
-from .jsonrpc import AnsweringProtocol, one_line
+from .jsonrpc import AnsweringProtocol, Reader, one_line, read_messages
 from .memory import limit_arenas, trim_heap
 from .settings import Settings
 
@@ -45,6 +48,20 @@ class RustleServer(LanguageServer):
         self.latest: dict[str, int] = {}
         self.feedback = FeedbackStore(default_feedback_db())  # opened on the first verdict, not here
         self.switching: asyncio.Task | None = None            # a model being loaded after a settings change
+
+    def _start_io_async(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """pygls's stdio server with our message reader (lsp/jsonrpc.py says what pygls's own lacked)."""
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        reader = Reader(stdin or sys.stdin.buffer, self.thread_pool)
+        try:
+            asyncio.run(read_messages(self._stop_event, reader, self.protocol, self.report_server_error))
+        except BrokenPipeError:
+            log.warning("the client closed the connection")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
 
     # ----- engine --------------------------------------------------------------------------------------------
     def _engine_config(self) -> EngineConfig:
@@ -213,6 +230,9 @@ server = RustleServer()
 
 @server.feature(types.INITIALIZE)
 def initialize(ls: RustleServer, params: types.InitializeParams) -> None:
+    if ls.ready is not None:   # a second initialize: the session goes on as it was (it once silenced the server)
+        log.warning("a second initialize ignored")
+        return
     folders = params.workspace_folders or []
     uri = folders[0].uri if folders else params.root_uri
     root = Path(to_fs_path(uri)).resolve() if uri and to_fs_path(uri) else None
@@ -251,7 +271,8 @@ def did_change_configuration(ls: RustleServer, params: types.DidChangeConfigurat
     before = ls.settings
     ls.settings = ls.settings.updated(params.settings)
     if ls.engine is not None and ls.settings.model != before.model:
-        ls.switching = asyncio.get_running_loop().create_task(ls.switch_model(before))   # held: a task is weakly referenced
+        # held on the server: the loop keeps only a weak reference to a task
+        ls.switching = asyncio.get_running_loop().create_task(ls.switch_model(before))
     elif ls.engine is not None:
         ls.engine.config = ls._engine_config()
 

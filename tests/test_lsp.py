@@ -204,14 +204,11 @@ def test_malformed_frames_and_invalid_utf8_get_errors_and_the_server_stays_up(tm
            b'"languageId": "rust", "version": 1, "text": "fn \xc3\x28"}}}']
     good = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {"capabilities": {}}}).encode()
     frames = b"".join(b"Content-Length: %d\r\n\r\n" % len(body) + body for body in [*bad, good])
-    done = subprocess.run([sys.executable, "-m", "assistant.cli", "serve"], input=frames, capture_output=True,
-                          timeout=120, cwd=ROOT, env={"XDG_CACHE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    replies = [json.loads(body) for body in re.split(rb"Content-Length: \d+\r\n(?:[\w-]+: [^\r]*\r\n)*\r\n",
-                                                     done.stdout) if body]
+    replies, _, status = _serve_bytes(frames, tmp_path)
     errors = [r for r in replies if r.get("method") == "window/showMessage" and r["params"]["type"] == 1]
     assert len(errors) == len(bad)
     assert any(r.get("id") == 2 and "capabilities" in r.get("result", {}) for r in replies)
-    assert done.returncode == 0   # stdin closed: a clean exit, not a crash
+    assert status == 0   # stdin closed: a clean exit, not a crash
 
 
 async def test_a_document_outside_the_workspace_is_completed_from_its_buffer_alone(client: LanguageClient):
@@ -239,14 +236,20 @@ def test_the_whole_disk_is_refused_as_a_workspace(tmp_path):
     assert not (tmp_path / "rustle" / "index").exists()                 # nothing indexed
 
 
-def _serve_raw(messages: list[dict], cache: Path) -> tuple[list[dict], str]:
-    """`rustle serve` fed these messages on stdin, then stdin closed: its replies and its log (stderr)."""
-    body = b"".join(b"Content-Length: %d\r\n\r\n" % len(b) + b for b in (json.dumps(m).encode() for m in messages))
-    done = subprocess.run([sys.executable, "-m", "assistant.cli", "serve"], input=body, capture_output=True,
+def _serve_bytes(stream: bytes, cache: Path) -> tuple[list[dict], str, int]:
+    """`rustle serve` fed these bytes on stdin, then stdin closed: its replies, its log (stderr), its exit status."""
+    done = subprocess.run([sys.executable, "-m", "assistant.cli", "serve"], input=stream, capture_output=True,
                           timeout=120, cwd=ROOT, env={"XDG_CACHE_HOME": str(cache), "PATH": "/usr/bin:/bin"})
     replies = [json.loads(b) for b in re.split(rb"Content-Length: \d+\r\n(?:[\w-]+: [^\r]*\r\n)*\r\n",
                                                  done.stdout) if b]
-    return replies, done.stderr.decode()
+    return replies, done.stderr.decode(errors="replace"), done.returncode
+
+
+def _serve_raw(messages: list[dict], cache: Path) -> tuple[list[dict], str]:
+    """`rustle serve` fed these messages, well framed: its replies and its log."""
+    replies, log, _ = _serve_bytes(b"".join(b"Content-Length: %d\r\n\r\n" % len(b) + b
+                                            for b in (json.dumps(m).encode() for m in messages)), cache)
+    return replies, log
 
 
 def test_every_request_is_answered_even_with_bad_params_or_after_shutdown(tmp_path):
@@ -266,6 +269,28 @@ def test_every_request_is_answered_even_with_bad_params_or_after_shutdown(tmp_pa
     assert {answers[i]["error"]["code"] for i in (2, 3, 4)} == {-32602}                # invalid params
     assert "result" in answers[5] and answers[6]["error"]["code"] == -32600           # after shutdown
     assert "Traceback" not in log and len(log.strip().splitlines()) == 3                # one line per failure
+
+
+def test_bad_framing_is_resynchronised_and_the_next_request_answered(tmp_path):
+    def frame(message: dict, header: bytes = b"Content-Length: %d\r\n\r\n", extra: int = 0) -> bytes:
+        body = json.dumps(message).encode()
+        return header % (len(body) + extra) + body
+
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}
+    ask = lambda i: {"jsonrpc": "2.0", "id": i, "method": "shutdown"}  # noqa: E731  (a request any server answers)
+    stream = b"".join([
+        frame(initialize),
+        frame(ask(2), b"content-length: %d\r\n\r\n"),                   # lower-case header
+        frame(ask(3), b"Content-Length: %d\n\n"),                         # LF-only line ends
+        frame(ask(4), extra=-9),                                           # a length shorter than the body
+        b"Content-Length: 100000000000000\r\n\r\n" + b"x" * 100,          # 10^14 announced
+        frame({"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {"capabilities": {}}}),  # again
+        frame(ask(6)),
+    ])
+    replies, log, status = _serve_bytes(stream, tmp_path)
+    answered = {r["id"] for r in replies if "id" in r and "method" not in r}
+    assert {1, 2, 3, 6} <= answered and status == 0, (answered, log[-1500:])
+    assert "Traceback" not in log
 
 
 def test_the_server_opened_no_network_connection():
@@ -339,4 +364,13 @@ async def test_a_model_folder_that_cannot_be_loaded_keeps_the_model_serving_and_
     assert any("still using rustle-small" in s.message for s in client.statuses)
     text, line, col = _typed_main()
     result = await _inline(client, _open(client, text), line, col)   # the shipped model still answers
+    assert len(result.items) == 1 and result.items[0].insert_text
+
+
+async def test_a_second_initialize_does_not_silence_the_server(client: LanguageClient):
+    again = await client.protocol.send_request_async("initialize", types.InitializeParams(
+        capabilities=types.ClientCapabilities()))
+    assert again.capabilities.inline_completion_provider
+    text, line, col = _typed_main()
+    result = await asyncio.wait_for(_inline(client, _open(client, text), line, col), 120)   # it once never came
     assert len(result.items) == 1 and result.items[0].insert_text

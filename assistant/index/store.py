@@ -77,13 +77,17 @@ def connect(path: Path, check: bool = False) -> sqlite3.Connection:
     before anything is written to one that Rustle did not create). `check`: SQLite's quick check of every page
     too (when indexing; not on a request's read)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _refuse_foreign(path)
+    _refuse_non_sqlite(path)
+    db = None
     try:
         db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not {"meta", "files", "symbols"} <= tables:      # before the first write below
+            raise ForeignFile(f"{path} is a SQLite database but not a Rustle index")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA)  # reads the header and schema: a file that is not a database fails here
+        db.executescript(SCHEMA)
         version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if version is None:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -91,13 +95,17 @@ def connect(path: Path, check: bool = False) -> sqlite3.Connection:
             raise CorruptIndex(f"{path}: schema {version[0]}, this version reads {SCHEMA_VERSION}")
         if check and (found := db.execute("PRAGMA quick_check").fetchone()[0]) != "ok":
             raise CorruptIndex(f"{path}: damaged ({found})")
-    except sqlite3.DatabaseError as err:
+    except (sqlite3.DatabaseError, CorruptIndex) as err:
+        if db is not None:
+            db.close()
+        if isinstance(err, CorruptIndex):
+            raise
         raise CorruptIndex(f"{path}: {err}") from err
     return db
 
 
-def _refuse_foreign(path: Path) -> None:
-    """Raise ForeignFile for a non-empty file that is not SQLite, or a database without an index's tables."""
+def _refuse_non_sqlite(path: Path) -> None:
+    """Raise ForeignFile for a non-empty file that does not start as a SQLite database does."""
     try:
         with path.open("rb") as f:
             head = f.read(len(SQLITE_HEADER))
@@ -105,20 +113,8 @@ def _refuse_foreign(path: Path) -> None:
         return
     except OSError as err:
         raise ForeignFile(f"{path}: {err}") from err
-    if not head:
-        return                                    # an empty file: a new index
-    if head != SQLITE_HEADER:
+    if head and head != SQLITE_HEADER:            # an empty file is a new index
         raise ForeignFile(f"{path} is not a SQLite database")
-    try:
-        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            probe.close()
-    except sqlite3.DatabaseError as err:
-        raise CorruptIndex(f"{path}: {err}") from err
-    if tables and not {"meta", "files", "symbols"} <= tables:
-        raise ForeignFile(f"{path} is a SQLite database but not a Rustle index")
 
 
 def move_aside(path: Path) -> Path:

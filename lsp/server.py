@@ -20,7 +20,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
 from pygls.io_ import StdoutWriter
@@ -150,8 +150,8 @@ class RustleServer(LanguageServer):
         self.engine.prefill.on_progress = report
 
     def _open_document(self) -> str:
-        """A Rust document open in the editor, relative to the root ("" if none): its file goes last in the
-        repository part (context.py), so prefilling for it now spares its first request the re-run."""
+        """A Rust document open in the editor, relative to the root ("" if none): its repository part (every
+        other file, context.py) and its lines prefilled now spare its first request the re-run."""
         for uri in self.workspace.text_documents:
             path = Path(to_fs_path(uri) or "")
             if path.suffix == ".rs" and self.root is not None and path.resolve().is_relative_to(self.root.resolve()):
@@ -197,7 +197,10 @@ class RustleServer(LanguageServer):
         await asyncio.sleep(self.settings.debounce_ms / 1000)
         if self.latest[uri] != seq or not await self.ready:
             return ""
-        document = self.workspace.get_text_document(uri)
+        document = self.workspace.text_documents.get(unquote(uri))   # pygls keys them unquoted
+        if document is None:    # pygls would read an unopened document from disk: outside a buffer, nothing is read
+            log.warning("%s is not open: the client sends a document with didOpen before asking about it", uri)
+            return ""
         text = document.source
         if position.line > len(document.lines) or position.line < 0 or position.character < 0:
             log.warning("position %s:%s is past the end of %s", position.line, position.character, uri)

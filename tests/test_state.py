@@ -1,6 +1,7 @@
 """The tree of model states (assistant/engine/state.py) on a tiny random model and the bundled workspace:
 every warm prefill equals a cold one (up to bf16 rounding), switching files and moving the cursor restore their own branch, and
 the memory budget evicts the least recently used snapshots."""
+import os
 import shutil
 from pathlib import Path
 
@@ -139,14 +140,33 @@ def test_a_cursor_whose_lines_are_not_prefilled_yet_gets_a_short_prefix_and_asks
     config = EngineConfig(prompt=PromptConfig(layout="prefix", anchor_lines=4, window_lines=64, prefix_tokens=4096),
                           dtype="fp32", max_new_tokens=4, background=True)
     engine = Engine(out, config, db_for=lambda _: tmp_path / "index.sqlite")
-    engine.prefill_repository(root)                        # the repository part only, no document
+    engine.prefill_repository(root, "src/store.rs")        # another document's repository part and lines
     assert engine.prefill.wait(60)
     text = (root / "src/command.rs").read_text()
     request = Request(root, "src/command.rs", text, text.index("Ok(Command::Len)"))
     short = engine.complete_sync(request)                 # not the file from its first line: a short prefix
-    assert engine.prefill.wait(60)                         # …while the document's lines are prefilled
+    assert engine.prefill.wait(60)                         # …while its own part and lines are prefilled
     full = engine.complete_sync(request)
     assert full.prompt_tokens > short.prompt_tokens and full.prompt_tokens - full.reused_tokens < 200
+
+
+def test_a_part_prefilled_for_another_document_is_served_up_to_this_ones_file(tmp_path):
+    # The part ready for store.rs holds main.rs as saved; a request in main.rs, served before its own part is
+    # ready, gets that part only up to main.rs's file: its saved copy (cut at the cursor by auto-save) is unseen.
+    out = save_tiny_model(tmp_path / "tiny", ("gdn", "swa", "full", "lql"))
+    root = tmp_path / "kvstore"
+    shutil.copytree(KVSTORE, root)
+    for i, name in enumerate(("command.rs", "lib.rs", "main.rs", "store.rs")):
+        os.utime(root / "src" / name, (1e9 + i, 1e9 + i))   # the repository part's order: oldest first
+    engine = Engine(out, EngineConfig(dtype="fp32", max_new_tokens=2, background=True),
+                    db_for=lambda _: tmp_path / "index.sqlite")
+    engine.prefill_repository(root, "src/store.rs")
+    assert engine.prefill.wait(60)
+    text = (root / "src/main.rs").read_text()
+    with engine.lock:
+        prompt, _ = engine.prompt(Request(root, "src/main.rs", text, len(text) // 2))
+    part = engine.vocab.tok.decode(prompt.ids[:prompt.local_start], skip_special_tokens=False)
+    assert "<|file_sep|>src/lib.rs" in part and "src/main.rs" not in part and "src/store.rs" not in part
 
 
 def test_opening_an_empty_document_prefills_the_repository_without_error(tmp_path):

@@ -35,6 +35,15 @@ class RepositoryPart:
     def of(cls, prompt: Prompt) -> RepositoryPart:
         return cls(prompt.ids[:prompt.local_start], [b for b in prompt.boundaries if b < prompt.local_start])
 
+    def before(self, header: list[int]) -> RepositoryPart:
+        """This part up to the file that starts with `header` (a file header: <|file_sep|>path), or all of it.
+        A part prefilled for another document holds this one's saved copy, which its requests must not see."""
+        n = len(header)
+        for start in (i for i, token in enumerate(self.ids) if token == header[0]):   # <|file_sep|>: headers only
+            if self.ids[start:start + n] == header:
+                return RepositoryPart(self.ids[:start], [b for b in self.boundaries if b < start])
+        return self
+
     @classmethod
     def document(cls, prompt: Prompt) -> RepositoryPart:
         """The repository part and the prompt's document up to its last anchor line, snapshotted at its anchors

@@ -3,9 +3,12 @@
 - `snippets`: definitions ranked from the index: identifiers near the cursor (closest first), the
   receiver's methods for `x.`, imported names, then top-level items of files in the same folder and of
   recently edited files; rendered as short pseudo-files in the training layout.
-- `repository_files`: every workspace file in one fixed order (oldest mtime first, so recently edited
+- `repository_files`: every other workspace file in one fixed order (oldest mtime first, so recently edited
   files come last and an edit invalidates as little of the prefilled state as possible), under a token
-  budget; past it, the files the index says are most related to the current one are kept.
+  budget; past it, the files the index says are most related to the current one are kept. The document's
+  own file is never among them: its saved copy would show the model the text at the cursor as last saved
+  (auto-save leaves the line cut there: the model copies the line's end and suggests nothing), and the
+  buffer that follows is the document anyway, as training shows each file once.
 """
 from __future__ import annotations
 
@@ -86,20 +89,20 @@ def snippets(db: Connection, path: str, prefix: str, recent: list[str], limit: i
 
 def repository_files(root: Path, paths: list[str], current: str, budget_tokens: int, count_tokens,
                      db: Connection | None) -> list[str]:
-    """The workspace files that make up the repository part, in prefill order."""
+    """The workspace files other than `current` that make up the repository part, in prefill order."""
     def mtime(p: str) -> float:
         try:
             return (root / p).stat().st_mtime
         except OSError:
             return 0.0
 
-    # oldest first and the document's own file last: saves and file switches re-run only the end of the
-    # part, and tasks of one crate in `eval lines` share everything but their own file
-    ordered = sorted(paths, key=lambda p: (p == current, mtime(p), p))
+    # oldest first: saves re-run only the end of the part, and a file switch the files from the earlier of
+    # the two documents on (the state tree keeps both branches)
+    ordered = sorted((p for p in paths if p != current), key=lambda p: (mtime(p), p))
     total = sum(count_tokens(p) for p in ordered)
     if total <= budget_tokens:
         return ordered
-    ranked = [current] if current in paths else []
+    ranked = []
     if db is not None:
         ranked += [p for p, _ in related_files(db, current) if p in paths and p != current]
     ranked += [p for p in reversed(ordered) if p not in ranked]   # then the most recently edited

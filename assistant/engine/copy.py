@@ -29,7 +29,6 @@ class CopyModel:
         self.config = config
         self.tokens: list[int] = []
         self.table: dict[tuple[int, ...], list[int]] = {}
-        self.hidden = range(0)  # positions that never vote: the edited document's saved copy (see `matches`)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -54,16 +53,14 @@ class CopyModel:
     def matches(self, history: list[int]) -> tuple[int, list[int]]:
         """(longest match length, positions right after each longest match), most recent first.
 
-        A position equal to len(history)'s own end is skipped, so a text never matches itself, and so is one in
-        `hidden`: the saved copy of the document being edited holds the text at its own cursor as it was last
-        saved (often the line cut there, by auto-save), which would vote for ending the suggestion at once."""
+        A position equal to len(history)'s own end is skipped, so a text never matches itself."""
         n = self.config.n_min
         if len(history) < n:
             return 0, []
         hits = self.table.get(tuple(history[-n:]), [])[-self.config.max_hits:]
         best, where = 0, []
         for end in reversed(hits):
-            if end >= len(self.tokens) or end in self.hidden:  # nothing follows, or a hidden occurrence
+            if end >= len(self.tokens):  # nothing follows
                 continue
             length = n
             while (length < self.config.n_max and length < len(history) and end - length - 1 >= 0

@@ -116,7 +116,7 @@ class Engine:
                                  config.snippet_tokens)
         if config.background and prompt.local_start > 0:
             root, part = request.root.resolve(), RepositoryPart.of(prompt)
-            served = self._usable(root, prompt)
+            served = self._usable(root, prompt, request.path)
             if config.prompt.layout != "spm" and self._unfed(served) > SHORT.prefix_tokens:
                 # the document's lines are not in the state tree yet: prefill them for the next requests, and
                 # answer this one with a short prefix instead of feeding the file from its first line
@@ -124,17 +124,22 @@ class Engine:
                 prompt, files = assemble(self.workspace(request.root), request,
                                          replace(config.prompt, **asdict(SHORT)), config.repo_tokens,
                                          config.snippet_tokens)
-                served = self._usable(root, prompt)
+                served = self._usable(root, prompt, request.path)
                 self.prefill.want(root, part, document)   # after `_usable`, which may want the part alone
             prompt = served
         return prompt, files
 
-    def _usable(self, root: Path, prompt: Prompt) -> Prompt:
-        """`prompt` with the repository part the state tree holds (its own, an older one, or none)."""
+    def _usable(self, root: Path, prompt: Prompt, path: str) -> Prompt:
+        """`prompt` with the repository part the state tree holds: its own, or an older one up to the file `path`
+        (an older part may have been prefilled for another document, with this one's saved copy in it), or none."""
         part = RepositoryPart.of(prompt)
         usable = self.prefill.usable(root, part)
         if usable is part:
             return prompt
+        if usable is not None:
+            usable = usable.before(self.vocab.file_header(path))
+            if usable.ids and not self.state.holds(usable.ids):   # no snapshot where the file starts: no part
+                usable = None
         return with_repository(prompt, usable.ids if usable else [], usable.boundaries if usable else [])
 
     def _unfed(self, prompt: Prompt) -> int:
@@ -180,8 +185,7 @@ class Engine:
             if (config.copy_draft or config.copy_mix) and request.root is None:
                 copy = CopyModel(config.copy)                     # the buffer's own tokens only (below)
             elif config.copy_draft or config.copy_mix:
-                copy, spans = self.workspace(request.root).copy_model(paths, config.copy)
-                copy.hidden = spans.get(request.path, range(0))   # the live buffer votes, its saved copy not
+                copy = self.workspace(request.root).copy_model(paths, config.copy)
             mark = len(copy) if copy is not None else 0
             if copy is not None:
                 copy.extend(prompt.copy_ids)
@@ -193,7 +197,6 @@ class Engine:
             finally:
                 if copy is not None:
                     copy.truncate(mark)
-                    copy.hidden = range(0)
         return Completion(out.text, prompt.shape.multiline, out.stopped, out.generated_tokens, out.forward_steps,
                           len(prompt.ids), out.reused_tokens, 1000 * (time.perf_counter() - started))
 

@@ -34,7 +34,6 @@ class Workspace:
         self._tokens: dict[str, tuple[object, list[int]]] = {}
         self._copy: CopyModel | None = None
         self._copy_key: tuple | None = None
-        self._copy_spans: dict[str, range] = {}
 
     # ----- the index ----------------------------------------------------------------------------------------
     def index(self, on_file: Callable[[], None] = lambda: None,
@@ -84,19 +83,16 @@ class Workspace:
             self._tokens[path] = cached
         return cached[1]
 
-    def copy_model(self, paths: list[str], config: CopyConfig) -> tuple[CopyModel, dict[str, range]]:
-        """The n-gram table of `paths`, whose tokens `tokens()` has just brought up to date (rebuilt on change),
-        and where each file's tokens sit in it."""
+    def copy_model(self, paths: list[str], config: CopyConfig) -> CopyModel:
+        """The n-gram table of `paths`, whose tokens `tokens()` has just brought up to date (rebuilt on change)."""
         cached = [(p, self._tokens[p]) for p in paths if p in self._tokens]
         key = tuple((p, version) for p, (version, _) in cached)
         if self._copy is None or self._copy_key != key:
-            copy, spans = CopyModel(config), {}
+            copy = CopyModel(config)
             for p, (_, tokens) in cached:
-                start = len(copy)
                 copy.extend(self.vocab.file_header(p) + tokens)
-                spans[p] = range(start + 1, len(copy) + 1)   # the match ends (`CopyModel.matches`) inside p
-            self._copy, self._copy_key, self._copy_spans = copy, key, spans
-        return self._copy, self._copy_spans
+            self._copy, self._copy_key = copy, key
+        return self._copy
 
     def token_count(self) -> int:
         """Tokens of the files read so far (the repository part of the last prompt)."""

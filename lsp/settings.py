@@ -9,6 +9,9 @@ from assistant.engine.engine import DEFAULT_MODEL, CONTEXTS
 log = logging.getLogger("rustle.lsp")
 
 
+BOUNDS = {"max_tokens": (1, 4096), "debounce_ms": (0, 60_000), "max_ms": (1.0, 600_000.0)}
+
+
 @dataclass(frozen=True)
 class Settings:
     model: str = str(DEFAULT_MODEL)
@@ -20,7 +23,8 @@ class Settings:
     device: str = "cpu"             # "cuda": serve on the GPU
 
     def updated(self, values: object) -> "Settings":
-        """These settings with the known keys of a client's dict applied; wrong types are ignored, logged."""
+        """These settings with the known keys of a client's dict applied; wrong types and numbers out of their
+        range (BOUNDS) are ignored, logged."""
         if not isinstance(values, dict):
             return self
         values = values.get("rustle", values)
@@ -32,8 +36,14 @@ class Settings:
             key = f.name if f.name in values else camel  # max_tokens or maxTokens
             if key in values:
                 value, kind = values[key], type(getattr(self, f.name))
-                if isinstance(value, kind) or (kind is float and isinstance(value, int)):
-                    changes[f.name] = kind(value)
+                low, high = BOUNDS.get(f.name, (None, None))
+                if isinstance(value, bool) and kind is not bool:
+                    log.warning("setting %s: expected %s, got %r", key, kind.__name__, value)
+                elif isinstance(value, kind) or (kind is float and isinstance(value, int)):
+                    if low is not None and not low <= value <= high:
+                        log.warning("setting %s: %r is outside %s..%s, ignored", key, value, low, high)
+                    else:
+                        changes[f.name] = kind(value)
                 else:
                     log.warning("setting %s: expected %s, got %r", key, kind.__name__, value)
         return replace(self, **changes)

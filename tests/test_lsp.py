@@ -222,6 +222,8 @@ async def test_a_document_outside_the_workspace_is_completed_from_its_buffer_alo
             types.TextDocumentItem(uri=uri, language_id="rust", version=1, text=text)))
         result = await _inline(client, uri, 1, len("    let value = zebra_qxv7k"))
         assert all("helper" not in item.insert_text for item in result.items), uri
+    for unopened in ((OUTSIDE / "neighbour.rs").as_uri(), (WORKSPACE / "src" / "missing.rs").as_uri()):
+        assert not (await _inline(client, unopened, 0, 3)).items   # never read from disk, no -32603 when missing
     events = [json.loads(line) for line in AUDIT.read_text().splitlines()]
     assert not [e for e in events if e["event"] in ("open", "os.listdir", "os.scandir")]   # nothing read there
     assert not list((SCRATCH / "cache" / "rustle" / "index").glob("outside-*"))        # nor indexed
@@ -376,49 +378,22 @@ async def test_a_second_initialize_does_not_silence_the_server(client: LanguageC
     assert len(result.items) == 1 and result.items[0].insert_text
 
 
-def test_a_seeded_fuzz_of_bad_messages_leaves_every_request_answered(tmp_path):
+def test_a_seeded_fuzz_of_bad_messages_leaves_every_request_answered():
     """Hundreds of hostile messages (wrong types, out-of-range positions, unopened and outside URIs, unknown
-    methods, garbage frames, a huge length) between valid ones: every request gets a response or an error."""
-    import random
+    methods, garbage and misframed messages, huge lengths) in batches, each followed by a valid probe: every
+    request gets a response or an error, every probe the first probe's suggestion (`rustle bench fuzz`)."""
+    from assistant.lab.bench.fuzz import session
 
-    rng = random.Random(18)
-    uri = (tmp_path / "fuzz.rs").as_uri()
-    text = "fn main() {\n    let value = \n}\n"
-    positions = [{"line": 1, "character": 16}, {"line": -3, "character": 5}, {"line": 10 ** 9, "character": 0},
-                 {"line": "one", "character": 2}, None, {"line": 1}]
-    uris = [uri, "file:///etc/passwd", f"{uri}/../../x.rs", "untitled:Untitled-9", "", 42]
-    frames, requests, next_id = [], set(), 10
+    report = session(messages=400, batch=100, seed=18)
+    assert report.requests > 100 and report.answered == report.requests, report
+    assert report.probes == 5 and report.probes_equal == 5 and report.probe_text, report
+    assert report.exit_status == 0 and report.tracebacks == 0, report
 
-    def frame(message: object) -> bytes:
-        body = json.dumps(message).encode()
-        return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
-    frames += [frame({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}),
-               frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}),
-               frame({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
-                   "uri": uri, "languageId": "rust", "version": 1, "text": text}}})]
-    for _ in range(300):
-        kind = rng.choice(["inline", "completion", "unknown", "notify", "garbage", "huge"])
-        if kind in ("inline", "completion", "unknown"):
-            method = {"inline": "textDocument/inlineCompletion", "completion": "textDocument/completion",
-                      "unknown": "rustle/nothingHere"}[kind]
-            params = {"textDocument": {"uri": rng.choice(uris)}, "position": rng.choice(positions),
-                      "context": rng.choice([{"triggerKind": 1}, None, "x"])}
-            frames.append(frame({"jsonrpc": "2.0", "id": next_id, "method": method,
-                                 "params": rng.choice([params, None, [1, 2], "text"])}))
-            requests.add(next_id)
-            next_id += 1
-        elif kind == "notify":
-            frames.append(frame({"jsonrpc": "2.0", "method": rng.choice(["rustle/didAccept", "textDocument/didChange",
-                                                                         "textDocument/didSave", "$/cancelRequest"]),
-                                 "params": rng.choice([{"uri": 5}, None, {"textDocument": {"uri": "x"}}, []])}))
-        elif kind == "garbage":
-            frames.append(b"Content-Length: 9\r\n\r\n{not json")
-        else:
-            frames.append(b"Content-Length: 99999999999999\r\n\r\n" + bytes(rng.randrange(256) for _ in range(50)))
-    frames += [frame({"jsonrpc": "2.0", "id": 9999, "method": "shutdown"}),
-               frame({"jsonrpc": "2.0", "method": "exit"})]
-    replies, log, status = _serve_bytes(b"".join(frames), tmp_path)
-    answered = {r["id"] for r in replies if "id" in r and "method" not in r}
-    assert requests | {1, 9999} <= answered, sorted(requests - answered)[:10]
-    assert status == 0 and "Traceback" not in log
+def test_settings_of_the_wrong_type_or_out_of_range_are_ignored():
+    from lsp.settings import Settings
+
+    kept = Settings().updated({"rustle": {"maxTokens": -5, "debounceMs": 10 ** 9, "maxMs": 0, "multiline": "yes"}})
+    assert kept == Settings()
+    assert Settings().updated({"maxTokens": True}) == Settings()          # a bool is not a count
+    assert Settings().updated({"rustle": {"maxTokens": 12, "maxMs": 250}}) == Settings(max_tokens=12, max_ms=250.0)

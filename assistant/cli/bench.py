@@ -218,6 +218,21 @@ def serve_memory_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def fuzz_command(args: argparse.Namespace) -> int:
+    from ..lab.bench.fuzz import session
+
+    report = session(args.messages, args.batch, args.seed, model=args.model)
+    if args.json:
+        print(json.dumps(asdict(report)))
+    else:
+        console.print(f"{report.messages} hostile messages, {report.requests} of them requests: {report.answered} "
+                      f"answered (errors by code: {report.errors}); {report.probes_equal}/{report.probes} probes "
+                      f"gave the first probe's suggestion; exit {report.exit_status}, {report.tracebacks} tracebacks; "
+                      f"RSS {report.rss_mib[0]:.0f} -> {report.rss_mib[-1]:.0f} MiB; {report.seconds:.0f} s")
+    whole = report.answered == report.requests and report.probes_equal == report.probes
+    return 0 if whole and report.exit_status == 0 and not report.tracebacks else 1
+
+
 def train_step_command(args: argparse.Namespace) -> int:
     from ..lab.bench.train_step import time_steps
     from ..lab.train.ship import shipped_recipe
@@ -334,3 +349,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=serve_memory_command)
+    p = group.add_parser("fuzz", help="hostile messages to the language server: every request answered, RSS flat")
+    p.add_argument("--messages", type=int, default=10_000)
+    p.add_argument("--batch", type=int, default=100, help="hostile messages between two valid probes")
+    p.add_argument("--seed", type=int, default=18)
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=fuzz_command)

@@ -26,6 +26,14 @@ class MemoryReport:
     seconds: float = 0.0
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of process `pid` (VmRSS), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 class StdioClient:
     """Just enough of an LSP client: framed requests and notifications; server requests answered with null."""
 
@@ -62,10 +70,7 @@ class StdioClient:
         return json.loads(self.process.stdout.read(length))
 
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return rss_mib(self.process.pid)
 
     def close(self) -> None:
         try:

@@ -8,6 +8,7 @@ answered and no input silences the server:
   and a length of 10^14 killed it. Here headers are matched case-insensitively wherever they start in a line
   (so the stream resynchronises on the next header after a wrong length), lines end in LF or CRLF, and a
   message over MAX_MESSAGE is skipped with a log line;
+- an async or threaded notification handler's future is dropped when it is done, where pygls kept it forever;
 - failures are logged one line each (`one_line`), never with a traceback.
 """
 from __future__ import annotations
@@ -58,6 +59,15 @@ class AnsweringProtocol(LanguageServerProtocol):
                 self._send_response(message.id, error=error.to_response_error())
             return
         super().handle_message(message)
+
+    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
+        if callback == self._check_handler_result:    # a notification: pygls (2.1) keeps an async or threaded
+            check = callback                          # handler's future forever (~1 KB each); dropped when done
+
+            def callback(future, msg_id=msg_id):
+                self._request_futures.pop(msg_id, None)
+                check(future)
+        return super()._execute_handler(msg_id, handler, callback, args, kwargs)
 
 
 class OneLine(logging.Filter):

@@ -397,3 +397,24 @@ def test_settings_of_the_wrong_type_or_out_of_range_are_ignored():
     assert kept == Settings()
     assert Settings().updated({"maxTokens": True}) == Settings()          # a bool is not a count
     assert Settings().updated({"rustle": {"maxTokens": 12, "maxMs": 250}}) == Settings(max_tokens=12, max_ms=250.0)
+
+
+async def test_a_finished_notification_handler_is_not_kept():
+    """pygls keeps the future of every async notification handler it ran (~1 KB each, forever): a long session's
+    memory grew with every accept or reject. Our protocol drops it when the handler is done."""
+    from pygls.lsp.server import LanguageServer
+
+    from lsp.jsonrpc import AnsweringProtocol
+
+    ls = LanguageServer("probe", "0", protocol_cls=AnsweringProtocol)
+    seen = []
+
+    @ls.feature("rustle/didSomething")
+    async def something(ls, params) -> None:
+        seen.append(params)
+
+    for _ in range(50):
+        ls.protocol.handle_message(json.loads('{"jsonrpc": "2.0", "method": "rustle/didSomething", "params": {}}',
+                                              object_hook=ls.protocol.structure_message))
+    await asyncio.sleep(0.1)
+    assert len(seen) == 50 and not ls.protocol._request_futures

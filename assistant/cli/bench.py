@@ -221,14 +221,15 @@ def serve_memory_command(args: argparse.Namespace) -> int:
 def fuzz_command(args: argparse.Namespace) -> int:
     from ..lab.bench.fuzz import session
 
-    report = session(args.messages, args.batch, args.seed, model=args.model)
+    report = session(args.messages, args.batch, args.seed, model=args.model, every=args.every)
     if args.json:
         print(json.dumps(asdict(report)))
     else:
         console.print(f"{report.messages} hostile messages, {report.requests} of them requests: {report.answered} "
                       f"answered (errors by code: {report.errors}); {report.probes_equal}/{report.probes} probes "
                       f"gave the first probe's suggestion; exit {report.exit_status}, {report.tracebacks} tracebacks; "
-                      f"RSS {report.rss_mib[0]:.0f} -> {report.rss_mib[-1]:.0f} MiB; {report.seconds:.0f} s")
+                      f"{report.seconds:.0f} s; RSS MiB after N messages: "
+                      + ", ".join(f"{n}: {mib:.0f}" for n, mib in report.rss_mib))
     whole = report.answered == report.requests and report.probes_equal == report.probes
     return 0 if whole and report.exit_status == 0 and not report.tracebacks else 1
 
@@ -352,6 +353,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = group.add_parser("fuzz", help="hostile messages to the language server: every request answered, RSS flat")
     p.add_argument("--messages", type=int, default=10_000)
     p.add_argument("--batch", type=int, default=100, help="hostile messages between two valid probes")
+    p.add_argument("--every", type=int, default=2000, help="sample the server's RSS every this many messages")
     p.add_argument("--seed", type=int, default=18)
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--json", action="store_true")

@@ -5,8 +5,8 @@ outside and non-file URIs, unknown methods, edits past the end, JSON that is not
 lower-case and LF-only headers, lengths shorter than the body or of 10^14 bytes) and sends them in batches to
 `rustle serve` over stdio. After each batch a probe, a valid inline-completion request on a document the fuzz
 never touches, must come back with the same suggestion as the first probe. At the end: every request id sent
-has a response, the server exits 0 after shutdown/exit, its log holds no traceback; RSS after the first probe
-and after the last.
+has a response, the server exits 0 after shutdown/exit, its log holds no traceback; RSS at the first probe, every few
+thousand messages and at the last.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class FuzzReport:
     probes_equal: int = 0             # probes answered with the first probe's suggestion
     exit_status: int | None = None
     tracebacks: int = 0
-    rss_mib: list[float] = field(default_factory=list)   # after the first probe, after the last
+    rss_mib: list[tuple[int, float]] = field(default_factory=list)   # (hostile messages sent, RSS MiB) at probes
     seconds: float = 0.0
     probe_text: str = ""
 
@@ -146,7 +146,9 @@ class FuzzClient:
         return True
 
 
-def session(messages: int, batch: int = 100, seed: int = 18, model: Path | None = None) -> FuzzReport:
+def session(messages: int, batch: int = 100, seed: int = 18, model: Path | None = None,
+            every: int = 2000) -> FuzzReport:
+    """`messages` hostile messages in batches of `batch`, a probe after each; RSS every `every` messages."""
     report = FuzzReport(messages)
     scratch = Path(tempfile.mkdtemp(prefix="rustle-fuzz-"))
     root = scratch / "workspace"
@@ -181,8 +183,9 @@ def session(messages: int, batch: int = 100, seed: int = 18, model: Path | None 
             report.probes += 1
             if report.probes == 1:
                 report.probe_text = text
-                report.rss_mib.append(round(rss_mib(client.process.pid), 1))
             report.probes_equal += text == report.probe_text
+            if report.probes == 1 or sent >= messages or sent % every < batch:
+                report.rss_mib.append((sent, round(rss_mib(client.process.pid), 1)))
             if sent >= messages:
                 break
             chunk, asked = [], set()
@@ -198,7 +201,6 @@ def session(messages: int, batch: int = 100, seed: int = 18, model: Path | None 
             client.wait_for(asked, answers, timeout=120.0)
             requests |= asked
             sent += len(chunk)
-        report.rss_mib.append(round(rss_mib(client.process.pid), 1))
         client.write(frame({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}))
         client.wait_for({2}, answers)
         client.write(frame({"jsonrpc": "2.0", "method": "exit"}))

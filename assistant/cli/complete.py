@@ -39,7 +39,9 @@ def _engine_config(args: argparse.Namespace):
 
     config = with_context(EngineConfig(max_ms=args.max_ms, repo_tokens=args.repo_tokens), args.context,
                           copy=not args.no_copy)
-    return replace(with_prompt(config, args), copy_draft=config.copy_draft and not args.no_draft)
+    guide = replace(config.guide, enabled=not args.no_guide, bare=not args.no_guide_bare,
+                    **({"boost": args.guide_boost} if args.guide_boost is not None else {}))
+    return replace(with_prompt(config, args), copy_draft=config.copy_draft and not args.no_draft, guide=guide)
 
 
 def with_prompt(config, args: argparse.Namespace):
@@ -121,7 +123,8 @@ def lines_command(args: argparse.Namespace) -> int:
         if args.verbose_rows:
             console.print(asdict(result))
     report = summary(results) | {"context": args.context, "saved": args.saved, "copy_model": not args.no_copy,
-                                 "copy_drafts": engine.config.copy_draft, **work}
+                                 "copy_drafts": engine.config.copy_draft, "guide": asdict(engine.config.guide),
+                                 **work}
     if args.json:
         print(json.dumps(report))
     else:
@@ -138,6 +141,9 @@ def _engine_arguments(p: argparse.ArgumentParser) -> None:
                    help="where context comes from (default: the whole repository)")
     p.add_argument("--no-copy", action="store_true", help="turn the repository copy model off")
     p.add_argument("--no-draft", action="store_true", help="keep the copy model's mixing, drop its drafts")
+    p.add_argument("--no-guide", action="store_true", help="no steering toward the index's names")
+    p.add_argument("--no-guide-bare", action="store_true", help="steer only after `.` and `::`, not bare names")
+    p.add_argument("--guide-boost", type=float, default=None, help="nats added to tokens continuing a known name")
     p.add_argument("--max-ms", type=float, default=4000.0, help="decoding time limit per suggestion")
     p.add_argument("--repo-tokens", type=int, default=131072, help="token budget of the repository context")
     prompt_arguments(p)

@@ -39,7 +39,7 @@ def _render(symbol: Symbol) -> str:
     return doc + sig + body + "\n"
 
 
-def _receiver_type(prefix: str, name: str) -> str | None:
+def receiver_type(prefix: str, name: str) -> str | None:
     """The type of `name` as the prefix declares it (`name: Type`, `let name = Type::…`), `Self`'s for self."""
     if name == "self":
         impls = re.findall(r"impl(?:<[^>]*>)?\s+(?:[\w:]+(?:<[^>]*>)?\s+for\s+)?([A-Z]\w*)", prefix)
@@ -65,7 +65,7 @@ def snippets(db: Connection, path: str, prefix: str, recent: list[str], limit: i
     lines = prefix.split("\n")
     receiver = RECEIVER.search(lines[-1])
     if receiver:
-        type_name = _receiver_type(prefix, receiver.group(1))
+        type_name = receiver_type(prefix, receiver.group(1))
         if type_name:
             add(members(db, type_name))
     names: list[str] = []

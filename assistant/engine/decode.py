@@ -15,6 +15,7 @@ import torch
 from model.model import RustleLM
 
 from .copy import CopyModel
+from .guide import Guide
 from .healing import Healer, consume
 from .prompt import Prompt
 from .shape import cut, tidy
@@ -38,9 +39,12 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
 
 
 def choose(logits: torch.Tensor, history: list[int], pending: bytes, healer: Healer,
-           copy: CopyModel | None = None) -> int:
-    """Greedy choice over the model's logits, the copy distribution mixed in first (so the healing mask holds
-    for copied tokens too), then masked to tokens that agree with the `pending` healed bytes."""
+           copy: CopyModel | None = None, guide: Guide | None = None, generated: str = "") -> int:
+    """Greedy choice over the model's logits, steered toward the index's names at a name position (`guide`, after
+    the suggestion's text so far, `generated`), the copy distribution mixed in (so the healing mask holds for
+    copied tokens too), then masked to tokens that agree with the `pending` healed bytes."""
+    if guide is not None:
+        logits = guide(logits, generated, pending)
     if copy is not None:
         logits = copy.mix(torch.softmax(logits.float(), -1), history).log()
     if pending:
@@ -133,9 +137,10 @@ class _Text:
 @torch.inference_mode()
 def suggest(state: StateCache, vocab: Vocab, healer: Healer, prompt: Prompt, limit: int, deadline_s: float,
             copy: CopyModel | None, draft: bool, mix: bool, following: str, cancelled: threading.Event,
-            on_text: Callable[[str], None]) -> Suggestion:
+            on_text: Callable[[str], None], guide: Guide | None = None) -> Suggestion:
     """Greedy decoding of one suggestion after `prompt`: the healed bytes first, copy-model drafts verified
-    in one forward pass each, until a stop rule, the token limit, the deadline or a cancellation."""
+    in one forward pass each, steered by the index's names (`guide`), until a stop rule, the token limit, the
+    deadline or a cancellation."""
     logits, stats = state.prefill(prompt.ids, prompt.boundaries)
     deadline = time.perf_counter() + deadline_s  # for decoding: a cold prefill still answers
     mixed = copy if mix else None
@@ -145,7 +150,7 @@ def suggest(state: StateCache, vocab: Vocab, healer: Healer, prompt: Prompt, lim
         if cancelled.is_set() or time.perf_counter() > deadline:
             out.stopped = "cancelled" if cancelled.is_set() else "deadline"
             break
-        token = choose(logits, out.history, out.pending, healer, mixed)
+        token = choose(logits, out.history, out.pending, healer, mixed, guide, out.text)
         if out.accept(token):
             break
         proposal = copy.draft(out.history) if copy is not None and draft and not out.pending else []
@@ -154,10 +159,11 @@ def suggest(state: StateCache, vocab: Vocab, healer: Healer, prompt: Prompt, lim
         if not proposal:
             logits, unfed = step(state, unfed + [token]), []
             continue
-        history = out.history
+        history, text = out.history, out.text
         kept, logits, unfed = speculative_step(
             state, unfed, token, proposal,
-            lambda i, at: choose(at, (history + proposal[:i])[-HISTORY:], b"", healer, mixed))
+            lambda i, at: choose(at, (history + proposal[:i])[-HISTORY:], b"", healer, mixed, guide,
+                                 text + vocab.decode_bytes(proposal[:i]).decode(errors="replace")))
         if any(out.accept(t) for t in kept):
             break
     return Suggestion(tidy(out.kept, prompt.shape, following), out.stopped, out.generated, steps, stats.reused)

@@ -25,6 +25,7 @@ from ..index.workspace import cache_dir, default_db
 from .background import RepositoryPart, RepositoryPrefill
 from .copy import CopyConfig, CopyModel
 from .decode import suggest
+from .guide import Guide, GuideConfig, Spellings
 from .healing import Healer
 from .persist import StateFiles, model_key
 from .prompt import CONTEXTS, Prompt, PromptConfig, alone, assemble, with_repository
@@ -42,6 +43,7 @@ __all__ = ["CONTEXTS", "DEFAULT_MODEL", "cache_dir", "Change", "Completion", "En
 class EngineConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     copy: CopyConfig = field(default_factory=CopyConfig)
+    guide: GuideConfig = field(default_factory=GuideConfig)
     max_new_tokens: int = 48            # one line
     max_new_tokens_block: int = 160     # a block body
     max_ms: float = 4000.0              # decoding time, after the prompt is in the cache
@@ -91,6 +93,7 @@ class Engine:
         self.model = model
         self.vocab = Vocab(tokenizer_of(model_dir))
         self.healer = Healer(self.vocab.token_bytes)
+        self.spellings = Spellings(self.vocab.token_bytes)
         self.state = StateCache(self.model, config.state_mb << 20)
         self.db_for = db_for
         self.lock = threading.Lock()
@@ -189,11 +192,15 @@ class Engine:
             mark = len(copy) if copy is not None else 0
             if copy is not None:
                 copy.extend(prompt.copy_ids)
+            guide = None
+            if config.guide.enabled and request.root is not None:
+                names = self.workspace(request.root).names
+                guide = Guide(config.guide, self.spellings, names, request.text[:request.offset])
             limit = config.max_new_tokens_block if prompt.shape.multiline else config.max_new_tokens
             try:
                 out = suggest(self.state, self.vocab, self.healer, prompt, limit, config.max_ms / 1000, copy,
                               config.copy_draft, config.copy_mix, request.text[request.offset:],
-                              cancelled or threading.Event(), on_text)
+                              cancelled or threading.Event(), on_text, guide)
             finally:
                 if copy is not None:
                     copy.truncate(mark)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..index import store
 from ..index.indexer import IndexSummary, index_file, index_workspace
 from .copy import CopyConfig, CopyModel
+from .guide import Names
 from .tokens import Vocab
 
 RECENT = 16  # recently saved files the "index" context ranks after the cursor's own names
@@ -34,6 +35,8 @@ class Workspace:
         self._tokens: dict[str, tuple[object, list[int]]] = {}
         self._copy: CopyModel | None = None
         self._copy_key: tuple | None = None
+        self.changes = 0                     # index updates so far: the names' caches follow them
+        self.names = Names(self.reading, lambda: self.changes)
 
     # ----- the index ----------------------------------------------------------------------------------------
     def index(self, on_file: Callable[[], None] = lambda: None,
@@ -41,11 +44,13 @@ class Workspace:
         """Bring the whole index up to date (the first request does this when nobody did before)."""
         summary = index_workspace(self.root, self.db_path, on_file=on_file, on_message=on_message)
         self.indexed = True
+        self.changes += 1
         return summary
 
     def apply_change(self, change: Change) -> None:
         """Re-index the changed file; token caches and the copy table follow on the next request."""
         index_file(self.root, self.db_path, change.path)
+        self.changes += 1
         self.recent = [p for p in self.recent if p != change.path][-(RECENT - 1):]
         if change.kind != "deleted":
             self.recent.append(change.path)

@@ -250,6 +250,29 @@ def members(db: sqlite3.Connection, type_name: str, limit: int = 40) -> list[Sym
     return [Symbol(*row) for row in rows]
 
 
+def type_member_names(db: sqlite3.Connection, type_name: str) -> list[str]:
+    """What may follow `value.` or `Type::` for a type of the workspace: the items of its impl blocks and the
+    fields and variants written inside its definition."""
+    return [n for (n,) in db.execute(
+        "SELECT name FROM symbols WHERE scope = ? AND kind IN ('fn', 'const', 'type') UNION "
+        "SELECT m.name FROM symbols t JOIN symbols m ON m.file_id = t.file_id AND m.start_byte > t.start_byte "
+        "AND m.end_byte <= t.end_byte AND m.kind IN ('field', 'variant') "
+        "WHERE t.name = ? AND t.kind IN ('struct', 'enum', 'union')", (type_name, type_name))]
+
+
+def module_item_names(db: sqlite3.Connection, module: str) -> list[str]:
+    """The top-level items of the workspace modules named `module` (the last segment of their path)."""
+    return [n for (n,) in db.execute(
+        "SELECT DISTINCT s.name FROM symbols s JOIN files f ON f.id = s.file_id WHERE s.scope = '' "
+        "AND s.kind NOT IN ('impl', 'field', 'variant') AND (f.module = ? OR f.module LIKE ?)",
+        (module, f"%::{module}"))]
+
+
+def item_names(db: sqlite3.Connection) -> list[str]:
+    """Every name the workspace defines (items, members, fields, variants): what a bare identifier may be."""
+    return [n for (n,) in db.execute("SELECT DISTINCT name FROM symbols WHERE kind != 'impl'")]
+
+
 def file_symbols(db: sqlite3.Connection, path: str) -> list[Symbol]:
     rows = db.execute(
         SYMBOLS + "WHERE f.path = ? ORDER BY s.start_line", (path,))

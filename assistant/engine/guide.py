@@ -1,0 +1,163 @@
+"""Index-guided decoding (issue 19): where the text before the next token ends at a name position, the names the
+workspace index knows there steer that token. Most wrong suggestions are wrong names; the index knows every
+definition, so the model is nudged toward names that exist (monitor-guided decoding, Agrawal et al. 2023).
+
+Name positions and their candidates:
+- `value.` + partial: the members of value's type when the prefix says which it is (`value: Type`, `let value =
+  Type::…`, `self` in an impl): the items of its impl blocks, its fields (the index's own queries);
+- `Path::` + partial: a workspace type's members and variants, or a workspace module's items;
+- a bare identifier (`bare`): every name the workspace defines, the identifiers of the buffer, keywords.
+Elsewhere (a receiver of unknown type, an external crate's path) nothing is steered: the index does not know
+those names, and a boost toward the workspace's would push the right ones (`iter`, `unwrap`) away.
+
+Steering is a boost, never a mask: the tokens that spell on toward a candidate (a prefix of its rest, or all
+of it followed by punctuation) get `boost` nats more, so the model still chooses among them and may leave the
+set where no candidate fits (a new name). Token healing and the copy model work after it unchanged.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..index import store
+from .context import KEYWORDS, receiver_type
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+NAME_END = re.compile(r"(?:([A-Za-z_]\w*)\s*(\.|::)\s*)?([A-Za-z_]\w*)?$")
+TOKEN_HEAD = re.compile(rb" ?[A-Za-z0-9_]+")
+RUST_WORDS = KEYWORDS | set("""Self self crate super loop println format vec assert assert_eq panic unreachable
+todo write writeln matches dbg Default Clone Debug Copy PartialEq Eq Hash Iterator From Into AsRef""".split())
+
+
+@dataclass(frozen=True)
+class GuideConfig:
+    enabled: bool = True
+    boost: float = 3.0            # nats added to the logits of tokens that continue a known name
+    bare: bool = True             # steer bare identifiers too (every workspace name), not only after `.` / `::`
+    max_candidates: int = 8192    # more names than this at a position: nothing steered (too little to say)
+
+
+class Spellings:
+    """The vocabulary as spellings: a token by its exact bytes, and the tokens that spell a whole identifier (with
+    an optional leading space) then go on with punctuation (`len()`), by that identifier."""
+
+    def __init__(self, token_bytes: list[bytes]) -> None:
+        self.exact: dict[bytes, int] = {}
+        self.then_punct: dict[bytes, list[int]] = {}
+        for i, piece in enumerate(token_bytes):
+            self.exact.setdefault(piece, i)
+            head = TOKEN_HEAD.match(piece)
+            if head and head.end() < len(piece):
+                self.then_punct.setdefault(head.group(), []).append(i)
+
+    def continuing(self, rest: str, spaced: bool) -> list[int]:
+        """Tokens that spell on along `rest` (the part of a name still to write): a prefix of it, or all of it
+        followed by punctuation; `spaced`: with a space before it too (a name that starts after `=`, `(`, …)."""
+        rest_bytes = rest.encode()
+        out: list[int] = []
+        for lead in (b"", b" ") if spaced else (b"",):
+            for k in range(1, len(rest_bytes) + 1):
+                token = self.exact.get(lead + rest_bytes[:k])
+                if token is not None:
+                    out.append(token)
+            out += self.then_punct.get(lead + rest_bytes, [])
+        return out
+
+
+class Names:
+    """A workspace's candidate names by position kind, read from its index and cached until it changes."""
+
+    def __init__(self, reading: Callable, version: Callable[[], object]) -> None:
+        self.reading, self.version = reading, version
+        self._cache: dict[tuple, list[str]] = {}
+        self._seen: object = None
+
+    def _cached(self, key: tuple, read: Callable[[store.Connection], list[str]]) -> list[str]:
+        if self.version() != self._seen:
+            self._cache.clear()
+            self._seen = self.version()
+        if key not in self._cache:
+            with self.reading() as db:
+                self._cache[key] = sorted(set(read(db)))
+        return self._cache[key]
+
+    def members(self, type_name: str) -> list[str]:
+        return self._cached(("members", type_name), lambda db: store.type_member_names(db, type_name))
+
+    def path(self, qualifier: str) -> list[str]:
+        """After `qualifier::`: a workspace type's members, else a workspace module's items (none: not steered)."""
+        return self._cached(("path", qualifier), lambda db: store.type_member_names(db, qualifier)
+                            or store.module_item_names(db, qualifier))
+
+    def everything(self) -> list[str]:
+        return self._cached(("all",), store.item_names)
+
+
+class Guide:
+    """One request's steering: the buffer before the cursor (for receiver types and local names) and the
+    workspace's names; calling it boosts the logits before the next token."""
+
+    def __init__(self, config: GuideConfig, spellings: Spellings, names: Names, prefix: str) -> None:
+        self.config, self.spellings, self.names = config, spellings, names
+        self.prefix, self.tail = prefix, prefix[-200:].encode()
+        self._bare: list[str] | None = None
+        self._types: dict[str, str | None] = {}
+        self._boosts: dict[tuple[tuple, str, bool], list[int]] = {}
+
+    def candidates(self, before: str) -> tuple[tuple, list[str], str]:
+        """(what the names are, the names that may be written at the end of `before`, the part already written)."""
+        found = NAME_END.search(before)
+        qualifier, sep, partial = found.group(1), found.group(2), found.group(3) or ""
+        if sep == ".":
+            if qualifier not in self._types:        # declarations come from the buffer, not the suggestion
+                self._types[qualifier] = receiver_type(self.prefix, qualifier)
+            type_name = self._types[qualifier]
+            kind, names = ("members", type_name), self.names.members(type_name) if type_name else []
+        elif sep == "::" and qualifier not in ("self", "super"):
+            if qualifier == "Self":
+                qualifier = self._types.setdefault("Self", receiver_type(self.prefix, "self")) or "Self"
+            kind, names = ("path", qualifier), self.names.path(qualifier)
+        elif sep is None and self.config.bare and (partial or not before or not before[-1].isalnum()):
+            kind, names = ("bare",), self._bare_names()
+        else:
+            kind, names = ("none",), []
+        low = bisect.bisect_left(names, partial)
+        high = bisect.bisect_left(names, partial + "\U0010ffff")
+        return kind, names[low:high], partial
+
+    def _bare_names(self) -> list[str]:
+        if self._bare is None:
+            local = set(IDENTIFIER.findall(self.prefix[-20000:]))
+            if self.prefix[-1:].isalnum() or self.prefix[-1:] == "_":   # not the name being typed at the cursor
+                local.discard(IDENTIFIER.findall(self.prefix[-200:])[-1])
+            self._bare = sorted(set(self.names.everything()) | local | RUST_WORDS)
+        return self._bare
+
+    def token_ids(self, before: str) -> list[int]:
+        """The tokens that continue a candidate name at the end of `before` (none: not a name position)."""
+        kind, names, partial = self.candidates(before)
+        if not names or len(names) > self.config.max_candidates:
+            return []
+        spaced = kind == ("bare",) and not partial and not before[-1:].isspace()
+        if (kind, partial, spaced) not in self._boosts:
+            ids: set[int] = set()
+            for name in names:
+                if name != partial:
+                    ids.update(self.spellings.continuing(name[len(partial):], spaced))
+            self._boosts[kind, partial, spaced] = sorted(ids)
+        return self._boosts[kind, partial, spaced]
+
+    def __call__(self, logits: torch.Tensor, generated: str, pending: bytes) -> torch.Tensor:
+        """`logits` with the continuing tokens boosted; the next token writes `pending` (healed bytes, the end of the
+        buffer's prefix) and then goes on after `generated` (the suggestion's text so far)."""
+        before = self.tail[:len(self.tail) - len(pending)].decode(errors="ignore") + generated
+        ids = self.token_ids(before)
+        if not ids:
+            return logits
+        boosted = logits.float().clone()
+        boosted[ids] += self.config.boost
+        return boosted

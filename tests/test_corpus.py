@@ -101,6 +101,29 @@ def test_all_files_of_a_crate_share_its_split(repo, tmp_path):
     assert all(len(s) == 1 for s in by_crate.values())
 
 
+def test_a_train_only_source_adds_to_training_and_never_to_a_held_out_crate(tmp_path):
+    # rust-src's crates go to the train split; a crate name it shares with another source keeps that name's
+    # split, so a held-out crate's code never reaches training through it (the evaluations' crates unchanged)
+    from assistant.lab.corpus.manifest import Manifest
+
+    for source, letter in (("team", "t"), ("rust", "s")):
+        for name in [f"{letter}{i}" for i in range(12)] + ["shared"]:
+            crate = tmp_path / source / name
+            write(crate / "Cargo.toml", cargo(name))
+            write(crate / "src" / "lib.rs", f"//! {source} {name}\n" + BODY.replace("helper", f"{source}_{name}"))
+    out = tmp_path / "corpus"
+    config = SplitConfig(validation=0.3, test=0.3)
+    build(BuildConfig(out=out, repos=[tmp_path / "team", tmp_path / "rust"], split=config))
+    manifest = Manifest(out / "manifest.sqlite")
+    manifest.assign_splits(config, train_only={"rust"})
+    rows = list(manifest.db.execute("SELECT source, crate, split FROM files WHERE dropped IS NULL"))
+    manifest.close()
+    assert {split for source, crate, split in rows if source == "rust" and crate != "shared"} == {"train"}
+    assert all(split == split_of(crate, config) for source, crate, split in rows
+               if source == "team" or crate == "shared")
+    assert {split for _, crate, split in rows if crate.startswith("t")} != {"train"}     # held-out crates remain
+
+
 class Interrupt:
     """A reporter that presses Ctrl-C after `after` files have been filtered."""
 

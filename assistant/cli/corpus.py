@@ -14,14 +14,15 @@ def corpus_build(args: argparse.Namespace) -> int:
     from ..lab.corpus.filters import FilterConfig
     from ..lab.corpus.split import SplitConfig
 
-    if not args.debian and not args.paths:
-        console.print("[red]nothing to build from:[/] pass --debian and/or repository paths")
+    if not args.debian and not args.rust_src and not args.paths:
+        console.print("[red]nothing to build from:[/] pass --debian, --rust-src and/or repository paths")
         return 2
     missing = [p for p in args.paths if not p.is_dir()]
     if missing:
         console.print(f"[red]not a folder:[/] {', '.join(map(str, missing))}")
         return 2
-    config = BuildConfig(out=args.out, debian=args.debian, repos=args.paths, workers=args.workers,
+    config = BuildConfig(out=args.out, debian=args.debian, rust_src=args.rust_src, repos=args.paths,
+                         workers=args.workers,
                          filters=FilterConfig(max_bytes=args.max_bytes),
                          split=SplitConfig(seed=args.seed, validation=args.validation, test=args.test))
     try:
@@ -42,6 +43,8 @@ def corpus_build(args: argparse.Namespace) -> int:
                             [[f.packages, f.already_had, f.downloaded, len(f.failed or []), f.extracted,
                               f.extract_failed]]))
     console.print(table("Kept files by split", ["split", "crates", "files", "bytes"], summary.splits))
+    console.print(table("Kept files by source and split", ["source", "split", "crates", "files", "bytes"],
+                        summary.sources))
     console.print(table("Dropped files", ["reason", "files", "bytes"], summary.dropped))
     console.print(f"{len(summary.shards)} shards in {args.out / 'shards'}; manifest {args.out / 'manifest.sqlite'}; "
                   f"{summary.seconds:.0f} s")
@@ -73,6 +76,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = corpus.add_parser("build", help="collect, filter, deduplicate and split .rs files into shards")
     p.add_argument("--out", type=Path, required=True, help="output folder (rerun with the same one to resume)")
     p.add_argument("--debian", action="store_true", help="download and add Debian's librust-*-dev crates")
+    p.add_argument("--rust-src", action="store_true",
+                   help="download and add Debian's rust-src (the standard library and the compiler; train split)")
     p.add_argument("paths", nargs="*", type=Path, help="local repositories to add (honouring .gitignore)")
     p.add_argument("--max-bytes", type=int, default=1_000_000, help="drop files larger than this")
     p.add_argument("--seed", type=int, default=1234, help="seed of the crate split")

@@ -59,10 +59,12 @@ def hostile_messages(rng: random.Random, uri: str, first_id: int) -> Iterator[tu
     methods = ["textDocument/inlineCompletion", "textDocument/completion", "rustle/nothingHere", "initialize",
                "workspace/executeCommand"]
     notifications = ["rustle/didAccept", "rustle/didReject", "textDocument/didChange", "textDocument/didSave",
-                     "textDocument/didOpen", "textDocument/didClose", "$/cancelRequest", "workspace/didChangeWatchedFiles",
+                     "textDocument/didOpen", "textDocument/didClose", "$/cancelRequest",
+                     "workspace/didChangeWatchedFiles",
                      "workspace/didChangeConfiguration"]
     garbage = [b"{not json", b"[1, 2", b'{"jsonrpc": "2.0", "id": 7}', b"\xff\xfe\xfd", b"null", b"[]",
-               b'{"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {"uri": "file:///a.rs", '
+               b'{"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": '
+               b'{"uri": "file:///a.rs", '
                b'"languageId": "rust", "version": 1, "text": "fn \xc3\x28"}}}']
     next_id = first_id
     while True:
@@ -70,7 +72,8 @@ def hostile_messages(rng: random.Random, uri: str, first_id: int) -> Iterator[tu
         if kind == "request":
             params = {"textDocument": {"uri": rng.choice(uris)}, "position": rng.choice(positions),
                       "context": rng.choice([{"triggerKind": 1}, None, "x", {"triggerKind": 99}]),
-                      "command": rng.choice(["rustle.accepted", "rm -rf", 3]), "arguments": rng.choice([None, [1], "x"])}
+                      "command": rng.choice(["rustle.accepted", "rm -rf", 3]),
+                      "arguments": rng.choice([None, [1], "x"])}
             message_id = rng.choice([next_id, str(next_id)])
             yield frame({"jsonrpc": "2.0", "id": message_id, "method": rng.choice(methods),
                          "params": rng.choice([params, params, None, [1, 2], "text", {}])}), next_id
@@ -95,8 +98,8 @@ def hostile_messages(rng: random.Random, uri: str, first_id: int) -> Iterator[tu
             yield b"Content-Length: 99999999999999\r\n\r\n" + bytes(rng.randrange(256) for _ in range(50)), None
         else:   # framing a server must recover from; each is a `shutdown`-free request it must still answer
             message = {"jsonrpc": "2.0", "id": next_id, "method": "rustle/nothingHere", "params": {}}
-            header = rng.choice([b"content-length: %d\r\n\r\n", b"Content-Length: %d\n\n",
-                                 b"Content-Type: application/vscode-jsonrpc; charset=utf-8\r\nContent-Length: %d\r\n\r\n"])
+            typed = b"Content-Type: application/vscode-jsonrpc; charset=utf-8\r\nContent-Length: %d\r\n\r\n"
+            header = rng.choice([b"content-length: %d\r\n\r\n", b"Content-Length: %d\n\n", typed])
             yield frame(message, header), next_id
             next_id += 1
             yield frame({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 1}}, extra=-7), None

@@ -1,4 +1,5 @@
-"""Debian's `librust-*-dev` packages as a corpus source: download (resumable) and extract."""
+"""Debian's `librust-*-dev` packages as a corpus source: download (resumable) and extract; and Debian's `rust-src`,
+the Rust tree itself (the standard library and the compiler)."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,9 @@ log = logging.getLogger(__name__)
 
 PACKAGE_PATTERN = "^librust-.*-dev$"
 REGISTRY = Path("usr/share/cargo/registry")
+RUST_SRC = "rust-src"
+RUST_SRC_PARTS = ("library", "compiler")   # not src/test (UI tests of compiler errors) nor src/doc, src/tools
+RUST_SRC_LICENSE = "MIT OR Apache-2.0"     # the Rust tree's (Debian's copyright file for rust-src)
 BATCH = 100  # apt-get's per-package overhead dominates; batching names makes the download ~3 minutes
 
 
@@ -86,3 +90,12 @@ def extract(debs: Path, dest: Path, report: FetchReport,
                     report.extract_failed += 1
             advance(1)
     return dest / REGISTRY
+
+
+def rust_src(dest: Path, report: FetchReport) -> list[Path]:
+    """Download and extract `rust-src` (once); the folders of its tree that the corpus takes."""
+    debs, root = dest / "debs", dest / "root"
+    download([RUST_SRC], debs, report)
+    extract(debs, root, report)
+    trees = sorted((root / "usr" / "src").glob("rustc-*"))
+    return [trees[-1] / part for part in RUST_SRC_PARTS if (trees[-1] / part).is_dir()] if trees else []

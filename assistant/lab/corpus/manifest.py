@@ -51,15 +51,19 @@ class Manifest:
             (f.source, f.crate, f.version, f.license, f.path, f.abspath, examined.bytes, examined.sha256,
              dropped, examined.signature if dropped is None else None))
 
-    def assign_splits(self, config: SplitConfig) -> None:
+    def assign_splits(self, config: SplitConfig, train_only: set[str] = frozenset()) -> None:
+        """Each kept file's split: by crate (or file) hash; a crate that only `train_only` sources hold: train."""
         if config.unit == "file":
             rows = list(self.db.execute("SELECT id, crate, path FROM files WHERE dropped IS NULL"))
             self.db.executemany("UPDATE files SET split = ? WHERE id = ?",
                                 [(split_of(f"{crate}/{path}", config), i) for i, crate, path in rows])
         else:
-            crates = [row[0] for row in self.db.execute("SELECT DISTINCT crate FROM files WHERE dropped IS NULL")]
+            sources: dict[str, set[str]] = {}
+            for crate, source in self.db.execute("SELECT DISTINCT crate, source FROM files WHERE dropped IS NULL"):
+                sources.setdefault(crate, set()).add(source)
             self.db.executemany("UPDATE files SET split = ? WHERE crate = ? AND dropped IS NULL",
-                                [(split_of(c, config), c) for c in crates])
+                                [("train" if held <= train_only else split_of(c, config), c)
+                                 for c, held in sources.items()])
         self.db.commit()
 
     def kept(self, split: str) -> Iterator[sqlite3.Row]:
@@ -78,6 +82,12 @@ class Manifest:
         return list(self.db.execute(
             "SELECT split, COUNT(DISTINCT crate), COUNT(*), SUM(bytes) FROM files WHERE dropped IS NULL"
             " GROUP BY split ORDER BY split"))
+
+    def source_counts(self) -> list[tuple[str, str, int, int, int]]:
+        """(source, split, crates, files, bytes) of kept files: what each source adds to each split."""
+        return list(self.db.execute(
+            "SELECT source, split, COUNT(DISTINCT crate), COUNT(*), SUM(bytes) FROM files WHERE dropped IS NULL"
+            " GROUP BY source, split ORDER BY source, split"))
 
     def drop_counts(self) -> list[tuple[str, int, int]]:
         """(reason, files, bytes) of dropped files."""

@@ -96,16 +96,19 @@ def crate_files(crate_dir: Path, source: str) -> Iterator[SourceFile]:
                          path.relative_to(crate_dir.resolve()).as_posix(), str(path))
 
 
-def repository_files(repo: Path) -> Iterator[SourceFile]:
-    """The `.rs` files of a local repository, each credited to its nearest enclosing Cargo package."""
+def repository_files(repo: Path, source: str | None = None, license: str = "unknown") -> Iterator[SourceFile]:
+    """The `.rs` files of a local repository, each credited to its nearest enclosing Cargo package; `source`
+    names where they came from (default: the folder's name), `license` stands where a Cargo.toml says none."""
     repo = repo.resolve()
+    source = source or repo.name
     crates: dict[Path, Crate] = {}
     for path in walk_rust_files(repo):
         inside = [d for d in path.parents if d == repo or repo in d.parents]
         package_dir = next((d for d in inside if (d / "Cargo.toml").is_file()), repo)
         if package_dir not in crates:
             manifest = package_dir / "Cargo.toml"
-            crates[package_dir] = read_crate(manifest) if manifest.is_file() else Crate(repo.name, "0.0.0", "unknown")
+            crate = read_crate(manifest) if manifest.is_file() else Crate(repo.name, "0.0.0", "unknown")
+            crates[package_dir] = crate if crate.license != "unknown" else Crate(crate.name, crate.version, license)
         crate = crates[package_dir]
-        yield SourceFile(repo.name, crate.name, crate.version, crate.license,
+        yield SourceFile(source, crate.name, crate.version, crate.license,
                          path.relative_to(package_dir).as_posix(), str(path))

@@ -69,21 +69,27 @@ class Spellings:
 
 
 class Names:
-    """A workspace's candidate names by position kind, read from its index and cached until it changes."""
+    """A workspace's candidate names by position kind, and the tokens that spell them, read from its index and
+    cached until the index changes (a request then pays a dictionary lookup, not a pass over every name)."""
 
     def __init__(self, reading: Callable, version: Callable[[], object]) -> None:
         self.reading, self.version = reading, version
-        self._cache: dict[tuple, list[str]] = {}
+        self._names: dict[tuple, list[str]] = {}
+        self._ids: dict[tuple, frozenset[int]] = {}
         self._seen: object = None
 
-    def _cached(self, key: tuple, read: Callable[[store.Connection], list[str]]) -> list[str]:
+    def _fresh(self) -> None:
         if self.version() != self._seen:
-            self._cache.clear()
+            self._names.clear()
+            self._ids.clear()
             self._seen = self.version()
-        if key not in self._cache:
+
+    def _cached(self, key: tuple, read: Callable[[store.Connection], list[str]]) -> list[str]:
+        self._fresh()
+        if key not in self._names:
             with self.reading() as db:
-                self._cache[key] = sorted(set(read(db)))
-        return self._cache[key]
+                self._names[key] = sorted(set(read(db)))
+        return self._names[key]
 
     def members(self, type_name: str) -> list[str]:
         return self._cached(("members", type_name), lambda db: store.type_member_names(db, type_name))
@@ -96,6 +102,28 @@ class Names:
     def everything(self) -> list[str]:
         return self._cached(("all",), store.item_names)
 
+    def token_ids(self, key: tuple, names: list[str], partial: str, spaced: bool,
+                  spellings: Spellings) -> frozenset[int]:
+        """`spelling_ids` of `names` (the `key` list's names that start with `partial`), remembered."""
+        self._fresh()
+        if (key, partial, spaced) not in self._ids:
+            self._ids[key, partial, spaced] = spelling_ids(spellings, names, partial, spaced)
+        return self._ids[key, partial, spaced]
+
+
+def spelling_ids(spellings: Spellings, names: list[str], partial: str, spaced: bool) -> frozenset[int]:
+    """The tokens that write on from `partial` toward one of `names` (each starts with it)."""
+    ids: set[int] = set()
+    for name in names:
+        if name != partial:
+            ids.update(spellings.continuing(name[len(partial):], spaced))
+    return frozenset(ids)
+
+
+def starting(names: list[str], partial: str) -> list[str]:
+    """The names of a sorted list that start with `partial`."""
+    return names[bisect.bisect_left(names, partial):bisect.bisect_left(names, partial + "\U0010ffff")]
+
 
 class Guide:
     """One request's steering: the buffer before the cursor (for receiver types and local names) and the
@@ -104,52 +132,57 @@ class Guide:
     def __init__(self, config: GuideConfig, spellings: Spellings, names: Names, prefix: str) -> None:
         self.config, self.spellings, self.names = config, spellings, names
         self.prefix, self.tail = prefix, prefix[-200:].encode()
-        self._bare: list[str] | None = None
+        self._local: list[str] | None = None
         self._types: dict[str, str | None] = {}
-        self._boosts: dict[tuple[tuple, str, bool], list[int]] = {}
+        self._local_ids: dict[tuple[str, bool], frozenset[int]] = {}
 
-    def candidates(self, before: str) -> tuple[tuple, list[str], str]:
-        """(what the names are, the names that may be written at the end of `before`, the part already written)."""
+    def position(self, before: str) -> tuple[tuple, list[str], str]:
+        """At the end of `before`: (what kind of name goes there, the workspace's names for it, the part of the
+        name already written); kind ("none",) where nothing is steered."""
         found = NAME_END.search(before)
         qualifier, sep, partial = found.group(1), found.group(2), found.group(3) or ""
         if sep == ".":
             if qualifier not in self._types:        # declarations come from the buffer, not the suggestion
                 self._types[qualifier] = receiver_type(self.prefix, qualifier)
             type_name = self._types[qualifier]
-            kind, names = ("members", type_name), self.names.members(type_name) if type_name else []
-        elif sep == "::" and qualifier not in ("self", "super"):
+            return ("members", type_name), self.names.members(type_name) if type_name else [], partial
+        if sep == "::" and qualifier not in ("self", "super"):
             if qualifier == "Self":
                 qualifier = self._types.setdefault("Self", receiver_type(self.prefix, "self")) or "Self"
-            kind, names = ("path", qualifier), self.names.path(qualifier)
-        elif sep is None and self.config.bare and (partial or not before or not before[-1].isalnum()):
-            kind, names = ("bare",), self._bare_names()
-        else:
-            kind, names = ("none",), []
-        low = bisect.bisect_left(names, partial)
-        high = bisect.bisect_left(names, partial + "\U0010ffff")
-        return kind, names[low:high], partial
+            return ("path", qualifier), self.names.path(qualifier), partial
+        if sep is None and self.config.bare and (partial or not before or not before[-1].isalnum()):
+            return ("bare",), self.names.everything(), partial
+        return ("none",), [], partial
 
-    def _bare_names(self) -> list[str]:
-        if self._bare is None:
+    def _local_names(self) -> list[str]:
+        """A bare name's candidates beyond the workspace's definitions: the buffer's identifiers, Rust's words."""
+        if self._local is None:
             local = set(IDENTIFIER.findall(self.prefix[-20000:]))
             if self.prefix[-1:].isalnum() or self.prefix[-1:] == "_":   # not the name being typed at the cursor
                 local.discard(IDENTIFIER.findall(self.prefix[-200:])[-1])
-            self._bare = sorted(set(self.names.everything()) | local | RUST_WORDS)
-        return self._bare
+            self._local = sorted((local | RUST_WORDS) - set(self.names.everything()))
+        return self._local
+
+    def candidates(self, before: str) -> tuple[tuple, list[str], str]:
+        """(kind, every name that may be written at the end of `before`, the part of it already written)."""
+        kind, shared, partial = self.position(before)
+        local = self._local_names() if kind == ("bare",) else []
+        return kind, sorted(starting(shared, partial) + starting(local, partial)), partial
 
     def token_ids(self, before: str) -> list[int]:
         """The tokens that continue a candidate name at the end of `before` (none: not a name position)."""
-        kind, names, partial = self.candidates(before)
-        if not names or len(names) > self.config.max_candidates:
+        kind, shared, partial = self.position(before)
+        shared = starting(shared, partial)
+        local = starting(self._local_names(), partial) if kind == ("bare",) else []
+        if not (shared or local) or len(shared) + len(local) > self.config.max_candidates:
             return []
         spaced = kind == ("bare",) and not partial and not before[-1:].isspace()
-        if (kind, partial, spaced) not in self._boosts:
-            ids: set[int] = set()
-            for name in names:
-                if name != partial:
-                    ids.update(self.spellings.continuing(name[len(partial):], spaced))
-            self._boosts[kind, partial, spaced] = sorted(ids)
-        return self._boosts[kind, partial, spaced]
+        ids = self.names.token_ids(kind, shared, partial, spaced, self.spellings)
+        if local:
+            if (partial, spaced) not in self._local_ids:
+                self._local_ids[partial, spaced] = spelling_ids(self.spellings, local, partial, spaced)
+            ids = ids | self._local_ids[partial, spaced]
+        return list(ids)
 
     def __call__(self, logits: torch.Tensor, generated: str, pending: bytes) -> torch.Tensor:
         """`logits` with the continuing tokens boosted; the next token writes `pending` (healed bytes, the end of the

@@ -49,6 +49,8 @@ def test_candidates_at_member_path_and_bare_positions(workspace, spellings):
     assert _guide(workspace, spellings, "    Command::").candidates("    Command::")[1] == [
         "Delete", "Get", "Len", "Set"]                                                # an enum's variants
     assert "parse_command" in _guide(workspace, spellings, "use command::").candidates("use command::")[1]
+    listed = "pub use command::{parse_command, Co"
+    assert _guide(workspace, spellings, listed).candidates(listed)[1:] == (["Command"], "Co")   # in a use list
     bare = _guide(workspace, spellings, "    let x = pars").candidates("    let x = pars")[1]
     assert bare == ["parse_command", "parses_set"]                                # a fn and a test fn
     unknown = "    let v = compute();\n    v."

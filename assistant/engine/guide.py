@@ -5,7 +5,8 @@ definition, so the model is nudged toward names that exist (monitor-guided decod
 Name positions and their candidates:
 - `value.` + partial: the members of value's type when the prefix says which it is (`value: Type`, `let value =
   Type::…`, `self` in an impl): the items of its impl blocks, its fields (the index's own queries);
-- `Path::` + partial: a workspace type's members and variants, or a workspace module's items;
+- `Path::` + partial (or inside `Path::{A, `): a workspace type's members and variants, or a workspace module's
+  items;
 - a bare identifier (`bare`): every name the workspace defines, the identifiers of the buffer, keywords.
 Elsewhere (a receiver of unknown type, an external crate's path) nothing is steered: the index does not know
 those names, and a boost toward the workspace's would push the right ones (`iter`, `unwrap`) away.
@@ -28,6 +29,7 @@ from .context import KEYWORDS, receiver_type
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 NAME_END = re.compile(r"(?:([A-Za-z_]\w*)\s*(\.|::)\s*)?([A-Za-z_]\w*)?$")
+USE_LIST = re.compile(r"([A-Za-z_]\w*)::\{(?:[\w\s,]*,\s*)?([A-Za-z_]\w*)?$")   # `use a::b::{C, D` : b's items
 TOKEN_HEAD = re.compile(rb" ?[A-Za-z0-9_]+")
 RUST_WORDS = KEYWORDS | set("""Self self crate super loop println format vec assert assert_eq panic unreachable
 todo write writeln matches dbg Default Clone Debug Copy PartialEq Eq Hash Iterator From Into AsRef""".split())
@@ -139,8 +141,11 @@ class Guide:
     def position(self, before: str) -> tuple[tuple, list[str], str]:
         """At the end of `before`: (what kind of name goes there, the workspace's names for it, the part of the
         name already written); kind ("none",) where nothing is steered."""
+        listed = USE_LIST.search(before)
         found = NAME_END.search(before)
         qualifier, sep, partial = found.group(1), found.group(2), found.group(3) or ""
+        if listed:
+            qualifier, sep, partial = listed.group(1), "::", listed.group(2) or ""
         if sep == ".":
             if qualifier not in self._types:        # declarations come from the buffer, not the suggestion
                 self._types[qualifier] = receiver_type(self.prefix, qualifier)

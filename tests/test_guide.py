@@ -36,7 +36,7 @@ def workspace(tmp_path, vocab) -> Workspace:
 
 
 def _guide(workspace, spellings, prefix: str, **config) -> Guide:
-    return Guide(GuideConfig(**config), spellings, workspace.names, prefix)
+    return Guide(GuideConfig(**{"bare": True, **config}), spellings, workspace.names, prefix)
 
 
 def test_candidates_at_member_path_and_bare_positions(workspace, spellings):

@@ -39,7 +39,7 @@ def _engine_config(args: argparse.Namespace):
 
     config = with_context(EngineConfig(max_ms=args.max_ms, repo_tokens=args.repo_tokens), args.context,
                           copy=not args.no_copy)
-    guide = replace(config.guide, enabled=not args.no_guide, bare=not args.no_guide_bare,
+    guide = replace(config.guide, enabled=not args.no_guide, bare=args.guide_bare,
                     **({"boost": args.guide_boost} if args.guide_boost is not None else {}))
     return replace(with_prompt(config, args), copy_draft=config.copy_draft and not args.no_draft, guide=guide)
 
@@ -142,7 +142,7 @@ def _engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-copy", action="store_true", help="turn the repository copy model off")
     p.add_argument("--no-draft", action="store_true", help="keep the copy model's mixing, drop its drafts")
     p.add_argument("--no-guide", action="store_true", help="no steering toward the index's names")
-    p.add_argument("--no-guide-bare", action="store_true", help="steer only after `.` and `::`, not bare names")
+    p.add_argument("--guide-bare", action="store_true", help="steer bare names too, not only after `.` and `::`")
     p.add_argument("--guide-boost", type=float, default=None, help="nats added to tokens continuing a known name")
     p.add_argument("--max-ms", type=float, default=4000.0, help="decoding time limit per suggestion")
     p.add_argument("--repo-tokens", type=int, default=131072, help="token budget of the repository context")

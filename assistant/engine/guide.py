@@ -39,7 +39,8 @@ todo write writeln matches dbg Default Clone Debug Copy PartialEq Eq Hash Iterat
 class GuideConfig:
     enabled: bool = True
     boost: float = 3.0            # nats added to the logits of tokens that continue a known name
-    bare: bool = True             # steer bare identifiers too (every workspace name), not only after `.` / `::`
+    bare: bool = False            # steer bare identifiers too (every workspace name), not only after `.` / `::`:
+                                  # off by default, it cost the dev set a task (BENCHMARKS.md, issue 19)
     max_candidates: int = 8192    # more names than this at a position: nothing steered (too little to say)
 
 

@@ -7,7 +7,8 @@ Name positions and their candidates:
   Type::…`, `self` in an impl): the items of its impl blocks, its fields (the index's own queries);
 - `Path::` + partial (or inside `Path::{A, `): a workspace type's members and variants, or a workspace module's
   items;
-- a bare identifier (`bare`): every name the workspace defines, the identifiers of the buffer, keywords.
+- a bare identifier (with `bare`, off by default: it cost the dev set a task): every name the workspace
+  defines, the identifiers of the buffer, Rust's keywords and common std names.
 Elsewhere (a receiver of unknown type, an external crate's path) nothing is steered: the index does not know
 those names, and a boost toward the workspace's would push the right ones (`iter`, `unwrap`) away.
 

@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -220,4 +221,5 @@ def session(messages: int, batch: int = 100, seed: int = 18, model: Path | None 
             code = str(answers[i]["error"].get("code"))
             report.errors[code] = report.errors.get(code, 0) + 1
     report.tracebacks = (scratch / "server.log").read_text(errors="replace").count("Traceback")
+    shutil.rmtree(scratch, ignore_errors=True)
     return report

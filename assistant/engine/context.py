@@ -102,9 +102,7 @@ def repository_files(root: Path, paths: list[str], current: str, budget_tokens: 
     total = sum(count_tokens(p) for p in ordered)
     if total <= budget_tokens:
         return ordered
-    ranked = []
-    if db is not None:
-        ranked += [p for p, _ in related_files(db, current) if p in paths and p != current]
+    ranked = [p for p, _ in related_files(db, current) if p in paths and p != current] if db is not None else []
     ranked += [p for p in reversed(ordered) if p not in ranked]   # then the most recently edited
     kept, used = set(), 0
     for p in ranked:

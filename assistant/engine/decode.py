@@ -160,10 +160,12 @@ def suggest(state: StateCache, vocab: Vocab, healer: Healer, prompt: Prompt, lim
             logits, unfed = step(state, unfed + [token]), []
             continue
         history, text = out.history, out.text
-        kept, logits, unfed = speculative_step(
-            state, unfed, token, proposal,
-            lambda i, at: choose(at, (history + proposal[:i])[-HISTORY:], b"", healer, mixed, guide,
-                                 text + vocab.decode_bytes(proposal[:i]).decode(errors="replace")))
+
+        def choose_at(i: int, at: torch.Tensor) -> int:   # the draft's text is decoded for the guide only
+            drafted = text + vocab.decode_bytes(proposal[:i]).decode(errors="replace") if guide is not None else text
+            return choose(at, (history + proposal[:i])[-HISTORY:], b"", healer, mixed, guide, drafted)
+
+        kept, logits, unfed = speculative_step(state, unfed, token, proposal, choose_at)
         if any(out.accept(t) for t in kept):
             break
     return Suggestion(tidy(out.kept, prompt.shape, following), out.stopped, out.generated, steps, stats.reused)

@@ -253,11 +253,11 @@ def members(db: sqlite3.Connection, type_name: str, limit: int = 40) -> list[Sym
 def type_member_names(db: sqlite3.Connection, type_name: str) -> list[str]:
     """What may follow `value.` or `Type::` for a type of the workspace: the items of its impl blocks and the
     fields and variants written inside its definition."""
-    return [n for (n,) in db.execute(
-        "SELECT name FROM symbols WHERE scope = ? AND kind IN ('fn', 'const', 'type') UNION "
+    inside = db.execute(
         "SELECT m.name FROM symbols t JOIN symbols m ON m.file_id = t.file_id AND m.start_byte > t.start_byte "
         "AND m.end_byte <= t.end_byte AND m.kind IN ('field', 'variant') "
-        "WHERE t.name = ? AND t.kind IN ('struct', 'enum', 'union')", (type_name, type_name))]
+        "WHERE t.name = ? AND t.kind IN ('struct', 'enum', 'union')", (type_name,))
+    return [s.name for s in members(db, type_name, limit=1 << 20)] + [n for (n,) in inside]
 
 
 def module_item_names(db: sqlite3.Connection, module: str) -> list[str]:

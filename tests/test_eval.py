@@ -84,3 +84,16 @@ def test_recall_prompts_end_where_the_definition_tokens_break():
         spelled = tok.encode(f" {name}", add_special_tokens=False).ids
         head_ids = tok.encode(f" {head}", add_special_tokens=False).ids
         assert spelled[:len(head_ids)] == head_ids
+
+
+def test_eval_lines_flags_reach_the_engine_config():
+    from assistant.cli.complete import _engine_config
+    from assistant.cli.main import build_parser
+    from assistant.engine.copy import CopyConfig
+
+    args = build_parser().parse_args(["eval", "lines", "tasks.jsonl", "--copy-n-min", "3", "--copy-max-weight", "0.9",
+                                      "--no-guide", "--context", "local"])
+    config = _engine_config(args)
+    assert (config.copy.n_min, config.copy.max_weight) == (3, 0.9)
+    assert config.copy.weight_per_token == CopyConfig().weight_per_token   # not given: the engine's default
+    assert not config.guide.enabled and config.prompt.context == "local"

@@ -41,7 +41,13 @@ def _engine_config(args: argparse.Namespace):
                           copy=not args.no_copy)
     guide = replace(config.guide, enabled=not args.no_guide, bare=args.guide_bare,
                     **({"boost": args.guide_boost} if args.guide_boost is not None else {}))
-    return replace(with_prompt(config, args), copy_draft=config.copy_draft and not args.no_draft, guide=guide)
+    copy = replace(config.copy, **{name: getattr(args, f"copy_{name}") for name in COPY_FLAGS
+                                   if getattr(args, f"copy_{name}") is not None})
+    return replace(with_prompt(config, args), copy_draft=config.copy_draft and not args.no_draft, guide=guide,
+                   copy=copy)
+
+
+COPY_FLAGS = ("n_min", "weight_per_token", "max_weight")   # the copy model's mixing (engine/copy.py: CopyConfig)
 
 
 def with_prompt(config, args: argparse.Namespace):
@@ -144,6 +150,10 @@ def _engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-guide", action="store_true", help="no steering toward the index's names")
     p.add_argument("--guide-bare", action="store_true", help="steer bare names too, not only after `.` and `::`")
     p.add_argument("--guide-boost", type=float, default=None, help="nats added to tokens continuing a known name")
+    p.add_argument("--copy-n-min", type=int, default=None, help="the copy model's shortest match, in tokens")
+    p.add_argument("--copy-weight-per-token", type=float, default=None,
+                   help="the copy distribution's mixing weight per matched token beyond the shortest")
+    p.add_argument("--copy-max-weight", type=float, default=None, help="the copy distribution's largest mixing weight")
     p.add_argument("--max-ms", type=float, default=4000.0, help="decoding time limit per suggestion")
     p.add_argument("--repo-tokens", type=int, default=131072, help="token budget of the repository context")
     prompt_arguments(p)

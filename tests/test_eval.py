@@ -58,10 +58,11 @@ def test_eval_recall_runs_probes_at_each_distance(rustle, tmp_path):
                          layer_pattern=("swa", "lql"), window=32, lql_dim=16, lql_heads=1)
     save_model(RustleLM(config), tmp_path / "m", DEFAULT_TOKENIZER)
     out = rustle("eval", "recall", "--files", "data/sample.rs", "--model", str(tmp_path / "m"),
-                 "--multiples", "1,4", "--probes", "3", "--json").stdout
+                 "--multiples", "1,4", "--probes", "3", "--kinds", "passkey,identifier,line", "--json").stdout
     rows = [_json.loads(line) for line in out.splitlines()]
     assert [(r["kind"], r["multiple"], r["distance"]) for r in rows] == [
-        ("passkey", 1, 32), ("passkey", 4, 128), ("identifier", 1, 32), ("identifier", 4, 128)]
+        ("passkey", 1, 32), ("passkey", 4, 128), ("identifier", 1, 32), ("identifier", 4, 128), ("line", 1, 32),
+        ("line", 4, 128)]
     assert all(r["probes"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in rows)
 
 
@@ -84,6 +85,11 @@ def test_recall_prompts_end_where_the_definition_tokens_break():
         spelled = tok.encode(f" {name}", add_special_tokens=False).ids
         head_ids = tok.encode(f" {head}", add_special_tokens=False).ids
         assert spelled[:len(head_ids)] == head_ids
+        definition, query, rest = _probe("line", rng, tok)
+        assert query.startswith("\nlet ") and rest and query + rest == "\n" + definition.rstrip("\n")
+        line_ids = tok.encode("\n" + definition.rstrip("\n"), add_special_tokens=False).ids
+        query_ids = tok.encode(query, add_special_tokens=False).ids
+        assert line_ids[:len(query_ids)] == query_ids and len(query_ids) < len(line_ids)
 
 
 def test_eval_lines_flags_reach_the_engine_config():

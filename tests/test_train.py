@@ -80,6 +80,20 @@ def test_token_files_are_reused_only_when_packed_the_same_way(corpus, tmp_path):
     assert json.loads(with_fim["train"].with_suffix(".json").read_text())["fim_rate"] == 1.0
 
 
+def test_a_repeated_crate_follows_itself_token_for_token(corpus, tmp_path):
+    eos = load_tokenizer().token_to_id("<|endoftext|>")
+    plain = load_tokens(prepare_tokens(tmp_path / "plain", corpus, DEFAULT_TOKENIZER, PackConfig(fim_rate=0.0))["train"])
+    twice = load_tokens(prepare_tokens(tmp_path / "twice", corpus, DEFAULT_TOKENIZER,
+                                       PackConfig(fim_rate=0.0, repeat_rate=1.0))["train"])
+
+    def crates(tokens) -> list[list[int]]:
+        ends = [i + 1 for i, t in enumerate(tokens.tolist()) if t == eos]
+        return [tokens[a:b].tolist() for a, b in zip([0] + ends, ends)]
+
+    once = crates(plain)
+    assert len(once) > 1 and crates(twice) == [c for crate in once for c in (crate, crate)]
+
+
 def test_training_lowers_the_loss_and_writes_logs_curve_and_a_loadable_checkpoint(corpus, tmp_path, rustle):
     config = recipe(tmp_path, corpus, lr=0.01)
     rustle("train", "--config", str(config))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -191,6 +191,7 @@ def latency_command(args: argparse.Namespace) -> int:
     from ..engine.engine import EngineConfig
 
     config = with_prompt(EngineConfig(max_new_tokens=args.max_tokens), args)
+    config = replace(config, guide=replace(config.guide, enabled=not args.no_guide, bare=args.guide_bare))
     report = measure(args.root, args.file, args.other, args.model, config,
                      cursors=args.cursors, keystrokes=args.keystrokes)
     print(json.dumps(report.summary()) if args.json else report.summary())
@@ -331,6 +332,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--cursors", type=int, default=20)
     p.add_argument("--keystrokes", type=int, default=20)
     p.add_argument("--max-tokens", type=int, default=24)
+    p.add_argument("--no-guide", action="store_true", help="no steering toward the index's names")
+    p.add_argument("--guide-bare", action="store_true", help="steer bare names too, not only after `.` and `::`")
     prompt_arguments(p)
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")

@@ -3,7 +3,9 @@
 Each probe is real Rust from held-out files as filler, with a definition placed `distance` tokens
 before the end, then a prompt that only that definition can complete:
 - passkey: `const PASSKEY_<n>: u32 = <digits>;` … `let key = PASSKEY_<n>; // =` → ` <digits>`;
-- identifier: `fn <rare_name>() {}` … `    <first tokens of the name>` → the rest of the name.
+- identifier: `fn <rare_name>() {}` … `    <first tokens of the name>` → the rest of the name;
+- line: a line of made-up names (`let zorquel = vantbrisk.mulfen(tarnplim, doxwex);`) … its first half again →
+  its second half: plain copying of a span (an induction head's job), the mechanism the other two need.
 Prompts end where the definition's own tokens break (no trailing space, no half token): a prompt cut
 inside a token asks for a token sequence training never shows, which measures the tokenizer, not memory.
 Greedy decoding; a probe counts when the completion starts with the expected text.
@@ -37,6 +39,12 @@ def _probe(kind: str, rng: random.Random, tok: Tokenizer) -> tuple[str, str, str
     if kind == "passkey":
         n, key = rng.randrange(1000), str(rng.randrange(10_000, 100_000))
         return f"const PASSKEY_{n}: u32 = {key};\n", f"\nlet key = PASSKEY_{n}; // =", f" {key}"
+    if kind == "line":
+        words = ["".join(rng.choice(SYLLABLES) for _ in range(2)) for _ in range(5)]
+        line = f"\nlet {words[0]} = {words[1]}.{words[2]}({words[3]}, {words[4]});"
+        pieces = tok.encode(line, add_special_tokens=False).ids
+        head = tok.decode(pieces[:len(pieces) // 2])
+        return line[1:] + "\n", head, line[len(head):]
     name = "_".join(rng.choice(SYLLABLES) for _ in range(3)) + f"_{rng.randrange(100)}"
     pieces = tok.encode(f" {name}", add_special_tokens=False).ids  # as the definition spells it, after `fn`
     head = tok.decode(pieces[:max(1, len(pieces) // 2)]).lstrip()

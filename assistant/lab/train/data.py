@@ -8,7 +8,10 @@ is cut at two random points into prefix/middle/suffix and written as PSM
 (<|fim_prefix|><|fim_suffix|>suf<|fim_middle|>pre mid), the StarCoder conventions; tokenizer/layout.py
 owns that layout, for prompts too. At `anonymize_rate`, a crate's own identifiers are first renamed to
 fresh random names (anonymize.py), so that they can only be predicted by copying from context; with
-`order = "definitions-first"` a crate's files come in definitions-before-uses order (order.py).
+`order = "definitions-first"` a crate's files come in definitions-before-uses order (order.py). At
+`repeat_rate`, a crate is written twice in a row, the second time token for token: every token of the copy
+is predictable by copying from 1-4K tokens back (most crates are shorter than a window), the signal that
+teaches a model to copy (induction); plain code rewards it too rarely (BENCHMARKS.md, issue 20).
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class PackConfig:
     anonymize_rate: float = 0.0     # share of crates whose own identifiers are renamed (anonymize.py)
     common_share: float = 0.02      # names used by this share of the split's crates are never renamed
     order: str = "path"             # a crate's files by path, or "definitions-first" (order.py)
+    repeat_rate: float = 0.0        # share of crates written twice in a row, the copy token for token
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
@@ -92,7 +96,10 @@ def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: 
                 files = definitions_first(files)
             if config.anonymize_rate > 0 and rng.random() < config.anonymize_rate:
                 files = anonymize(files, common, rng)
-            ids = np.asarray(packer.crate(name, files, rng), dtype=np.uint16)
+            ids = packer.crate(name, files, rng)
+            if config.repeat_rate > 0 and rng.random() < config.repeat_rate:
+                ids = ids + ids
+            ids = np.asarray(ids, dtype=np.uint16)
             f.write(ids.tobytes())
             total += len(ids)
     tmp.replace(out)

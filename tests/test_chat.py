@@ -152,8 +152,8 @@ def test_chat_in_a_terminal_answers_commands_generates_code_and_survives_ctrl_c(
         code = out[out.index("pub fn"):out.rindex(PROMPT)]
         assert "/// The price of the stock formatted in dollars" in out
         assert _defined_elsewhere(workspace, env, "src/lib.rs", code.split("\n", 1)[1]), code
-        for i in range(300):                                     # a long file: the next code request's prefill is slow
-            (workspace / "src" / "report.rs").open("a").write(f"\npub fn extra_{i}(x: u64) -> u64 {{ x * {i} + 1 }}\n")
+        for i in range(300):              # another file grows: the next code request waits for its prefill
+            (workspace / "src" / "item.rs").open("a").write(f"\npub fn extra_{i}(x: u64) -> u64 {{ x * {i} + 1 }}\n")
         term.send("/complete src/report.rs:6", "Enter")
         time.sleep(1.0)
         term.send("C-c")

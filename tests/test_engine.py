@@ -263,7 +263,9 @@ def test_background_prefill_serves_requests_without_waiting_for_the_repository(t
 def test_the_repository_state_persists_for_the_same_model_and_files_only(tiny_model_dir, workspace, tmp_path,
                                                                           monkeypatch):
     monkeypatch.setattr("assistant.engine.persist.KEPT", 1)   # snapshots saved at the first file and the end only
-    config = dict(max_new_tokens=6, copy_draft=False, copy_mix=False, max_ms=60_000, background=True, persist=True)
+    lines = PromptConfig(layout="prefix", prefix_tokens=8192, window_lines=256)   # the document's line snapshots
+    config = dict(max_new_tokens=6, copy_draft=False, copy_mix=False, max_ms=60_000, background=True, persist=True,
+                  prompt=lines)
     request = _request(workspace)
 
     def reopen(model_dir: Path) -> tuple[Engine, str]:

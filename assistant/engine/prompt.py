@@ -7,10 +7,11 @@ state cache snapshots at; `assemble` gathers a request's context from its worksp
       psm     <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>  (prefix in line chunks)
       prefix  prefix                                                      (the suffix reaches the copy model only)
 
-SPM puts the suffix first: typing re-runs one line, but a new cursor re-runs suffix and prefix. PSM and
-prefix keep the prefix's line snapshots across cursors of a file: a new cursor runs the lines from the
-nearest snapshot, its own line and (PSM) the suffix. Context "none" is the prefix alone (no suffix, no
-other file); "local" adds the suffix.
+SPM puts the suffix first: typing re-runs one line, but a new cursor re-runs suffix and prefix, so both are
+short by default (128 tokens each: the model copies little from further back, and the dev set scores best
+with them). PSM and prefix keep the prefix's line snapshots across cursors of a file: a new cursor runs the
+lines from the nearest snapshot, its own line and (PSM) the suffix. Context "none" is the prefix alone (no
+suffix, no other file); "local" adds the suffix.
 """
 from __future__ import annotations
 
@@ -32,10 +33,10 @@ REPO_PIECE = 2048  # a long repository file is fed in pieces: the background pre
 @dataclass(frozen=True)
 class PromptConfig:
     context: str = "repo"
-    layout: str = "prefix"       # a new cursor resumes from its file's line snapshots (BENCHMARKS.md: layouts)
-    prefix_tokens: int = 8192    # files up to ~900 lines from their first line, so every cursor shares them
-    suffix_tokens: int = 512     # (layout prefix: for the copy model only)
-    window_lines: int = 256      # the prefix starts on a multiple of this many lines, so it stays put while typing
+    layout: str = "spm"          # this model reads the suffix and a few lines before the cursor best: +10 points
+    prefix_tokens: int = 128     # of exact match on the dev set against the whole file without the suffix
+    suffix_tokens: int = 128     # (BENCHMARKS.md: layouts; layout prefix: the suffix is for the copy model only)
+    window_lines: int = 8        # the prefix starts on a multiple of this many lines, so it stays put while typing
     anchor_lines: int = 8        # and has a snapshot every this many lines, where other cursors resume
     copy_prefix_tokens: int = 0  # the copy model reads this much of the buffer before the cursor, whatever the model
     copy_suffix_tokens: int = 0  # reads (0: what the model reads); and this much after it

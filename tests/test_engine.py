@@ -4,7 +4,6 @@ import asyncio
 import os
 import shutil
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -141,22 +140,6 @@ def test_psm_and_prefix_prompts_end_where_the_copy_model_continues(vocab):
     for p in (psm, prefix):                                                           # …the copy model does
         copied = vocab.decode_bytes(p.copy_ids) + p.healed
         assert b"done();" in copied and copied.endswith(b"    pri")
-
-
-def test_the_copy_model_reads_past_a_short_prompt_window(vocab):
-    text = "fn far_above() { zorquel_vant(); }\n" + "".join(f"let v{i} = {i};\n" for i in range(60)) + "    zorq\n"
-    text += "".join(f"let w{i} = {i};\n" for i in range(60)) + "fn far_below() {}\n"
-    offset = text.rindex("zorq") + 4
-    short = PromptConfig(context="local", layout="spm", prefix_tokens=64, suffix_tokens=32, window_lines=8,
-                         anchor_lines=8)
-    wide = replace(short, copy_prefix_tokens=4096, copy_suffix_tokens=4096)
-    p, q = (build_prompt(vocab, c, "a.rs", text, offset, shape_at(text, offset), [], "r") for c in (short, wide))
-    assert q.ids == p.ids and q.healed == p.healed                  # the model's prompt is the same…
-    assert p.copy_ids == p.ids[p.local_start:]                      # …and by default so is the copy model's view
-    seen, copied = (vocab.decode_bytes(ids) for ids in (p.copy_ids, q.copy_ids))
-    assert b"far_above" not in seen and b"far_above" in copied and b"far_below" in copied
-    assert q.copy_ids[-64:] == p.copy_ids[-64:]
-    assert (copied + q.healed).endswith(b"    zorq")                 # it ends where the suggestion goes on
 
 
 def test_prompt_budgets_and_a_stable_prefix_start(vocab):

@@ -108,7 +108,7 @@ def test_training_lowers_the_loss_and_writes_logs_curve_and_a_loadable_checkpoin
     # end to end: the trained folder is a model every command accepts
     files = sorted(str(p) for p in corpus.glob("../repos*/crate0/src/*.rs"))
     report = json.loads(rustle("eval", "ppl", "--files", *files, "--model", str(run / "checkpoint"),
-                               "--context", "64", "--json").stdout)
+                               "--context", "64", "--fp32", "--json").stdout)
     assert report["tokens"] > 0 and 0 < report["bits_per_byte"] < 8
     assert list(report["loss_by_position"]) == ["0-64"]
     assert not list(run.rglob("*.pt")) and not list(run.rglob("*.bin.pkl"))

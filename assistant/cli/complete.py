@@ -57,8 +57,7 @@ def with_prompt(config, args: argparse.Namespace):
     return replace(config, prompt=prompt, dtype=args.dtype, device=args.device)
 
 
-PROMPT_FLAGS = ("layout", "prefix_tokens", "suffix_tokens", "window_lines", "anchor_lines", "copy_prefix_tokens",
-                "copy_suffix_tokens")
+PROMPT_FLAGS = ("layout", "prefix_tokens", "suffix_tokens", "window_lines", "anchor_lines")
 
 
 def prompt_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,10 +67,6 @@ def prompt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suffix-tokens", type=int, default=None, help="token budget of the text after the cursor")
     p.add_argument("--window-lines", type=int, default=None, help="the prefix starts on a multiple of these lines")
     p.add_argument("--anchor-lines", type=int, default=None, help="a snapshot every this many prefix lines")
-    p.add_argument("--copy-prefix-tokens", type=int, default=None,
-                   help="the copy model reads this much of the buffer before the cursor (0: what the model reads)")
-    p.add_argument("--copy-suffix-tokens", type=int, default=None,
-                   help="the copy model reads this much of the buffer after the cursor (0: what the model reads)")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                    help="weights and activations (auto: bf16 where the CPU computes it natively, else fp32)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the model and its kernels on the GPU")

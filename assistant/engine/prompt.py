@@ -38,8 +38,6 @@ class PromptConfig:
     suffix_tokens: int = 128     # (BENCHMARKS.md: layouts; layout prefix: the suffix is for the copy model only)
     window_lines: int = 8        # the prefix starts on a multiple of this many lines, so it stays put while typing
     anchor_lines: int = 8        # and has a snapshot every this many lines, where other cursors resume
-    copy_prefix_tokens: int = 0  # the copy model reads this much of the buffer before the cursor, whatever the model
-    copy_suffix_tokens: int = 0  # reads (0: what the model reads); and this much after it
     healing: bool = True
 
     def __post_init__(self) -> None:
@@ -92,20 +90,6 @@ def _suffix_window(chunks: list[tuple[int, ...]], budget: int) -> list[int]:
     return ids
 
 
-def _copy_view(vocab: Vocab, config: PromptConfig, layout: str, text: str, offset: int,
-               chunks: list[tuple[int, ...]], start: int, header: list[int], suffix: list[int],
-               prefix: list[int]) -> list[int]:
-    """What the copy model indexes of the buffer: header, suffix, then the prefix, ending as the prompt ends (the
-    suggestion continues it). Its budgets may reach past the model's window: the model reads a few lines around
-    the cursor best, while the lines further up and down are still there to copy from."""
-    if config.copy_suffix_tokens > len(suffix) and config.context != "none":
-        suffix = _suffix_window(vocab.encode_chunks(text[offset:]), config.copy_suffix_tokens)
-    budget = config.copy_prefix_tokens - len(prefix)
-    first = _prefix_window(chunks[:start], budget, 1) if budget > 0 and start else start
-    earlier = [t for chunk in chunks[first:start] for t in chunk]
-    return header + (vocab.spm([], suffix) if layout == "spm" else suffix) + earlier + prefix
-
-
 def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offset: int, shape: Shape,
                  context: list[tuple[str, list[int]]], repo_name: str) -> Prompt:
     """`context`: (path, tokens) pseudo-files (snippets) or whole files (repository), already in order."""
@@ -148,7 +132,7 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
         ids += [vocab.fim_suffix, *suffix, vocab.fim_middle]
         boundaries = [b for b in boundaries if b != prefix_end]
     boundaries = sorted({b for b in boundaries if 0 < b < len(ids)})
-    copy_ids = _copy_view(vocab, config, layout, text, offset, chunks, start, header, suffix, prefix)
+    copy_ids = ids[local_start:] if layout == "spm" else header + suffix + prefix
     return Prompt(ids, boundaries, healed, shape, local_start, copy_ids, [a for a in anchors if a in boundaries])
 
 

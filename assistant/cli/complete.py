@@ -34,6 +34,9 @@ def parse_location(location: str) -> tuple[Path, int, int]:
     return Path(file), line_n - 1, col_n - 1
 
 
+COPY_FLAGS = ("n_min", "weight_per_token", "max_weight")   # the copy model's mixing (engine/copy.py: CopyConfig)
+
+
 def _engine_config(args: argparse.Namespace):
     from ..engine.engine import EngineConfig, with_context
 
@@ -45,9 +48,6 @@ def _engine_config(args: argparse.Namespace):
                                    if getattr(args, f"copy_{name}") is not None})
     return replace(with_prompt(config, args), copy_draft=config.copy_draft and not args.no_draft, guide=guide,
                    copy=copy)
-
-
-COPY_FLAGS = ("n_min", "weight_per_token", "max_weight")   # the copy model's mixing (engine/copy.py: CopyConfig)
 
 
 def with_prompt(config, args: argparse.Namespace):

@@ -10,8 +10,9 @@ owns that layout, for prompts too. At `anonymize_rate`, a crate's own identifier
 fresh random names (anonymize.py), so that they can only be predicted by copying from context; with
 `order = "definitions-first"` a crate's files come in definitions-before-uses order (order.py). At
 `repeat_rate`, a crate is written twice in a row, the second time token for token: every token of the copy
-is predictable by copying from 1-4K tokens back (most crates are shorter than a window), the signal that
-teaches a model to copy (induction); plain code rewards it too rarely (BENCHMARKS.md, issue 20).
+is predictable by copying from one crate-length back (inside a training window for the crates shorter than
+one), the signal that teaches a model to copy (induction); plain code rewards it too rarely (BENCHMARKS.md,
+issue 20).
 """
 from __future__ import annotations
 

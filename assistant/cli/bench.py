@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -12,7 +12,7 @@ from model.io import DEFAULT_MODEL
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
 from .console import console, table
-from .complete import prompt_arguments, with_prompt
+from .complete import guide_arguments, prompt_arguments, with_guide, with_prompt
 
 
 def tokenizer_command(args: argparse.Namespace) -> int:
@@ -190,8 +190,7 @@ def latency_command(args: argparse.Namespace) -> int:
     from ..lab.bench.latency import measure
     from ..engine.engine import EngineConfig
 
-    config = with_prompt(EngineConfig(max_new_tokens=args.max_tokens), args)
-    config = replace(config, guide=replace(config.guide, enabled=not args.no_guide, bare=args.guide_bare))
+    config = with_guide(with_prompt(EngineConfig(max_new_tokens=args.max_tokens), args), args)
     report = measure(args.root, args.file, args.other, args.model, config,
                      cursors=args.cursors, keystrokes=args.keystrokes)
     print(json.dumps(report.summary()) if args.json else report.summary())
@@ -332,8 +331,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--cursors", type=int, default=20)
     p.add_argument("--keystrokes", type=int, default=20)
     p.add_argument("--max-tokens", type=int, default=24)
-    p.add_argument("--no-guide", action="store_true", help="no steering toward the index's names")
-    p.add_argument("--guide-bare", action="store_true", help="steer bare names too, not only after `.` and `::`")
+    guide_arguments(p)
     prompt_arguments(p)
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")

@@ -42,12 +42,23 @@ def _engine_config(args: argparse.Namespace):
 
     config = with_context(EngineConfig(max_ms=args.max_ms, repo_tokens=args.repo_tokens), args.context,
                           copy=not args.no_copy)
-    guide = replace(config.guide, enabled=not args.no_guide, bare=args.guide_bare,
-                    **({"boost": args.guide_boost} if args.guide_boost is not None else {}))
     copy = replace(config.copy, **{name: getattr(args, f"copy_{name}") for name in COPY_FLAGS
                                    if getattr(args, f"copy_{name}") is not None})
-    return replace(with_prompt(config, args), copy_draft=config.copy_draft and not args.no_draft, guide=guide,
+    return replace(with_guide(with_prompt(config, args), args), copy_draft=config.copy_draft and not args.no_draft,
                    copy=copy)
+
+
+def with_guide(config, args: argparse.Namespace):
+    """`config` (an EngineConfig) with the index-guided decoding given on the command line (`guide_arguments`)."""
+    return replace(config, guide=replace(config.guide, enabled=not args.no_guide, bare=args.guide_bare,
+                                         **({"boost": args.guide_boost} if args.guide_boost is not None else {})))
+
+
+def guide_arguments(p: argparse.ArgumentParser) -> None:
+    """Index-guided decoding (assistant/engine/guide.py: GuideConfig); default: the engine's."""
+    p.add_argument("--no-guide", action="store_true", help="no steering toward the index's names")
+    p.add_argument("--guide-bare", action="store_true", help="steer bare names too, not only after `.` and `::`")
+    p.add_argument("--guide-boost", type=float, default=None, help="nats added to tokens continuing a known name")
 
 
 def with_prompt(config, args: argparse.Namespace):
@@ -147,9 +158,7 @@ def _engine_arguments(p: argparse.ArgumentParser) -> None:
                    help="where context comes from (default: the whole repository)")
     p.add_argument("--no-copy", action="store_true", help="turn the repository copy model off")
     p.add_argument("--no-draft", action="store_true", help="keep the copy model's mixing, drop its drafts")
-    p.add_argument("--no-guide", action="store_true", help="no steering toward the index's names")
-    p.add_argument("--guide-bare", action="store_true", help="steer bare names too, not only after `.` and `::`")
-    p.add_argument("--guide-boost", type=float, default=None, help="nats added to tokens continuing a known name")
+    guide_arguments(p)
     p.add_argument("--copy-n-min", type=int, default=None, help="the copy model's shortest match, in tokens")
     p.add_argument("--copy-weight-per-token", type=float, default=None,
                    help="the copy distribution's mixing weight per matched token beyond the shortest")

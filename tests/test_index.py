@@ -11,7 +11,7 @@ from pathlib import Path
 
 from assistant.index.indexer import index_file, index_workspace
 from assistant.index.parse import parse_source
-from assistant.index.store import connect, find, members, related_files, search
+from assistant.index.store import SECONDARY_INDEXES, bulk_pending, connect, find, members, related_files, search
 from assistant.index.workspace import module_path, rust_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,10 +226,19 @@ def test_a_killed_indexer_leaves_a_usable_index(tmp_path):
     partial = conn.execute("SELECT COUNT(*) FROM files f WHERE (SELECT COUNT(*) FROM symbols s "
                            "WHERE s.file_id = f.id) != 20").fetchone()[0]
     done = conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+    first = conn.execute("SELECT path FROM files ORDER BY id LIMIT 1").fetchone()[0]
     conn.close()
     assert partial == 0 and 0 < done < 3000
     summary = index_workspace(root, db, workers=2, on_message=lambda m: None)
     assert summary.files == 3000 and summary.parsed == 3000 - done
+    # the killed run was a bulk fill (no secondary indexes, no full-text rows yet): the next run finished it
+    conn = connect(db)
+    indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    name = f"f{Path(first).stem[1:]}_3"
+    assert set(SECONDARY_INDEXES) <= indexes and not bulk_pending(conn)
+    assert [s.name for s in search(conn, name)] == [name]
+    assert conn.execute("SELECT COUNT(*) FROM symbol_search").fetchone()[0] == 3000 * 20
+    conn.close()
 
 
 def test_a_damaged_page_is_found_and_rebuilt(tmp_path):

@@ -138,7 +138,7 @@ def lines_command(args: argparse.Namespace) -> int:
     for result in run(tasks, complete):
         results.append(result)
         if args.verbose_rows:
-            console.print(asdict(result))
+            print(json.dumps(asdict(result)), flush=True)  # one JSON line per task: greppable, never wrapped
     report = summary(results) | {"context": args.context, "saved": args.saved, "copy_model": not args.no_copy,
                                  "copy_drafts": engine.config.copy_draft, "guide": asdict(engine.config.guide),
                                  **work}
@@ -186,7 +186,7 @@ def register_eval(group: argparse._SubParsersAction) -> None:
     p = group.add_parser("lines", help="line completion tasks (data/eval/README.md): exact match, similarity")
     p.add_argument("tasks", type=Path, metavar="TASKS.jsonl")
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--rows", dest="verbose_rows", action="store_true", help="print every task's result")
+    p.add_argument("--rows", dest="verbose_rows", action="store_true", help="print every task's result as a JSON line")
     p.add_argument("--saved", choices=("before", "cut"), default="before",
                    help="what the task's file holds on disk: the file before its line was typed (the contract), "
                         "or the buffer cut at the cursor, as auto-save leaves it")

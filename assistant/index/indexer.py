@@ -1,7 +1,9 @@
 """Bringing a workspace's index up to date: stat every file, parse the changed ones in parallel, write in batches.
 
 A file is re-parsed only when its mtime or size changed and then its content hash too; each batch of
-files is one transaction, so a reader never sees half a file and a kill loses at most one batch.
+files is one transaction, so a reader never sees half a file and a kill loses at most one batch. Worker
+processes write their own batches (the writers take turns on SQLite's lock): rows never cross a process
+boundary, whose pickling cost as much as the writing. A new index is filled in bulk (store.start_bulk).
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from . import store
 from .parse import FileSymbols, parse_source, parser
 from .workspace import module_path, rust_files
 
-BATCH = 256
+BATCH = 256          # files per transaction in one process
+WORKER_BATCH = 32    # files per transaction of a worker process: small, so the writers take turns often
+BULK_MIN = 256       # a new index with at least this many files is filled in bulk
 
 
 @dataclass
@@ -64,26 +68,26 @@ def _parse_file(job: tuple[Path, str, str | None]) -> Parsed | None:
     return Parsed(rel, stat.st_mtime_ns, stat.st_size, digest, parse_source(source, _parser))
 
 
-def _write(db: store.Connection, item: Parsed, next_id: int) -> int:
+def _write(db: store.Connection, item: Parsed, next_id: int, search: bool) -> int:
     """Replace one file's rows (or only its stat, when its content is unchanged); returns the next symbol id."""
     if item.symbols is None:
         store.touch_file(db, item.path, item.mtime_ns, item.size)
         return next_id
     return store.write_file(db, item.path, module_path(Path(item.path)), item.mtime_ns, item.size, item.hash,
-                            item.symbols, next_id)
+                            item.symbols, next_id, search)
 
 
 def _apply(db: store.Connection, results: Iterable[Parsed | None], summary: IndexSummary,
-           on_file: Callable[[], None]) -> None:
-    next_id = store.next_symbol_id(db)
+           on_file: Callable[[], None], search: bool = True, batch: int = BATCH) -> None:
     pending = 0
     store.begin(db)
     try:
+        next_id = store.next_symbol_id(db)     # inside the transaction: another writer may have taken ids
         for item in results:
             on_file()
             if item is None:
                 continue
-            next_id = _write(db, item, next_id)
+            next_id = _write(db, item, next_id, search)
             if item.symbols is None:
                 summary.unchanged += 1
             else:
@@ -91,14 +95,31 @@ def _apply(db: store.Connection, results: Iterable[Parsed | None], summary: Inde
                 summary.definitions += len(item.symbols.definitions)
                 summary.references += len(item.symbols.references)
             pending += 1
-            if pending >= BATCH:
+            if pending >= batch:
                 store.commit(db)
                 store.begin(db)
-                pending = 0
+                next_id, pending = store.next_symbol_id(db), 0
         store.commit(db)
     except BaseException:
         store.rollback(db)
         raise
+
+
+_worker: tuple[store.Connection, bool] | None = None     # a worker process's own connection, and `search`
+
+
+def _open_worker(db_path: Path, search: bool) -> None:
+    global _worker
+    _worker = (store.writer(db_path), search)
+
+
+def _index_batch(jobs: list[tuple[Path, str, str | None]]) -> tuple[int, IndexSummary]:
+    """In a worker: parse and write a batch of files in one transaction; (files done, what was written)."""
+    db, search = _worker
+    summary = IndexSummary()
+    parsed = [_parse_file(job) for job in jobs]      # before the transaction: the lock is held only to write
+    _apply(db, parsed, summary, lambda: None, search, len(jobs))
+    return len(jobs), summary
 
 
 def index_workspace(root: Path, db_path: Path, workers: int | None = None,
@@ -148,12 +169,24 @@ def _index_workspace(root: Path, db_path: Path, workers: int | None, on_total: C
             store.commit(db)
         summary.removed = len(gone)
         on_total(len(jobs))
+        bulk = store.bulk_pending(db) or (not known and len(jobs) >= BULK_MIN)
+        if bulk:
+            store.start_bulk(db)
         workers = workers or multiprocessing.cpu_count()
         if workers > 1 and len(jobs) > 64:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                _apply(db, pool.imap_unordered(_parse_file, jobs, chunksize=16), summary, on_file)
+            batches = [jobs[i:i + WORKER_BATCH] for i in range(0, len(jobs), WORKER_BATCH)]
+            with multiprocessing.get_context("spawn").Pool(workers, _open_worker, (db_path, not bulk)) as pool:
+                for done, part in pool.imap_unordered(_index_batch, batches):
+                    summary.parsed += part.parsed
+                    summary.unchanged += part.unchanged
+                    summary.definitions += part.definitions
+                    summary.references += part.references
+                    for _ in range(done):
+                        on_file()
         else:
-            _apply(db, map(_parse_file, jobs), summary, on_file)
+            _apply(db, map(_parse_file, jobs), summary, on_file, not bulk)
+        if bulk:
+            store.finish_bulk(db)
     finally:
         db.close()
     summary.seconds = time.monotonic() - started

@@ -41,6 +41,8 @@ CREATE INDEX IF NOT EXISTS refs_name ON refs(name);
 CREATE INDEX IF NOT EXISTS refs_file ON refs(file_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS symbol_search USING fts5(name, scope, signature, doc);
 """
+# Dropped while a new index is first filled and built once at the end (connect() re-creates any that are missing)
+SECONDARY_INDEXES = ("symbols_name", "symbols_file", "imports_file", "refs_name", "refs_file")
 
 
 # A Symbol's columns, and them over every definition (a query adds its WHERE and ORDER BY)
@@ -87,7 +89,8 @@ def connect(path: Path, check: bool = False) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA)
+        if "meta" not in tables or not bulk_pending(db):   # mid-fill, the dropped indexes stay dropped
+            db.executescript(SCHEMA)
         version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if version is None:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -128,6 +131,15 @@ def move_aside(path: Path) -> Path:
         if Path(f"{path}{suffix}").exists():
             Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
     return aside
+
+
+def writer(path: Path) -> sqlite3.Connection:
+    """A second writer on an index that connect() has opened (an indexer's worker process): no schema work,
+    so a bulk fill's dropped indexes stay dropped; concurrent writers take turns, one transaction each."""
+    db = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
 
 
 def open_or_rebuild(path: Path, on_message=print, owned: bool = True, check: bool = False) -> sqlite3.Connection:
@@ -177,8 +189,9 @@ def touch_file(db: Connection, path: str, mtime_ns: int, size: int) -> None:
 
 
 def write_file(db: Connection, path: str, module: str, mtime_ns: int, size: int, digest: str,
-               symbols: FileSymbols, next_id: int) -> int:
-    """Replace one file's rows; returns the next free symbol id."""
+               symbols: FileSymbols, next_id: int, search: bool = True) -> int:
+    """Replace one file's rows; returns the next free symbol id. `search` False: no full-text rows (a bulk fill
+    builds them all at its end)."""
     delete_file(db, path)
     file_id = db.execute("INSERT INTO files (path, module, mtime_ns, size, hash, indexed_at) VALUES (?, ?, ?, ?, ?, ?)",
                          (path, module, mtime_ns, size, digest, time.time())).lastrowid
@@ -187,8 +200,9 @@ def write_file(db: Connection, path: str, module: str, mtime_ns: int, size: int,
     db.executemany("INSERT INTO symbols VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    [(i, file_id, d.kind, d.name, d.scope, d.trait, *d.start, *d.end, d.start_byte, d.end_byte,
                      d.signature, d.doc) for i, d in zip(ids, defs)])
-    db.executemany("INSERT INTO symbol_search (rowid, name, scope, signature, doc) VALUES (?, ?, ?, ?, ?)",
-                   [(i, d.name, d.scope, d.signature, d.doc) for i, d in zip(ids, defs)])
+    if search:
+        db.executemany("INSERT INTO symbol_search (rowid, name, scope, signature, doc) VALUES (?, ?, ?, ?, ?)",
+                       [(i, d.name, d.scope, d.signature, d.doc) for i, d in zip(ids, defs)])
     db.executemany("INSERT INTO imports VALUES (?, ?, ?)", [(file_id, p, line) for p, line in symbols.imports])
     db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)",
                    [(file_id, r.name, r.kind, r.line, r.column) for r in symbols.references])
@@ -201,6 +215,35 @@ def delete_file(db: Connection, path: str) -> None:
     if row is not None:
         db.execute("DELETE FROM symbol_search WHERE rowid IN (SELECT id FROM symbols WHERE file_id = ?)", (row[0],))
         db.execute("DELETE FROM files WHERE id = ?", (row[0],))  # symbols, imports, refs cascade
+
+
+def start_bulk(db: Connection) -> None:
+    """A new index is about to be filled: rows go in without secondary indexes or full-text rows, several times
+    faster; finish_bulk() builds both once. The mark in `meta` survives a kill, so the next run finishes it."""
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('search', 'pending')")
+    for name in SECONDARY_INDEXES:
+        db.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+def bulk_pending(db: Connection) -> bool:
+    return db.execute("SELECT 1 FROM meta WHERE key = 'search'").fetchone() is not None
+
+
+def finish_bulk(db: Connection) -> None:
+    """Build the secondary indexes and every full-text row (in one transaction) and clear the mark."""
+    begin(db)
+    try:
+        for statement in SCHEMA.splitlines():
+            if statement.startswith("CREATE INDEX"):
+                db.execute(statement)
+        db.execute("DELETE FROM symbol_search")
+        db.execute("INSERT INTO symbol_search (rowid, name, scope, signature, doc) "
+                   "SELECT id, name, scope, signature, doc FROM symbols")
+        db.execute("DELETE FROM meta WHERE key = 'search'")
+        commit(db)
+    except BaseException:
+        rollback(db)
+        raise
 
 
 # ----- reads ---------------------------------------------------------------------------------------------------

@@ -97,6 +97,17 @@ def test_block_stops_at_an_unmatched_bracket_or_a_dedent():
     assert cut("foo();\nbar();", line) == ("foo();", True)
 
 
+def test_a_loop_stops_and_its_repeats_are_dropped():
+    block = shape_at("fn f() {\n    \n}\n", 13)
+    assert cut("let a = 1;\n    let s = [0; N];\n    let s = [0; N];\n    let", block) == ("let a = 1;\n    let s = [0; N];", True)
+    assert cut("a();\n    }\n    }\n", block)[0] == "a();"                # brackets close, no loop
+    line = shape_at("use net::{\n", 9)
+    assert cut("Incoming, TcpStream, TcpStream, TcpStream, TcpStream, TcpStream", line) == ("Incoming, TcpStream, TcpStream", True)
+    assert cut("f(name, name, name, name, name,", line) == ("f(name, name,", True)
+    for table in ("[0, 0, 0, 0, 0, 0, 0, 0", "0xFF, 0xFF, 0xFF, 0xFF, 0xFF", 'b"aaaaaaaaaaaa', "a.b.c.d.e.f.g.h"):
+        assert cut(table, line) == (table, False)                     # numbers and words repeat in real code
+
+
 def test_tidy_drops_what_follows_the_cursor_and_closes_brackets():
     shape = shape_at("    call(a, )\n", 12)
     assert shape.line_suffix == ")"

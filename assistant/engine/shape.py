@@ -2,12 +2,16 @@
 
 - multi-line only on an empty line of an empty block body (`fn f() {⏎ | ⏎}`), as tree-sitter reads the buffer;
 - a block stops at an unmatched closing bracket or at a line indented less than the cursor's line;
+- a loop stops: a block line that repeats the line before it, or a piece with a name in it written a fourth
+  time in a row within a line (`TcpStream, TcpStream, …`); the repeats are dropped. A small greedy model
+  falls into such loops and would otherwise decode them to the token limit;
 - whatever the suggestion would repeat of the text after the cursor is cut; inside a line, brackets it
   opened and left open are closed (the text after the cursor closes the line's own); indentation follows
   the file (tabs or spaces).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..index.parse import parser
@@ -15,6 +19,7 @@ from ..index.parse import parser
 OPEN, CLOSE = "([{", ")]}"
 PAIR = dict(zip(CLOSE, OPEN))
 BLOCK_NODES = ("block", "declaration_list", "field_declaration_list", "enum_variant_list", "match_block")
+NAME = re.compile(r"\b[A-Za-z_]\w{2}")   # a name of three characters or more (not a number such as 0xFF)
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,11 @@ def cut(text: str, shape: Shape) -> tuple[str, bool]:
     """The part of generated `text` to keep, and whether generation should stop (a stop rule fired)."""
     if not shape.multiline:
         newline = text.find("\n")
-        return (text, False) if newline < 0 else (text[:newline], True)
+        line = text if newline < 0 else text[:newline]
+        loop = _inline_loop(line)
+        if loop:
+            return line[:-loop], True
+        return (text, False) if newline < 0 else (line, True)
     depth = 0
     lines = text.split("\n")
     kept: list[str] = []
@@ -61,6 +70,8 @@ def cut(text: str, shape: Shape) -> tuple[str, bool]:
         complete = n < len(lines) - 1
         if n > 0 and line.strip() and len(_indent_of(line)) < len(shape.indent) and (complete or line.strip()):
             return "\n".join(kept), True          # a dedent: the block is over
+        if complete and kept and line.strip() == kept[-1].strip() and any(c.isalnum() for c in line):
+            return "\n".join(kept), True          # a loop: the line again
         for i, ch in enumerate(line):
             if ch in OPEN:
                 depth += 1
@@ -71,6 +82,16 @@ def cut(text: str, shape: Shape) -> tuple[str, bool]:
                     return "\n".join(kept).rstrip(), True
         kept.append(line)
     return text, False
+
+
+def _inline_loop(line: str) -> int:
+    """How many characters of `line`'s end repeat a piece holding a name and more than a word: the last three of
+    four copies in a row of a 2-40 character piece (0 when there is no such loop)."""
+    for size in range(2, min(40, len(line) // 4) + 1):
+        piece = line[-size:]
+        if line.endswith(piece * 4) and NAME.search(piece * 2) and not (piece * 2).isidentifier():  # `aaaa`: a word
+            return 3 * size
+    return 0
 
 
 def tidy(text: str, shape: Shape, following: str = "") -> str:

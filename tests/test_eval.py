@@ -58,11 +58,11 @@ def test_eval_recall_runs_probes_at_each_distance(rustle, tmp_path):
                          layer_pattern=("swa", "lql"), window=32, lql_dim=16, lql_heads=1)
     save_model(RustleLM(config), tmp_path / "m", DEFAULT_TOKENIZER)
     out = rustle("eval", "recall", "--files", "data/sample.rs", "--model", str(tmp_path / "m"),
-                 "--multiples", "1,4", "--probes", "3", "--kinds", "passkey,identifier,line", "--json").stdout
+                 "--multiples", "1,4", "--probes", "3", "--kinds", "passkey,identifier,line,span", "--json").stdout
     rows = [_json.loads(line) for line in out.splitlines()]
     assert [(r["kind"], r["multiple"], r["distance"]) for r in rows] == [
         ("passkey", 1, 32), ("passkey", 4, 128), ("identifier", 1, 32), ("identifier", 4, 128), ("line", 1, 32),
-        ("line", 4, 128)]
+        ("line", 4, 128), ("span", 1, 32), ("span", 4, 128)]
     assert all(r["probes"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in rows)
 
 
@@ -103,3 +103,29 @@ def test_eval_lines_flags_reach_the_engine_config():
     assert (config.copy.n_min, config.copy.max_weight) == (3, 0.9)
     assert config.copy.weight_per_token == CopyConfig().weight_per_token   # not given: the engine's default
     assert not config.guide.enabled and config.prompt.context == "local"
+
+
+def test_a_span_probe_scores_the_second_copy_token_by_token():
+    """An exact copier scores 1.0 and a model that repeats the current token scores ~0: the probe reads the
+    positions that predict the second copy, no other."""
+    import random
+
+    import torch
+
+    from assistant.lab.eval.recall import SPAN, _span_accuracy
+
+    class Copier(torch.nn.Module):      # predicts the token `back` positions before the next one
+        def __init__(self, back: int) -> None:
+            super().__init__()
+            self.back = back
+
+        def forward(self, tokens: torch.Tensor, last: int) -> torch.Tensor:
+            ids = tokens[0]
+            source = torch.arange(len(ids)) + 1 - self.back
+            logits = torch.nn.functional.one_hot(ids[source.clamp(min=0)], 50).float()
+            return logits[None, -last:]
+
+    rng = random.Random(1)
+    filler = [rng.randrange(50) for _ in range(2000)]
+    assert _span_accuracy(Copier(SPAN + 300), filler, 300, random.Random(0), bf16=False) == 1.0
+    assert _span_accuracy(Copier(1), filler, 300, random.Random(0), bf16=False) < 0.1

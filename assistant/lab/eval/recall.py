@@ -6,6 +6,9 @@ before the end, then a prompt that only that definition can complete:
 - identifier: `fn <rare_name>() {}` … `    <first tokens of the name>` → the rest of the name;
 - line: a line of made-up names (`let zorquel = vantbrisk.mulfen(tarnplim, doxwex);`) … its first half again →
   its second half: plain copying of a span (an induction head's job), the mechanism the other two need.
+- span: 256 tokens of the filler itself (real code), the filler, the same 256 tokens again; the accuracy is the
+  share of the second copy's tokens that greedy top-1 predicts (the first copy's share for contrast is in
+  BENCHMARKS.md): graded, so that a model that copies some of a span shows it before it copies whole lines.
 Prompts end where the definition's own tokens break (no trailing space, no half token): a prompt cut
 inside a token asks for a token sequence training never shows, which measures the tokenizer, not memory.
 Greedy decoding; a probe counts when the completion starts with the expected text.
@@ -51,6 +54,21 @@ def _probe(kind: str, rng: random.Random, tok: Tokenizer) -> tuple[str, str, str
     return f"pub fn {name}() {{}}\n", f"\n    {head}", name[len(head):]
 
 
+SPAN = 256   # tokens of real code repeated by a "span" probe
+
+
+def _span_accuracy(model: RustleLM, filler_ids: list[int], distance: int, rng: random.Random, bf16: bool) -> float:
+    """Top-1 accuracy on the second copy of a real-code span placed `distance` tokens before it."""
+    start = rng.randrange(0, len(filler_ids) - SPAN + 1)
+    span = filler_ids[start:start + SPAN]
+    gap_start = rng.randrange(0, len(filler_ids) - distance + 1)
+    ids = span + filler_ids[gap_start:gap_start + distance] + span
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(torch.tensor([ids]), last=SPAN)[0]   # the positions that predict the second copy's tokens
+    predicted = logits[:-1].argmax(-1)                        # but its first (nothing announces where it starts)
+    return float((predicted == torch.tensor(span[1:])).float().mean())
+
+
 @torch.no_grad()
 def recall(model: RustleLM, tok: Tokenizer, filler: list[str], multiples: list[int], probes: int = 20,
            kinds: tuple[str, ...] = ("passkey", "identifier"), seed: int = 0, bf16: bool = True) -> list[RecallRow]:
@@ -62,9 +80,12 @@ def recall(model: RustleLM, tok: Tokenizer, filler: list[str], multiples: list[i
         for multiple in multiples:
             distance, hits = multiple * window, 0
             rng = random.Random(f"{seed}:{kind}:{multiple}")
-            if len(filler_ids) < distance:
+            if len(filler_ids) < max(distance, SPAN):
                 raise ValueError(f"filler has {len(filler_ids)} tokens; {distance} are needed: pass more files")
             for _ in range(probes):
+                if kind == "span":
+                    hits += _span_accuracy(model, filler_ids, distance, rng, bf16)
+                    continue
                 definition, query, expected = _probe(kind, rng, tok)
                 start = rng.randrange(0, len(filler_ids) - distance + 1)
                 ids = (tok.encode(definition, add_special_tokens=False).ids + filler_ids[start:start + distance]

@@ -220,9 +220,11 @@ def delete_file(db: Connection, path: str) -> None:
 def start_bulk(db: Connection) -> None:
     """A new index is about to be filled: rows go in without secondary indexes or full-text rows, several times
     faster; finish_bulk() builds both once. The mark in `meta` survives a kill, so the next run finishes it."""
+    begin(db)
     db.execute("INSERT OR REPLACE INTO meta VALUES ('search', 'pending')")
     for name in SECONDARY_INDEXES:
         db.execute(f"DROP INDEX IF EXISTS {name}")
+    commit(db)
 
 
 def bulk_pending(db: Connection) -> bool:

@@ -35,7 +35,7 @@ QUERY = """
 """
 
 
-class Definition(NamedTuple):   # NamedTuples: built and pickled (to the index writer) several times faster
+class Definition(NamedTuple):   # NamedTuples: built several times faster than frozen dataclasses
     kind: str
     name: str
     scope: str          # the enclosing impl type, trait or module ("" at file level), e.g. "Parser" or "tests"

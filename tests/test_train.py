@@ -94,6 +94,30 @@ def test_a_repeated_crate_follows_itself_token_for_token(corpus, tmp_path):
     assert len(once) > 1 and crates(twice) == [c for crate in once for c in (crate, crate)]
 
 
+def test_echoed_chunks_follow_themselves_past_the_window():
+    import random
+
+    from assistant.lab.train.data import echo
+
+    ids = list(range(5000))                       # distinct tokens: each copy can be found
+    out = echo(ids, random.Random(0), 512, 2048)
+    first = {}
+    for i, t in enumerate(out):
+        first.setdefault(t, i)
+    back = [i - first[t] for i, t in enumerate(out) if first[t] != i]
+    assert sorted(first, key=first.get) == ids and len(out) == 2 * len(ids)
+    assert all(512 <= d <= 2048 for d in back[:-1000]) and len(set(back)) > 2   # one chunk back, lengths vary
+
+
+def test_an_echoed_crate_keeps_one_end_of_text(corpus, tmp_path):
+    eos = load_tokenizer().token_to_id("<|endoftext|>")
+    plain = load_tokens(prepare_tokens(tmp_path / "plain", corpus, DEFAULT_TOKENIZER, PackConfig(fim_rate=0.0))["train"])
+    echoed = load_tokens(prepare_tokens(tmp_path / "echo", corpus, DEFAULT_TOKENIZER,
+                                        PackConfig(fim_rate=0.0, echo_rate=1.0, echo_min=8, echo_max=16))["train"])
+    crates = int((plain == eos).sum())
+    assert int((echoed == eos).sum()) == crates and len(echoed) == 2 * len(plain) - crates
+
+
 def test_training_lowers_the_loss_and_writes_logs_curve_and_a_loadable_checkpoint(corpus, tmp_path, rustle):
     config = recipe(tmp_path, corpus, lr=0.01)
     rustle("train", "--config", str(config))

@@ -12,7 +12,9 @@ fresh random names (anonymize.py), so that they can only be predicted by copying
 `repeat_rate`, a crate is written twice in a row, the second time token for token: every token of the copy
 is predictable by copying from one crate-length back (inside a training window for the crates shorter than
 one), the signal that teaches a model to copy (induction); plain code rewards it too rarely (BENCHMARKS.md,
-issue 20).
+issue 20). Few crates are that short (0.4% of the training tokens), so at `echo_rate` a crate is instead cut into
+chunks of `echo_min`-`echo_max` tokens, each written twice in a row: every copy sits one chunk back, past the
+sliding window and inside a training window, where only the global layers can reach it.
 """
 from __future__ import annotations
 
@@ -44,10 +46,25 @@ class PackConfig:
     common_share: float = 0.02      # names used by this share of the split's crates are never renamed
     order: str = "path"             # a crate's files by path, or "definitions-first" (order.py)
     repeat_rate: float = 0.0        # share of crates written twice in a row, the copy token for token
+    echo_rate: float = 0.0          # share of crates whose chunks are each written twice in a row (echo())
+    echo_min: int = 512             # chunk lengths in tokens: the copy's distance, past the sliding window
+    echo_max: int = 2048
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
             raise ValueError(f"unknown file order '{self.order}': use one of {ORDERS}")
+        if not 0 < self.echo_min <= self.echo_max:
+            raise ValueError(f"echo chunks of {self.echo_min}-{self.echo_max} tokens: need 0 < echo_min <= echo_max")
+
+
+def echo(ids: list[int], rng: random.Random, shortest: int, longest: int) -> list[int]:
+    """`ids` cut into chunks of `shortest`-`longest` tokens (the last may be shorter), each followed by itself."""
+    out, start = [], 0
+    while start < len(ids):
+        chunk = ids[start:start + rng.randint(shortest, longest)]
+        out += chunk + chunk
+        start += len(chunk)
+    return out
 
 
 class Packer:
@@ -100,6 +117,8 @@ def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: 
             ids = packer.crate(name, files, rng)
             if config.repeat_rate > 0 and rng.random() < config.repeat_rate:
                 ids = ids + ids
+            if config.echo_rate > 0 and rng.random() < config.echo_rate:
+                ids = echo(ids[:-1], rng, config.echo_min, config.echo_max) + ids[-1:]   # one <|endoftext|>
             ids = np.asarray(ids, dtype=np.uint16)
             f.write(ids.tobytes())
             total += len(ids)

@@ -34,6 +34,13 @@ class IndexSummary:
     references: int = 0
     seconds: float = 0.0
 
+    def add_written(self, part: "IndexSummary") -> None:
+        """Count what a worker's batch wrote."""
+        self.parsed += part.parsed
+        self.unchanged += part.unchanged
+        self.definitions += part.definitions
+        self.references += part.references
+
 
 @dataclass(frozen=True)
 class Parsed:
@@ -177,10 +184,7 @@ def _index_workspace(root: Path, db_path: Path, workers: int | None, on_total: C
             batches = [jobs[i:i + WORKER_BATCH] for i in range(0, len(jobs), WORKER_BATCH)]
             with multiprocessing.get_context("spawn").Pool(workers, _open_worker, (db_path, not bulk)) as pool:
                 for done, part in pool.imap_unordered(_index_batch, batches):
-                    summary.parsed += part.parsed
-                    summary.unchanged += part.unchanged
-                    summary.definitions += part.definitions
-                    summary.references += part.references
+                    summary.add_written(part)
                     for _ in range(done):
                         on_file()
         else:

@@ -80,8 +80,9 @@ def recall(model: RustleLM, tok: Tokenizer, filler: list[str], multiples: list[i
         for multiple in multiples:
             distance, hits = multiple * window, 0
             rng = random.Random(f"{seed}:{kind}:{multiple}")
-            if len(filler_ids) < max(distance, SPAN):
-                raise ValueError(f"filler has {len(filler_ids)} tokens; {distance} are needed: pass more files")
+            needed = max(distance, SPAN)
+            if len(filler_ids) < needed:
+                raise ValueError(f"filler has {len(filler_ids)} tokens; {needed} are needed: pass more files")
             for _ in range(probes):
                 if kind == "span":
                     hits += _span_accuracy(model, filler_ids, distance, rng, bf16)

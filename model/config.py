@@ -11,7 +11,7 @@ GLOBAL_KINDS = ("full", "lql")
 # project trains, and is refused before anything is allocated.
 BOUNDS = {"vocab_size": 1 << 21, "d_model": 1 << 15, "n_heads": 1024, "n_kv_heads": 1024, "head_dim": 1024,
           "mlp_hidden": 1 << 18, "window": 1 << 24, "gdn_heads": 1024, "gdn_head_dim": 1024, "conv_size": 64,
-          "chunk_size": 4096, "lql_dim": 1 << 14, "lql_heads": 1024}
+          "chunk_size": 4096, "lql_dim": 1 << 14, "lql_heads": 1024, "lql_recent": 1 << 24}
 MAX_LAYERS = 1024
 
 
@@ -36,6 +36,8 @@ class ModelConfig:
     chunk_size: int = 64        # gdn's chunkwise form
     lql_dim: int = 64           # lql latent width d (the cache holds d numbers per token)
     lql_heads: int = 2
+    lql_recent: int = 2048      # an lql query past lql_recent + 64 * lql_blocks keys sees its recent keys and the
+    lql_blocks: int = 32        # blocks of 64 older ones most promising to it (kernels/attention/select.py); 0: all
     global_rope: bool = False   # full and lql layers go without positions (NoPE) unless set
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
@@ -47,6 +49,9 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
                 raise ValueError(f"{name} = {value!r}: expected a whole number from 1 to {top:,}")
+        blocks = self.lql_blocks
+        if not isinstance(blocks, int) or isinstance(blocks, bool) or not 0 <= blocks <= 1 << 20:
+            raise ValueError(f"lql_blocks = {self.lql_blocks!r}: expected a whole number from 0 to {1 << 20:,}")
         if not isinstance(self.layer_pattern, (list, tuple)) or not 1 <= len(self.layer_pattern) <= MAX_LAYERS:
             raise ValueError(f"layer_pattern: expected a list of 1 to {MAX_LAYERS:,} layer kinds")
         if not all(isinstance(x, (int, float)) and x > 0 for x in (self.rope_theta, self.norm_eps)):

@@ -79,3 +79,41 @@ def test_no_compiler_leaves_the_pytorch_path(monkeypatch, tmp_path, caplog):
         assert "unavailable" in caplog.text
     finally:
         cpu._library.cache_clear()
+
+
+@pytest.mark.parametrize("past, T, recent, blocks", [(0, 300, 64, 2), (600, 5, 128, 3), (650, 1, 64, 1),
+                                                     (500, 70, 100, 2), (100, 4, 64, 9)])   # 9: every block
+@pytest.mark.parametrize("threads", [1, 3])
+def test_selected_attention_matches_the_reference_in_c_and_in_pytorch(past, T, recent, blocks, threads, monkeypatch):
+    from kernels.attention import naive_selected_attention, select
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(3)
+    z = torch.randn(1, 1, past + T, 64)
+    q = torch.randn(1, 2, T, 64) * 2
+    expected = naive_selected_attention(q, z, z, past, recent, blocks)
+    try:
+        for cuts in ((), (100,), (1, (past + T) // 2, past + T - 1)):
+            with torch.inference_mode():
+                got = select.selected_attention(q, segments_of(z, z, cuts), past, recent, blocks)
+            assert relative_error(expected, got) < 1e-5, cuts
+        monkeypatch.setattr(select.cpu, "available", lambda: False)         # the PyTorch path, as on a GPU
+        with torch.inference_mode():
+            got = select.selected_attention(q, segments_of(z, z, (100,)), past, recent, blocks)
+        assert relative_error(expected, got) < 1e-5
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_a_far_key_that_answers_the_query_is_selected():
+    """The one key that matches the query, 4,000 positions back among random ones, still gets the attention."""
+    from kernels.attention.select import selected_attention
+
+    torch.manual_seed(4)
+    z = torch.randn(1, 1, 5000, 64) * 0.1
+    z[0, 0, 1000] = torch.linspace(-1, 1, 64) * 3
+    q = (torch.linspace(-1, 1, 64) * 3)[None, None, None].expand(1, 2, 1, 64)
+    with torch.inference_mode():
+        o = selected_attention(q, [(z, z)], 4999, recent=256, blocks=2)
+    assert relative_error(z[0, 0, 1000].expand(1, 2, 1, 64), o) < 0.05

@@ -37,6 +37,26 @@ def test_parallel_forward_equals_prefill_then_token_by_token_decode(pattern, glo
     assert cache.position == 53
 
 
+@pytest.mark.parametrize("batch", [1, 2])                  # 1: the C kernel on CPU; 2: PyTorch's gathers
+def test_selected_lql_attention_answers_the_same_warm_and_cold(batch):
+    """Past recent + 64 * blocks keys an lql query sees selected blocks only: which ones depends on its position,
+    not on how the tokens were fed, so prefill, chunks and decode steps equal one parallel forward."""
+    torch.manual_seed(0)
+    model = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1)).eval()
+    tokens = torch.randint(0, 97, (batch, 230))        # the last queries choose 1 of 3 older blocks
+    with torch.inference_mode():
+        whole = model(tokens)
+        cache = model.new_cache(batch=batch)
+        parts = [model(tokens[:, :150], cache), model(tokens[:, 150:200], cache)]
+        parts += [model(tokens[:, t:t + 1], cache) for t in range(200, 230)]
+        dense = RustleLM(tiny(("swa", "lql"), lql_blocks=0)).eval()
+        dense.load_state_dict(model.state_dict())
+        everything = dense(tokens)
+    assert relative_error(whole, torch.cat(parts, dim=1)) < 1e-4
+    assert relative_error(whole[:, :80], everything[:, :80]) < 1e-5      # up to 16 + 64 keys: all of them
+    assert relative_error(whole[:, 200:], everything[:, 200:]) > 1e-3    # then a choice
+
+
 def test_chunked_and_recurrent_gated_delta_rule_equal_the_naive_recurrence():
     torch.manual_seed(0)
     B, H, T, K, V = 2, 3, 150, 16, 8

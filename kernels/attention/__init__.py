@@ -2,7 +2,9 @@
 - `fused_attention`: causal attention (GQA, optional sliding window), forward and backward, in Triton
   (flash.py) for CUDA tensors;
 - `attend_few_rows`: a few query rows (a decode step, a draft, a typed line) against a cache held in segments
-  (model/cache.py), a C kernel for CPU tensors (segments.c, built on first use by cpu.py).
+  (model/cache.py), a C kernel for CPU tensors (segments.c, built on first use by cpu.py);
+- `selected_attention` (select.py): each query against its recent keys and the blocks of older keys selected
+  for it, for a long latent cache; the C kernel on CPU in fp32, gathers in PyTorch elsewhere.
 Each returns None where it does not apply, and the model keeps its PyTorch path: the model never branches
 on the device itself."""
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 import torch
 
 from .cpu import available, segment_attention
-from .naive import naive_segment_attention
+from .naive import naive_segment_attention, naive_selected_attention
+from .select import selected_attention
 
 ROWS = 64   # query rows per kv head up to which one pass over the keys beats the fused kernel's blocks (BENCHMARKS)
 
 __all__ = ["ROWS", "attend_few_rows", "available", "fused_attention", "naive_segment_attention",
-           "segment_attention"]
+           "naive_selected_attention", "segment_attention", "selected_attention"]
 
 
 def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int,

@@ -1,4 +1,4 @@
-"""The CPU kernel for a few query rows against a cache held in segments (segments.c), compiled on first use
+"""The CPU kernels for attention against a cache held in segments (segments.c), compiled on first use
 with the machine's C compiler for this CPU and kept in the user's cache. Where no compiler works, `available()`
 is False and callers keep the PyTorch path (model/layers/common.py)."""
 from __future__ import annotations
@@ -67,6 +67,11 @@ def _library() -> ctypes.CDLL | None:
     lib.segment_attention.argtypes = [_P(f), ctypes.c_int, ctypes.c_int, ctypes.c_int, _P(_P(f)), _P(_P(f)),
                                       _P(ctypes.c_long), ctypes.c_int, _P(ctypes.c_long), ctypes.c_int, _P(f), _P(f)]
     lib.segment_attention.restype = None
+    i, n = ctypes.c_int, _P(ctypes.c_long)
+    lib.block_bounds.argtypes = [_P(_P(f)), n, i, i, ctypes.c_long, _P(f), _P(f)]
+    lib.block_bounds.restype = None
+    lib.selected_attention.argtypes = [_P(f), i, i, i, _P(_P(f)), _P(_P(f)), n, i, n, i, n, n, i, _P(f), _P(f)]
+    lib.selected_attention.restype = None
     return lib
 
 
@@ -104,6 +109,52 @@ def segment_attention(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.
     lib.segment_attention(_ptr(rows), KV, R, D, keys, values, (ctypes.c_long * len(held))(*lengths), len(held),
                           ctypes.cast(limit.data_ptr(), _P(ctypes.c_long)), chunks, _ptr(o), _ptr(lse))
     return o.reshape(1, H, T, D), lse.reshape(1, H, T)
+
+
+def _held(segments: list[tuple[torch.Tensor, torch.Tensor]]):
+    """One kv head's segments [1, 1, L_i, D] as the kernels take them: key and value row pointers and where
+    each segment begins (the last entry: the end)."""
+    held = [tuple(x if x.stride(-1) == 1 and x.stride(-2) == x.shape[-1] else x.contiguous() for x in kv)
+            for kv in segments]
+    keys = (_P(ctypes.c_float) * len(held))(*(ctypes.cast(k.data_ptr(), _P(ctypes.c_float)) for k, _ in held))
+    values = (_P(ctypes.c_float) * len(held))(*(ctypes.cast(v.data_ptr(), _P(ctypes.c_float)) for _, v in held))
+    starts = [0]
+    for k, _ in held:
+        starts.append(starts[-1] + k.shape[2])
+    return held, keys, values, (ctypes.c_long * len(starts))(*starts)
+
+
+def block_bounds(segments: list[tuple[torch.Tensor, torch.Tensor]], blocks: int,
+                 size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The elementwise min and max [blocks, D] of the keys of each of the first `blocks` blocks of `size`
+    positions (one kv head, fp32). Needs `available()` and size == the kernel's BLOCK (64)."""
+    lib = _library()
+    assert lib is not None and size == 64, "block_bounds needs the compiled kernel (available()) and blocks of 64"
+    held, keys, _, starts = _held(segments)
+    D = held[0][0].shape[-1]
+    lo, hi = torch.empty(blocks, D), torch.empty(blocks, D)
+    lib.block_bounds(keys, starts, len(held), D, blocks, _ptr(lo), _ptr(hi))
+    return lo, hi
+
+
+def selected_attention(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Tensor]], blocks: torch.Tensor,
+                       local: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row (h, t) of q [1, H, T, D] against the blocks of 64 positions in blocks [1, H, T, K] (-1: none) and the
+    positions local[t]..last[t] of one kv head's segments, fp32 on CPU: (o [1, H, T, D], lse [1, H, T])."""
+    lib = _library()
+    assert lib is not None, "selected_attention needs the compiled kernel (available())"
+    _, H, T, D = q.shape
+    held, keys, values, starts = _held(segments)
+    rows = (q.float() * D ** -0.5).transpose(1, 2).contiguous()                  # [1, T, H, D]
+    index = [x.to(torch.long).contiguous() for x in (blocks[0].transpose(0, 1), local, last)]
+    o, lse = torch.empty(T, H, D), torch.empty(T, H)
+    lib.selected_attention(_ptr(rows), T, H, D, keys, values, starts, len(held), _lptr(index[0]), blocks.shape[-1],
+                           _lptr(index[1]), _lptr(index[2]), torch.get_num_threads(), _ptr(o), _ptr(lse))
+    return o.transpose(0, 1)[None], lse.transpose(0, 1)[None]
+
+
+def _lptr(x: torch.Tensor):
+    return ctypes.cast(x.data_ptr(), _P(ctypes.c_long))
 
 
 def _ptr(x: torch.Tensor):

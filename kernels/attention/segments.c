@@ -1,7 +1,10 @@
-/* Attention of a few query rows (a decode step, a draft, a line) against keys and values held in segments
-   (model/cache.py: branches share their prefix), in one pass over the keys, split across threads.
+/* Attention against keys and values held in segments (model/cache.py: branches share their prefix):
+   - segment_attention: a few query rows (a decode step, a draft, a line), one pass over the keys, split
+     across threads;
+   - block_bounds and selected_attention: each row against the blocks of keys chosen for it and its recent
+     keys (kernels/attention/select.py).
 
-   For each kv head g: q [R][D] rows (already scaled), keys and values of segment s at k[s*G+g], v[s*G+g],
+   segment_attention, for each kv head g: q [R][D] rows (already scaled), keys and values of segment s at k[s*G+g], v[s*G+g],
    len[s] rows of D floats each (rows contiguous); row r sees the first limit[r] keys of all segments
    together (its past and itself). Out: o [G][R][D], lse [G][R].
 
@@ -100,6 +103,40 @@ static inline __attribute__((always_inline)) void block_avx(const float *qr, con
 #define VECTOR 1
 #endif
 
+/* One block of m keys for one row: block_avx where it applies, else the same in plain C. */
+static inline void block(const float *qr, int D, const float *const *kr, const float *const *vr, int m, float *s,
+                         float *a, Sum *t) {
+#ifdef VECTOR
+    if (D % 8 == 0 && D <= 128) {
+        if (D == 64)
+            block_avx(qr, 64, kr, vr, m, s, a, t);
+        else
+            block_avx(qr, D, kr, vr, m, s, a, t);
+        return;
+    }
+#endif
+    float mx = 0.0f;
+    for (int j = 0; j < m; j++) {
+        float dot = 0.0f;
+        for (int d = 0; d < D; d++) dot += qr[d] * kr[j][d];
+        s[j] = dot;
+        mx = (j == 0 || dot > mx) ? dot : mx;
+    }
+    if (t->l == 0.0f) {
+        t->m = mx;
+    } else if (mx > t->m) {
+        float scale = expf(t->m - mx);
+        t->l *= scale;
+        for (int d = 0; d < D; d++) a[d] *= scale;
+        t->m = mx;
+    }
+    float total = 0.0f;
+    for (int j = 0; j < m; j++) total += (s[j] = expf(s[j] - t->m));
+    t->l += total;
+    for (int j = 0; j < m; j++)
+        for (int d = 0; d < D; d++) a[d] += s[j] * vr[j][d];
+}
+
 /* One thread's keys [from, to) for every row of head g, a block of keys at a time: scores, their running
    max and sum, then the weighted values into the row's accumulator. */
 static void piece(const float *q, int R, int D, const float *const *k, const float *const *v, const long *len,
@@ -111,11 +148,6 @@ static void piece(const float *q, int R, int D, const float *const *k, const flo
     while (seg < nseg && seg_start + len[seg] <= from) seg_start += len[seg++];
     for (int r = 0; r < R; r++) sums[r].l = 0.0f, sums[r].m = 0.0f;
     memset(acc, 0, sizeof(float) * R * D);
-#ifdef VECTOR
-    const int vector = D % 8 == 0 && D <= 128;
-#else
-    const int vector = 0;
-#endif
     for (long base = from; base < to; base += BLOCK) {
         int n = (int)(to - base < BLOCK ? to - base : BLOCK);
         for (int j = 0; j < n; j++) {     /* the block's rows, across segment ends */
@@ -128,38 +160,7 @@ static void piece(const float *q, int R, int D, const float *const *k, const flo
             long visible = limit[r] - base;
             int m = (int)(visible < n ? visible : n);
             if (m <= 0) continue;
-            const float *qr = q + (long)r * D;
-            float *a = acc + (long)r * D;
-            Sum *t = &sums[r];
-            if (vector) {
-#ifdef VECTOR
-                if (D == 64)
-                    block_avx(qr, 64, kr, vr, m, s, a, t);
-                else
-                    block_avx(qr, D, kr, vr, m, s, a, t);
-#endif
-                continue;
-            }
-            float mx = 0.0f;
-            for (int j = 0; j < m; j++) {
-                float dot = 0.0f;
-                for (int d = 0; d < D; d++) dot += qr[d] * kr[j][d];
-                s[j] = dot;
-                mx = (j == 0 || dot > mx) ? dot : mx;
-            }
-            if (t->l == 0.0f) {
-                t->m = mx;
-            } else if (mx > t->m) {
-                float scale = expf(t->m - mx);
-                t->l *= scale;
-                for (int d = 0; d < D; d++) a[d] *= scale;
-                t->m = mx;
-            }
-            float total = 0.0f;
-            for (int j = 0; j < m; j++) total += (s[j] = expf(s[j] - t->m));
-            t->l += total;
-            for (int j = 0; j < m; j++)
-                for (int d = 0; d < D; d++) a[d] += s[j] * vr[j][d];
+            block(q + (long)r * D, D, kr, vr, m, s, acc + (long)r * D, &sums[r]);
         }
     }
 }
@@ -201,4 +202,71 @@ void segment_attention(const float *q, int G, int R, int D, const float *const *
         }
     free(sums);
     free(acc);
+}
+
+/* Pointers to the keys and values of the n positions from `start` on, across segment ends; starts[s] is where
+   segment s begins, starts[nseg] the end of the last. */
+static void rows_at(const float *const *k, const float *const *v, const long *starts, int nseg, int D, long start,
+                    int n, const float **kr, const float **vr) {
+    int lo = 0, hi = nseg - 1;                           /* the last segment that begins at or before start */
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (starts[mid] <= start) lo = mid; else hi = mid - 1;
+    }
+    for (int j = 0, seg = lo; j < n; j++) {
+        while (start + j >= starts[seg + 1]) seg++;
+        long at = (start + j - starts[seg]) * D;
+        kr[j] = k[seg] + at;
+        vr[j] = v[seg] + at;
+    }
+}
+
+/* Each of the first nblocks blocks of BLOCK keys: its elementwise min and max [nblocks][D] (Quest's bounds: a
+   query's score against any key of the block is at most sum_d max(q_d * lo_d, q_d * hi_d)). */
+void block_bounds(const float *const *k, const long *starts, int nseg, int D, long nblocks, float *lo, float *hi) {
+    #pragma omp parallel for schedule(static)
+    for (long b = 0; b < nblocks; b++) {
+        const float *kr[BLOCK], *vr[BLOCK];
+        rows_at(k, k, starts, nseg, D, b * BLOCK, BLOCK, kr, vr);
+        float *l = lo + b * D, *h = hi + b * D;
+        memcpy(l, kr[0], sizeof(float) * D);
+        memcpy(h, kr[0], sizeof(float) * D);
+        for (int j = 1; j < BLOCK; j++)
+            for (int d = 0; d < D; d++) {
+                float x = kr[j][d];
+                l[d] = x < l[d] ? x : l[d];
+                h[d] = x > h[d] ? x : h[d];
+            }
+    }
+}
+
+/* Block-selected attention, one kv head: row (t, h) of q [T][H][D] (already scaled) sees the K blocks of BLOCK
+   keys listed in blocks [T][H][K] (ascending, -1 for none) and the keys local[t]..last[t]. Out: o [T][H][D],
+   lse [T][H]. Every row runs on its own, so the result does not depend on how rows are batched. */
+void selected_attention(const float *q, int T, int H, int D, const float *const *k, const float *const *v,
+                        const long *starts, int nseg, const long *blocks, int K, const long *local, const long *last,
+                        int threads, float *o, float *lse) {
+    #pragma omp parallel for num_threads(threads) schedule(dynamic, 8)
+    for (long row = 0; row < (long)T * H; row++) {
+        const float *kr[BLOCK], *vr[BLOCK];
+        float s[BLOCK] __attribute__((aligned(32)));
+        long t = row / H;
+        const float *qr = q + row * D;
+        float *a = o + row * D;
+        Sum sum = {0.0f, 0.0f};
+        memset(a, 0, sizeof(float) * D);
+        for (int i = 0; i < K; i++) {
+            long b = blocks[row * K + i];
+            if (b < 0) continue;
+            rows_at(k, v, starts, nseg, D, b * BLOCK, BLOCK, kr, vr);
+            block(qr, D, kr, vr, BLOCK, s, a, &sum);
+        }
+        for (long base = local[t]; base <= last[t]; base += BLOCK) {
+            int n = (int)(last[t] + 1 - base < BLOCK ? last[t] + 1 - base : BLOCK);
+            rows_at(k, v, starts, nseg, D, base, n, kr, vr);
+            block(qr, D, kr, vr, n, s, a, &sum);
+        }
+        for (int d = 0; d < D; d++) a[d] /= sum.l;
+        lse[row] = sum.m + logf(sum.l);
+    }
 }

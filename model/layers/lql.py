@@ -1,12 +1,17 @@
 """`lql`: the linear–quadratic–linear sandwich. Project D → d, attend causally in the latent space, project d → D.
 
 Keys and values are the latent z itself (their projections are folded into the query and output
-projections, as in MLA's weight absorption), so the cache holds only d numbers per token.
+projections, as in MLA's weight absorption), so the cache holds only d numbers per token. Past
+`recent + 64 * blocks` keys a query attends to its recent keys and the blocks of older ones selected for it
+(kernels/attention/select.py), so a long repository costs each query the same as a training window.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from kernels.attention import selected_attention
+from kernels.attention.select import BLOCK
 
 from ..cache import LatentCache
 from ..config import ModelConfig
@@ -18,6 +23,7 @@ class LatentAttention(nn.Module):
         super().__init__()
         self.d, self.h = config.lql_dim, config.lql_heads
         self.use_rope, self.theta = use_rope, config.rope_theta
+        self.recent, self.blocks = config.lql_recent, config.lql_blocks
         self.down = nn.Linear(config.d_model, self.d, bias=False)              # D -> d: the cached latent
         self.query = nn.Linear(config.d_model, self.h * self.d, bias=False)    # one d-wide query per head
         self.up = nn.Linear(self.h * self.d, config.d_model, bias=False)       # d -> D
@@ -39,5 +45,8 @@ class LatentAttention(nn.Module):
             k = rope(v, torch.arange(start, start + v.shape[2], device=x.device), self.theta) if self.use_rope else v
             segments.append((k, v))
             start += v.shape[2]
-        o = attend_segments(q, segments, past)
+        if self.blocks and past + T > self.recent + self.blocks * BLOCK:
+            o = selected_attention(q, segments, past, self.recent, self.blocks)
+        else:
+            o = attend_segments(q, segments, past)
         return self.up(o.transpose(1, 2).reshape(B, T, -1))

@@ -1,0 +1,108 @@
+"""Block-selected attention for a long latent cache (lql): each query sees its recent keys and the `blocks`
+blocks of 64 older keys whose bounds promise it the highest scores (Quest, Tang et al. 2024), so a query costs
+the same whatever the context's length. Up to `recent + blocks * 64` keys it is exact causal attention.
+
+Which keys a query sees depends only on its position and the keys before it, never on how the queries are
+batched into forwards: a warm cache answers as a cold one. The shipped model was trained on 4K windows, and
+on held-out crates packed to 16K it scores as well with 4K selected keys as with all of them (BENCHMARKS.md).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import cpu
+
+BLOCK = 64           # keys per block: the unit of selection, and the C kernel's block of keys
+ROWS = 32            # query rows per step of the PyTorch path: bounds its [rows, keys seen, D] gathers
+SCORE_ROWS = 4096    # query rows per step of the selection: bounds its [rows, blocks] scores
+
+
+def local_starts(past: int, T: int, recent: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The first recent key of each query at positions past..past+T-1: `recent` keys back, down to a block's
+    start (so the recent keys are recent..recent+63 and the older ones whole blocks): [T]."""
+    positions = torch.arange(past, past + T, device=device)
+    return (positions + 1 - recent).clamp(min=0) // BLOCK * BLOCK
+
+
+def select_blocks(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, local: torch.Tensor,
+                  blocks: int) -> torch.Tensor:
+    """For q [B, H, T, D] and the bounds [B, n, D] of the first n blocks: the `blocks` blocks before each
+    query's recent keys with the highest upper bound on its score, ascending, -1 where it has fewer: [B, H, T,
+    blocks]. Ties go to the lower block index as topk breaks them."""
+    B, H, T, _ = q.shape
+    n = lo.shape[1]
+    recent = torch.arange(n, device=q.device)[None, :] >= (local // BLOCK)[:, None]   # [T, n]: not older than local
+    out = torch.full((B, H, T, blocks), -1, dtype=torch.long, device=q.device)
+    k = min(blocks, n)
+    if k == 0:
+        return out
+    lows, highs = (x.float()[:, None].transpose(-1, -2) for x in (lo, hi))          # [B, 1, D, n]
+    for start in range(0, T, SCORE_ROWS):
+        qs = q[:, :, start:start + SCORE_ROWS].float()
+        score = qs.clamp(min=0) @ highs + qs.clamp(max=0) @ lows
+        score = score.masked_fill(recent[start:start + SCORE_ROWS], float("-inf"))
+        top, index = score.topk(k, dim=-1)
+        index = index.masked_fill(top == float("-inf"), -1)
+        out[:, :, start:start + SCORE_ROWS, :k] = index.sort(dim=-1).values
+    return out
+
+
+def block_bounds(keys: list[torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The elementwise min and max [B, n, D] of each of the first n blocks of keys held in segments [B, L_i, D]."""
+    if n == 0:
+        empty = keys[0].new_zeros(keys[0].shape[0], 0, keys[0].shape[-1])
+        return empty, empty
+    if _c_kernel(keys[0]):
+        lo, hi = cpu.block_bounds([(k[:, None], k[:, None]) for k in keys], n, BLOCK)
+        return lo[None], hi[None]
+    joined = torch.cat(keys, 1)[:, :n * BLOCK].unflatten(1, (n, BLOCK))
+    return joined.amin(2), joined.amax(2)
+
+
+def selected_attention(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Tensor]], past: int,
+                       recent: int, blocks: int) -> torch.Tensor:
+    """q [B, H, T, D] at positions past..past+T-1 against one kv head's keys and values [B, 1, L_i, D] held in
+    segments (together past + T positions), each query seeing its recent keys and its selected blocks."""
+    T = q.shape[2]
+    local = local_starts(past, T, recent, q.device)
+    keys = [k[:, 0] for k, _ in segments]
+    lo, hi = block_bounds(keys, int(local[-1]) // BLOCK)
+    chosen = select_blocks(q, lo, hi, local, blocks)
+    last = torch.arange(past, past + T, device=q.device)
+    if _c_kernel(q) and _c_kernel(keys[0]):
+        return cpu.selected_attention(q, segments, chosen, local, last)[0].to(q.dtype)
+    return _gathered(q, torch.cat(keys, 1), torch.cat([v[:, 0] for _, v in segments], 1), chosen, local, last, recent)
+
+
+def _c_kernel(x: torch.Tensor) -> bool:
+    """Whether the C kernel takes x: fp32, on CPU, batch 1, no gradient."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[0] == 1 and not torch.is_grad_enabled()
+            and cpu.available())
+
+
+def _gathered(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chosen: torch.Tensor, local: torch.Tensor,
+              last: torch.Tensor, recent: int) -> torch.Tensor:
+    """The PyTorch path (any device and dtype, autograd included): each query's keys gathered, ROWS queries
+    at a time, from k, v [B, N, D] joined."""
+    B, H, T, D = q.shape
+    offsets = torch.arange(BLOCK, device=q.device)
+    width = torch.arange(recent + BLOCK, device=q.device)
+    outs = []
+    for start in range(0, T, ROWS):
+        rows = slice(start, start + ROWS)
+        picked = chosen[:, :, rows]                                                       # [B, H, R, K]
+        far = (picked.clamp(min=0)[..., None] * BLOCK + offsets).flatten(-2)             # [B, H, R, K * 64]
+        far_ok = (picked >= 0)[..., None].expand(*picked.shape, BLOCK).flatten(-2)
+        near = local[rows, None] + width                                                 # [R, W]
+        near_ok = near <= last[rows, None]
+        R = near.shape[0]
+        position = torch.cat([far, near.expand(B, H, R, -1)], -1)
+        seen = torch.cat([far_ok, near_ok.expand(B, H, R, -1)], -1)
+        position = position.clamp(max=k.shape[1] - 1)
+        index = position.flatten(1)[..., None].expand(-1, -1, D)
+        keys = k.gather(1, index).view(B, H, R, -1, D)
+        values = v.gather(1, index).view(B, H, R, -1, v.shape[-1])
+        score = (q[:, :, rows, None] @ keys.transpose(-1, -2)).squeeze(-2).float() * D ** -0.5
+        weight = score.masked_fill(~seen, float("-inf")).softmax(-1).to(v.dtype)
+        outs.append((weight[..., None, :] @ values).squeeze(-2))
+    return torch.cat(outs, 2)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.attention.select import BLOCK, block_bounds
+
 
 class Store:
     """Growable buffers along one time dimension, and the lengths of it that snapshots and branches hold."""
@@ -22,6 +24,7 @@ class Store:
     def __init__(self, buffers: list[torch.Tensor], dim: int) -> None:
         self.buffers, self.dim = buffers, dim
         self.pins: Counter[int] = Counter()
+        self.bounds: tuple[torch.Tensor, torch.Tensor] | None = None   # LatentCache.bounds: the blocks ending here
 
     def capacity(self) -> int:
         return self.buffers[0].shape[self.dim]
@@ -64,6 +67,9 @@ class AppendCache:
                 self.base = (*self.base, (store, own))
             self.store = store = Store([_resized(b, max(count, 256), store.dim, 0) for b in store.buffers], store.dim)
             self.offset, own = self.length, 0
+        if store.bounds is not None:                  # the blocks ending past `own` change
+            kept = (self.length // BLOCK) - (self.offset // BLOCK)
+            store.bounds = tuple(b[:, :kept] for b in store.bounds)
         if own + count > store.capacity():            # snapshots on it see the bigger buffers too
             store.buffers = [_resized(b, max(own + count, 2 * store.capacity()), store.dim, own)
                              for b in store.buffers]
@@ -120,6 +126,22 @@ class LatentCache(AppendCache):
     def append(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Every position's latent, by segment."""
         return [z for (z,) in self._write([z])]
+
+    def bounds(self, keys: list[torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bounds of the first n blocks of the latents (kernels/attention/select.py: `keys` are this cache's
+        segments), each block's kept by the store it ends in, so a decode step computes only the newest."""
+        parts, start = [], 0
+        for store, length in (*self.base, (self.store, self.length - self.offset)):
+            first, end = start // BLOCK, min(n, (start + length) // BLOCK)   # the blocks that end in this segment
+            start += length
+            if end <= first:
+                continue
+            have = 0 if store.bounds is None else store.bounds[0].shape[1]
+            if have < end - first:
+                new = block_bounds(keys, first + have, end)
+                store.bounds = new if store.bounds is None else tuple(torch.cat(x, 1) for x in zip(store.bounds, new))
+            parts.append(tuple(b[:, :end - first] for b in store.bounds))
+        return tuple(torch.cat(x, 1) for x in zip(*parts)) if parts else block_bounds(keys, 0, 0)
 
 
 class RingCache:

@@ -86,31 +86,35 @@ def test_chunked_gated_delta_rule_gradients_equal_the_naive_recurrence():
         assert relative_error(ref, got) < 1e-4
 
 
-def test_snapshots_form_a_tree_each_branch_continues_as_an_uninterrupted_run():
+@pytest.mark.parametrize("length, split, typed, select", [(40, 25, 17, {}),
+                                                          (300, 150, 100, dict(lql_recent=16, lql_blocks=1))])
+def test_snapshots_form_a_tree_each_branch_continues_as_an_uninterrupted_run(length, split, typed, select):
+    """The second case selects lql blocks, whose bounds the stores keep: a branch that overwrites positions
+    must not see the bounds of the positions it replaced."""
     torch.manual_seed(0)
-    model = RustleLM(tiny(("gdn", "swa", "full", "lql"))).eval()
-    tokens = torch.randint(0, 97, (1, 40))
-    detour = torch.randint(0, 97, (1, 17))
+    model = RustleLM(tiny(("gdn", "swa", "full", "lql"), **select)).eval()
+    tokens = torch.randint(0, 97, (1, length))
+    detour = torch.randint(0, 97, (1, typed))
     with torch.no_grad():
         straight = model(tokens)
-        branched = model(torch.cat([tokens[:, :25], detour, tokens[:, 25:]], dim=1))
+        branched = model(torch.cat([tokens[:, :split], detour, tokens[:, split:]], dim=1))
         cache = model.new_cache()
-        model(tokens[:, :25], cache)
+        model(tokens[:, :split], cache)
         snap = cache.snapshot()
         model(detour, cache)              # the user typed something else…
         later = cache.snapshot()
         cache.restore(snap)               # …and took it back
-        got = model(tokens[:, 25:], cache)
-        assert [n for _, n in cache.layers[3].base] == [25]   # the branch reads the shared 25, copies nothing
+        got = model(tokens[:, split:], cache)
+        assert [n for _, n in cache.layers[3].base] == [split]   # the branch reads the shared prefix, copies nothing
         cache.restore(later)              # the other branch is intact: its positions were not overwritten
-        got_later = model(tokens[:, 25:], cache)
+        got_later = model(tokens[:, split:], cache)
         cache.forget(later)
         cache.restore(snap)               # nothing holds the detour now: this branch writes in place
         store = cache.layers[3].store
-        again = model(tokens[:, 25:], cache)
-    assert relative_error(straight[:, 25:], got) < 1e-5
-    assert relative_error(branched[:, 42:], got_later) < 1e-5
-    assert relative_error(straight[:, 25:], again) < 1e-5 and cache.layers[3].store is store
+        again = model(tokens[:, split:], cache)
+    assert relative_error(straight[:, split:], got) < 1e-5
+    assert relative_error(branched[:, split + typed:], got_later) < 1e-5
+    assert relative_error(straight[:, split:], again) < 1e-5 and cache.layers[3].store is store
 
 
 def test_exported_snapshots_restore_in_a_new_cache_through_a_file(tmp_path):

@@ -68,10 +68,12 @@ def _library() -> ctypes.CDLL | None:
                                       _P(ctypes.c_long), ctypes.c_int, _P(ctypes.c_long), ctypes.c_int, _P(f), _P(f)]
     lib.segment_attention.restype = None
     i, n = ctypes.c_int, _P(ctypes.c_long)
-    lib.block_bounds.argtypes = [_P(_P(f)), n, i, i, ctypes.c_long, _P(f), _P(f)]
+    lib.block_bounds.argtypes = [_P(_P(f)), n, i, i, ctypes.c_long, ctypes.c_long, _P(f), _P(f)]
     lib.block_bounds.restype = None
     lib.selected_attention.argtypes = [_P(f), i, i, i, _P(_P(f)), _P(_P(f)), n, i, n, i, n, n, i, _P(f), _P(f)]
     lib.selected_attention.restype = None
+    lib.top_blocks.argtypes = [_P(f), ctypes.c_long, ctypes.c_long, n, i, i, n]
+    lib.top_blocks.restype = None
     return lib
 
 
@@ -124,16 +126,16 @@ def _held(segments: list[tuple[torch.Tensor, torch.Tensor]]):
     return held, keys, values, (ctypes.c_long * len(starts))(*starts)
 
 
-def block_bounds(segments: list[tuple[torch.Tensor, torch.Tensor]], blocks: int,
+def block_bounds(segments: list[tuple[torch.Tensor, torch.Tensor]], first: int, blocks: int,
                  size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The elementwise min and max [blocks, D] of the keys of each of the first `blocks` blocks of `size`
-    positions (one kv head, fp32). Needs `available()` and size == the kernel's BLOCK (64)."""
+    """The elementwise min and max [blocks, D] of the keys of blocks first..first+blocks-1 of `size` positions
+    (one kv head, fp32). Needs `available()` and size == the kernel's BLOCK (64)."""
     lib = _library()
     assert lib is not None and size == 64, "block_bounds needs the compiled kernel (available()) and blocks of 64"
     held, keys, _, starts = _held(segments)
     D = held[0][0].shape[-1]
     lo, hi = torch.empty(blocks, D), torch.empty(blocks, D)
-    lib.block_bounds(keys, starts, len(held), D, blocks, _ptr(lo), _ptr(hi))
+    lib.block_bounds(keys, starts, len(held), D, first, blocks, _ptr(lo), _ptr(hi))
     return lo, hi
 
 
@@ -151,6 +153,18 @@ def selected_attention(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch
     lib.selected_attention(_ptr(rows), T, H, D, keys, values, starts, len(held), _lptr(index[0]), blocks.shape[-1],
                            _lptr(index[1]), _lptr(index[2]), torch.get_num_threads(), _ptr(o), _ptr(lse))
     return o.transpose(0, 1)[None], lse.transpose(0, 1)[None]
+
+
+def top_blocks(scores: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
+    """For scores [R, n] (fp32): each row's k highest among its first valid[r] columns, by ascending column,
+    -1 where it has fewer: [R, k]. Needs `available()`."""
+    lib = _library()
+    assert lib is not None, "top_blocks needs the compiled kernel (available())"
+    scores, valid = scores.contiguous(), valid.to(torch.long).contiguous()
+    out = torch.empty(scores.shape[0], k, dtype=torch.long)
+    lib.top_blocks(_ptr(scores), scores.shape[0], scores.shape[1], _lptr(valid), k, torch.get_num_threads(),
+                   _lptr(out))
+    return out
 
 
 def _lptr(x: torch.Tensor):

@@ -221,13 +221,14 @@ static void rows_at(const float *const *k, const float *const *v, const long *st
     }
 }
 
-/* Each of the first nblocks blocks of BLOCK keys: its elementwise min and max [nblocks][D] (Quest's bounds: a
-   query's score against any key of the block is at most sum_d max(q_d * lo_d, q_d * hi_d)). */
-void block_bounds(const float *const *k, const long *starts, int nseg, int D, long nblocks, float *lo, float *hi) {
+/* Blocks first..first+nblocks-1 of BLOCK keys: each one's elementwise min and max [nblocks][D] (Quest's
+   bounds: a query's score against any key of the block is at most sum_d max(q_d * lo_d, q_d * hi_d)). */
+void block_bounds(const float *const *k, const long *starts, int nseg, int D, long first, long nblocks, float *lo,
+                  float *hi) {
     #pragma omp parallel for schedule(static)
     for (long b = 0; b < nblocks; b++) {
         const float *kr[BLOCK], *vr[BLOCK];
-        rows_at(k, k, starts, nseg, D, b * BLOCK, BLOCK, kr, vr);
+        rows_at(k, k, starts, nseg, D, (first + b) * BLOCK, BLOCK, kr, vr);
         float *l = lo + b * D, *h = hi + b * D;
         memcpy(l, kr[0], sizeof(float) * D);
         memcpy(h, kr[0], sizeof(float) * D);
@@ -268,5 +269,28 @@ void selected_attention(const float *q, int T, int H, int D, const float *const 
         }
         for (int d = 0; d < D; d++) a[d] /= sum.l;
         lse[row] = sum.m + logf(sum.l);
+    }
+}
+
+/* For each row of scores [rows][n]: the indices of its K highest among its first valid[row] columns, ascending,
+   -1 where it has fewer (blocks [rows][K]). Ties keep the lower index. */
+void top_blocks(const float *scores, long rows, long n, const long *valid, int K, int threads, long *blocks) {
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const float *s = scores + r * n;
+        long *out = blocks + r * K;
+        float best[K > 0 ? K : 1];
+        int m = 0;
+        for (long b = 0; b < valid[r]; b++) {     /* best[] descending: insert where s[b] beats an entry */
+            if (m == K && s[b] <= best[K - 1]) continue;
+            int at = m < K ? m++ : K - 1;
+            while (at > 0 && best[at - 1] < s[b]) best[at] = best[at - 1], out[at] = out[at - 1], at--;
+            best[at] = s[b], out[at] = b;
+        }
+        for (int i = 1; i < m; i++)               /* ascending by index */
+            for (int j = i; j > 0 && out[j - 1] > out[j]; j--) {
+                long x = out[j]; out[j] = out[j - 1]; out[j - 1] = x;
+            }
+        for (int i = m; i < K; i++) out[i] = -1;
     }
 }

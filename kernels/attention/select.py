@@ -8,9 +8,13 @@ on held-out crates packed to 16K it scores as well with 4K selected keys as with
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from . import cpu
+
+Bounds = Callable[[list[torch.Tensor], int], tuple[torch.Tensor, torch.Tensor]]
 
 BLOCK = 64           # keys per block: the unit of selection, and the C kernel's block of keys
 ROWS = 32            # query rows per step of the PyTorch path: bounds its [rows, keys seen, D] gathers
@@ -28,50 +32,64 @@ def select_blocks(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, local: to
                   blocks: int) -> torch.Tensor:
     """For q [B, H, T, D] and the bounds [B, n, D] of the first n blocks: the `blocks` blocks before each
     query's recent keys with the highest upper bound on its score, ascending, -1 where it has fewer: [B, H, T,
-    blocks]. Ties go to the lower block index as topk breaks them."""
-    B, H, T, _ = q.shape
+    blocks]."""
+    B, H, T, D = q.shape
     n = lo.shape[1]
-    recent = torch.arange(n, device=q.device)[None, :] >= (local // BLOCK)[:, None]   # [T, n]: not older than local
     out = torch.full((B, H, T, blocks), -1, dtype=torch.long, device=q.device)
-    k = min(blocks, n)
-    if k == 0:
+    if min(blocks, n) == 0:
         return out
-    lows, highs = (x.float()[:, None].transpose(-1, -2) for x in (lo, hi))          # [B, 1, D, n]
+    older = local // BLOCK                                   # query t may choose among blocks 0..older[t]-1
+    bounds = torch.cat([hi, lo], -1).float().transpose(-1, -2)                           # [B, 2D, n]
     for start in range(0, T, SCORE_ROWS):
-        qs = q[:, :, start:start + SCORE_ROWS].float()
-        score = qs.clamp(min=0) @ highs + qs.clamp(max=0) @ lows
-        score = score.masked_fill(recent[start:start + SCORE_ROWS], float("-inf"))
-        top, index = score.topk(k, dim=-1)
-        index = index.masked_fill(top == float("-inf"), -1)
-        out[:, :, start:start + SCORE_ROWS, :k] = index.sort(dim=-1).values
+        rows = q[:, :, start:start + SCORE_ROWS].float()
+        score = torch.cat([rows.clamp(min=0), rows.clamp(max=0)], -1).flatten(1, 2) @ bounds    # [B, H * R, n]
+        R = rows.shape[2]
+        if _c_kernel(score):
+            valid = older[start:start + R].repeat(H)
+            out[:, :, start:start + R] = cpu.top_blocks(score[0], valid, blocks).view(1, H, R, blocks)
+            continue
+        score = score.view(B, H, R, n)
+        shared = int(older[start])              # columns every row of this step may choose: mask only the rest
+        score[..., shared:] = score[..., shared:].masked_fill(
+            torch.arange(shared, n, device=q.device) >= older[start:start + R, None], float("-inf"))
+        top, index = score.topk(min(blocks, n), dim=-1)
+        out[:, :, start:start + R, :index.shape[-1]] = index.masked_fill(top == float("-inf"), -1).sort(-1).values
     return out
 
 
-def block_bounds(keys: list[torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The elementwise min and max [B, n, D] of each of the first n blocks of keys held in segments [B, L_i, D]."""
-    if n == 0:
+def block_bounds(keys: list[torch.Tensor], first: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The elementwise min and max [B, end - first, D] of blocks first..end-1 of keys held in segments [B, L_i, D]."""
+    if end <= first:
         empty = keys[0].new_zeros(keys[0].shape[0], 0, keys[0].shape[-1])
         return empty, empty
     if _c_kernel(keys[0]):
-        lo, hi = cpu.block_bounds([(k[:, None], k[:, None]) for k in keys], n, BLOCK)
+        lo, hi = cpu.block_bounds([(k[:, None], k[:, None]) for k in keys], first, end - first, BLOCK)
         return lo[None], hi[None]
-    joined = torch.cat(keys, 1)[:, :n * BLOCK].unflatten(1, (n, BLOCK))
+    joined = torch.cat(keys, 1)[:, first * BLOCK:end * BLOCK].unflatten(1, (end - first, BLOCK))
     return joined.amin(2), joined.amax(2)
 
 
 def selected_attention(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Tensor]], past: int,
-                       recent: int, blocks: int) -> torch.Tensor:
+                       recent: int, blocks: int, bounds: Bounds | None = None) -> torch.Tensor:
     """q [B, H, T, D] at positions past..past+T-1 against one kv head's keys and values [B, 1, L_i, D] held in
-    segments (together past + T positions), each query seeing its recent keys and its selected blocks."""
+    segments (together past + T positions), each query seeing its recent keys and its selected blocks.
+    `bounds(keys, n)`: the first n blocks' bounds where the caller keeps them (model/cache.py)."""
     T = q.shape[2]
+    held = sum(k.shape[2] for k, _ in segments)
+    if held != past + T:
+        raise ValueError(f"the segments hold {held} positions, not past + T = {past + T}")
     local = local_starts(past, T, recent, q.device)
     keys = [k[:, 0] for k, _ in segments]
-    lo, hi = block_bounds(keys, int(local[-1]) // BLOCK)
+    lo, hi = (bounds or _bounds)(keys, int(local[-1]) // BLOCK)
     chosen = select_blocks(q, lo, hi, local, blocks)
     last = torch.arange(past, past + T, device=q.device)
     if _c_kernel(q) and _c_kernel(keys[0]):
         return cpu.selected_attention(q, segments, chosen, local, last)[0].to(q.dtype)
     return _gathered(q, torch.cat(keys, 1), torch.cat([v[:, 0] for _, v in segments], 1), chosen, local, last, recent)
+
+
+def _bounds(keys: list[torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return block_bounds(keys, 0, n)
 
 
 def _c_kernel(x: torch.Tensor) -> bool:

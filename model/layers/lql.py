@@ -46,7 +46,8 @@ class LatentAttention(nn.Module):
             segments.append((k, v))
             start += v.shape[2]
         if self.blocks and past + T > self.recent + self.blocks * BLOCK:
-            o = selected_attention(q, segments, past, self.recent, self.blocks)
+            kept = cache.bounds if cache is not None and not self.use_rope else None   # the latents' own bounds
+            o = selected_attention(q, segments, past, self.recent, self.blocks, kept)
         else:
             o = attend_segments(q, segments, past)
         return self.up(o.transpose(1, 2).reshape(B, T, -1))

@@ -10,8 +10,10 @@ against. `triton.testing.do_bench` times them.
 On CPU: the few-row C kernel (kernels/attention) against the PyTorch path it replaces (`merged_attention`:
 the fused flash kernel split across the threads) and against `scaled_dot_product_attention` on one
 contiguous cache, for a decode step (T = 1), a verified draft (T = 8) and a typed line (T = 32), the cache
-in a long shared segment plus a short branch, as the state tree holds it. Timings interleave the candidates
-and report the median; FLOPs count QK and PV, bytes the cache read once.
+in a long shared segment plus a short branch, as the state tree holds it; for lql also block-selected attention
+(kernels/attention/select.py, the shipped model's 2,048 recent keys and 32 blocks, with the blocks' bounds kept
+as the cache keeps them). Timings interleave the candidates and report the median; FLOPs count QK and PV over
+the keys each query sees, bytes the cache read once.
 """
 from __future__ import annotations
 
@@ -24,10 +26,12 @@ import torch
 
 import torch.nn.functional as F
 
-from kernels.attention import available, segment_attention
+from kernels.attention import available, segment_attention, selected_attention
+from kernels.attention.select import BLOCK, block_bounds
 from model.layers.common import causal_attention, merged_attention
 
 SHAPES = {"lql": (2, 1, 64), "gqa": (4, 2, 64)}      # query heads, kv heads, head width
+RECENT, BLOCKS = 2048, 32                             # the shipped model's lql selection (model/config.py)
 
 
 @dataclass
@@ -65,6 +69,10 @@ def measure(contexts: list[int], steps: tuple[int, ...] = (1, 8, 32), repeats: i
                     "torch sdpa, contiguous": lambda: causal_attention(q, *joined, past)}
                 if available():
                     candidates["segments.c"] = lambda: segment_attention(q, segments, past)
+                if layer == "lql":
+                    kept = block_bounds([k[:, 0] for k, _ in segments], 0, (context - RECENT) // BLOCK)
+                    candidates["select.py"] = lambda: selected_attention(
+                        q, segments, past, RECENT, BLOCKS, lambda keys, n: (kept[0][:, :n], kept[1][:, :n]))
                 times = {name: [] for name in candidates}
                 with torch.inference_mode():
                     for _ in range(repeats + 2):
@@ -72,11 +80,12 @@ def measure(contexts: list[int], steps: tuple[int, ...] = (1, 8, 32), repeats: i
                             started = time.perf_counter()
                             run()
                             times[name].append(time.perf_counter() - started)
-                flops = 4 * heads * T * context * dim
                 cache_bytes = (1 if layer == "lql" else 2) * kv * context * dim * 4
                 for name, seconds in times.items():
+                    seen = min(context, RECENT + BLOCK + BLOCKS * BLOCK) if name == "select.py" else context
                     s = statistics.median(seconds[2:])
-                    yield KernelRow(name, layer, context, T, 1000 * s, flops / s / 1e9, cache_bytes / s / 1e9)
+                    yield KernelRow(name, layer, context, T, 1000 * s, 4 * heads * T * seen * dim / s / 1e9,
+                                    cache_bytes / s / 1e9)
 
 
 Timer = Callable[[Callable[[], object]], float]       # ms per call

@@ -117,3 +117,18 @@ def test_a_far_key_that_answers_the_query_is_selected():
     with torch.inference_mode():
         o = selected_attention(q, [(z, z)], 4999, recent=256, blocks=2)
     assert relative_error(z[0, 0, 1000].expand(1, 2, 1, 64), o) < 0.05
+
+
+def test_selected_attention_gradients_equal_the_reference():
+    """Training past recent + 64 * blocks keys: the PyTorch path's gradients, each step recomputed."""
+    from kernels.attention import naive_selected_attention, selected_attention
+
+    torch.manual_seed(5)
+    q = torch.randn(2, 2, 40, 16, requires_grad=True)
+    z = torch.randn(2, 1, 300, 16, requires_grad=True)
+    got = selected_attention(q, [(z[:, :, :100], z[:, :, :100]), (z[:, :, 100:], z[:, :, 100:])], 260, 32, 2)
+    expected = naive_selected_attention(q, z, z, 260, 32, 2)
+    weights = torch.randn_like(expected)
+    grads = torch.autograd.grad((got * weights).sum(), (q, z))
+    for a, b in zip(torch.autograd.grad((expected * weights).sum(), (q, z)), grads):
+        assert relative_error(a, b) < 1e-4

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.utils.checkpoint
 
 from . import cpu
 
@@ -101,26 +102,34 @@ def _c_kernel(x: torch.Tensor) -> bool:
 def _gathered(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chosen: torch.Tensor, local: torch.Tensor,
               last: torch.Tensor, recent: int) -> torch.Tensor:
     """The PyTorch path (any device and dtype, autograd included): each query's keys gathered, ROWS queries
-    at a time, from k, v [B, N, D] joined."""
-    B, H, T, D = q.shape
-    offsets = torch.arange(BLOCK, device=q.device)
-    width = torch.arange(recent + BLOCK, device=q.device)
+    at a time, from k, v [B, N, D] joined. Under autograd each step is recomputed in the backward pass instead
+    of keeping its gathers ([ROWS, keys seen, D] per head: 35 GB for a 16K training window)."""
+    T = q.shape[2]
+    near = local[:, None] + torch.arange(recent + BLOCK, device=q.device)                   # [T, W]
+    near_ok = near <= last[:, None]
     outs = []
     for start in range(0, T, ROWS):
         rows = slice(start, start + ROWS)
-        picked = chosen[:, :, rows]                                                       # [B, H, R, K]
-        far = (picked.clamp(min=0)[..., None] * BLOCK + offsets).flatten(-2)             # [B, H, R, K * 64]
-        far_ok = (picked >= 0)[..., None].expand(*picked.shape, BLOCK).flatten(-2)
-        near = local[rows, None] + width                                                 # [R, W]
-        near_ok = near <= last[rows, None]
-        R = near.shape[0]
-        position = torch.cat([far, near.expand(B, H, R, -1)], -1)
-        seen = torch.cat([far_ok, near_ok.expand(B, H, R, -1)], -1)
-        position = position.clamp(max=k.shape[1] - 1)
-        index = position.flatten(1)[..., None].expand(-1, -1, D)
-        keys = k.gather(1, index).view(B, H, R, -1, D)
-        values = v.gather(1, index).view(B, H, R, -1, v.shape[-1])
-        score = (q[:, :, rows, None] @ keys.transpose(-1, -2)).squeeze(-2).float() * D ** -0.5
-        weight = score.masked_fill(~seen, float("-inf")).softmax(-1).to(v.dtype)
-        outs.append((weight[..., None, :] @ values).squeeze(-2))
+        args = (q[:, :, rows], k, v, chosen[:, :, rows], near[rows], near_ok[rows])
+        if torch.is_grad_enabled():
+            outs.append(torch.utils.checkpoint.checkpoint(_gathered_rows, *args, use_reentrant=False))
+        else:
+            outs.append(_gathered_rows(*args))
     return torch.cat(outs, 2)
+
+
+def _gathered_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, picked: torch.Tensor, near: torch.Tensor,
+                   near_ok: torch.Tensor) -> torch.Tensor:
+    """q [B, H, R, D] against its picked blocks [B, H, R, K] and its recent positions near [R, W] (near_ok: the
+    ones it may see)."""
+    B, H, R, D = q.shape
+    far = (picked.clamp(min=0)[..., None] * BLOCK + torch.arange(BLOCK, device=q.device)).flatten(-2)
+    far_ok = (picked >= 0)[..., None].expand(*picked.shape, BLOCK).flatten(-2)              # [B, H, R, K * 64]
+    position = torch.cat([far, near.expand(B, H, R, -1)], -1).clamp(max=k.shape[1] - 1)
+    seen = torch.cat([far_ok, near_ok.expand(B, H, R, -1)], -1)
+    index = position.flatten(1)[..., None].expand(-1, -1, D)
+    keys = k.gather(1, index).view(B, H, R, -1, D)
+    values = v.gather(1, index).view(B, H, R, -1, v.shape[-1])
+    score = (q[:, :, :, None] @ keys.transpose(-1, -2)).squeeze(-2).float() * D ** -0.5
+    weight = score.masked_fill(~seen, float("-inf")).softmax(-1).to(v.dtype)
+    return (weight[..., None, :] @ values).squeeze(-2)

@@ -241,35 +241,44 @@ void block_bounds(const float *const *k, const long *starts, int nseg, int D, lo
     }
 }
 
-/* Block-selected attention, one kv head: row (t, h) of q [T][H][D] (already scaled) sees the K blocks of BLOCK
-   keys listed in blocks [T][H][K] (ascending, -1 for none) and the keys local[t]..last[t]. Out: o [T][H][D],
-   lse [T][H]. Every row runs on its own, so the result does not depend on how rows are batched. */
+/* Block-selected attention, one kv head: row (t, h) of q [T][H][D] (already scaled) sees the keys
+   local[t]..last[t] and the K blocks of BLOCK keys listed in blocks [T][H][K] (-1 for none). Out: o [T][H][D],
+   lse [T][H]. Positions with the same local start (consecutive, at most TILE) read their recent keys together,
+   as `piece` reads a cache for a few rows; then each row its own blocks. A row's result does not depend on
+   which other rows came in the same call. */
+#define TILE 32
 void selected_attention(const float *q, int T, int H, int D, const float *const *k, const float *const *v,
                         const long *starts, int nseg, const long *blocks, int K, const long *local, const long *last,
                         int threads, float *o, float *lse) {
-    #pragma omp parallel for num_threads(threads) schedule(dynamic, 8)
-    for (long row = 0; row < (long)T * H; row++) {
+    long *len = malloc(sizeof(long) * nseg), *tile = malloc(sizeof(long) * (T + 1));
+    long *limit = malloc(sizeof(long) * T * H);
+    Sum *sums = malloc(sizeof(Sum) * T * H);
+    int tiles = 0;
+    for (int s = 0; s < nseg; s++) len[s] = starts[s + 1] - starts[s];
+    for (long t = 0; t < T; t++) {
+        if (t == 0 || local[t] != local[t - 1] || t - tile[tiles - 1] == TILE) tile[tiles++] = t;
+        for (int h = 0; h < H; h++) limit[t * H + h] = last[t] + 1;
+    }
+    tile[tiles] = T;
+    #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int i = 0; i < tiles; i++) {
         const float *kr[BLOCK], *vr[BLOCK];
         float s[BLOCK] __attribute__((aligned(32)));
-        long t = row / H;
-        const float *qr = q + row * D;
-        float *a = o + row * D;
-        Sum sum = {0.0f, 0.0f};
-        memset(a, 0, sizeof(float) * D);
-        for (int i = 0; i < K; i++) {
-            long b = blocks[row * K + i];
-            if (b < 0) continue;
-            rows_at(k, v, starts, nseg, D, b * BLOCK, BLOCK, kr, vr);
-            block(qr, D, kr, vr, BLOCK, s, a, &sum);
+        long first = tile[i] * H, rows = (tile[i + 1] - tile[i]) * H;
+        piece(q + first * D, (int)rows, D, k, v, len, nseg, 1, 0, limit + first, local[tile[i]],
+              last[tile[i + 1] - 1] + 1, sums + first, o + first * D);
+        for (long row = first; row < first + rows; row++) {
+            for (int j = 0; j < K; j++) {
+                long b = blocks[row * K + j];
+                if (b < 0) continue;
+                rows_at(k, v, starts, nseg, D, b * BLOCK, BLOCK, kr, vr);
+                block(q + row * D, D, kr, vr, BLOCK, s, o + row * D, &sums[row]);
+            }
+            for (int d = 0; d < D; d++) o[row * D + d] /= sums[row].l;
+            lse[row] = sums[row].m + logf(sums[row].l);
         }
-        for (long base = local[t]; base <= last[t]; base += BLOCK) {
-            int n = (int)(last[t] + 1 - base < BLOCK ? last[t] + 1 - base : BLOCK);
-            rows_at(k, v, starts, nseg, D, base, n, kr, vr);
-            block(qr, D, kr, vr, n, s, a, &sum);
-        }
-        for (int d = 0; d < D; d++) a[d] /= sum.l;
-        lse[row] = sum.m + logf(sum.l);
     }
+    free(len), free(tile), free(limit), free(sums);
 }
 
 /* For each row of scores [rows][n]: the indices of its K highest among its first valid[row] columns, ascending,

@@ -18,7 +18,7 @@ from . import cpu
 Bounds = Callable[[list[torch.Tensor], int], tuple[torch.Tensor, torch.Tensor]]
 
 BLOCK = 64           # keys per block: the unit of selection, and the C kernel's block of keys
-ROWS = 32            # query rows per step of the PyTorch path: bounds its [rows, keys seen, D] gathers
+GATHERED = {"cpu": 1 << 24, "cuda": 1 << 28}   # numbers per gather of the PyTorch path: [B, H, rows, keys seen, D]
 SCORE_ROWS = 4096    # query rows per step of the selection: bounds its [rows, blocks] scores
 
 
@@ -101,15 +101,17 @@ def _c_kernel(x: torch.Tensor) -> bool:
 
 def _gathered(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chosen: torch.Tensor, local: torch.Tensor,
               last: torch.Tensor, recent: int) -> torch.Tensor:
-    """The PyTorch path (any device and dtype, autograd included): each query's keys gathered, ROWS queries
+    """The PyTorch path (any device and dtype, autograd included): each query's keys gathered, a few queries
     at a time, from k, v [B, N, D] joined. Under autograd each step is recomputed in the backward pass instead
-    of keeping its gathers ([ROWS, keys seen, D] per head: 35 GB for a 16K training window)."""
-    T = q.shape[2]
+    of keeping its gathers (35 GB for a 16K training window)."""
+    B, H, T, D = q.shape
     near = local[:, None] + torch.arange(recent + BLOCK, device=q.device)                   # [T, W]
     near_ok = near <= last[:, None]
+    seen = chosen.shape[-1] * BLOCK + near.shape[1]
+    step = max(1, GATHERED.get(q.device.type, GATHERED["cpu"]) // (B * H * seen * D))
     outs = []
-    for start in range(0, T, ROWS):
-        rows = slice(start, start + ROWS)
+    for start in range(0, T, step):
+        rows = slice(start, start + step)
         args = (q[:, :, rows], k, v, chosen[:, :, rows], near[rows], near_ok[rows])
         if torch.is_grad_enabled():
             outs.append(torch.utils.checkpoint.checkpoint(_gathered_rows, *args, use_reentrant=False))

@@ -68,7 +68,7 @@ def _library() -> ctypes.CDLL | None:
                                       _P(ctypes.c_long), ctypes.c_int, _P(ctypes.c_long), ctypes.c_int, _P(f), _P(f)]
     lib.segment_attention.restype = None
     i, n = ctypes.c_int, _P(ctypes.c_long)
-    lib.block_bounds.argtypes = [_P(_P(f)), n, i, i, ctypes.c_long, ctypes.c_long, _P(f), _P(f)]
+    lib.block_bounds.argtypes = [_P(_P(f)), n, i, i, ctypes.c_long, ctypes.c_long, i, _P(f), _P(f)]
     lib.block_bounds.restype = None
     lib.selected_attention.argtypes = [_P(f), i, i, i, _P(_P(f)), _P(_P(f)), n, i, n, i, n, n, i, _P(f), _P(f)]
     lib.selected_attention.restype = None
@@ -135,7 +135,7 @@ def block_bounds(segments: list[tuple[torch.Tensor, torch.Tensor]], first: int, 
     held, keys, _, starts = _held(segments)
     D = held[0][0].shape[-1]
     lo, hi = torch.empty(blocks, D), torch.empty(blocks, D)
-    lib.block_bounds(keys, starts, len(held), D, first, blocks, _ptr(lo), _ptr(hi))
+    lib.block_bounds(keys, starts, len(held), D, first, blocks, torch.get_num_threads(), _ptr(lo), _ptr(hi))
     return lo, hi
 
 

@@ -223,9 +223,9 @@ static void rows_at(const float *const *k, const float *const *v, const long *st
 
 /* Blocks first..first+nblocks-1 of BLOCK keys: each one's elementwise min and max [nblocks][D] (Quest's
    bounds: a query's score against any key of the block is at most sum_d max(q_d * lo_d, q_d * hi_d)). */
-void block_bounds(const float *const *k, const long *starts, int nseg, int D, long first, long nblocks, float *lo,
-                  float *hi) {
-    #pragma omp parallel for schedule(static)
+void block_bounds(const float *const *k, const long *starts, int nseg, int D, long first, long nblocks, int threads,
+                  float *lo, float *hi) {
+    #pragma omp parallel for num_threads(threads) schedule(static)
     for (long b = 0; b < nblocks; b++) {
         const float *kr[BLOCK], *vr[BLOCK];
         rows_at(k, k, starts, nseg, D, (first + b) * BLOCK, BLOCK, kr, vr);

@@ -133,3 +133,18 @@ def test_selected_attention_gradients_equal_the_reference():
     grads = torch.autograd.grad((got * weights).sum(), (q, z))
     for a, b in zip(torch.autograd.grad((expected * weights).sum(), (q, z)), grads):
         assert relative_error(a, b) < 1e-4
+
+
+def test_selected_attention_on_a_bf16_cache_matches_the_reference():
+    """A bf16 cache on CPU (the engine's dtype where the CPU computes bf16): few rows gathered, many through the
+    C kernel on an fp32 copy."""
+    from kernels.attention import naive_selected_attention, selected_attention
+
+    torch.manual_seed(6)
+    z = torch.randn(1, 1, 600, 64).bfloat16()
+    for T in (3, 40):
+        q = torch.randn(1, 2, T, 64).bfloat16()
+        expected = naive_selected_attention(q.float(), z.float(), z.float(), 600 - T, 128, 2)
+        with torch.inference_mode():
+            got = selected_attention(q, [(z[:, :, :250],) * 2, (z[:, :, 250:],) * 2], 600 - T, 128, 2)
+        assert got.dtype == torch.bfloat16 and relative_error(expected, got.float()) < 2e-2, T

@@ -20,6 +20,7 @@ Bounds = Callable[[list[torch.Tensor], int], tuple[torch.Tensor, torch.Tensor]]
 BLOCK = 64           # keys per block: the unit of selection, and the C kernel's block of keys
 GATHERED = {"cpu": 1 << 24, "cuda": 1 << 28}   # numbers per gather of the PyTorch path: [B, H, rows, keys seen, D]
 SCORE_ROWS = 4096    # query rows per step of the selection: bounds its [rows, blocks] scores
+CAST_ROWS = 16       # queries from which a cache in another dtype is copied to fp32 for the C kernel, not gathered
 
 
 def local_starts(past: int, T: int, recent: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -86,6 +87,9 @@ def selected_attention(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch
     last = torch.arange(past, past + T, device=q.device)
     if _c_kernel(q) and _c_kernel(keys[0]):
         return cpu.selected_attention(q, segments, chosen, local, last)[0].to(q.dtype)
+    if T >= CAST_ROWS and _c_kernel(q, cast=True) and _c_kernel(keys[0], cast=True):   # e.g. bf16 on a CPU
+        fp32 = [_fp32(k, v) for k, v in segments]
+        return cpu.selected_attention(q.float(), fp32, chosen, local, last)[0].to(q.dtype)
     return _gathered(q, torch.cat(keys, 1), torch.cat([v[:, 0] for _, v in segments], 1), chosen, local, last, recent)
 
 
@@ -93,10 +97,16 @@ def _bounds(keys: list[torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tenso
     return block_bounds(keys, 0, n)
 
 
-def _c_kernel(x: torch.Tensor) -> bool:
-    """Whether the C kernel takes x: fp32, on CPU, batch 1, no gradient."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[0] == 1 and not torch.is_grad_enabled()
-            and cpu.available())
+def _c_kernel(x: torch.Tensor, cast: bool = False) -> bool:
+    """Whether the C kernel takes x: fp32 (or any dtype, to be cast), on CPU, batch 1, no gradient."""
+    return (x.device.type == "cpu" and (cast or x.dtype == torch.float32) and x.shape[0] == 1
+            and not torch.is_grad_enabled() and cpu.available())
+
+
+def _fp32(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A segment's keys and values in fp32: one copy where they are one tensor, as lql's latents are."""
+    k32 = k.float()
+    return k32, k32 if v is k else v.float()
 
 
 def _gathered(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chosen: torch.Tensor, local: torch.Tensor,
@@ -130,8 +140,8 @@ def _gathered_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, picked: to
     position = torch.cat([far, near.expand(B, H, R, -1)], -1).clamp(max=k.shape[1] - 1)
     seen = torch.cat([far_ok, near_ok.expand(B, H, R, -1)], -1)
     index = position.flatten(1)[..., None].expand(-1, -1, D)
-    keys = k.gather(1, index).view(B, H, R, -1, D)
-    values = v.gather(1, index).view(B, H, R, -1, v.shape[-1])
+    keys = k.gather(1, index).view(B, H, R, -1, D).to(q.dtype)              # a cache kept in another dtype
+    values = v.gather(1, index).view(B, H, R, -1, v.shape[-1]).to(q.dtype)
     score = (q[:, :, :, None] @ keys.transpose(-1, -2)).squeeze(-2).float() * D ** -0.5
-    weight = score.masked_fill(~seen, float("-inf")).softmax(-1).to(v.dtype)
+    weight = score.masked_fill(~seen, float("-inf")).softmax(-1).to(q.dtype)
     return (weight[..., None, :] @ values).squeeze(-2)

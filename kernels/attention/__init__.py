@@ -4,9 +4,9 @@
 - `attend_few_rows`: a few query rows (a decode step, a draft, a typed line) against a cache held in segments
   (model/cache.py), a C kernel for CPU tensors (segments.c, built on first use by cpu.py);
 - `selected_attention` (select.py): each query against its recent keys and the blocks of older keys selected
-  for it, for a long latent cache; the C kernel on CPU in fp32, gathers in PyTorch elsewhere.
-Each returns None where it does not apply, and the model keeps its PyTorch path: the model never branches
-on the device itself."""
+  for it, for a long latent cache; the C kernel on CPU, gathers in PyTorch elsewhere.
+The first two return None where they do not apply, and the model keeps its PyTorch path; the third picks its
+path itself. The model never branches on the device."""
 from __future__ import annotations
 
 import torch

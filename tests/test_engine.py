@@ -365,9 +365,10 @@ def test_workspace_files_are_read_only_inside_the_root_and_under_the_size_cap(ti
     secret = tmp_path / "secret.rs"
     secret.write_text("pub const SECRET: &str = \"outside\";\n")
     store_rs = workspace / "src" / "store.rs"
+    ws = _engine(tiny_model_dir).workspace(workspace)
+    assert ws.tokens("src/store.rs", {})             # read (and cached) while it is a plain file
     store_rs.unlink()
     store_rs.symlink_to(secret)                      # what a pull can do to a workspace file
     (workspace / "src" / "big.rs").write_text("// x\n" * (MAX_FILE_BYTES // 5 + 1))
-    ws = _engine(tiny_model_dir).workspace(workspace)
     assert ws.tokens("src/store.rs", {}) == [] and ws.tokens("src/big.rs", {}) == []
     assert ws.tokens("src/main.rs", {})              # an ordinary file is read

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 import kernels.attention as attention
+from kernels import clib
+from kernels.gdn import cpu as gdn_cpu
 from kernels.attention import attend_few_rows, cpu, naive_segment_attention, segment_attention
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build the kernel with")
@@ -68,17 +70,26 @@ def test_dispatch_takes_the_kernel_only_where_it_applies():
     assert attend_few_rows(q, [(k, v)], 96) is None                    # training: autograd needs PyTorch's ops
 
 
+def _forget_the_library() -> None:
+    for loaded in (clib.library, cpu._library, gdn_cpu._library):
+        loaded.cache_clear()
+
+
 def test_no_compiler_leaves_the_pytorch_path(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))                # nothing built before
-    cpu._library.cache_clear()
+    _forget_the_library()
     try:
         assert not attention.available()
         with torch.inference_mode():
             assert attend_few_rows(torch.randn(1, 2, 1, 16), [(torch.randn(1, 1, 10, 16),) * 2], 9) is None
+            state = torch.zeros(1, 1, 4, 4)
+            assert gdn_cpu.fused_gdn_step(torch.zeros(1, 1, 12), torch.zeros(1, 12, 3), torch.zeros(12, 1, 4),
+                                          torch.zeros(1, 1, 2), torch.zeros(1), torch.zeros(1), state, 0.5,
+                                          torch.zeros(1, 1, 4), torch.ones(4), 1e-6) is None
         assert "unavailable" in caplog.text
     finally:
-        cpu._library.cache_clear()
+        _forget_the_library()
 
 
 @pytest.mark.parametrize("past, T, recent, blocks", [(0, 300, 64, 2), (600, 5, 128, 3), (650, 1, 64, 1),

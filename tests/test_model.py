@@ -24,17 +24,48 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("pattern", PATTERNS, ids="+".join)
 @pytest.mark.parametrize("global_rope", [False, True])
-def test_parallel_forward_equals_prefill_then_token_by_token_decode(pattern, global_rope):
+@pytest.mark.parametrize("batch", [1, 2])                  # 1: the gdn decode step in C on CPU; 2: PyTorch's
+def test_parallel_forward_equals_prefill_then_token_by_token_decode(pattern, global_rope, batch):
     torch.manual_seed(0)
     model = RustleLM(tiny(pattern, global_rope=global_rope)).eval()
-    tokens = torch.randint(0, 97, (2, 53))  # past 3 gdn chunks of 16 and 6 windows of 8
+    tokens = torch.randint(0, 97, (batch, 53))  # past 3 gdn chunks of 16 and 6 windows of 8
     with torch.no_grad():
         whole = model(tokens)
-        cache = model.new_cache(batch=2)
+        cache = model.new_cache(batch=batch)
         parts = [model(tokens[:, :21], cache), model(tokens[:, 21:30], cache)]  # prefill, then a chunk
         parts += [model(tokens[:, t:t + 1], cache) for t in range(30, 53)]
     assert relative_error(whole, torch.cat(parts, dim=1)) < 1e-4
     assert cache.position == 53
+
+
+def test_the_gdn_decode_step_in_c_equals_the_layers_pytorch_path(monkeypatch):
+    from kernels import gdn as kernels_gdn
+    from model.layers import gdn
+
+    torch.manual_seed(5)
+    layer = gdn.GatedDeltaNet(tiny(("gdn",), gdn_head_dim=64)).eval()
+    caches = [layer.new_cache(1, torch.float32, "cpu") for _ in range(2)]
+    for cache in caches:   # a state well away from zero, as after a long prefill
+        torch.manual_seed(6)
+        cache.state.normal_()
+        cache.conv.normal_()
+    x = torch.randn(1, 1, 32) * 3
+    ran = []
+    monkeypatch.setattr(gdn, "fused_gdn_step", lambda *args: ran.append(kernels_gdn.fused_gdn_step(*args)) or ran[-1])
+    with torch.inference_mode():
+        fused = layer(x, torch.tensor([70]), caches[0])
+        assert ran[0] is not None                                      # the C kernel answered
+        monkeypatch.setattr(gdn, "fused_gdn_step", lambda *args: None)
+        expected = layer(x, torch.tensor([70]), caches[1])
+    assert relative_error(expected, fused) < 1e-5
+    assert relative_error(caches[1].state, caches[0].state) < 1e-5
+    assert torch.equal(caches[1].conv, caches[0].conv)
+    args = (torch.randn(1, 1, 3 * 128), caches[0].conv, layer.conv.weight, torch.randn(1, 1, 4), layer.A_log,
+            layer.dt_bias, caches[0].state, 0.125, torch.randn(1, 1, 128), layer.norm.weight, 1e-6)
+    assert kernels_gdn.fused_gdn_step(*args) is None                  # autograd on: PyTorch's ops
+    with torch.inference_mode():
+        assert kernels_gdn.fused_gdn_step(*args) is not None
+        assert kernels_gdn.fused_gdn_step(*(a.bfloat16() if isinstance(a, torch.Tensor) else a for a in args)) is None
 
 
 @pytest.mark.parametrize("batch", [1, 2])                  # 1: the C kernel on CPU; 2: PyTorch's gathers

@@ -5,6 +5,7 @@ Reads of the index go through `assistant/index/store.py`; this module writes no 
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,14 +74,22 @@ class Workspace:
             key: object = ("override", hash(overrides[path]))
             read = lambda: overrides[path]  # noqa: E731
         else:
-            try:   # resolved at read time: a file swapped for a symlink out of the workspace is not read
+            try:   # one stat per file and request (this runs for every file on every keystroke)
+                stat = os.stat(self.root / path)
+            except (OSError, ValueError):
+                return []
+            # the stat follows links: a file swapped for a link out of the workspace has another inode, so it
+            # misses the cache and is resolved below before anything is read
+            key = (stat.st_ino, stat.st_dev, stat.st_mtime_ns, stat.st_size)
+            cached = self._tokens.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            try:
                 real = (self.root / path).resolve()
-                stat = real.stat()
             except (OSError, RuntimeError):
                 return []
             if not real.is_relative_to(self.root) or not real.is_file() or stat.st_size > MAX_FILE_BYTES:
                 return []
-            key = (stat.st_mtime_ns, stat.st_size)
             read = lambda: real.read_text(encoding="utf-8", errors="replace")  # noqa: E731
         cached = self._tokens.get(path)
         if cached is None or cached[0] != key:

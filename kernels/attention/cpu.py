@@ -1,67 +1,23 @@
-"""The CPU kernels for attention against a cache held in segments (segments.c), compiled on first use
-with the machine's C compiler for this CPU and kept in the user's cache. Where no compiler works, `available()`
-is False and callers keep the PyTorch path (model/layers/common.py)."""
+"""The CPU kernels for attention against a cache held in segments (segments.c, built by kernels/clib.py). Where
+no compiler works, `available()` is False and callers keep the PyTorch path (model/layers/common.py)."""
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import logging
-import os
-import shutil
-import subprocess
-import tempfile
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("segments.c")
-COMPILE = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]   # -ffast-math for vectorised expf
-LINK = ["-shared", "-fopenmp", "-lm"]   # not -ffast-math: that would set flush-to-zero for the whole process
+from ..clib import library
+
 MIN_SPLIT = 4096                        # keys below which one thread does the work
 
-log = logging.getLogger("rustle.kernels")
 _P = ctypes.POINTER
-
-
-def _machine() -> str:
-    """What -march=native compiles for: the CPU's model and flags."""
-    try:
-        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-    except OSError:
-        return os.uname().machine
-    return "\n".join(line for line in info.splitlines() if line.startswith(("model name", "flags")))
-
-
-def _build(target: Path) -> None:
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    if compiler is None:
-        raise OSError("no C compiler (cc) found")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        obj, lib = Path(tmp) / "segments.o", Path(tmp) / "segments.so"
-        for command in ([compiler, *COMPILE, "-c", str(SOURCE), "-o", str(obj)],
-                        [compiler, str(obj), *LINK, "-o", str(lib)]):
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode:
-                raise OSError(f"{' '.join(command)}: {done.stderr.strip()}")
-        os.replace(lib, target)          # atomic: another process may be building the same library
 
 
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
-    if os.environ.get("RUSTLE_C_KERNELS", "1") == "0":
-        return None
-    key = hashlib.blake2b(SOURCE.read_bytes() + " ".join(COMPILE + LINK).encode() + _machine().encode(),
-                          digest_size=8).hexdigest()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rustle" / "kernels"
-    target = cache / f"segments-{key}.so"
-    try:
-        if not target.exists():
-            _build(target)
-        lib = ctypes.CDLL(str(target))
-    except OSError as err:
-        log.warning("the CPU attention kernel is unavailable, using PyTorch's: %s", err)
+    lib = library()
+    if lib is None:
         return None
     f = ctypes.c_float
     lib.segment_attention.argtypes = [_P(f), ctypes.c_int, ctypes.c_int, ctypes.c_int, _P(_P(f)), _P(_P(f)),

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kernels.gdn import chunk_gated_delta_rule, recurrent_gated_delta_step
+from kernels.gdn import chunk_gated_delta_rule, fused_gdn_step, recurrent_gated_delta_step
 
 from ..cache import GDNState
 from ..config import ModelConfig
@@ -36,7 +36,14 @@ class GatedDeltaNet(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: GDNState | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        mixed = self.qkv(x).transpose(1, 2)                                    # [B, C, T]
+        scale = self.dk ** -0.5
+        mixed, ba, gate = self.qkv(x), self.beta_decay(x), self.gate(x)
+        if cache is not None and T == 1:
+            fused = fused_gdn_step(mixed, cache.conv, self.conv.weight, ba, self.A_log, self.dt_bias, cache.state,
+                                   scale, gate, self.norm.weight, self.eps)
+            if fused is not None:
+                return self.out(fused)
+        mixed = mixed.transpose(1, 2)                                          # [B, C, T]
         width = self.conv.kernel_size[0] - 1
         tail = cache.conv if cache is not None else mixed.new_zeros(B, self.channels, width)
         padded = torch.cat([tail, mixed], dim=-1)
@@ -48,10 +55,9 @@ class GatedDeltaNet(nn.Module):
             mixed = F.silu(F.conv1d(padded, self.conv.weight, groups=self.channels))
         q, k, v = mixed.view(B, 3, self.h, self.dk, T).permute(1, 0, 2, 4, 3)  # each [B, H, T, K]
         q, k = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
-        beta, a = self.beta_decay(x).float().chunk(2, dim=-1)                  # [B, T, H]
+        beta, a = ba.float().chunk(2, dim=-1)                                  # [B, T, H]
         beta = beta.sigmoid().transpose(1, 2)
         g = (-self.A_log.float().exp() * F.softplus(a + self.dt_bias.float())).transpose(1, 2)
-        scale = self.dk ** -0.5
         if cache is not None and T == 1:
             o = recurrent_gated_delta_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g[:, :, 0], beta[:, :, 0], scale,
                                            cache.state)[:, :, None]
@@ -61,5 +67,5 @@ class GatedDeltaNet(nn.Module):
             if cache is not None:
                 cache.state.copy_(final)
         o = self.norm(o.to(x.dtype).transpose(1, 2))                           # [B, T, H, K]
-        o = o * F.silu(self.gate(x)).view(B, T, self.h, self.dk)
+        o = o * F.silu(gate).view(B, T, self.h, self.dk)
         return self.out(o.reshape(B, T, -1))

@@ -38,7 +38,8 @@ def test_parallel_forward_equals_prefill_then_token_by_token_decode(pattern, glo
     assert cache.position == 53
 
 
-def test_the_gdn_decode_step_in_c_equals_the_layers_pytorch_path(monkeypatch):
+@pytest.mark.parametrize("T", [1, 20])                          # a decode step; a typed line (threads over heads)
+def test_the_gdn_tokens_in_c_equal_the_layers_pytorch_path(T, monkeypatch):
     from kernels import gdn as kernels_gdn
     from model.layers import gdn
 
@@ -49,14 +50,20 @@ def test_the_gdn_decode_step_in_c_equals_the_layers_pytorch_path(monkeypatch):
         torch.manual_seed(6)
         cache.state.normal_()
         cache.conv.normal_()
-    x = torch.randn(1, 1, 32) * 3
+    x = torch.randn(1, T, 32) * 3
     ran = []
     monkeypatch.setattr(gdn, "fused_gdn_step", lambda *args: ran.append(kernels_gdn.fused_gdn_step(*args)) or ran[-1])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            fused = layer(x, torch.arange(70, 70 + T), caches[0])
+    finally:
+        torch.set_num_threads(threads)
+    assert ran[0] is not None                                          # the C kernel answered
     with torch.inference_mode():
-        fused = layer(x, torch.tensor([70]), caches[0])
-        assert ran[0] is not None                                      # the C kernel answered
         monkeypatch.setattr(gdn, "fused_gdn_step", lambda *args: None)
-        expected = layer(x, torch.tensor([70]), caches[1])
+        expected = layer(x, torch.arange(70, 70 + T), caches[1])
     assert relative_error(expected, fused) < 1e-5
     assert relative_error(caches[1].state, caches[0].state) < 1e-5
     assert torch.equal(caches[1].conv, caches[0].conv)

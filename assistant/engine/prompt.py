@@ -116,13 +116,16 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
     chunks = vocab.encode_chunks(text[:offset])
     start = _prefix_window(chunks, config.prefix_tokens, config.window_lines)
     prefix_at = len(ids)
+    # snapshots before the last lines (a keystroke re-runs its line, Enter resumes there too, a line join one up)
+    # and, where the prefix outlives a cursor (psm, prefix), on anchor lines, where other cursors resume; a
+    # prompt is fed in a handful of forward passes instead of one per line. In spm the suffix comes first and no
+    # other cursor shares what follows it: one snapshot, before the cursor's line (a new cursor: 3 passes, not 5)
+    anchored, last_lines = (False, 1) if layout == "spm" else (True, 2)
     for line, chunk in enumerate(chunks[start:], start=start + 1):
         ids += chunk
-        # snapshots on anchor lines and before the last lines: a keystroke re-runs its line, a new cursor a
-        # few dozen lines, and a prompt is fed in a handful of forward passes instead of one per line
-        if line % config.anchor_lines == 0 and line < len(chunks):
+        if anchored and line % config.anchor_lines == 0 and line < len(chunks):
             anchors.append(len(ids))
-        if line % config.anchor_lines == 0 or line >= len(chunks) - 2:
+        if (anchored and line % config.anchor_lines == 0) or line >= len(chunks) - last_lines:
             boundaries.append(len(ids))
     healed = b""
     if layout != "psm" and config.healing and len(ids) > local_start + 1:

@@ -38,7 +38,7 @@ class GatedDeltaNet(nn.Module):
         B, T, _ = x.shape
         scale = self.dk ** -0.5
         mixed, ba, gate = self.qkv(x), self.beta_decay(x), self.gate(x)
-        if cache is not None and T == 1:
+        if cache is not None:
             fused = fused_gdn_step(mixed, cache.conv, self.conv.weight, ba, self.A_log, self.dt_bias, cache.state,
                                    scale, gate, self.norm.weight, self.eps)
             if fused is not None:

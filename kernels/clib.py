@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "attention" / "segments.c", HERE / "gdn" / "step.c"]
+SOURCES = [HERE / "attention" / "segments.c", HERE / "gdn" / "step.c", HERE / "linear" / "gemv.c"]
 COMPILE = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]   # -ffast-math for vectorised expf
 LINK = ["-shared", "-fopenmp", "-lm"]   # not -ffast-math: that would set flush-to-zero for the whole process
 

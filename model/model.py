@@ -81,7 +81,8 @@ class RustleLM(nn.Module):
     def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
         """tokens [B, T] → logits [B, T, V] (or of the `last` positions only)."""
         h = self.hidden(tokens, cache)
-        return F.linear(h if last is None else h[:, -last:], self.head_weight)
+        h = h if last is None else h[:, -last:]
+        return F.linear(h, self.head_weight) if self.head is None else self.head(h)
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, chunk: int = 2048,
              compiled: bool = False) -> torch.Tensor:

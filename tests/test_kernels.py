@@ -159,3 +159,19 @@ def test_selected_attention_on_a_bf16_cache_matches_the_reference():
         with torch.inference_mode():
             got = selected_attention(q, [(z[:, :, :250],) * 2, (z[:, :, 250:],) * 2], 600 - T, 128, 2)
         assert got.dtype == torch.bfloat16 and relative_error(expected, got.float()) < 2e-2, T
+
+
+@pytest.mark.parametrize("rows, out, width", [(1, 16384, 256), (3, 10, 20), (4, 1536, 256), (2, 256, 768)])
+def test_few_rows_through_an_fp16_weight_match_the_linear_layer(rows, out, width):
+    from kernels.linear import MAX_ROWS, few_rows_linear
+
+    torch.manual_seed(4)
+    weight = (torch.randn(out, width) * 0.05).half()
+    x = torch.randn(1, rows, width)
+    with torch.inference_mode():
+        got = few_rows_linear(x, weight)
+        assert few_rows_linear(torch.randn(1, MAX_ROWS + 1, width), weight) is None      # many rows: the BLAS
+        assert few_rows_linear(x.bfloat16(), weight) is None
+    assert got is not None and got.shape == (1, rows, out)
+    assert torch.allclose(got, torch.nn.functional.linear(x, weight.float()), atol=1e-4)
+    assert few_rows_linear(x, weight) is None                                          # autograd on

@@ -1,4 +1,6 @@
 """The hybrid model: every attention kind's parallel form equals its decode form, caches, save/load, transformers."""
+import copy
+
 import pytest
 import torch
 
@@ -309,6 +311,23 @@ def test_attention_over_cache_segments_merges_to_the_masked_attention(kv_heads, 
                 got = attend(q, segments, past=1000 - T)
             assert relative_error(expected, got) < 1e-5, (T, cuts)
     torch.set_num_threads(threads)
+
+
+def test_half_weights_serve_a_few_rows_from_fp16_and_more_rows_as_before():
+    from model.precision import HalfWeightLinear, half_weights
+
+    torch.manual_seed(7)
+    model = RustleLM(tiny()).eval()
+    served = half_weights(copy.deepcopy(model))
+    assert isinstance(served.head, HalfWeightLinear) and served.head.weight is served.embed.weight
+    tokens = torch.randint(0, 97, (1, 30))
+    with torch.inference_mode():
+        assert torch.equal(model(tokens), served(tokens))                # 30 rows: the fp32 weights, unchanged
+        caches = [model.new_cache(), served.new_cache()]
+        model(tokens, caches[0]), served(tokens, caches[1])
+        step = torch.tensor([[5]])
+        expected, got = model(step, caches[0]), served(step, caches[1])  # one row: the fp16 copies
+    assert not torch.equal(expected, got) and relative_error(expected, got) < 1e-2
 
 
 def test_fast_layouts_move_strides_not_values():

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from assistant.engine.engine import Engine, EngineConfig, Request
 from assistant.engine.prompt import PromptConfig
-from assistant.engine.state import StateCache, prefix_digests
+from assistant.engine.state import PrefixDigests, StateCache, prefix_digests
 from model.model import RustleLM
 
 from conftest import save_tiny_model
@@ -52,6 +52,17 @@ def _cold(model: RustleLM, ids: list[int], boundaries: list[int]) -> torch.Tenso
 def test_prefix_digests_tell_prefixes_apart():
     a, b = prefix_digests([1, 2, 3, 4], {2, 4}), prefix_digests([1, 2, 3, 5], {2, 4})
     assert a[2] == b[2] and a[4] != b[4]
+
+
+def test_digests_that_reuse_the_last_prompts_bytes_equal_fresh_ones(monkeypatch):
+    from assistant.engine import state
+
+    monkeypatch.setattr(state, "SHARED_BLOCK", 5)       # shared parts that end inside a block and on its edge
+    memo = PrefixDigests()
+    base = list(range(1000, 1023))
+    for ids in (base, base + [7, 8], base[:10] + [9] + base[11:], base[:15], base[:15] + [4] * 20, [], base):
+        positions = {p for p in (1, 5, 10, 11, 15, 23, len(ids)) if p <= len(ids)}
+        assert memo(ids, positions) == prefix_digests(ids, positions)
 
 
 def test_switching_files_and_cursors_restores_each_branch_and_equals_a_cold_run(prompts):

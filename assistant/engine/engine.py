@@ -18,7 +18,7 @@ import torch
 
 from kernels.attention import available as cpu_kernel_available
 from model.io import DEFAULT_MODEL, load_model
-from model.precision import fast_dtype, fast_layouts
+from model.precision import fast_dtype, fast_layouts, half_weights
 from tokenizer import tokenizer_of
 
 from ..index.workspace import cache_dir, default_db
@@ -89,6 +89,8 @@ class Engine:
         model = load_model(model_dir, dtype).to(config.device)
         if config.device == "cpu":
             model = fast_layouts(model)
+            if dtype == torch.float32:
+                model = half_weights(model)
             cpu_kernel_available()      # built (once per machine) now rather than on the first request
         self.model = model
         self.vocab = Vocab(tokenizer_of(model_dir))

@@ -15,6 +15,7 @@ suffix, no other file); "local" adds the suffix.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from ..index.store import file_paths
@@ -81,7 +82,7 @@ def _prefix_window(chunks: list[tuple[int, ...]], budget: int, anchor: int) -> i
     return start - start % anchor
 
 
-def _suffix_window(chunks: list[tuple[int, ...]], budget: int) -> list[int]:
+def _suffix_window(chunks: Iterable[tuple[int, ...]], budget: int) -> list[int]:
     ids: list[int] = []
     for chunk in chunks:
         if len(ids) + len(chunk) > budget:
@@ -103,7 +104,7 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
             boundaries += [*range(start + REPO_PIECE, len(ids), REPO_PIECE), len(ids)]
     local_start = len(ids)
     header = vocab.file_header(path)
-    suffix = (_suffix_window(vocab.encode_chunks(text[offset:]), config.suffix_tokens)
+    suffix = (_suffix_window(vocab.iter_chunks(text[offset:]), config.suffix_tokens)
               if config.context != "none" else [])
     layout = config.layout if config.context != "none" else "prefix"
     ids += header

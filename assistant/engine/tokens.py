@@ -8,6 +8,7 @@ in one piece (tests check this on real files).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import cached_property, lru_cache
 
 from tokenizer import Layout
@@ -30,8 +31,17 @@ def _byte_decoder() -> dict[str, int]:
 
 def line_chunks(text: str) -> list[str]:
     """`text` cut before every newline run: "a\\n  b\\n\\nc" → ["a", "\\n  b", "\\n\\nc"]."""
-    cuts = [m.start() for m in NEWLINE_RUN.finditer(text) if m.start() > 0]
-    return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    return list(iter_line_chunks(text))
+
+
+def iter_line_chunks(text: str) -> Iterator[str]:
+    """`line_chunks`, one at a time (a window of the suffix needs only its first few)."""
+    start = 0
+    for match in NEWLINE_RUN.finditer(text):
+        if match.start() > 0:
+            yield text[start:match.start()]
+            start = match.start()
+    yield text[start:]
 
 
 class Vocab(Layout):
@@ -46,6 +56,9 @@ class Vocab(Layout):
 
     def encode_chunks(self, text: str) -> list[tuple[int, ...]]:
         return [self.chunk_ids(chunk) for chunk in line_chunks(text)]
+
+    def iter_chunks(self, text: str) -> Iterator[tuple[int, ...]]:
+        return (self.chunk_ids(chunk) for chunk in iter_line_chunks(text))
 
     @lru_cache(maxsize=1 << 16)
     def chunk_ids(self, chunk: str) -> tuple[int, ...]:

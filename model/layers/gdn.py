@@ -2,7 +2,8 @@
 
 x → q, k, v (short causal depthwise conv + SiLU; q and k L2-normalised per head), a write strength
 beta = sigmoid(.) and a decay g = -exp(A) * softplus(. + dt_bias) per head and token; the ops in
-kernels/gdn; a per-head RMSNorm of the output gated by SiLU(.), then the output projection.
+kernels/gdn; a per-head RMSNorm of the output gated by SiLU(.), then the output projection. With a cache on
+CPU in fp32 (the engine), everything between the projections runs in one C call (`fused_gdn_step`).
 """
 from __future__ import annotations
 

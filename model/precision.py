@@ -79,3 +79,12 @@ def half_weights(model: nn.Module) -> nn.Module:
                 module.__class__ = HalfWeightLinear
                 module.half = module.weight.detach().half().contiguous()
     return model
+
+
+def for_serving(model: nn.Module, device: str) -> nn.Module:
+    """The model as the engine serves it on `device`: on CPU, wide weights column-major (`fast_layouts`) and, in
+    fp32, fp16 copies of the weights for decode steps (`half_weights`)."""
+    if device != "cpu":
+        return model
+    model = fast_layouts(model)
+    return half_weights(model) if model.embed.weight.dtype == torch.float32 else model

@@ -18,7 +18,7 @@ import torch
 
 from kernels.attention import available as cpu_kernel_available
 from model.io import DEFAULT_MODEL, load_model
-from model.precision import fast_dtype, fast_layouts, half_weights
+from model.precision import fast_dtype, for_serving
 from tokenizer import tokenizer_of
 
 from ..index.workspace import cache_dir, default_db
@@ -86,13 +86,9 @@ class Engine:
             torch.set_num_threads(config.threads)
         self.config = config
         dtype = fast_dtype(config.dtype, config.device)
-        model = load_model(model_dir, dtype).to(config.device)
+        self.model = for_serving(load_model(model_dir, dtype).to(config.device), config.device)
         if config.device == "cpu":
-            model = fast_layouts(model)
-            if dtype == torch.float32:
-                model = half_weights(model)
             cpu_kernel_available()      # built (once per machine) now rather than on the first request
-        self.model = model
         self.vocab = Vocab(tokenizer_of(model_dir))
         self.healer = Healer(self.vocab.token_bytes)
         self.spellings = Spellings(self.vocab.token_bytes)

@@ -10,7 +10,7 @@ import torch
 from model.cache import Cache, GDNState, KVCache, LatentCache, RingCache
 from model.config import ModelConfig
 from model.model import RustleLM, twin_config
-from model.precision import fast_layouts
+from model.precision import for_serving
 
 
 @dataclass
@@ -92,5 +92,5 @@ def models(config: ModelConfig, dtype: torch.dtype = torch.bfloat16, device: str
     out = {}
     for name, variant in (("hybrid", config), ("twin", twin_config(config))):
         model = RustleLM(variant).to(device, dtype).eval()
-        out[name] = fast_layouts(model) if device == "cpu" else model
+        out[name] = for_serving(model, device)
     return out

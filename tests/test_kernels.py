@@ -1,4 +1,5 @@
-"""The CPU attention kernel (kernels/attention/segments.c) against its naive reference, and its dispatch."""
+"""The CPU kernels (kernels/clib.py: attention/segments.c, gdn/step.c, linear/gemv.c) against their references
+and their dispatch."""
 import shutil
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 import kernels.attention as attention
 from kernels import clib
 from kernels.gdn import cpu as gdn_cpu
+from kernels.linear import cpu as linear_cpu
 from kernels.attention import attend_few_rows, cpu, naive_segment_attention, segment_attention
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build the kernel with")
@@ -71,7 +73,7 @@ def test_dispatch_takes_the_kernel_only_where_it_applies():
 
 
 def _forget_the_library() -> None:
-    for loaded in (clib.library, cpu._library, gdn_cpu._library):
+    for loaded in (clib.library, cpu._library, gdn_cpu._library, linear_cpu._library):
         loaded.cache_clear()
 
 
@@ -87,6 +89,7 @@ def test_no_compiler_leaves_the_pytorch_path(monkeypatch, tmp_path, caplog):
             assert gdn_cpu.fused_gdn_step(torch.zeros(1, 1, 12), torch.zeros(1, 12, 3), torch.zeros(12, 1, 4),
                                           torch.zeros(1, 1, 2), torch.zeros(1), torch.zeros(1), state, 0.5,
                                           torch.zeros(1, 1, 4), torch.ones(4), 1e-6) is None
+            assert linear_cpu.few_rows_linear(torch.randn(1, 1, 8), torch.zeros(4, 8).half()) is None
         assert "unavailable" in caplog.text
     finally:
         _forget_the_library()

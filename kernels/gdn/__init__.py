@@ -1,5 +1,5 @@
 """Gated delta rule: chunkwise-parallel form (prefill, training), one-token recurrent form (decode), naive reference,
-and a gdn layer's whole decode step between its projections in C for CPU (`fused_gdn_step`, None elsewhere).
+and a gdn layer's tokens between its projections in C for CPU, one after another (`fused_gdn_step`, None elsewhere).
 
 Shapes: q, k [B, H, T, K] (L2-normalised), v [B, H, T, V], g [B, H, T] (log decay, <= 0),
 beta [B, H, T] in (0, 1); state S [B, H, K, V] in fp32. Per step:

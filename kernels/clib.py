@@ -14,7 +14,9 @@ from functools import lru_cache
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "attention" / "segments.c", HERE / "gdn" / "step.c", HERE / "linear" / "gemv.c"]
+SOURCES = [HERE / "attention" / "segments.c", HERE / "block" / "dense.c", HERE / "decode" / "step.c",
+           HERE / "gdn" / "step.c", HERE / "linear" / "gemv.c"]
+HEADERS = [HERE / "linear" / "gemv.h"]
 COMPILE = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]   # -ffast-math for vectorised expf
 LINK = ["-shared", "-fopenmp", "-lm"]   # not -ffast-math: that would set flush-to-zero for the whole process
 
@@ -36,7 +38,7 @@ def _build(target: Path) -> None:
         raise OSError("no C compiler (cc) found")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        objects = [Path(tmp) / f"{source.stem}.o" for source in SOURCES]
+        objects = [Path(tmp) / f"{source.parent.name}-{source.stem}.o" for source in SOURCES]
         lib = Path(tmp) / "kernels.so"
         for command in ([*([compiler, *COMPILE, "-c", str(s), "-o", str(o)] for s, o in zip(SOURCES, objects))]
                         + [[compiler, *map(str, objects), *LINK, "-o", str(lib)]]):
@@ -52,7 +54,8 @@ def library() -> ctypes.CDLL | None:
     if os.environ.get("RUSTLE_C_KERNELS", "1") == "0":
         return None
     digest = hashlib.blake2b(digest_size=8)
-    for part in (*(s.read_bytes() for s in SOURCES), " ".join(COMPILE + LINK).encode(), _machine().encode()):
+    for part in (*(s.read_bytes() for s in SOURCES + HEADERS), " ".join(COMPILE + LINK).encode(),
+                 _machine().encode()):
         digest.update(part)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rustle" / "kernels"
     target = cache / f"kernels-{digest.hexdigest()}.so"
@@ -63,3 +66,12 @@ def library() -> ctypes.CDLL | None:
     except OSError as err:
         log.warning("the CPU kernels are unavailable, using PyTorch's: %s", err)
         return None
+
+
+def declare(**functions: tuple[list, object]) -> ctypes.CDLL | None:
+    """The library with each named function's (argument types, result type) set, or None where there is none."""
+    lib = library()
+    if lib is not None:
+        for name, (arguments, result) in functions.items():
+            getattr(lib, name).argtypes, getattr(lib, name).restype = arguments, result
+    return lib

@@ -60,7 +60,16 @@ class AppendCache:
         self.store, self.base, self.offset, self.length = Store(buffers, dim), (), 0, 0
 
     def _write(self, new: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-        store, own, count = self.store, self.length - self.offset, new[0].shape[self.store.dim]
+        count = new[0].shape[self.store.dim]
+        own = self._reserve(count)
+        for buffer, x in zip(self.store.buffers, new):
+            buffer.narrow(self.store.dim, own, count).copy_(x)
+        return self.segments()
+
+    def _reserve(self, count: int) -> int:
+        """Room for `count` more positions at the end of this cache's own store (branching off or growing it),
+        counted in its length: where they begin in the store's buffers, for the caller to fill."""
+        store, own = self.store, self.length - self.offset
         if max(store.pins, default=0) > own:          # another branch reads past our position: branch off
             if own:
                 store.pin(own)                        # our segment of it, held while this cache reads it
@@ -73,10 +82,8 @@ class AppendCache:
         if own + count > store.capacity():            # snapshots on it see the bigger buffers too
             store.buffers = [_resized(b, max(own + count, 2 * store.capacity()), store.dim, own)
                              for b in store.buffers]
-        for buffer, x in zip(store.buffers, new):
-            buffer.narrow(store.dim, own, count).copy_(x)
         self.length += count
-        return self.segments()
+        return own
 
     def segments(self) -> list[list[torch.Tensor]]:
         """Every position, as each segment's buffers (oldest first), the store's own last."""
@@ -127,6 +134,12 @@ class LatentCache(AppendCache):
         """Every position's latent, by segment."""
         return [z for (z,) in self._write([z])]
 
+    def reserve_one(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A position appended unwritten, for a kernel to write (kernels/decode): its latent's slot [B, 1, d] and
+        every position's latent by segment, that slot included."""
+        own = self._reserve(1)
+        return self.store.buffers[0].narrow(1, own, 1), [z for (z,) in self.segments()]
+
     def bounds(self, keys: list[torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The bounds of the first n blocks of the latents (kernels/attention/select.py: `keys` are this cache's
         segments), each block's kept by the store it ends in, so a decode step computes only the newest."""
@@ -162,6 +175,12 @@ class RingCache:
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
         T = k.shape[2]
+        if T == 1:                                # a decode step: one slot, no index tensor
+            slot = self.seen % self.window
+            self.k[:, :, slot:slot + 1].copy_(k)
+            self.v[:, :, slot:slot + 1].copy_(v)
+            self.seen += 1
+            return
         if T >= self.window:
             k, v = k[:, :, -self.window:], v[:, :, -self.window:]
         slots = (torch.arange(self.seen + T - k.shape[2], self.seen + T, device=k.device)) % self.window

@@ -2,7 +2,7 @@
 instructions (AVX512-BF16, AMX) compute it natively; elsewhere (e.g. AMD Zen 3, most laptops) every bf16
 matmul is emulated and several times slower than fp32 (BENCHMARKS.md: 5.8 vs 45 GFLOPS on a Zen 3 core). There
 the model serves in fp32, and a decode step, which reads every weight for one row, reads them in fp16 instead
-(`half_weights`: kernels/linear, fp32 arithmetic; the shipped model's logits move by at most 0.005).
+(model/serving.py).
 """
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ from functools import cache
 from pathlib import Path
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-from kernels.linear import few_rows_linear
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -48,43 +44,3 @@ def fast_layouts(model: torch.nn.Module) -> torch.nn.Module:
             if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)) and weight.shape[0] > weight.shape[1]:
                 weight.data = weight.data.t().contiguous().t()
     return model
-
-
-class HalfWeightLinear(nn.Linear):
-    """nn.Linear that also keeps its weight in fp16 (row-major), through which a few rows go (kernels/linear);
-    more rows, other dtypes and autograd take F.linear on the fp32 weight."""
-    half: torch.Tensor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = few_rows_linear(x, self.half)
-        if out is None:
-            return F.linear(x, self.weight, self.bias)
-        return out if self.bias is None else out + self.bias
-
-
-FP16_MAX = 65504.0
-
-
-def half_weights(model: nn.Module) -> nn.Module:
-    """Give every linear layer of a model served in fp32 on CPU, and its head (tied to the embedding by default),
-    an fp16 copy of its weight for a few rows at a time. Weights that fp16 cannot hold keep the fp32 path."""
-    with torch.no_grad():
-        if model.head is None:                  # tied: a head module on the embedding's own weight
-            model.head = nn.Linear(model.embed.weight.shape[1], model.embed.weight.shape[0], bias=False,
-                                   device="meta")
-            model.head.weight = model.embed.weight
-        for module in model.modules():
-            if type(module) is nn.Linear and module.weight.dtype == torch.float32 \
-                    and float(module.weight.abs().max()) < FP16_MAX:
-                module.__class__ = HalfWeightLinear
-                module.half = module.weight.detach().half().contiguous()
-    return model
-
-
-def for_serving(model: nn.Module, device: str) -> nn.Module:
-    """The model as the engine serves it on `device`: on CPU, wide weights column-major (`fast_layouts`) and, in
-    fp32, fp16 copies of the weights for decode steps (`half_weights`)."""
-    if device != "cpu":
-        return model
-    model = fast_layouts(model)
-    return half_weights(model) if model.embed.weight.dtype == torch.float32 else model

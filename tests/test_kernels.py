@@ -1,5 +1,5 @@
-"""The CPU kernels (kernels/clib.py: attention/segments.c, gdn/step.c, linear/gemv.c) against their references
-and their dispatch."""
+"""The CPU kernels (kernels/clib.py: attention/segments.c, block/dense.c, gdn/step.c, linear/gemv.c) against their
+references and their dispatch; decode/step.c is tested through the model it serves (tests/test_serving.py)."""
 import shutil
 
 import pytest
@@ -7,6 +7,8 @@ import torch
 
 import kernels.attention as attention
 from kernels import clib
+from kernels.block import cpu as block_cpu
+from kernels.decode import cpu as decode_cpu
 from kernels.gdn import cpu as gdn_cpu
 from kernels.linear import cpu as linear_cpu
 from kernels.attention import attend_few_rows, cpu, naive_segment_attention, segment_attention
@@ -73,7 +75,8 @@ def test_dispatch_takes_the_kernel_only_where_it_applies():
 
 
 def _forget_the_library() -> None:
-    for loaded in (clib.library, cpu._library, gdn_cpu._library, linear_cpu._library):
+    for loaded in (clib.library, cpu._library, block_cpu._library, decode_cpu._library, gdn_cpu._library,
+                   linear_cpu._library):
         loaded.cache_clear()
 
 
@@ -82,7 +85,7 @@ def test_no_compiler_leaves_the_pytorch_path(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))                # nothing built before
     _forget_the_library()
     try:
-        assert not attention.available()
+        assert not attention.available() and not decode_cpu.available()
         with torch.inference_mode():
             assert attend_few_rows(torch.randn(1, 2, 1, 16), [(torch.randn(1, 1, 10, 16),) * 2], 9) is None
             state = torch.zeros(1, 1, 4, 4)
@@ -90,6 +93,7 @@ def test_no_compiler_leaves_the_pytorch_path(monkeypatch, tmp_path, caplog):
                                           torch.zeros(1, 1, 2), torch.zeros(1), torch.zeros(1), state, 0.5,
                                           torch.zeros(1, 1, 4), torch.ones(4), 1e-6) is None
             assert linear_cpu.few_rows_linear(torch.randn(1, 1, 8), torch.zeros(4, 8).half()) is None
+            assert block_cpu.rms_norm_rows(torch.randn(1, 1, 8), torch.ones(8), 1e-6) is None
         assert "unavailable" in caplog.text
     finally:
         _forget_the_library()
@@ -178,3 +182,34 @@ def test_few_rows_through_an_fp16_weight_match_the_linear_layer(rows, out, width
     assert got is not None and got.shape == (1, rows, out)
     assert torch.allclose(got, torch.nn.functional.linear(x, weight.float()), atol=1e-4)
     assert few_rows_linear(x, weight) is None                                          # autograd on
+
+
+@pytest.mark.parametrize("rows, width, hidden", [(1, 256, 768), (4, 256, 768), (3, 20, 10)])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_blocks_dense_part_in_c_matches_pytorch(rows, width, hidden, threads):
+    """RMSNorm, and the residual + RMSNorm + SwiGLU MLP on fp16 weights (widths that are not multiples of 4 or 8
+    included), against nn.RMSNorm and F.linear on the weights in fp32."""
+    import torch.nn.functional as F
+    from kernels.block import residual_mlp, rms_norm_rows
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(8)
+    x, a, weight = torch.randn(1, rows, width), torch.randn(1, rows, width), torch.rand(width) + 0.5
+    gate_up, down = (torch.randn(2 * hidden, width) * 0.1).half(), (torch.randn(width, hidden) * 0.1).half()
+    norm = torch.nn.RMSNorm(width, eps=1e-5)
+    try:
+        with torch.inference_mode():
+            norm.weight.copy_(weight)
+            normed, got = rms_norm_rows(x, weight, 1e-5), residual_mlp(x, a, weight, 1e-5, gate_up, down)
+            y = x + a
+            gate, up = F.linear(norm(y), gate_up.float()).chunk(2, dim=-1)
+            expected = y + F.linear(F.silu(gate) * up, down.float())
+            assert torch.allclose(normed, norm(x), atol=1e-5) and torch.allclose(got, expected, atol=1e-4)
+            many = torch.randn(1, 5, width)                                      # more rows than MAX_ROWS
+            assert rms_norm_rows(many, weight, 1e-5) is None and residual_mlp(many, many, weight, 1e-5, gate_up,
+                                                                             down) is None
+            assert residual_mlp(x, a, weight, 1e-5, gate_up.float(), down) is None   # fp32 weights: not this kernel
+        assert rms_norm_rows(x, weight, 1e-5) is None                            # autograd on
+    finally:
+        torch.set_num_threads(previous)

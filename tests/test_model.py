@@ -314,12 +314,13 @@ def test_attention_over_cache_segments_merges_to_the_masked_attention(kv_heads, 
 
 
 def test_half_weights_serve_a_few_rows_from_fp16_and_more_rows_as_before():
-    from model.precision import HalfWeightLinear, half_weights
+    from model.serving import FewRowsBlock, FewRowsRMSNorm, HalfWeightLinear, half_weights
 
     torch.manual_seed(7)
     model = RustleLM(tiny()).eval()
     served = half_weights(copy.deepcopy(model))
     assert isinstance(served.head, HalfWeightLinear) and served.head.weight is served.embed.weight
+    assert all(type(b) is FewRowsBlock for b in served.blocks) and type(served.norm) is FewRowsRMSNorm
     tokens = torch.randint(0, 97, (1, 30))
     with torch.inference_mode():
         assert torch.equal(model(tokens), served(tokens))                # 30 rows: the fp32 weights, unchanged

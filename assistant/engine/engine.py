@@ -18,7 +18,8 @@ import torch
 
 from kernels.attention import available as cpu_kernel_available
 from model.io import DEFAULT_MODEL, load_model
-from model.precision import fast_dtype, for_serving
+from model.precision import fast_dtype
+from model.serving import for_serving
 from tokenizer import tokenizer_of
 
 from ..index.workspace import cache_dir, default_db

@@ -30,6 +30,9 @@ def _library() -> ctypes.CDLL | None:
     lib.selected_attention.restype = None
     lib.top_blocks.argtypes = [_P(f), ctypes.c_long, ctypes.c_long, n, i, i, n]
     lib.top_blocks.restype = None
+    lib.select_and_attend.argtypes = [_P(f), i, i, i, _P(_P(f)), _P(_P(f)), n, i, _P(f), _P(f), ctypes.c_long, i,
+                                      ctypes.c_long, ctypes.c_long, i, _P(f), _P(f)]
+    lib.select_and_attend.restype = i
     return lib
 
 
@@ -108,6 +111,24 @@ def selected_attention(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch
     o, lse = torch.empty(T, H, D), torch.empty(T, H)
     lib.selected_attention(_ptr(rows), T, H, D, keys, values, starts, len(held), _lptr(index[0]), blocks.shape[-1],
                            _lptr(index[1]), _lptr(index[2]), torch.get_num_threads(), _ptr(o), _ptr(lse))
+    return o.transpose(0, 1)[None], lse.transpose(0, 1)[None]
+
+
+def select_and_attend(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch.Tensor]], lo: torch.Tensor,
+                      hi: torch.Tensor, past: int, recent: int, blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`selected_attention` for a few rows with their blocks chosen in the same call from the bounds lo, hi [n, D]
+    of the first n blocks (at least those before the last row's recent keys), as select.py chooses them: (o [1,
+    H, T, D], lse [1, H, T]). Needs `available()`."""
+    lib = _library()
+    assert lib is not None, "select_and_attend needs the compiled kernel (available())"
+    _, H, T, D = q.shape
+    held, keys, values, starts = _held(segments)
+    rows = (q.float() * D ** -0.5).transpose(1, 2).contiguous()                  # [1, T, H, D]
+    lo, hi = lo.float().contiguous(), hi.float().contiguous()
+    o, lse = torch.empty(T, H, D), torch.empty(T, H)
+    if lib.select_and_attend(_ptr(rows), T, H, D, keys, values, starts, len(held), _ptr(lo), _ptr(hi), lo.shape[0],
+                             blocks, past, recent, torch.get_num_threads(), _ptr(o), _ptr(lse)):
+        raise MemoryError(f"select_and_attend: no memory for {T} rows")
     return o.transpose(0, 1)[None], lse.transpose(0, 1)[None]
 
 

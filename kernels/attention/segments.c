@@ -303,3 +303,38 @@ void top_blocks(const float *scores, long rows, long n, const long *valid, int K
         for (int i = m; i < K; i++) out[i] = -1;
     }
 }
+
+/* selected_attention for a few rows, their blocks chosen here: row (t, h) of q [T][H][D] (already scaled) at
+   position past + t sees its recent keys from local = (past + t + 1 - recent, at least 0) rounded down to a block,
+   and the K blocks before local whose bounds lo, hi [n][D] promise it the highest score, sum_d max(q_d lo_d,
+   q_d hi_d): select.py's `select_blocks` and `selected_attention` in one call, where for a decode step their
+   ~40 PyTorch calls cost more than the attention. Returns 0, or -1 when memory ran out (nothing written). */
+int select_and_attend(const float *q, int T, int H, int D, const float *const *k, const float *const *v,
+                      const long *starts, int nseg, const float *lo, const float *hi, long n, int K, long past,
+                      long recent, int threads, float *o, float *lse) {
+    long *local = malloc(sizeof(long) * T), *last = malloc(sizeof(long) * T);
+    long *valid = malloc(sizeof(long) * T * H), *blocks = malloc(sizeof(long) * T * H * (K > 0 ? K : 1));
+    float *scores = malloc(sizeof(float) * T * H * (n > 0 ? n : 1));
+    int failed = !local || !last || !valid || !blocks || !scores;
+    if (!failed) {
+        for (long t = 0; t < T; t++) {
+            const long from = past + t + 1 - recent;
+            last[t] = past + t;
+            local[t] = (from > 0 ? from : 0) / BLOCK * BLOCK;
+            for (int h = 0; h < H; h++) {
+                const long row = t * H + h, older = local[t] / BLOCK;
+                const float *qr = q + row * D;
+                valid[row] = older < n ? older : n;
+                for (long b = 0; b < valid[row]; b++) {
+                    float s = 0.0f;
+                    for (int d = 0; d < D; d++) s += qr[d] > 0.0f ? qr[d] * hi[b * D + d] : qr[d] * lo[b * D + d];
+                    scores[row * n + b] = s;
+                }
+            }
+        }
+        top_blocks(scores, (long)T * H, n, valid, K, 1, blocks);
+        selected_attention(q, T, H, D, k, v, starts, nseg, blocks, K, local, last, threads, o, lse);
+    }
+    free(local), free(last), free(valid), free(blocks), free(scores);
+    return failed ? -1 : 0;
+}

@@ -20,6 +20,7 @@ Bounds = Callable[[list[torch.Tensor], int], tuple[torch.Tensor, torch.Tensor]]
 BLOCK = 64           # keys per block: the unit of selection, and the C kernel's block of keys
 GATHERED = {"cpu": 1 << 24, "cuda": 1 << 28}   # numbers per gather of the PyTorch path: [B, H, rows, keys seen, D]
 SCORE_ROWS = 4096    # query rows per step of the selection: bounds its [rows, blocks] scores
+FEW_ROWS = 4         # queries up to which the C kernel also chooses the blocks (select_and_attend)
 CAST_ROWS = 16       # queries from which a cache in another dtype is copied to fp32 for the C kernel, not gathered
 
 
@@ -80,8 +81,11 @@ def selected_attention(q: torch.Tensor, segments: list[tuple[torch.Tensor, torch
     held = sum(k.shape[2] for k, _ in segments)
     if held != past + T:
         raise ValueError(f"the segments hold {held} positions, not past + T = {past + T}")
-    local = local_starts(past, T, recent, q.device)
     keys = [k[:, 0] for k, _ in segments]
+    if T <= FEW_ROWS and _c_kernel(q) and _c_kernel(keys[0]):     # a decode step: one C call chooses and attends
+        lo, hi = (bounds or _bounds)(keys, max(0, past + T - recent) // BLOCK)    # up to the last row's recent keys
+        return cpu.select_and_attend(q, segments, lo[0], hi[0], past, recent, blocks)[0]
+    local = local_starts(past, T, recent, q.device)
     lo, hi = (bounds or _bounds)(keys, int(local[-1]) // BLOCK)
     chosen = select_blocks(q, lo, hi, local, blocks)
     last = torch.arange(past, past + T, device=q.device)

@@ -6,18 +6,13 @@ from functools import lru_cache
 
 import torch
 
-from ..clib import library
+from ..clib import declare
 
 
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
-    lib = library()
-    if lib is None:
-        return None
     p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-    lib.gdn_tokens.argtypes = [p, p, p, i, i, i, i, p, p, p, p, f, p, p, f, i, p]
-    lib.gdn_tokens.restype = ctypes.c_int
-    return lib
+    return declare(gdn_tokens=([p, p, p, i, i, i, i, p, p, p, p, f, p, p, f, i, p], i))
 
 
 def fused_gdn_step(mixed: torch.Tensor, conv: torch.Tensor, conv_weight: torch.Tensor, ba: torch.Tensor,

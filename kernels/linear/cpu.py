@@ -6,21 +6,16 @@ from functools import lru_cache
 
 import torch
 
-from ..clib import library
+from ..clib import declare
 
 MAX_ROWS = 4                  # rows up to which one pass per row over the weight beats the fp32 BLAS (BENCHMARKS.md)
-THREADED = 1 << 20            # weights (out * in) from which the rows of outputs are split across threads
+THREADED = 1 << 16            # weights (out * in) from which the rows of outputs are split across threads
 
 
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
-    lib = library()
-    if lib is None:
-        return None
     p, i = ctypes.c_void_p, ctypes.c_int
-    lib.gemv_f16.argtypes = [p, p, i, i, i, p, i]
-    lib.gemv_f16.restype = None
-    return lib
+    return declare(gemv_f16=([p, p, i, i, i, p, i], None))
 
 
 def few_rows_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "gemv.h"
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
@@ -69,14 +71,23 @@ static inline void four(const float *x, const uint16_t *w, int in, float *y) {
 }
 #endif
 
-void gemv_f16(const float *x, const uint16_t *w, int T, int in, int out, float *y, int threads) {
-    const int quads = out / 4;
-    #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int q = 0; q < quads; q++)
+void gemv_f16_range(const float *x, const uint16_t *w, int T, int in, int out, int o0, int o1, float *y) {
+    int o = o0;
+    for (; o + 4 <= o1; o += 4)
         for (int t = 0; t < T; t++) {
-            if (in % 8 == 0) four(x + (long)t * in, w + 4L * q * in, in, y + (long)t * out + 4 * q);
-            else for (int r = 0; r < 4; r++) y[(long)t * out + 4 * q + r] = one(x + (long)t * in, w + (4L * q + r) * in, in);
+            const float *row = x + (long)t * in;
+            if (in % 8 == 0) four(row, w + (long)o * in, in, y + (long)t * out + o);
+            else for (int r = 0; r < 4; r++) y[(long)t * out + o + r] = one(row, w + (long)(o + r) * in, in);
         }
-    for (int o = 4 * quads; o < out; o++)
+    for (; o < o1; o++)
         for (int t = 0; t < T; t++) y[(long)t * out + o] = one(x + (long)t * in, w + (long)o * in, in);
+}
+
+void gemv_f16(const float *x, const uint16_t *w, int T, int in, int out, float *y, int threads) {
+    #pragma omp parallel num_threads(threads)
+    {
+        int o0, o1;
+        split_quads(out, &o0, &o1);
+        gemv_f16_range(x, w, T, in, out, o0, o1, y);
+    }
 }

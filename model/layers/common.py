@@ -1,6 +1,8 @@
 """Pieces shared by the attention kinds: rotary positions and the SwiGLU MLP."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -11,11 +13,24 @@ from kernels.attention import attend_few_rows, fused_attention
 def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
     """Rotate pairs (first half, second half) of the last dim of x [B, H, T, D] by their positions [T]."""
     half = x.shape[-1] // 2
-    freqs = theta ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    compiling = torch.compiler.is_compiling()        # a compiled graph folds the constant itself
+    freqs = (_frequencies if compiling else rope_frequencies)(half, theta, x.device)
     angles = positions.to(torch.float32)[:, None] * freqs[None, :]
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     a, b = x[..., :half], x[..., half:]
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
+def _frequencies(half: int, theta: float, device: torch.device) -> torch.Tensor:
+    return theta ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
+
+
+@lru_cache(maxsize=16)
+def rope_frequencies(half: int, theta: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """RoPE's `half` frequencies, made once (a decode step rotates 4 vectors: building them each time cost more),
+    outside inference mode so that any later forward may use them."""
+    with torch.inference_mode(False), torch.no_grad():
+        return _frequencies(half, theta, device)
 
 
 SPLIT_MIN = 16384      # keys per thread below which one thread attends a decode step's rows faster

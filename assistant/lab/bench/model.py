@@ -10,7 +10,7 @@ import torch
 from model.cache import Cache, GDNState, KVCache, LatentCache, RingCache
 from model.config import ModelConfig
 from model.model import RustleLM, twin_config
-from model.precision import for_serving
+from model.serving import for_serving
 
 
 @dataclass

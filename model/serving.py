@@ -1,0 +1,183 @@
+"""The model as the engine serves it on CPU. A decode step or a short prefill runs a few rows through every
+weight, where PyTorch's time goes to its calls, not the arithmetic (BENCHMARKS.md, the decode step); so in fp32:
+- every linear layer, and the head tied to the embedding, keeps an fp16 copy of its weight that a few rows read
+  (kernels/linear: half the bytes, fp32 arithmetic; the shipped model's logits move by at most 0.005);
+- RMSNorm, and a block's second half (the residual add, RMSNorm and SwiGLU MLP), run in one C call each
+  (kernels/block);
+- a decode step (one token against a cache) of a model of gdn, swa and NoPE lql blocks runs in one C call
+  (kernels/decode), this module keeping the caches' bookkeeping.
+More rows, other dtypes and autograd take the modules' own PyTorch forwards, which are the reference.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import kernels.decode as decode
+from kernels.attention.select import BLOCK
+from kernels.block import residual_mlp, rms_norm_rows
+from kernels.linear import few_rows_linear
+
+from .cache import Cache, GDNState, LatentCache, RingCache
+from .layers.common import rope_frequencies
+from .layers.gdn import GatedDeltaNet
+from .layers.lql import LatentAttention
+from .layers.swa import SlidingWindowAttention
+from .model import Block, RustleLM
+from .precision import fast_layouts
+
+FP16_MAX = 65504.0
+
+
+class HalfWeightLinear(nn.Linear):
+    """nn.Linear that also keeps its weight in fp16 (row-major), through which a few rows go (kernels/linear)."""
+    half: torch.Tensor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = few_rows_linear(x, self.half)
+        if out is None:
+            return F.linear(x, self.weight, self.bias)
+        return out if self.bias is None else out + self.bias
+
+
+def _eps(norm: nn.RMSNorm, x: torch.Tensor) -> float:
+    return norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+
+
+class FewRowsRMSNorm(nn.RMSNorm):
+    """nn.RMSNorm whose few-row forwards run in C (kernels/block)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = rms_norm_rows(x, self.weight, _eps(self, x))
+        return super().forward(x) if out is None else out
+
+
+class FewRowsBlock(Block):
+    """Block whose second half (residual, RMSNorm, SwiGLU MLP on fp16 weights) runs in one C call for a few rows."""
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
+        a = self.attn(self.attn_norm(x), positions, cache)
+        out = residual_mlp(x, a, self.mlp_norm.weight, _eps(self.mlp_norm, x), self.mlp.gate_up.half,
+                           self.mlp.down.half)
+        if out is None:
+            x = x + a
+            return x + self.mlp(self.mlp_norm(x))
+        return out
+
+
+class DecodeStep:
+    """A served model's one-token steps in one C call (kernels/decode). It describes the model once; before each
+    step it points the C side at the caches, reserving each lql layer's new position, and after it advances the
+    ring counts and the position (model/cache.py keeps the bookkeeping, the kernel writes the values)."""
+
+    def __init__(self, model: RustleLM) -> None:
+        c, self.model = model.config, model
+        embed = model.embed.weight
+        self.freqs = rope_frequencies(c.head_dim // 2, c.rope_theta)
+        self.spec = decode.ModelSpec(
+            D=c.d_model, vocab=c.vocab_size, hidden=c.mlp_hidden, layers=c.n_layers, eps=c.norm_eps,
+            heads=c.n_heads, kv_heads=c.n_kv_heads, head_dim=c.head_dim, window=c.window,
+            freqs=self.freqs.data_ptr(), gdn_heads=c.gdn_heads, gdn_dim=c.gdn_head_dim, conv_size=c.conv_size,
+            gdn_scale=c.gdn_head_dim ** -0.5, lql_dim=c.lql_dim, lql_heads=c.lql_heads, lql_blocks=c.lql_blocks,
+            lql_recent=c.lql_recent, embed=embed.data_ptr(), embed_row=embed.stride(0), embed_col=embed.stride(1),
+            norm=model.norm.weight.data_ptr(), head=model.head.half.data_ptr())
+        self.layers = (decode.LayerSpec * c.n_layers)()
+        for spec, block in zip(self.layers, model.blocks):
+            attn = block.attn
+            spec.kind = decode.KINDS[block.kind]
+            spec.attn_norm, spec.mlp_norm = block.attn_norm.weight.data_ptr(), block.mlp_norm.weight.data_ptr()
+            spec.gate_up, spec.down = block.mlp.gate_up.half.data_ptr(), block.mlp.down.half.data_ptr()
+            inputs = {"gdn": ("qkv", "beta_decay", "gate"), "swa": ("qkv",), "lql": ("down", "query")}[block.kind]
+            spec.inputs = decode.pointers([getattr(attn, name).half for name in inputs], 3)
+            spec.out = (attn.up if block.kind == "lql" else attn.out).half.data_ptr()
+            if block.kind == "swa" and attn.qkv.bias is not None:
+                spec.in_bias = attn.qkv.bias.data_ptr()
+            if block.kind == "gdn":
+                spec.conv_w, spec.A_log = attn.conv.weight.data_ptr(), attn.A_log.data_ptr()
+                spec.dt_bias, spec.head_norm = attn.dt_bias.data_ptr(), attn.norm.weight.data_ptr()
+
+    @staticmethod
+    def applies(model: RustleLM) -> bool:
+        """Whether the kernel can run this served model's steps: fp32 on CPU, fp16 copies of every weight, gdn,
+        swa and NoPE lql blocks with the block layout it knows, the library built."""
+        c = model.config
+        kinds = {"gdn": GatedDeltaNet, "swa": SlidingWindowAttention, "lql": LatentAttention}
+        return (decode.available() and model.embed.weight.dtype == torch.float32 and not model.embed.weight.is_cuda
+                and isinstance(model.head, HalfWeightLinear) and c.n_heads % c.n_kv_heads == 0
+                and c.gdn_head_dim <= 256 and type(model.norm) is FewRowsRMSNorm
+                and all(type(b) is FewRowsBlock and type(b.attn) is kinds.get(b.kind)
+                        and all(isinstance(m, HalfWeightLinear) for m in b.attn.modules() if isinstance(m, nn.Linear))
+                        and not (b.kind == "lql" and b.attn.use_rope) for b in model.blocks))
+
+    def __call__(self, token: int, cache: Cache) -> torch.Tensor:
+        """The logits [1, 1, vocab] of `token` at the cache's position; the cache advanced."""
+        kept = []                                 # what the C side reads during the call
+        for spec, layer in zip(self.layers, cache.layers):
+            if isinstance(layer, GDNState):
+                spec.conv, spec.state = layer.conv.data_ptr(), layer.state.data_ptr()
+            elif isinstance(layer, RingCache):
+                spec.ring_k, spec.ring_v, spec.seen = layer.k.data_ptr(), layer.v.data_ptr(), layer.seen
+            else:
+                kept += self._point_at_latents(spec, layer)
+        self.spec.threads = torch.get_num_threads()
+        logits = decode.decode_step(self.spec, self.layers, token, cache.position)
+        for layer in cache.layers:
+            if isinstance(layer, RingCache):
+                layer.seen += 1
+        cache.position += 1
+        return logits.view(1, 1, -1)
+
+    def _point_at_latents(self, spec: decode.LayerSpec, layer: LatentCache) -> list:
+        """Reserve an lql layer's new position and point its spec at it, at every latent and, where its attention
+        selects blocks, at their bounds (as model/layers/lql.py and select.py compute them)."""
+        c, past = self.model.config, layer.length
+        slot, latents = layer.reserve_one()
+        lo = hi = None
+        if c.lql_blocks and past + 1 > c.lql_recent + c.lql_blocks * BLOCK:
+            lo, hi = (b[0].contiguous() for b in layer.bounds(latents, max(0, past + 1 - c.lql_recent) // BLOCK))
+        return decode.point_at_latents(spec, slot, latents, past, lo, hi)
+
+
+class SteppedLM(RustleLM):
+    """RustleLM whose one-token steps against a cache, outside autograd, run in one C call (`DecodeStep`)."""
+    decode_step: DecodeStep
+
+    def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
+        if cache is not None and tokens.shape == (1, 1) and not tokens.is_cuda and not torch.is_grad_enabled():
+            return self.decode_step(int(tokens[0, 0]), cache)
+        return super().forward(tokens, cache, last)
+
+
+def half_weights(model: nn.Module) -> nn.Module:
+    """Give every linear layer of a model served in fp32 on CPU, and its head (tied to the embedding by default),
+    an fp16 copy of its weight for a few rows at a time; then the few-row norms and blocks on top. Weights that
+    fp16 cannot hold keep the fp32 path."""
+    with torch.no_grad():
+        if model.head is None:                  # tied: a head module on the embedding's own weight
+            model.head = nn.Linear(model.embed.weight.shape[1], model.embed.weight.shape[0], bias=False,
+                                   device="meta")
+            model.head.weight = model.embed.weight
+        for module in model.modules():
+            if type(module) is nn.Linear and module.weight.dtype == torch.float32 \
+                    and float(module.weight.abs().max()) < FP16_MAX:
+                module.__class__ = HalfWeightLinear
+                module.half = module.weight.detach().half().contiguous()
+        for module in model.modules():
+            if type(module) is nn.RMSNorm:
+                module.__class__ = FewRowsRMSNorm
+            elif type(module) is Block and all(isinstance(m, HalfWeightLinear) for m in module.mlp.children()):
+                module.__class__ = FewRowsBlock
+        if type(model) is RustleLM and DecodeStep.applies(model):
+            model.__class__ = SteppedLM
+            model.decode_step = DecodeStep(model)
+    return model
+
+
+def for_serving(model: nn.Module, device: str) -> nn.Module:
+    """The model as the engine serves it on `device`: on CPU, wide weights column-major (`fast_layouts`) and, in
+    fp32, the few-row kernels above (`half_weights`)."""
+    if device != "cpu":
+        return model
+    model = fast_layouts(model)
+    return half_weights(model) if model.embed.weight.dtype == torch.float32 else model

@@ -1,0 +1,100 @@
+"""The model as the engine serves it on CPU (model/serving.py): the one-call decode step (kernels/decode) against
+the PyTorch forward on the same fp16-rounded weights, through snapshots and branches of the cache."""
+import copy
+import shutil
+
+import pytest
+import torch
+
+from model.config import ModelConfig
+from model.model import RustleLM
+from model.serving import FewRowsBlock, SteppedLM, half_weights
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build the kernels with")
+
+
+def config(**overrides) -> ModelConfig:
+    """Every kind the step knows; lql selects blocks past 16 + 64 keys, so a few hundred tokens take both paths."""
+    sizes = dict(vocab_size=97, d_model=32, n_heads=4, n_kv_heads=2, head_dim=8, mlp_hidden=64, window=8,
+                 gdn_heads=2, gdn_head_dim=8, chunk_size=16, lql_dim=16, lql_heads=2, lql_recent=16, lql_blocks=1,
+                 layer_pattern=("gdn", "swa", "gdn", "lql"))
+    return ModelConfig(**{**sizes, **overrides})
+
+
+def pair(cfg: ModelConfig) -> tuple[RustleLM, RustleLM]:
+    """(the served model, a plain one with the same weights: values fp16 holds, so both read the same)."""
+    torch.manual_seed(11)
+    model = RustleLM(cfg).eval()
+    for block in model.blocks:                     # norms away from 1, so that a misplaced one shows
+        for norm in (block.attn_norm, block.mlp_norm):
+            torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
+    with torch.no_grad():
+        for module in model.modules():             # values fp16 holds: the served copies equal them
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                module.weight.copy_(module.weight.half().float())
+    reference = copy.deepcopy(model)
+    return half_weights(model), reference
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def steps(model: RustleLM, cache, tokens: list[int]) -> torch.Tensor:
+    return torch.cat([model(torch.tensor([[t]]), cache) for t in tokens], 1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    served, reference = pair(config())
+    assert type(served) is SteppedLM and all(type(b) is FewRowsBlock for b in served.blocks)
+    tokens = torch.randint(0, 97, (1, 200), generator=torch.Generator().manual_seed(1))
+    try:
+        with torch.inference_mode():
+            outs = []
+            for model in (served, reference):         # the first 40 in one forward, then 160 steps
+                cache = model.new_cache()
+                outs.append(torch.cat([model(tokens[:, :40], cache), steps(model, cache, tokens[0, 40:].tolist())], 1))
+        assert cache.position == 200 and cache.layers[1].seen == 200
+        # the steps attend all of lql's keys up to 80 and selected blocks after
+        assert relative_error(*outs) < 1e-5, relative_error(*outs)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_steps_after_a_restore_branch_off_and_keep_every_snapshot():
+    """Restore an earlier snapshot while a later one holds the positions past it: the lql layer's latents branch
+    off (model/cache.py), and both continuations equal cold runs of their whole sequences."""
+    served, reference = pair(config())
+    g = torch.Generator().manual_seed(2)
+    prompt, first, second, third = (torch.randint(0, 97, (n,), generator=g).tolist() for n in (100, 30, 30, 10))
+    with torch.inference_mode():
+        cache = served.new_cache()
+        served(torch.tensor([prompt]), cache)
+        at_prompt = cache.snapshot()
+        steps(served, cache, first)
+        after_first = cache.snapshot()
+        cache.restore(at_prompt)
+        got_second = steps(served, cache, second)
+        cache.restore(after_first)
+        got_third = steps(served, cache, third)
+        expected_second = reference(torch.tensor([prompt + second]))[:, -30:]
+        expected_third = reference(torch.tensor([prompt + first + third]))[:, -10:]
+    assert relative_error(got_second, expected_second) < 1e-4
+    assert relative_error(got_third, expected_third) < 1e-4
+
+
+def test_models_the_step_does_not_know_keep_the_module_path():
+    """A RoPE lql layer or a full layer: the served model stays a RustleLM of few-row blocks."""
+    for cfg in (config(global_rope=True), config(layer_pattern=("gdn", "full"))):
+        served, reference = pair(cfg)
+        assert type(served) is RustleLM
+        tokens = torch.randint(0, 97, (1, 30), generator=torch.Generator().manual_seed(3))
+        with torch.inference_mode():
+            cache = served.new_cache()
+            served(tokens[:, :20], cache)
+            got = steps(served, cache, tokens[0, 20:].tolist())
+            expected = reference(tokens)[:, 20:]
+        assert relative_error(got, expected) < 1e-4

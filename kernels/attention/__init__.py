@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..compile import graph_break
 from .cpu import available, segment_attention
 from .naive import naive_segment_attention, naive_selected_attention
 from .select import selected_attention
@@ -31,7 +32,7 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int
     return _flash(q, k, v, past, window)
 
 
-@torch.compiler.disable     # a compiled block calls the Triton kernels as they are (a graph break on GPUs only)
+@graph_break
 def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, window: int) -> torch.Tensor:
     from .flash import FlashAttention     # Triton is imported only where a GPU runs it
     return FlashAttention.apply(q, k, v, past, window)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..compile import graph_break
+
 
 def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
                            scale: float, state: torch.Tensor | None = None,
@@ -62,7 +64,7 @@ def torch_chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T], S
 
 
-@torch.compiler.disable     # a compiled block calls the Triton kernels as they are (a graph break on GPUs only)
+@graph_break
 def _triton_chunks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
                    scale: float, state: torch.Tensor | None, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     from .fused_chunk import ChunkGatedDeltaRule, fused_chunk_gated_delta_rule   # Triton only where a GPU runs it

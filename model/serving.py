@@ -69,10 +69,12 @@ class FewRowsBlock(Block):
 class DecodeStep:
     """A served model's one-token steps in one C call (kernels/decode). It describes the model once; before each
     step it points the C side at the caches, reserving each lql layer's new position, and after it advances the
-    ring counts and the position (model/cache.py keeps the bookkeeping, the kernel writes the values)."""
+    ring counts and the position (model/cache.py keeps the bookkeeping, the kernel writes the values). Not
+    thread-safe: the engine runs one forward at a time (its lock)."""
 
     def __init__(self, model: RustleLM) -> None:
         c, self.model = model.config, model
+        self.read: list[tuple[torch.Tensor, int]] = []      # the fp32 parameters the C side reads, and where
         embed = model.embed.weight
         self.freqs = rope_frequencies(c.head_dim // 2, c.rope_theta)
         self.spec = decode.ModelSpec(
@@ -80,22 +82,26 @@ class DecodeStep:
             heads=c.n_heads, kv_heads=c.n_kv_heads, head_dim=c.head_dim, window=c.window,
             freqs=self.freqs.data_ptr(), gdn_heads=c.gdn_heads, gdn_dim=c.gdn_head_dim, conv_size=c.conv_size,
             gdn_scale=c.gdn_head_dim ** -0.5, lql_dim=c.lql_dim, lql_heads=c.lql_heads, lql_blocks=c.lql_blocks,
-            lql_recent=c.lql_recent, embed=embed.data_ptr(), embed_row=embed.stride(0), embed_col=embed.stride(1),
-            norm=model.norm.weight.data_ptr(), head=model.head.half.data_ptr())
+            lql_recent=c.lql_recent, embed=self._address(embed), embed_row=embed.stride(0),
+            embed_col=embed.stride(1), norm=self._address(model.norm.weight), head=model.head.half.data_ptr())
         self.layers = (decode.LayerSpec * c.n_layers)()
         for spec, block in zip(self.layers, model.blocks):
             attn = block.attn
             spec.kind = decode.KINDS[block.kind]
-            spec.attn_norm, spec.mlp_norm = block.attn_norm.weight.data_ptr(), block.mlp_norm.weight.data_ptr()
+            spec.attn_norm, spec.mlp_norm = self._address(block.attn_norm.weight), self._address(block.mlp_norm.weight)
             spec.gate_up, spec.down = block.mlp.gate_up.half.data_ptr(), block.mlp.down.half.data_ptr()
             inputs = {"gdn": ("qkv", "beta_decay", "gate"), "swa": ("qkv",), "lql": ("down", "query")}[block.kind]
             spec.inputs = decode.pointers([getattr(attn, name).half for name in inputs], 3)
             spec.out = (attn.up if block.kind == "lql" else attn.out).half.data_ptr()
             if block.kind == "swa" and attn.qkv.bias is not None:
-                spec.in_bias = attn.qkv.bias.data_ptr()
+                spec.in_bias = self._address(attn.qkv.bias)
             if block.kind == "gdn":
-                spec.conv_w, spec.A_log = attn.conv.weight.data_ptr(), attn.A_log.data_ptr()
-                spec.dt_bias, spec.head_norm = attn.dt_bias.data_ptr(), attn.norm.weight.data_ptr()
+                spec.conv_w, spec.A_log = self._address(attn.conv.weight), self._address(attn.A_log)
+                spec.dt_bias, spec.head_norm = self._address(attn.dt_bias), self._address(attn.norm.weight)
+
+    def _address(self, parameter: torch.Tensor) -> int:
+        self.read.append((parameter, parameter.data_ptr()))
+        return parameter.data_ptr()
 
     @staticmethod
     def applies(model: RustleLM) -> bool:
@@ -109,6 +115,10 @@ class DecodeStep:
                 and all(type(b) is FewRowsBlock and type(b.attn) is kinds.get(b.kind)
                         and all(isinstance(m, HalfWeightLinear) for m in b.attn.modules() if isinstance(m, nn.Linear))
                         and not (b.kind == "lql" and b.attn.use_rope) for b in model.blocks))
+
+    def current(self) -> bool:
+        """Whether the parameters it reads are where they were described (a `.to()` since moves them)."""
+        return all(p.data_ptr() == address for p, address in self.read)
 
     def __call__(self, token: int, cache: Cache) -> torch.Tensor:
         """The logits [1, 1, vocab] of `token` at the cache's position; the cache advanced."""
@@ -144,7 +154,8 @@ class SteppedLM(RustleLM):
     decode_step: DecodeStep
 
     def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
-        if cache is not None and tokens.shape == (1, 1) and not tokens.is_cuda and not torch.is_grad_enabled():
+        if (cache is not None and tokens.shape == (1, 1) and not tokens.is_cuda and not torch.is_grad_enabled()
+                and self.decode_step.current()):
             return self.decode_step(int(tokens[0, 0]), cache)
         return super().forward(tokens, cache, last)
 

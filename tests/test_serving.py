@@ -98,3 +98,16 @@ def test_models_the_step_does_not_know_keep_the_module_path():
             got = steps(served, cache, tokens[0, 20:].tolist())
             expected = reference(tokens)[:, 20:]
         assert relative_error(got, expected) < 1e-4
+
+
+def test_a_served_model_moved_after_serving_keeps_the_module_path():
+    """The step points at the parameters' memory: once `.to()` moves them, steps take the modules again."""
+    served, reference = pair(config())
+    served.double()
+    tokens = torch.randint(0, 97, (1, 12), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        cache = served.new_cache()
+        served(tokens[:, :8], cache)
+        got = steps(served, cache, tokens[0, 8:].tolist())
+        expected = reference.double()(tokens)[:, 8:]
+    assert got.dtype == torch.float64 and relative_error(got, expected) < 1e-6

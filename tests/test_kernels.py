@@ -168,7 +168,8 @@ def test_selected_attention_on_a_bf16_cache_matches_the_reference():
         assert got.dtype == torch.bfloat16 and relative_error(expected, got.float()) < 2e-2, T
 
 
-@pytest.mark.parametrize("rows, out, width", [(1, 16384, 256), (3, 10, 20), (4, 1536, 256), (2, 256, 768)])
+@pytest.mark.parametrize("rows, out, width", [(1, 16384, 256), (3, 10, 20), (4, 1536, 256), (2, 256, 768),
+                                              (17, 1536, 256), (32, 258, 768), (9, 10, 20)])
 def test_few_rows_through_an_fp16_weight_match_the_linear_layer(rows, out, width):
     from kernels.linear import MAX_ROWS, few_rows_linear
 
@@ -184,13 +185,14 @@ def test_few_rows_through_an_fp16_weight_match_the_linear_layer(rows, out, width
     assert few_rows_linear(x, weight) is None                                          # autograd on
 
 
-@pytest.mark.parametrize("rows, width, hidden", [(1, 256, 768), (4, 256, 768), (3, 20, 10)])
+@pytest.mark.parametrize("rows, width, hidden", [(1, 256, 768), (4, 256, 768), (3, 20, 10), (17, 256, 768)])
 @pytest.mark.parametrize("threads", [1, 3])
 def test_a_blocks_dense_part_in_c_matches_pytorch(rows, width, hidden, threads):
     """RMSNorm, and the residual + RMSNorm + SwiGLU MLP on fp16 weights (widths that are not multiples of 4 or 8
     included), against nn.RMSNorm and F.linear on the weights in fp32."""
     import torch.nn.functional as F
     from kernels.block import residual_mlp, rms_norm_rows
+    from kernels.linear import MAX_ROWS
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -206,7 +208,7 @@ def test_a_blocks_dense_part_in_c_matches_pytorch(rows, width, hidden, threads):
             gate, up = F.linear(norm(y), gate_up.float()).chunk(2, dim=-1)
             expected = y + F.linear(F.silu(gate) * up, down.float())
             assert torch.allclose(normed, norm(x), atol=1e-5) and torch.allclose(got, expected, atol=1e-4)
-            many = torch.randn(1, 5, width)                                      # more rows than MAX_ROWS
+            many = torch.randn(1, MAX_ROWS + 1, width)                           # more rows: PyTorch's
             assert rms_norm_rows(many, weight, 1e-5) is None and residual_mlp(many, many, weight, 1e-5, gate_up,
                                                                              down) is None
             assert residual_mlp(x, a, weight, 1e-5, gate_up.float(), down) is None   # fp32 weights: not this kernel

@@ -321,9 +321,9 @@ def test_half_weights_serve_a_few_rows_from_fp16_and_more_rows_as_before():
     served = half_weights(copy.deepcopy(model))
     assert isinstance(served.head, HalfWeightLinear) and served.head.weight is served.embed.weight
     assert all(type(b) is FewRowsBlock for b in served.blocks) and type(served.norm) is FewRowsRMSNorm
-    tokens = torch.randint(0, 97, (1, 30))
+    tokens = torch.randint(0, 97, (1, 40))
     with torch.inference_mode():
-        assert torch.equal(model(tokens), served(tokens))                # 30 rows: the fp32 weights, unchanged
+        assert torch.equal(model(tokens), served(tokens))                # 40 rows: the fp32 weights, unchanged
         caches = [model.new_cache(), served.new_cache()]
         model(tokens, caches[0]), served(tokens, caches[1])
         step = torch.tensor([[5]])

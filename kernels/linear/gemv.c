@@ -34,6 +34,44 @@ static inline void four(const float *x, const uint16_t *w, int in, float *y) {
     y[3] = hsum(a3);
 }
 
+static inline float one(const float *x, const uint16_t *w, int in);
+
+/* rows 0..3 of W, already in fp32 [4][in], against two rows x0, x1: in % 8 == 0 */
+static inline void four_by_two(const float *x0, const float *x1, const float *w, int in, float *y0, float *y1) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (int i = 0; i < in; i += 8) {
+        const __m256 u = _mm256_loadu_ps(x0 + i), v = _mm256_loadu_ps(x1 + i);
+        const __m256 w0 = _mm256_load_ps(w + i), w1 = _mm256_load_ps(w + in + i);
+        const __m256 w2 = _mm256_load_ps(w + 2L * in + i), w3 = _mm256_load_ps(w + 3L * in + i);
+        a0 = _mm256_fmadd_ps(w0, u, a0), b0 = _mm256_fmadd_ps(w0, v, b0);
+        a1 = _mm256_fmadd_ps(w1, u, a1), b1 = _mm256_fmadd_ps(w1, v, b1);
+        a2 = _mm256_fmadd_ps(w2, u, a2), b2 = _mm256_fmadd_ps(w2, v, b2);
+        a3 = _mm256_fmadd_ps(w3, u, a3), b3 = _mm256_fmadd_ps(w3, v, b3);
+    }
+    y0[0] = hsum(a0), y0[1] = hsum(a1), y0[2] = hsum(a2), y0[3] = hsum(a3);
+    y1[0] = hsum(b0), y1[1] = hsum(b1), y1[2] = hsum(b2), y1[3] = hsum(b3);
+}
+
+#define CONVERTED 2048      /* widths up to which a quad of weight rows is converted once for many rows */
+
+/* Several rows: each quad of weight rows converted to fp32 once, then two rows of x at a time against it. */
+static int many_rows(const float *x, const uint16_t *w, int T, int in, int out, int o0, int o1, float *y) {
+    if (T < 2 || in % 8 || in > CONVERTED) return 0;
+    float wf[4 * CONVERTED] __attribute__((aligned(32)));
+    int o = o0;
+    for (; o + 4 <= o1; o += 4) {
+        for (int i = 0; i < 4 * in; i += 8) _mm256_store_ps(wf + i, half8(w + (long)o * in + i));
+        int t = 0;
+        for (; t + 2 <= T; t += 2)
+            four_by_two(x + (long)t * in, x + (long)(t + 1) * in, wf, in, y + (long)t * out + o,
+                        y + (long)(t + 1) * out + o);
+        if (t < T) four(x + (long)t * in, w + (long)o * in, in, y + (long)t * out + o);
+    }
+    for (; o < o1; o++)
+        for (int t = 0; t < T; t++) y[(long)t * out + o] = one(x + (long)t * in, w + (long)o * in, in);
+    return 1;
+}
+
 static inline float one(const float *x, const uint16_t *w, int in) {
     __m256 a = _mm256_setzero_ps();
     int i = 0;
@@ -69,9 +107,14 @@ static inline float one(const float *x, const uint16_t *w, int in) {
 static inline void four(const float *x, const uint16_t *w, int in, float *y) {
     for (int r = 0; r < 4; r++) y[r] = one(x, w + (long)r * in, in);
 }
+
+static int many_rows(const float *x, const uint16_t *w, int T, int in, int out, int o0, int o1, float *y) {
+    return 0;
+}
 #endif
 
 void gemv_f16_range(const float *x, const uint16_t *w, int T, int in, int out, int o0, int o1, float *y) {
+    if (many_rows(x, w, T, in, out, o0, o1, y)) return;
     int o = o0;
     for (; o + 4 <= o1; o += 4)
         for (int t = 0; t < T; t++) {

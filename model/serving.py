@@ -120,8 +120,18 @@ class DecodeStep:
         """Whether the parameters it reads are where they were described (a `.to()` since moves them)."""
         return all(p.data_ptr() == address for p, address in self.read)
 
+    @staticmethod
+    def takes(cache: Cache) -> bool:
+        """Whether the kernel can advance this cache: batch 1, fp32 (a cache made in another dtype cannot)."""
+        for layer in cache.layers:
+            held = ((layer.conv,) if isinstance(layer, GDNState) else (layer.k, layer.v) if isinstance(layer, RingCache)
+                    else layer.store.buffers)
+            if any(t.dtype != torch.float32 or t.shape[0] != 1 or not t.is_contiguous() for t in held):
+                return False
+        return True
+
     def __call__(self, token: int, cache: Cache) -> torch.Tensor:
-        """The logits [1, 1, vocab] of `token` at the cache's position; the cache advanced."""
+        """The logits [1, 1, vocab] of `token` at the cache's position; the cache advanced. Needs `takes(cache)`."""
         kept = []                                 # what the C side reads during the call
         for spec, layer in zip(self.layers, cache.layers):
             if isinstance(layer, GDNState):
@@ -155,7 +165,7 @@ class SteppedLM(RustleLM):
 
     def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
         if (cache is not None and tokens.shape == (1, 1) and not tokens.is_cuda and not torch.is_grad_enabled()
-                and self.decode_step.current()):
+                and self.decode_step.current() and self.decode_step.takes(cache)):
             return self.decode_step(int(tokens[0, 0]), cache)
         return super().forward(tokens, cache, last)
 

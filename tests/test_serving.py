@@ -100,6 +100,20 @@ def test_models_the_step_does_not_know_keep_the_module_path():
         assert relative_error(got, expected) < 1e-4
 
 
+def test_a_cache_the_step_cannot_advance_takes_the_module_path():
+    """A cache made in bf16 (its ring, latents and conv window): the modules advance it, under autocast as the
+    engine would run such a cache."""
+    served, reference = pair(config())
+    tokens = torch.randint(0, 97, (1, 12), generator=torch.Generator().manual_seed(5))
+    outs, caches = [], [served.new_cache(dtype=torch.bfloat16), reference.new_cache(dtype=torch.bfloat16)]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for model, cache in zip((served, reference), caches):
+            model(tokens[:, :8], cache)
+            outs.append(steps(model, cache, tokens[0, 8:].tolist()).float())
+    assert not served.decode_step.takes(caches[0]) and caches[0].position == 12
+    assert relative_error(*outs) < 2e-2
+
+
 def test_a_served_model_moved_after_serving_keeps_the_module_path():
     """The step points at the parameters' memory: once `.to()` moves them, steps take the modules again."""
     served, reference = pair(config())

@@ -134,11 +134,11 @@ class LatentCache(AppendCache):
         """Every position's latent, by segment."""
         return [z for (z,) in self._write([z])]
 
-    def reserve_one(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """A position appended unwritten, for a kernel to write (kernels/decode): its latent's slot [B, 1, d] and
-        every position's latent by segment, that slot included."""
-        own = self._reserve(1)
-        return self.store.buffers[0].narrow(1, own, 1), [z for (z,) in self.segments()]
+    def reserve(self, count: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`count` positions appended unwritten, for a kernel to write (kernels/decode): their latents' slots
+        [B, count, d] and every position's latent by segment, those slots included."""
+        own = self._reserve(count)
+        return self.store.buffers[0].narrow(1, own, count), [z for (z,) in self.segments()]
 
     def bounds(self, keys: list[torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The bounds of the first n blocks of the latents (kernels/attention/select.py: `keys` are this cache's

@@ -4,8 +4,8 @@ weight, where PyTorch's time goes to its calls, not the arithmetic (BENCHMARKS.m
   (kernels/linear: half the bytes, fp32 arithmetic; the shipped model's logits move by at most 0.005);
 - RMSNorm, and a block's second half (the residual add, RMSNorm and SwiGLU MLP), run in one C call each
   (kernels/block);
-- a decode step (one token against a cache) of a model of gdn, swa and NoPE lql blocks runs in one C call
-  (kernels/decode), this module keeping the caches' bookkeeping.
+- a few tokens against a cache (a decode step, a draft to verify, a typed line) through a model of gdn, swa and
+  NoPE lql blocks run in one C call (kernels/decode), this module keeping the caches' bookkeeping.
 More rows, other dtypes and autograd take the modules' own PyTorch forwards, which are the reference.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import kernels.decode as decode
 from kernels.attention.select import BLOCK
 from kernels.block import residual_mlp, rms_norm_rows
-from kernels.linear import few_rows_linear
+from kernels.linear import MAX_ROWS, few_rows_linear
 
 from .cache import Cache, GDNState, LatentCache, RingCache
 from .layers.common import rope_frequencies
@@ -66,11 +66,11 @@ class FewRowsBlock(Block):
         return out
 
 
-class DecodeStep:
-    """A served model's one-token steps in one C call (kernels/decode). It describes the model once; before each
-    step it points the C side at the caches, reserving each lql layer's new position, and after it advances the
-    ring counts and the position (model/cache.py keeps the bookkeeping, the kernel writes the values). Not
-    thread-safe: the engine runs one forward at a time (its lock)."""
+class FewTokenForward:
+    """A served model's forwards of a few tokens against a cache in one C call (kernels/decode). It describes the
+    model once; before each call it points the C side at the caches, reserving each lql layer's new positions,
+    and after it advances the ring counts and the position (model/cache.py keeps the bookkeeping, the kernel
+    writes the values). Not thread-safe: the engine runs one forward at a time (its lock)."""
 
     def __init__(self, model: RustleLM) -> None:
         c, self.model = model.config, model
@@ -120,18 +120,24 @@ class DecodeStep:
         """Whether the parameters it reads are where they were described (a `.to()` since moves them)."""
         return all(p.data_ptr() == address for p, address in self.read)
 
-    @staticmethod
-    def takes(cache: Cache) -> bool:
-        """Whether the kernel can advance this cache: batch 1, fp32 (a cache made in another dtype cannot)."""
+    def takes(self, cache: Cache, count: int) -> bool:
+        """Whether the kernel can advance this cache by `count` positions: batch 1, fp32 (a cache made in another
+        dtype cannot), and no selectable block of lql keys that the same call writes: their bounds are taken before
+        the call (never so past `count` rows when `lql_recent` >= `count`, as in every recipe)."""
+        c = self.model.config
         for layer in cache.layers:
             held = ((layer.conv,) if isinstance(layer, GDNState) else (layer.k, layer.v) if isinstance(layer, RingCache)
                     else layer.store.buffers)
             if any(t.dtype != torch.float32 or t.shape[0] != 1 or not t.is_contiguous() for t in held):
                 return False
+            if isinstance(layer, LatentCache) and c.lql_blocks \
+                    and max(0, layer.length + count - c.lql_recent) // BLOCK * BLOCK > layer.length:
+                return False
         return True
 
-    def __call__(self, token: int, cache: Cache) -> torch.Tensor:
-        """The logits [1, 1, vocab] of `token` at the cache's position; the cache advanced. Needs `takes(cache)`."""
+    def __call__(self, tokens: list[int], cache: Cache, outputs: int) -> torch.Tensor:
+        """The logits [1, outputs, vocab] of the last `outputs` of `tokens`, fed at the cache's position; the cache
+        advanced. Needs `takes(cache, len(tokens))`."""
         kept = []                                 # what the C side reads during the call
         for spec, layer in zip(self.layers, cache.layers):
             if isinstance(layer, GDNState):
@@ -139,34 +145,37 @@ class DecodeStep:
             elif isinstance(layer, RingCache):
                 spec.ring_k, spec.ring_v, spec.seen = layer.k.data_ptr(), layer.v.data_ptr(), layer.seen
             else:
-                kept += self._point_at_latents(spec, layer)
+                kept += self._point_at_latents(spec, layer, len(tokens))
         self.spec.threads = torch.get_num_threads()
-        logits = decode.decode_step(self.spec, self.layers, token, cache.position)
+        logits = decode.forward_rows(self.spec, self.layers, tokens, cache.position, outputs)
         for layer in cache.layers:
             if isinstance(layer, RingCache):
-                layer.seen += 1
-        cache.position += 1
-        return logits.view(1, 1, -1)
+                layer.seen += len(tokens)
+        cache.position += len(tokens)
+        return logits[None]
 
-    def _point_at_latents(self, spec: decode.LayerSpec, layer: LatentCache) -> list:
-        """Reserve an lql layer's new position and point its spec at it, at every latent and, where its attention
-        selects blocks, at their bounds (as model/layers/lql.py and select.py compute them)."""
+    def _point_at_latents(self, spec: decode.LayerSpec, layer: LatentCache, count: int) -> list:
+        """Reserve an lql layer's `count` new positions and point its spec at them, at every latent and, where its
+        attention selects blocks, at their bounds (as model/layers/lql.py and select.py compute them)."""
         c, past = self.model.config, layer.length
-        slot, latents = layer.reserve_one()
+        slots, latents = layer.reserve(count)
         lo = hi = None
-        if c.lql_blocks and past + 1 > c.lql_recent + c.lql_blocks * BLOCK:
-            lo, hi = (b[0].contiguous() for b in layer.bounds(latents, max(0, past + 1 - c.lql_recent) // BLOCK))
-        return decode.point_at_latents(spec, slot, latents, past, lo, hi)
+        if c.lql_blocks and past + count > c.lql_recent + c.lql_blocks * BLOCK:
+            last = max(0, past + count - c.lql_recent) // BLOCK      # the blocks before the last row's recent keys
+            lo, hi = (b[0].contiguous() for b in layer.bounds(latents, last))
+        return decode.point_at_latents(spec, slots, latents, past, lo, hi)
 
 
-class SteppedLM(RustleLM):
-    """RustleLM whose one-token steps against a cache, outside autograd, run in one C call (`DecodeStep`)."""
-    decode_step: DecodeStep
+class ServedLM(RustleLM):
+    """RustleLM whose forwards of a few tokens against a cache, outside autograd, run in one C call
+    (`FewTokenForward`): decode steps, drafts to verify, typed lines."""
+    few_tokens: FewTokenForward
 
     def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
-        if (cache is not None and tokens.shape == (1, 1) and not tokens.is_cuda and not torch.is_grad_enabled()
-                and self.decode_step.current() and self.decode_step.takes(cache)):
-            return self.decode_step(int(tokens[0, 0]), cache)
+        T = tokens.shape[-1]
+        if (cache is not None and tokens.shape[0] == 1 and 0 < T <= MAX_ROWS and not tokens.is_cuda
+                and not torch.is_grad_enabled() and self.few_tokens.current() and self.few_tokens.takes(cache, T)):
+            return self.few_tokens(tokens[0].tolist(), cache, T if last is None else min(last, T))
         return super().forward(tokens, cache, last)
 
 
@@ -189,9 +198,9 @@ def half_weights(model: nn.Module) -> nn.Module:
                 module.__class__ = FewRowsRMSNorm
             elif type(module) is Block and all(isinstance(m, HalfWeightLinear) for m in module.mlp.children()):
                 module.__class__ = FewRowsBlock
-        if type(model) is RustleLM and DecodeStep.applies(model):
-            model.__class__ = SteppedLM
-            model.decode_step = DecodeStep(model)
+        if type(model) is RustleLM and FewTokenForward.applies(model):
+            model.__class__ = ServedLM
+            model.few_tokens = FewTokenForward(model)
     return model
 
 

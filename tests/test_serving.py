@@ -1,5 +1,6 @@
-"""The model as the engine serves it on CPU (model/serving.py): the one-call decode step (kernels/decode) against
-the PyTorch forward on the same fp16-rounded weights, through snapshots and branches of the cache."""
+"""The model as the engine serves it on CPU (model/serving.py): a few tokens in one C call (kernels/decode) against
+the PyTorch forward on the same fp16-rounded weights, in pieces of any size, through snapshots and branches of the
+cache."""
 import copy
 import shutil
 
@@ -8,7 +9,7 @@ import torch
 
 from model.config import ModelConfig
 from model.model import RustleLM
-from model.serving import FewRowsBlock, SteppedLM, half_weights
+from model.serving import FewRowsBlock, ServedLM, half_weights
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build the kernels with")
 
@@ -44,12 +45,52 @@ def steps(model: RustleLM, cache, tokens: list[int]) -> torch.Tensor:
     return torch.cat([model(torch.tensor([[t]]), cache) for t in tokens], 1)
 
 
+def chunks(model: RustleLM, cache, tokens: list[int], sizes: list[int]) -> torch.Tensor:
+    """`tokens` fed in pieces of the given sizes, cycled: every row's logits."""
+    outs, at, i = [], 0, 0
+    while at < len(tokens):
+        piece = tokens[at:at + sizes[i % len(sizes)]]
+        outs.append(model(torch.tensor([piece]), cache))
+        at, i = at + len(piece), i + 1
+    return torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, monkeypatch):
+    """Pieces of 1 to 32 tokens (a typed line, a draft) after a 40-token prompt, through both lql paths and swa
+    windows that end inside a piece (window 8): the one call against the modules on the same weights. (Pieces
+    longer than lql_recent = 16 whose selectable blocks they write themselves take the modules.)"""
+    import model.serving
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    served, reference = pair(config())
+    tokens = torch.randint(0, 97, (1, 300), generator=torch.Generator().manual_seed(6))
+    called, forward_rows = [], model.serving.decode.forward_rows
+    monkeypatch.setattr(model.serving.decode, "forward_rows", lambda *a: called.append(len(a[2])) or forward_rows(*a))
+    try:
+        with torch.inference_mode():
+            outs = []
+            for model in (served, reference):
+                cache = model.new_cache()
+                model(tokens[:, :40], cache)
+                outs.append(chunks(model, cache, tokens[0, 40:].tolist(), [3, 1, 9, 32, 2, 17, 5]))
+        assert relative_error(*outs) < 1e-5, relative_error(*outs)
+        assert {1, 2, 3, 5, 9, 17, 32} <= set(called)
+        with torch.inference_mode():                  # `last`: the logits of the last rows only
+            cache = served.new_cache()
+            served(tokens[:, :40], cache)
+            assert torch.allclose(served(tokens[:, 40:52], cache, last=1), outs[0][:, 11:12], atol=1e-6)
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     served, reference = pair(config())
-    assert type(served) is SteppedLM and all(type(b) is FewRowsBlock for b in served.blocks)
+    assert type(served) is ServedLM and all(type(b) is FewRowsBlock for b in served.blocks)
     tokens = torch.randint(0, 97, (1, 200), generator=torch.Generator().manual_seed(1))
     try:
         with torch.inference_mode():
@@ -110,7 +151,7 @@ def test_a_cache_the_step_cannot_advance_takes_the_module_path():
         for model, cache in zip((served, reference), caches):
             model(tokens[:, :8], cache)
             outs.append(steps(model, cache, tokens[0, 8:].tolist()).float())
-    assert not served.decode_step.takes(caches[0]) and caches[0].position == 12
+    assert not served.few_tokens.takes(caches[0], 1) and caches[0].position == 12
     assert relative_error(*outs) < 2e-2
 
 

@@ -33,7 +33,7 @@ class ModelSpec(ctypes.Structure):
 
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
-    return declare(decode_step=([ctypes.POINTER(ModelSpec), ctypes.POINTER(LayerSpec), _l, _l, _p], _i))
+    return declare(forward_rows=([ctypes.POINTER(ModelSpec), ctypes.POINTER(LayerSpec), _p, _i, _l, _i, _p], _i))
 
 
 def available() -> bool:
@@ -46,24 +46,28 @@ def pointers(tensors: list[torch.Tensor], size: int | None = None) -> ctypes.Arr
     return (_p * (size or len(tensors)))(*(t.data_ptr() for t in tensors))
 
 
-def point_at_latents(spec: LayerSpec, slot: torch.Tensor, latents: list[torch.Tensor], past: int,
+def point_at_latents(spec: LayerSpec, slots: torch.Tensor, latents: list[torch.Tensor], past: int,
                      lo: torch.Tensor | None, hi: torch.Tensor | None) -> list:
-    """Point an lql layer's spec at its new position's slot [1, 1, d], every latent by segment [1, L_i, d] (rows
-    contiguous, the slot's included), `past` (the positions before the slot) and, where its attention selects
-    blocks, the bounds lo, hi [n, d]. Returns what must stay alive until the step is done."""
+    """Point an lql layer's spec at its new positions' slots [1, T, d] (rows contiguous), every latent by segment
+    [1, L_i, d] (the slots' included), `past` (the positions before the slots) and, where its attention selects
+    blocks, the bounds lo, hi [n, d]. Returns what must stay alive until the call is done."""
     starts = [0]
     for z in latents:
         starts.append(starts[-1] + z.shape[1])
     segments, ends = pointers(latents), (_l * len(starts))(*starts)
-    spec.latent, spec.past = slot.data_ptr(), past
+    spec.latent, spec.past = slots.data_ptr(), past
     spec.segments, spec.starts, spec.nseg = ctypes.addressof(segments), ctypes.addressof(ends), len(latents)
     spec.lo, spec.hi, spec.nbounds = (0, 0, 0) if lo is None else (lo.data_ptr(), hi.data_ptr(), lo.shape[0])
     return [segments, ends, lo, hi]
 
 
-def decode_step(model: ModelSpec, layers: ctypes.Array, token: int, position: int) -> torch.Tensor:
-    """The logits [vocab] of one token at `position`; every layer's cache advanced in place. Needs `available()`."""
-    logits = torch.empty(model.vocab)
-    if _library().decode_step(ctypes.byref(model), layers, token, position, logits.data_ptr()):
-        raise MemoryError("decode_step: out of memory")
+def forward_rows(model: ModelSpec, layers: ctypes.Array, tokens: list[int], position: int,
+                 outputs: int) -> torch.Tensor:
+    """The logits [outputs, vocab] of the last `outputs` of `tokens` at positions `position` on; every layer's
+    cache advanced in place. Needs `available()`."""
+    logits = torch.empty(outputs, model.vocab)
+    ids = (_l * len(tokens))(*tokens)
+    if _library().forward_rows(ctypes.byref(model), layers, ctypes.addressof(ids), len(tokens), position, outputs,
+                               logits.data_ptr()):
+        raise MemoryError(f"forward_rows: out of memory for {len(tokens)} rows")
     return logits

@@ -1,10 +1,11 @@
-/* One decode step of the whole hybrid model on CPU (fp32 activations, fp16 weights, batch 1, one token): the
- * embedding row, every block (RMSNorm, its gdn, swa or lql mixer, the residual, the SwiGLU MLP), the final norm
- * and the head, in one call. The blocks' pieces are the other kernels of this library (gemv.c, dense.c,
- * gdn/step.c, attention/segments.c); what this adds is their order, so that a step costs ~40 of those calls
- * from C instead of ~400 PyTorch and Python calls (BENCHMARKS.md, the decode step). The caches' bookkeeping stays
- * in Python (model/cache.py): the caller reserves each lql layer's new position, passes its segments and block
- * bounds, and advances the ring counts. model/model.py's forward is the reference (kernels/decode/cpu.py). */
+/* A few tokens through the whole hybrid model on CPU (fp32 activations, fp16 weights, batch 1): a decode step,
+ * a draft to verify, a typed line. The embedding rows, every block (RMSNorm, its gdn, swa or lql mixer, the
+ * residual, the SwiGLU MLP), the final norm and the head, in one call. The blocks' pieces are the other kernels of
+ * this library (gemv.c, dense.c, gdn/step.c, attention/segments.c); what this adds is their order, so that a step
+ * costs ~40 of those calls from C instead of ~400 PyTorch and Python calls (BENCHMARKS.md, the decode step). The
+ * caches' bookkeeping stays in Python (model/cache.py): the caller reserves each lql layer's new positions, passes
+ * its segments and block bounds, and advances the ring counts. model/model.py's forward is the reference
+ * (model/serving.py, tests/test_serving.py). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +24,10 @@ typedef struct {
     /* gdn */
     const float *conv_w, *A_log, *dt_bias, *head_norm;
     float *conv, *state;
-    /* swa: the ring [KV][window][head_dim] of keys and values, positions seen before this one */
+    /* swa: the ring [KV][window][head_dim] of keys and values, positions seen before these */
     float *ring_k, *ring_v;
     long seen;
-    /* lql: where this position's latent goes, every latent's segments (this one's included), the block bounds */
+    /* lql: where the rows' latents go, every latent's segments (theirs included), the block bounds */
     float *latent;
     const float *const *segments;
     const long *starts;                             /* [nseg + 1] */
@@ -67,12 +68,13 @@ int select_and_attend(const float *q, int T, int H, int D, const float *const *k
 #define THREADED (1L << 16)   /* as kernels/linear/cpu.py: weights from which outputs are split across threads */
 #define MIN_SPLIT 4096        /* as kernels/attention/cpu.py: keys below which one thread attends */
 
-static void linear(const float *x, const uint16_t *w, int in, int out, float *y, int threads) {
+/* y [T][out] = x [T][in] W^T */
+static void linear(const float *x, const uint16_t *w, int T, int in, int out, float *y, int threads) {
     #pragma omp parallel num_threads((long)in * out >= THREADED ? threads : 1)
     {
         int o0, o1;
         split_quads(out, &o0, &o1);
-        gemv_f16_range(x, w, 1, in, out, o0, o1, y);
+        gemv_f16_range(x, w, T, in, out, o0, o1, y);
     }
 }
 
@@ -90,92 +92,131 @@ static void rope(float *x, int n, int dim, const float *freqs, long pos) {
     }
 }
 
-static int gdn(const Model *m, Layer *L, const float *h, float *a, float *work) {
+static int gdn(const Model *m, Layer *L, const float *h, int T, float *a) {
     const int H = m->gdn_heads, Dk = m->gdn_dim, HD = H * Dk;
-    float *mixed = work, *ba = mixed + 3 * HD, *gate = ba + 2 * H, *o = gate + HD;
-    linear(h, L->in[0], m->D, 3 * HD, mixed, m->threads);
-    linear(h, L->in[1], m->D, 2 * H, ba, m->threads);
-    linear(h, L->in[2], m->D, HD, gate, m->threads);
-    if (gdn_tokens(mixed, L->conv, L->conv_w, 1, H, Dk, m->conv_size, ba, L->A_log, L->dt_bias, L->state,
-                   m->gdn_scale, gate, L->head_norm, m->eps, m->threads, o))
-        return -1;
-    linear(o, L->out, HD, m->D, a, m->threads);
+    float *mixed = malloc(sizeof(float) * T * (5L * HD + 2 * H));
+    if (mixed == NULL) return -1;
+    float *ba = mixed + 3L * T * HD, *gate = ba + 2L * T * H, *o = gate + (long)T * HD;
+    linear(h, L->in[0], T, m->D, 3 * HD, mixed, m->threads);
+    linear(h, L->in[1], T, m->D, 2 * H, ba, m->threads);
+    linear(h, L->in[2], T, m->D, HD, gate, m->threads);
+    int failed = gdn_tokens(mixed, L->conv, L->conv_w, T, H, Dk, m->conv_size, ba, L->A_log, L->dt_bias, L->state,
+                            m->gdn_scale, gate, L->head_norm, m->eps, m->threads, o);
+    if (!failed) linear(o, L->out, T, HD, m->D, a, m->threads);
+    free(mixed);
+    return failed ? -1 : 0;
+}
+
+/* Row t (position pos + t) sees the window's keys up to itself. One row attends the ring as it lies (all of it is
+   in the window, and a softmax does not depend on the keys' order), as the model's decode step does; more rows
+   attend the ring's keys in order followed by their own, each from its window's first key on. */
+static int swa(const Model *m, Layer *L, const float *h, int T, long pos, float *a) {
+    const int H = m->heads, KV = m->kv_heads, Dh = m->head_dim, W = m->window, R = H / KV, width = (H + 2 * KV) * Dh;
+    const long old = L->seen < W ? L->seen : W, keys = old + T;          /* in order: the ring's, then the rows' */
+    float *qkv = malloc(sizeof(float) * ((long)T * (width + H * Dh + H) + (T > 1 ? 2L * KV * keys * Dh : 0)));
+    if (qkv == NULL) return -1;
+    float *o = qkv + (long)T * width, *lse = o + (long)T * H * Dh, *ordered = lse + (long)T * H;
+    linear(h, L->in[0], T, m->D, width, qkv, m->threads);
+    const float scale = 1.0f / sqrtf((float)Dh);
+    for (int t = 0; t < T; t++) {
+        float *row = qkv + (long)t * width;
+        if (L->in_bias)
+            for (int i = 0; i < width; i++) row[i] += L->in_bias[i];
+        rope(row, H + KV, Dh, m->freqs, pos + t);                  /* the query heads, then the key heads */
+    }
+    const float *k[KV], *v[KV];
+    for (int g = 0; g < KV && T > 1; g++) {                         /* several rows: the keys in order */
+        float *kg = ordered + (long)g * keys * Dh, *vg = ordered + (long)(KV + g) * keys * Dh;
+        for (long j = 0; j < old; j++) {
+            const long slot = (L->seen - old + j) % W;
+            memcpy(kg + j * Dh, L->ring_k + ((long)g * W + slot) * Dh, sizeof(float) * Dh);
+            memcpy(vg + j * Dh, L->ring_v + ((long)g * W + slot) * Dh, sizeof(float) * Dh);
+        }
+        for (int t = 0; t < T; t++) {
+            memcpy(kg + (old + t) * Dh, qkv + (long)t * width + (H + g) * Dh, sizeof(float) * Dh);
+            memcpy(vg + (old + t) * Dh, qkv + (long)t * width + (H + KV + g) * Dh, sizeof(float) * Dh);
+        }
+    }
+    for (int t = 0; t < T; t++) {                                   /* the rows' keys into the ring */
+        const long slot = (L->seen + t) % W;
+        for (int g = 0; g < KV; g++) {
+            memcpy(L->ring_k + ((long)g * W + slot) * Dh, qkv + (long)t * width + (H + g) * Dh, sizeof(float) * Dh);
+            memcpy(L->ring_v + ((long)g * W + slot) * Dh, qkv + (long)t * width + (H + KV + g) * Dh,
+                   sizeof(float) * Dh);
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        float *q = qkv + (long)t * width;                          /* its query rows, kv head by kv head */
+        for (int i = 0; i < H * Dh; i++) q[i] *= scale;
+        long first = 0, len = T == 1 ? (L->seen + 1 < W ? L->seen + 1 : W) : 0, limit[R];
+        if (T > 1) {
+            first = old + t + 1 - W > 0 ? old + t + 1 - W : 0;
+            len = old + t + 1 - first;
+        }
+        for (int g = 0; g < KV; g++) {
+            k[g] = (T == 1 ? L->ring_k + (long)g * W * Dh : ordered + ((long)g * keys + first) * Dh);
+            v[g] = (T == 1 ? L->ring_v + (long)g * W * Dh : ordered + ((long)(KV + g) * keys + first) * Dh);
+        }
+        for (int r = 0; r < R; r++) limit[r] = len;
+        segment_attention(q, KV, R, Dh, (const float *const *)k, (const float *const *)v, &len, 1, limit, 1,
+                          o + (long)t * H * Dh, lse + (long)t * H);
+    }
+    linear(o, L->out, T, H * Dh, m->D, a, m->threads);
+    free(qkv);
     return 0;
 }
 
-static void swa(const Model *m, Layer *L, const float *h, long pos, float *a, float *work) {
-    const int H = m->heads, KV = m->kv_heads, Dh = m->head_dim, W = m->window, R = H / KV;
-    const int n = L->seen + 1 < W ? (int)L->seen + 1 : W;      /* keys in the ring after this one is written */
-    const long slot = L->seen % W;
-    float *qkv = work, *o = qkv + (H + 2 * KV) * Dh, *lse = o + H * Dh;
-    linear(h, L->in[0], m->D, (H + 2 * KV) * Dh, qkv, m->threads);
-    if (L->in_bias)
-        for (int i = 0; i < (H + 2 * KV) * Dh; i++) qkv[i] += L->in_bias[i];
-    rope(qkv, H + KV, Dh, m->freqs, pos);                       /* the query heads, then the key heads */
-    const float *k[KV], *v[KV];
-    for (int g = 0; g < KV; g++) {
-        memcpy(L->ring_k + ((long)g * W + slot) * Dh, qkv + (H + g) * Dh, sizeof(float) * Dh);
-        memcpy(L->ring_v + ((long)g * W + slot) * Dh, qkv + (H + KV + g) * Dh, sizeof(float) * Dh);
-        k[g] = L->ring_k + (long)g * W * Dh;
-        v[g] = L->ring_v + (long)g * W * Dh;
-    }
-    const float scale = 1.0f / sqrtf((float)Dh);
-    for (int i = 0; i < H * Dh; i++) qkv[i] *= scale;          /* the query rows, kv head by kv head */
-    long len = n, limit[R];
-    for (int r = 0; r < R; r++) limit[r] = n;
-    segment_attention(qkv, KV, R, Dh, (const float *const *)k, (const float *const *)v, &len, 1, limit, 1, o, lse);
-    linear(o, L->out, H * Dh, m->D, a, m->threads);
-}
-
-static int lql(const Model *m, Layer *L, const float *h, float *a, float *work) {
+static int lql(const Model *m, Layer *L, const float *h, int T, float *a) {
     const int d = m->lql_dim, H = m->lql_heads;
-    float *q = work, *o = q + H * d, *lse = o + H * d;
-    linear(h, L->in[0], m->D, d, L->latent, m->threads);
-    linear(h, L->in[1], m->D, H * d, q, m->threads);
+    float *q = malloc(sizeof(float) * T * (2L * H * d + H));
+    if (q == NULL) return -1;
+    float *o = q + (long)T * H * d, *lse = o + (long)T * H * d;
+    linear(h, L->in[0], T, m->D, d, L->latent, m->threads);         /* into the cache's reserved slots */
+    linear(h, L->in[1], T, m->D, H * d, q, m->threads);             /* rows (t, head) */
     const float scale = 1.0f / sqrtf((float)d);
-    for (int i = 0; i < H * d; i++) q[i] *= scale;
-    const long total = L->past + 1;
+    for (long i = 0; i < (long)T * H * d; i++) q[i] *= scale;
+    const long total = L->past + T;
+    int failed = 0;
     if (m->lql_blocks && total > m->lql_recent + (long)m->lql_blocks * 64) {
-        if (select_and_attend(q, 1, H, d, L->segments, L->segments, L->starts, L->nseg, L->lo, L->hi, L->nbounds,
-                              m->lql_blocks, L->past, m->lql_recent, m->threads, o, lse))
-            return -1;
+        failed = select_and_attend(q, T, H, d, L->segments, L->segments, L->starts, L->nseg, L->lo, L->hi,
+                                   L->nbounds, m->lql_blocks, L->past, m->lql_recent, m->threads, o, lse);
     } else {
-        long len[L->nseg], limit[H];
+        long len[L->nseg], limit[T * H];
         for (int s = 0; s < L->nseg; s++) len[s] = L->starts[s + 1] - L->starts[s];
-        for (int r = 0; r < H; r++) limit[r] = total;
+        for (int r = 0; r < T * H; r++) limit[r] = L->past + r / H + 1;
         const long chunks = total / MIN_SPLIT < 1 ? 1 : total / MIN_SPLIT;
-        segment_attention(q, 1, H, d, L->segments, L->segments, len, L->nseg, limit,
+        segment_attention(q, 1, T * H, d, L->segments, L->segments, len, L->nseg, limit,
                           (int)(chunks < m->threads ? chunks : m->threads), o, lse);
     }
-    linear(o, L->out, H * d, m->D, a, m->threads);
-    return 0;
+    if (!failed) linear(o, L->out, T, H * d, m->D, a, m->threads);
+    free(q);
+    return failed ? -1 : 0;
 }
 
-/* The logits [vocab] of `token` at position pos, every layer's cache advanced (the caller's bookkeeping aside).
-   Returns 0, or -1 when memory ran out (the caches may then be part-way: the caller drops them). */
-int decode_step(const Model *m, Layer *layers, long token, long pos, float *logits) {
-    const int D = m->D, widest = 3 * m->gdn_heads * m->gdn_dim + 2 * m->gdn_heads + 2 * m->gdn_heads * m->gdn_dim;
-    const int swa_work = (m->heads + 2 * m->kv_heads) * m->head_dim + m->heads * m->head_dim + m->heads;
-    const int lql_work = 2 * m->lql_heads * m->lql_dim + m->lql_heads;
-    int work_size = widest > swa_work ? widest : swa_work;
-    work_size = work_size > lql_work ? work_size : lql_work;
-    float *x = malloc(sizeof(float) * (3L * D + work_size));
+/* tokens [T] at positions pos..pos+T-1 through the whole model, every layer's cache advanced (the caller's
+   bookkeeping aside): the logits [n_out][vocab] of the last n_out rows. Returns 0, or -1 when memory ran out
+   (the caches may then be part-way: the caller restores a snapshot or starts a new cache). */
+int forward_rows(const Model *m, Layer *layers, const long *tokens, int T, long pos, int n_out, float *logits) {
+    const int D = m->D;
+    float *x = malloc(sizeof(float) * 3L * T * D);
     if (x == NULL) return -1;
-    float *h = x + D, *a = h + D, *work = a + D;
+    float *h = x + (long)T * D, *a = h + (long)T * D;
     int failed = 0;
-    for (int i = 0; i < D; i++) x[i] = m->embed[token * m->embed_row + i * m->embed_col];
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < D; i++) x[(long)t * D + i] = m->embed[tokens[t] * m->embed_row + i * m->embed_col];
     for (int i = 0; i < m->layers && !failed; i++) {
         Layer *L = layers + i;
-        rms_norm_rows(x, L->attn_norm, 1, D, m->eps, h);
-        if (L->kind == GDN) failed = gdn(m, L, h, a, work);
-        else if (L->kind == SWA) swa(m, L, h, pos, a, work);
-        else failed = lql(m, L, h, a, work);
-        failed = failed || residual_mlp(x, a, L->mlp_norm, m->eps, L->gate_up, L->down, 1, D, m->hidden,
+        rms_norm_rows(x, L->attn_norm, T, D, m->eps, h);
+        if (L->kind == GDN) failed = gdn(m, L, h, T, a);
+        else if (L->kind == SWA) failed = swa(m, L, h, T, pos, a);
+        else failed = lql(m, L, h, T, a);
+        failed = failed || residual_mlp(x, a, L->mlp_norm, m->eps, L->gate_up, L->down, T, D, m->hidden,
                                         m->threads, x);
     }
     if (!failed) {
-        rms_norm_rows(x, m->norm, 1, D, m->eps, h);
-        linear(h, m->head, D, m->vocab, logits, m->threads);
+        const float *last = x + (long)(T - n_out) * D;
+        rms_norm_rows(last, m->norm, n_out, D, m->eps, h);
+        linear(h, m->head, n_out, D, m->vocab, logits, m->threads);
     }
     free(x);
     return failed ? -1 : 0;

@@ -138,6 +138,8 @@ class FewTokenForward:
     def __call__(self, tokens: list[int], cache: Cache, outputs: int) -> torch.Tensor:
         """The logits [1, outputs, vocab] of the last `outputs` of `tokens`, fed at the cache's position; the cache
         advanced. Needs `takes(cache, len(tokens))`."""
+        if not all(0 <= t < self.spec.vocab for t in tokens):        # the C side reads the embedding row unchecked
+            raise IndexError(f"token ids must be in [0, {self.spec.vocab}): got {tokens}")
         kept = []                                 # what the C side reads during the call
         for spec, layer in zip(self.layers, cache.layers):
             if isinstance(layer, GDNState):

@@ -166,3 +166,13 @@ def test_a_served_model_moved_after_serving_keeps_the_module_path():
         got = steps(served, cache, tokens[0, 8:].tolist())
         expected = reference.double()(tokens)[:, 8:]
     assert got.dtype == torch.float64 and relative_error(got, expected) < 1e-6
+
+
+def test_a_token_outside_the_vocabulary_is_an_error_not_a_read_past_the_embedding():
+    served, _ = pair(config())
+    with torch.inference_mode():
+        cache = served.new_cache()
+        served(torch.tensor([[1, 2, 3]]), cache)
+        with pytest.raises(IndexError, match="token ids"):
+            served(torch.tensor([[5, 97]]), cache)
+        assert cache.position == 3                     # nothing advanced

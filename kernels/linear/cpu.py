@@ -8,7 +8,7 @@ import torch
 
 from ..clib import declare
 
-MAX_ROWS = 32                 # rows up to which these kernels beat the fp32 BLAS on this model's weights (BENCHMARKS.md)
+MAX_ROWS = 32                 # rows up to which these kernels beat the fp32 BLAS on the model's weights (BENCHMARKS)
 THREADED = 1 << 16            # weights (out * in) from which the rows of outputs are split across threads
 
 

@@ -122,8 +122,8 @@ class FewTokenForward:
 
     def takes(self, cache: Cache, count: int) -> bool:
         """Whether the kernel can advance this cache by `count` positions: batch 1, fp32 (a cache made in another
-        dtype cannot), and no selectable block of lql keys that the same call writes: their bounds are taken before
-        the call (never so past `count` rows when `lql_recent` >= `count`, as in every recipe)."""
+        dtype cannot), and no selectable block of lql keys that the same call writes, since their bounds are taken
+        before the call (a piece of at most `lql_recent` tokens never writes one: 2,048 in every recipe)."""
         c = self.model.config
         for layer in cache.layers:
             held = ((layer.conv,) if isinstance(layer, GDNState) else (layer.k, layer.v) if isinstance(layer, RingCache)

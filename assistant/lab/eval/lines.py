@@ -97,6 +97,7 @@ def summary(results: list[LineResult]) -> dict:
     def block(rows: list[LineResult]) -> dict:
         return {"n": len(rows), "exact_match": statistics.mean(r.exact for r in rows) if rows else 0.0,
                 "edit_similarity": statistics.mean(r.similarity for r in rows) if rows else 0.0,
-                "p50_ms": statistics.median(r.ms for r in rows) if rows else 0.0}
+                "p50_ms": statistics.median(r.ms for r in rows) if rows else 0.0,
+                "mean_ms": statistics.mean(r.ms for r in rows) if rows else 0.0}
     kinds = sorted({r.kind for r in results})
     return block(results) | {"by_kind": {k: block([r for r in results if r.kind == k]) for k in kinds}}

@@ -109,13 +109,39 @@ def test_echoed_chunks_follow_themselves_past_the_window():
     assert all(512 <= d <= 2048 for d in back[:-1000]) and len(set(back)) > 2   # one chunk back, lengths vary
 
 
-def test_an_echoed_crate_keeps_one_end_of_text(corpus, tmp_path):
+def test_an_echoed_or_blocked_crate_keeps_one_end_of_text(corpus, tmp_path):
     eos = load_tokenizer().token_to_id("<|endoftext|>")
     plain = load_tokens(prepare_tokens(tmp_path / "plain", corpus, DEFAULT_TOKENIZER, PackConfig(fim_rate=0.0))["train"])
     echoed = load_tokens(prepare_tokens(tmp_path / "echo", corpus, DEFAULT_TOKENIZER,
                                         PackConfig(fim_rate=0.0, echo_rate=1.0, echo_min=8, echo_max=16))["train"])
     crates = int((plain == eos).sum())
     assert int((echoed == eos).sum()) == crates and len(echoed) == 2 * len(plain) - crates
+    blocked = load_tokens(prepare_tokens(tmp_path / "copy", corpus, DEFAULT_TOKENIZER,
+                                         PackConfig(fim_rate=0.0, copy_rate=1.0, copy_every=64))["train"])
+    assert int((blocked == eos).sum()) == crates and len(blocked) > len(plain)
+
+
+def test_copy_blocks_come_back_further_on_and_leave_the_code_in_order():
+    import random
+
+    from assistant.lab.train.data import COPY_BLOCK, COPY_TOKENS, copy_blocks
+
+    ids = [i % COPY_TOKENS for i in range(5000)]   # "code": ids below COPY_TOKENS
+    out = copy_blocks(ids, random.Random(0), 512, 2048, 16384)
+    assert [t for t in out if t < COPY_TOKENS] == ids and len(out) > len(ids)   # the code is all there, in order
+    code_before = [0]                              # code tokens before each position: distances as the code counts
+    for t in out:
+        code_before.append(code_before[-1] + (t < COPY_TOKENS))
+    seen: dict[tuple[int, ...], list[int]] = {}
+    n = COPY_BLOCK[0]
+    for i in range(len(out) - n + 1):              # every run of n random tokens: inside one block, or across two
+        gram = tuple(out[i:i + n])
+        if min(gram) >= COPY_TOKENS:
+            seen.setdefault(gram, []).append(i)
+    twice = [at for at in seen.values() if len(at) == 2]
+    assert all(len(at) <= 2 for at in seen.values()) and len(twice) >= 5000 // 512 * COPY_BLOCK[0]
+    for first, second in twice:                    # a block's copy comes later, at most `distance` code tokens on
+        assert second > first and code_before[second] - code_before[first] <= 2048
 
 
 def test_training_lowers_the_loss_and_writes_logs_curve_and_a_loadable_checkpoint(corpus, tmp_path, rustle):

@@ -14,7 +14,9 @@ is predictable by copying from one crate-length back (inside a training window f
 one), the signal that teaches a model to copy (induction); plain code rewards it too rarely (BENCHMARKS.md,
 issue 20). Few crates are that short (0.4% of the training tokens), so at `echo_rate` a crate is instead cut into
 chunks of `echo_min`-`echo_max` tokens, each written twice in a row: every copy sits one chunk back, past the
-sliding window and inside a training window, where only the global layers can reach it.
+sliding window and inside a training window, where only the global layers can reach it. Real code makes even an
+echo partly predictable without copying; at `copy_rate` a crate instead carries blocks of random tokens, each
+written again further on (`copy_blocks`): nothing but the block's first occurrence predicts its copy.
 """
 from __future__ import annotations
 
@@ -49,12 +51,18 @@ class PackConfig:
     echo_rate: float = 0.0          # share of crates whose chunks are each written twice in a row (echo())
     echo_min: int = 512             # chunk lengths in tokens: the copy's distance, past the sliding window
     echo_max: int = 2048
+    copy_rate: float = 0.0          # share of crates that carry random-token blocks and their copies (copy_blocks())
+    copy_every: int = 1024          # one block per this many tokens of such a crate
+    copy_distance: int = 3072       # a copy starts up to this many tokens after its block
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
             raise ValueError(f"unknown file order '{self.order}': use one of {ORDERS}")
         if not 0 < self.echo_min <= self.echo_max:
             raise ValueError(f"echo chunks of {self.echo_min}-{self.echo_max} tokens: need 0 < echo_min <= echo_max")
+        if self.copy_every < 1 or self.copy_distance < COPY_BLOCK[1]:
+            raise ValueError(f"copy blocks every {self.copy_every} tokens, copies up to {self.copy_distance} tokens on: "
+                             f"need copy_every >= 1 and copy_distance >= {COPY_BLOCK[1]}")
 
 
 def echo(ids: list[int], rng: random.Random, shortest: int, longest: int) -> list[int]:
@@ -65,6 +73,25 @@ def echo(ids: list[int], rng: random.Random, shortest: int, longest: int) -> lis
         out += chunk + chunk
         start += len(chunk)
     return out
+
+
+COPY_BLOCK = (16, 96)     # a random block's length in tokens
+COPY_TOKENS = 300         # random blocks draw ids from here to the vocabulary's end: no special or byte tokens
+
+
+def copy_blocks(ids: list[int], rng: random.Random, every: int, distance: int, vocab_size: int) -> list[int]:
+    """`ids` with a block of random tokens inserted about every `every` tokens, and the same block inserted again
+    between one block-length and `distance` tokens of `ids` later (never inside its own block)."""
+    inserts: list[tuple[int, int, list[int]]] = []      # (position in ids, order, tokens)
+    for n, at in enumerate(range(rng.randrange(every), len(ids), every)):
+        block = [rng.randrange(COPY_TOKENS, vocab_size) for _ in range(rng.randint(*COPY_BLOCK))]
+        later = min(len(ids), at + rng.randint(len(block), distance))
+        inserts += [(at, 2 * n, block), (later, 2 * n + 1, block)]
+    out, done = [], 0
+    for at, _, block in sorted(inserts, key=lambda x: (x[0], x[1])):
+        out += ids[done:at] + block
+        done = at
+    return out + ids[done:]
 
 
 class Packer:
@@ -119,6 +146,9 @@ def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: 
                 ids = ids + ids
             if config.echo_rate > 0 and rng.random() < config.echo_rate:
                 ids = echo(ids[:-1], rng, config.echo_min, config.echo_max) + ids[-1:]   # one <|endoftext|>
+            if config.copy_rate > 0 and rng.random() < config.copy_rate:
+                ids = copy_blocks(ids[:-1], rng, config.copy_every, config.copy_distance,
+                                  tok.get_vocab_size()) + ids[-1:]
             ids = np.asarray(ids, dtype=np.uint16)
             f.write(ids.tobytes())
             total += len(ids)

@@ -58,11 +58,11 @@ def test_eval_recall_runs_probes_at_each_distance(rustle, tmp_path):
                          layer_pattern=("swa", "lql"), window=32, lql_dim=16, lql_heads=1)
     save_model(RustleLM(config), tmp_path / "m", DEFAULT_TOKENIZER)
     out = rustle("eval", "recall", "--files", "data/sample.rs", "--model", str(tmp_path / "m"),
-                 "--multiples", "1,4", "--probes", "3", "--kinds", "passkey,identifier,line,span", "--json").stdout
+                 "--multiples", "1,4", "--probes", "3", "--kinds", "passkey,identifier,line,span,random", "--json").stdout
     rows = [_json.loads(line) for line in out.splitlines()]
     assert [(r["kind"], r["multiple"], r["distance"]) for r in rows] == [
         ("passkey", 1, 32), ("passkey", 4, 128), ("identifier", 1, 32), ("identifier", 4, 128), ("line", 1, 32),
-        ("line", 4, 128), ("span", 1, 32), ("span", 4, 128)]
+        ("line", 4, 128), ("span", 1, 32), ("span", 4, 128), ("random", 1, 32), ("random", 4, 128)]
     assert all(r["probes"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in rows)
 
 
@@ -129,3 +129,5 @@ def test_a_span_probe_scores_the_second_copy_token_by_token():
     filler = [rng.randrange(50) for _ in range(2000)]
     assert _span_accuracy(Copier(SPAN + 300), filler, 300, random.Random(0), bf16=False) == 1.0
     assert _span_accuracy(Copier(1), filler, 300, random.Random(0), bf16=False) < 0.1
+    given = [rng.randrange(50) for _ in range(SPAN)]      # a span of its own (the random probe's) is copied too
+    assert _span_accuracy(Copier(SPAN + 300), filler, 300, random.Random(0), bf16=False, span=given) == 1.0

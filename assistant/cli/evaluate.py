@@ -153,8 +153,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--multiples", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 128])
     p.add_argument("--probes", type=int, default=20)
     p.add_argument("--kinds", type=lambda s: s.split(","), default=["passkey", "identifier"],
-                   help="passkey,identifier,line,span (line: made-up names copied; span: real code "
-                        "repeated, graded per token; see recall.py)")
+                   help="passkey,identifier,line,span,random (line: made-up names copied; span: real code "
+                        "repeated, graded per token; random: the same with random token ids; see recall.py)")
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast (CPUs without AVX512-BF16 or AMX: ~25x faster)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")

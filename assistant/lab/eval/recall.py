@@ -9,6 +9,8 @@ before the end, then a prompt that only that definition can complete:
 - span: 256 tokens of the filler itself (real code), the filler, the same 256 tokens again; the accuracy is the
   share of the second copy's tokens that greedy top-1 predicts (the first copy's share for contrast is in
   BENCHMARKS.md): graded, so that a model that copies some of a span shows it before it copies whole lines.
+- random: the span probe with 256 random token ids for the span, which nothing but its first occurrence predicts
+  (a span of real code is half predictable without copying): the copying mechanism alone.
 Prompts end where the definition's own tokens break (no trailing space, no half token): a prompt cut
 inside a token asks for a token sequence training never shows, which measures the tokenizer, not memory.
 Greedy decoding; a probe counts when the completion starts with the expected text.
@@ -24,6 +26,7 @@ from tokenizers import Tokenizer
 from model.model import RustleLM
 
 from ...engine.decode import generate
+from ..train.data import COPY_TOKENS
 
 SYLLABLES = ["zor", "quel", "vant", "brisk", "mul", "tarn", "plim", "dox", "wex", "gorb", "sul", "fen"]
 
@@ -57,10 +60,12 @@ def _probe(kind: str, rng: random.Random, tok: Tokenizer) -> tuple[str, str, str
 SPAN = 256   # tokens of real code repeated by a "span" probe
 
 
-def _span_accuracy(model: RustleLM, filler_ids: list[int], distance: int, rng: random.Random, bf16: bool) -> float:
-    """Top-1 accuracy on the second copy of a real-code span placed `distance` tokens before it."""
-    start = rng.randrange(0, len(filler_ids) - SPAN + 1)
-    span = filler_ids[start:start + SPAN]
+def _span_accuracy(model: RustleLM, filler_ids: list[int], distance: int, rng: random.Random, bf16: bool,
+                   span: list[int] | None = None) -> float:
+    """Top-1 accuracy on the second copy of a span (of the filler, unless given) placed `distance` tokens before it."""
+    if span is None:
+        start = rng.randrange(0, len(filler_ids) - SPAN + 1)
+        span = filler_ids[start:start + SPAN]
     gap_start = rng.randrange(0, len(filler_ids) - distance + 1)
     ids = span + filler_ids[gap_start:gap_start + distance] + span
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -84,8 +89,10 @@ def recall(model: RustleLM, tok: Tokenizer, filler: list[str], multiples: list[i
             if len(filler_ids) < needed:
                 raise ValueError(f"filler has {len(filler_ids)} tokens; {needed} are needed: pass more files")
             for _ in range(probes):
-                if kind == "span":
-                    hits += _span_accuracy(model, filler_ids, distance, rng, bf16)
+                if kind in ("span", "random"):
+                    span = ([rng.randrange(COPY_TOKENS, model.config.vocab_size) for _ in range(SPAN)]
+                            if kind == "random" else None)
+                    hits += _span_accuracy(model, filler_ids, distance, rng, bf16, span)
                     continue
                 definition, query, expected = _probe(kind, rng, tok)
                 start = rng.randrange(0, len(filler_ids) - distance + 1)

@@ -2,7 +2,9 @@
 instructions (AVX512-BF16, AMX) compute it natively; elsewhere (e.g. AMD Zen 3, most laptops) every bf16
 matmul is emulated and several times slower than fp32 (BENCHMARKS.md: 5.8 vs 45 GFLOPS on a Zen 3 core). There
 the model serves in fp32, and a decode step, which reads every weight for one row, reads them in fp16 instead
-(model/serving.py).
+(model/serving.py). Serving on a CPU picks fp32 even where bf16 is native, wherever the compiled few-token forward
+(kernels/decode) is there: it runs a decode step in one C call in fp32 only, ~1.3-1.5 ms a token at 8K on a Zen 3
+against 6.6-10 ms for PyTorch's bf16 step on a BF16 CPU (BENCHMARKS.md), and a keystroke is mostly decode.
 """
 from __future__ import annotations
 
@@ -25,12 +27,22 @@ def cpu_has_bf16() -> bool:
 
 
 def fast_dtype(choice: str = "auto", device: str = "cpu") -> torch.dtype:
-    """`choice` ("bf16", "fp32", or "auto": bf16 on a GPU or a CPU with BF16 instructions, else fp32)."""
+    """`choice` ("bf16", "fp32", or "auto": bf16 on a GPU; on a CPU fp32 where the compiled few-token forward
+    serves it, else bf16 if the CPU has BF16 instructions, else fp32)."""
     if choice not in ("auto", "bf16", "fp32"):
         raise ValueError(f"unknown dtype '{choice}': use auto, bf16 or fp32")
     if choice == "auto":
-        return torch.bfloat16 if device != "cpu" or cpu_has_bf16() else torch.float32
+        if device != "cpu":
+            return torch.bfloat16
+        return torch.float32 if few_token_forward() or not cpu_has_bf16() else torch.bfloat16
     return torch.bfloat16 if choice == "bf16" else torch.float32
+
+
+def few_token_forward() -> bool:
+    """Whether the one-call C forward of a few tokens (kernels/decode) is built here (it needs a C compiler)."""
+    from kernels.decode.cpu import available   # here, not at the top: building it is not free, and only serving asks
+
+    return available()
 
 
 def fast_layouts(model: torch.nn.Module) -> torch.nn.Module:

@@ -52,7 +52,7 @@ class EngineConfig:
     repo_tokens: int = 131072           # "repo" context
     copy_draft: bool = True             # speculative decoding with copy-model drafts
     copy_mix: bool = True               # copy distribution interpolated into the model's
-    dtype: str = "auto"                 # "bf16" | "fp32" | "auto": bf16 on a GPU or where the CPU computes it natively
+    dtype: str = "auto"                 # "bf16" | "fp32" | "auto": bf16 on a GPU, fp32 on a CPU (model/precision.py)
     device: str = "cpu"                 # "cuda": the model, its caches and the Triton kernels on the GPU
     state_mb: int = 768                 # model states kept for reuse (state.py), the live cache included
     background: bool = False            # prefill the repository part in a worker, never on a request (the server)

@@ -285,7 +285,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--twin-prefill-limit", type=int, default=32768, help="twin: longest context prefilled for real")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="as the engine serves (auto: bf16 where the CPU computes it natively, else fp32)")
+                   help="as the engine serves (auto: bf16 on a GPU, fp32 on a CPU; model/precision.py)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=model_command)

@@ -79,7 +79,7 @@ def prompt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-lines", type=int, default=None, help="the prefix starts on a multiple of these lines")
     p.add_argument("--anchor-lines", type=int, default=None, help="a snapshot every this many prefix lines")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="weights and activations (auto: bf16 where the CPU computes it natively, else fp32)")
+                   help="weights and activations (auto: bf16 on a GPU, fp32 on a CPU; model/precision.py)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the model and its kernels on the GPU")
 
 

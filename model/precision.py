@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from kernels.decode.cpu import available as decode_kernel_built   # the few-token C forward (needs a compiler)
+
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -34,15 +36,9 @@ def fast_dtype(choice: str = "auto", device: str = "cpu") -> torch.dtype:
     if choice == "auto":
         if device != "cpu":
             return torch.bfloat16
-        return torch.float32 if few_token_forward() or not cpu_has_bf16() else torch.bfloat16
+        return torch.float32 if decode_kernel_built() or not cpu_has_bf16() else torch.bfloat16
     return torch.bfloat16 if choice == "bf16" else torch.float32
 
-
-def few_token_forward() -> bool:
-    """Whether the one-call C forward of a few tokens (kernels/decode) is built here (it needs a C compiler)."""
-    from kernels.decode.cpu import available   # here, not at the top: building it is not free, and only serving asks
-
-    return available()
 
 
 def fast_layouts(model: torch.nn.Module) -> torch.nn.Module:

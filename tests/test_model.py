@@ -355,9 +355,9 @@ def test_the_serving_dtype_follows_the_choice_and_auto_is_one_of_the_two(monkeyp
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)   # e.g. AMD Zen 3: bf16 matmuls are emulated
     assert precision.fast_dtype("auto") == torch.float32
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)    # native bf16: fp32 still, where the C forward
-    monkeypatch.setattr(precision, "few_token_forward", lambda: True)   # serves decode (in fp32 only)
+    monkeypatch.setattr(precision, "decode_kernel_built", lambda: True)   # serves decode (fp32 only)
     assert precision.fast_dtype("auto") == torch.float32
-    monkeypatch.setattr(precision, "few_token_forward", lambda: False)  # no compiler: PyTorch's bf16 path is faster
+    monkeypatch.setattr(precision, "decode_kernel_built", lambda: False)  # no compiler: PyTorch's bf16 is faster
     assert precision.fast_dtype("auto") == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype"):
         precision.fast_dtype("fp8")

@@ -325,7 +325,10 @@ def test_eval_lines_and_complete_on_the_command_line(rustle, tiny_model_dir, wor
 
     out = json.loads(rustle("complete", f"{workspace}/src/main.rs:9:17", "--model", str(tiny_model_dir),
                             "--json").stdout)
-    assert set(out) >= {"text", "ms", "stopped", "prompt_tokens"}
+    assert set(out) >= {"text", "ms", "stopped", "prompt_tokens"} and out["repository_computed"] > 0
+    again = json.loads(rustle("complete", f"{workspace}/src/main.rs:9:17", "--model", str(tiny_model_dir),
+                              "--json").stdout)   # the repository part's state, saved by the first run
+    assert again["repository_computed"] == 0 and again["text"] == out["text"]
     bad = rustle("complete", f"{workspace}/src/main.rs:999:1", "--model", str(tiny_model_dir), check=False)
     assert bad.returncode == 2 and "past the end" in bad.stdout
     bad = rustle("complete", "nowhere.rs:x:1", check=False)

@@ -105,9 +105,11 @@ def complete_command(args: argparse.Namespace) -> int:
         console.print(f"[red]{path} is not inside the workspace {root}[/]")
         return 2
     offset = sum(len(x) + 1 for x in lines[:line]) + col
-    # the repository part as the server keeps it: read from the state saved on disk by an earlier run (or by the
-    # server) where it still holds, prefilled and saved otherwise, so a second run does not feed it again
-    engine = Engine(args.model, replace(_engine_config(args), background=True, persist=True))
+    # context repo: the repository part as the server keeps it, read from the state saved on disk by an earlier run
+    # (or by the server) where it still holds, else prefilled and saved, so that a second run does not feed it again
+    # (the part of the other contexts depends on the cursor: the foreground engine feeds it with the request)
+    repo = args.context == "repo"
+    engine = Engine(args.model, replace(_engine_config(args), background=repo, persist=repo))
     started = time.perf_counter()
     engine.prepare(root, relative)
     ready = {"repository_ms": 1000 * (time.perf_counter() - started), "repository_computed": engine.prefill.fed}
@@ -116,10 +118,11 @@ def complete_command(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(completion) | ready))
     else:
         console.print(completion.text, markup=False, highlight=False)
+        part = (f"; the repository part ready in {ready['repository_ms'] / 1000:.1f} s "
+                f"({ready['repository_computed']:,} tokens computed, the rest from the saved state)"
+                if repo else "")
         console.print(f"[dim]{completion.ms:.0f} ms, {completion.generated_tokens} tokens in "
-                      f"{completion.forward_steps} steps, stopped by {completion.stopped}; the repository part "
-                      f"ready in {ready['repository_ms'] / 1000:.1f} s ({ready['repository_computed']:,} tokens "
-                      f"computed, the rest from the saved state)[/]", highlight=False)
+                      f"{completion.forward_steps} steps, stopped by {completion.stopped}{part}[/]", highlight=False)
     return 0
 
 

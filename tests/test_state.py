@@ -180,6 +180,22 @@ def test_a_part_prefilled_for_another_document_is_served_up_to_this_ones_file(tm
     assert "<|file_sep|>src/lib.rs" in part and "src/main.rs" not in part and "src/store.rs" not in part
 
 
+def test_the_index_context_serves_each_cursor_its_own_snippets_in_the_background_mode_too(tmp_path):
+    # Snippets depend on the cursor (the names near it): a part prefilled for another cursor is not this one's.
+    out = save_tiny_model(tmp_path / "tiny", ("gdn", "swa", "full", "lql"))
+    root = tmp_path / "kvstore"
+    shutil.copytree(KVSTORE, root)
+    config = EngineConfig(prompt=PromptConfig(context="index"), dtype="fp32", max_new_tokens=2)
+    served = Engine(out, replace(config, background=True), db_for=lambda _: tmp_path / "index.sqlite")
+    foreground = Engine(out, config, db_for=lambda _: tmp_path / "index.sqlite")
+    text = (root / "src/main.rs").read_text()
+    for offset in (text.index("Store::new()"), text.index("execute(&mut"), len(text)):   # other names near each
+        request = Request(root, "src/main.rs", text, offset)
+        assert served.prompt(request)[0].ids == foreground.prompt(request)[0].ids
+        served.complete_sync(request)
+        assert served.prefill.wait(60)
+
+
 def test_opening_an_empty_document_prefills_the_repository_without_error(tmp_path):
     out = save_tiny_model(tmp_path / "tiny", ("gdn", "swa", "full", "lql"))
     root = tmp_path / "kvstore"

@@ -110,13 +110,14 @@ class Engine:
 
     def prompt(self, request: Request) -> tuple[Prompt, list[str]]:
         """The prompt a request decodes after, and the repository files in it. In the background mode its
-        repository part is one the state tree holds (or none), and the current one is prefilled meanwhile."""
+        repository part is one the state tree holds (or none), and the current one is prefilled meanwhile; the
+        index context's snippets are chosen for this cursor (~1K tokens), so a request feeds its own."""
         config = self.config
         if request.root is None:   # outside every workspace: the buffer alone
             return alone(self.vocab, request, config.prompt), []
         prompt, files = assemble(self.workspace(request.root), request, config.prompt, config.repo_tokens,
                                  config.snippet_tokens)
-        if config.background and prompt.local_start > 0:
+        if config.background and config.prompt.context == "repo" and prompt.local_start > 0:
             root, part = request.root.resolve(), RepositoryPart.of(prompt)
             served = self._usable(root, prompt, request.path)
             if config.prompt.layout != "spm" and self._unfed(served) > SHORT.prefix_tokens:
@@ -150,7 +151,9 @@ class Engine:
 
     def prefill_repository(self, root: Path, path: str = "") -> None:
         """Start prefilling `root`'s repository part, then (layouts psm and prefix) `path`'s lines as saved (the
-        server calls this after indexing, on opening a document and on saves)."""
+        server calls this after indexing, on opening a document and on saves). Only the repo context has one."""
+        if self.config.prompt.context != "repo":
+            return
         try:
             text = (root / path).read_text(encoding="utf-8", errors="replace") if path else ""
         except OSError:

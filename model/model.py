@@ -6,6 +6,7 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from .cache import Cache
 from .config import GLOBAL_KINDS, ModelConfig
@@ -93,8 +94,22 @@ class RustleLM(nn.Module):
         return total / max(1, int((flat != IGNORE).sum()))
 
 
+class _ShapesOnly(TorchFunctionMode):
+    """Builds modules for their parameters' shapes only: in-place initialisers (`normal_`, `uniform_`, …) do
+    nothing. On the meta device their decompositions import torch._dynamo, 2-3 s of every process that loads
+    a model (the server's first suggestion, each `rustle` command). Thread-local, as torch function modes are."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        target = args[0] if args else kwargs.get("tensor")   # torch.nn.init passes it by name
+        if name.endswith("_") and not name.startswith("__") and isinstance(target, torch.Tensor):
+            return target
+        return func(*args, **kwargs)
+
+
 def count_parameters(config: ModelConfig) -> int:
-    with torch.device("meta"):
+    with torch.device("meta"), _ShapesOnly():
         return sum(p.numel() for p in RustleLM(config).parameters())
 
 

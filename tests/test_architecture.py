@@ -34,7 +34,8 @@ def test_a_broken_rule_is_caught(tmp_path):
 
 def test_the_server_and_the_cli_start_without_the_compiler():
     """On a machine without a GPU nothing on the way to a suggestion imports torch._dynamo (~2 s of every start):
-    kernels/compile.py leaves the Triton entry points undecorated there."""
+    kernels/compile.py leaves the Triton entry points undecorated there, and loading a model counts its
+    parameters on the meta device without running initialisers (model.py: `_ShapesOnly`)."""
     import os
 
     import pytest
@@ -43,7 +44,8 @@ def test_the_server_and_the_cli_start_without_the_compiler():
     if torch.cuda.is_available():
         pytest.skip("a GPU machine imports the compiler for the Triton kernels")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    probe = "import sys, lsp.server, assistant.cli.main; print('torch._dynamo' in sys.modules)"
+    probe = ("import sys, lsp.server, assistant.cli.main; from model.io import DEFAULT_MODEL, load_model; "
+             "load_model(DEFAULT_MODEL); print('torch._dynamo' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr

@@ -249,6 +249,12 @@ def test_gradients_reach_every_parameter(pattern):
     assert not missing
 
 
+@pytest.mark.parametrize("pattern", [("gdn", "swa", "gdn", "lql"), ("full", "swa")])
+def test_the_parameter_count_on_the_meta_device_is_the_built_models(pattern):
+    config = tiny(pattern)
+    assert count_parameters(config) == sum(p.numel() for p in RustleLM(config).parameters())
+
+
 def test_the_twin_has_the_same_parameter_count_within_a_percent():
     config = ModelConfig()
     twin = twin_config(config)

@@ -26,8 +26,9 @@ class GatedDeltaNet(nn.Module):
         self.qkv = nn.Linear(config.d_model, self.channels, bias=False)
         self.conv = nn.Conv1d(self.channels, self.channels, config.conv_size, groups=self.channels, bias=False)
         self.beta_decay = nn.Linear(config.d_model, 2 * self.h, bias=False)
-        self.A_log = nn.Parameter(torch.log(torch.empty(self.h).uniform_(1, 16)))
-        self.dt_bias = nn.Parameter(torch.log(torch.expm1(torch.empty(self.h).uniform_(1e-3, 1e-1))))
+        # drawn on the CPU whatever the default device: log and expm1 on the meta device import torch._dynamo
+        self.A_log = nn.Parameter(torch.log(torch.empty(self.h, device="cpu").uniform_(1, 16)))
+        self.dt_bias = nn.Parameter(torch.log(torch.expm1(torch.empty(self.h, device="cpu").uniform_(1e-3, 1e-1))))
         self.gate = nn.Linear(config.d_model, self.h * self.dk, bias=False)
         self.norm = nn.RMSNorm(self.dk, eps=config.norm_eps)
         self.out = nn.Linear(self.h * self.dk, config.d_model, bias=False)

@@ -121,13 +121,14 @@ def test_an_echoed_or_blocked_crate_keeps_one_end_of_text(corpus, tmp_path):
     assert int((blocked == eos).sum()) == crates and len(blocked) > len(plain)
 
 
-def test_copy_blocks_come_back_further_on_and_leave_the_code_in_order():
+@pytest.mark.parametrize("near", [0, 600])
+def test_copy_blocks_come_back_further_on_and_leave_the_code_in_order(near):
     import random
 
     from assistant.lab.train.data import COPY_BLOCK, COPY_TOKENS, copy_blocks
 
     ids = [i % COPY_TOKENS for i in range(5000)]   # "code": ids below COPY_TOKENS
-    out = copy_blocks(ids, random.Random(0), 512, 2048, 16384)
+    out = copy_blocks(ids, random.Random(0), 512, 2048, 16384, near)
     assert [t for t in out if t < COPY_TOKENS] == ids and len(out) > len(ids)   # the code is all there, in order
     code_before = [0]                              # code tokens before each position: distances as the code counts
     for t in out:
@@ -142,6 +143,7 @@ def test_copy_blocks_come_back_further_on_and_leave_the_code_in_order():
     assert all(len(at) <= 2 for at in seen.values()) and len(twice) >= 5000 // 512 * COPY_BLOCK[0]
     for first, second in twice:                    # a block's copy comes later, at most `distance` code tokens on
         assert second > first and code_before[second] - code_before[first] <= 2048
+        assert code_before[second] - code_before[first] >= near or code_before[second] == len(ids)  # or cut at the end
 
 
 def test_training_lowers_the_loss_and_writes_logs_curve_and_a_loadable_checkpoint(corpus, tmp_path, rustle):

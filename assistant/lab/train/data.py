@@ -54,15 +54,17 @@ class PackConfig:
     copy_rate: float = 0.0          # share of crates that carry random-token blocks and their copies (copy_blocks())
     copy_every: int = 1024          # one block per this many tokens of such a crate
     copy_distance: int = 3072       # a copy starts up to this many tokens after its block
+    copy_near: int = 0              # and at least this many (0: one block length): past the window, say
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
             raise ValueError(f"unknown file order '{self.order}': use one of {ORDERS}")
         if not 0 < self.echo_min <= self.echo_max:
             raise ValueError(f"echo chunks of {self.echo_min}-{self.echo_max} tokens: need 0 < echo_min <= echo_max")
-        if self.copy_every < 1 or self.copy_distance < COPY_BLOCK[1]:
-            raise ValueError(f"copy blocks every {self.copy_every} tokens, copies up to {self.copy_distance} tokens on: "
-                             f"need copy_every >= 1 and copy_distance >= {COPY_BLOCK[1]}")
+        if self.copy_every < 1 or max(self.copy_near, COPY_BLOCK[1]) > self.copy_distance:
+            raise ValueError(f"copy blocks every {self.copy_every} tokens, copies {self.copy_near}-"
+                             f"{self.copy_distance} tokens on: need copy_every >= 1 and "
+                             f"max(copy_near, {COPY_BLOCK[1]}) <= copy_distance")
 
 
 def echo(ids: list[int], rng: random.Random, shortest: int, longest: int) -> list[int]:
@@ -79,13 +81,14 @@ COPY_BLOCK = (16, 96)     # a random block's length in tokens
 COPY_TOKENS = 300         # random blocks draw ids from here to the vocabulary's end: no special or byte tokens
 
 
-def copy_blocks(ids: list[int], rng: random.Random, every: int, distance: int, vocab_size: int) -> list[int]:
+def copy_blocks(ids: list[int], rng: random.Random, every: int, distance: int, vocab_size: int,
+                near: int = 0) -> list[int]:
     """`ids` with a block of random tokens inserted about every `every` tokens, and the same block inserted again
-    between one block-length and `distance` tokens of `ids` later (never inside its own block)."""
+    between max(one block-length, `near`) and `distance` tokens of `ids` later (never inside its own block)."""
     inserts: list[tuple[int, int, list[int]]] = []      # (position in ids, order, tokens)
     for n, at in enumerate(range(rng.randrange(every), len(ids), every)):
         block = [rng.randrange(COPY_TOKENS, vocab_size) for _ in range(rng.randint(*COPY_BLOCK))]
-        later = min(len(ids), at + rng.randint(len(block), distance))
+        later = min(len(ids), at + rng.randint(max(len(block), near), distance))
         inserts += [(at, 2 * n, block), (later, 2 * n + 1, block)]
     out, done = [], 0
     for at, _, block in sorted(inserts, key=lambda x: (x[0], x[1])):
@@ -148,7 +151,7 @@ def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: 
                 ids = echo(ids[:-1], rng, config.echo_min, config.echo_max) + ids[-1:]   # one <|endoftext|>
             if config.copy_rate > 0 and rng.random() < config.copy_rate:
                 ids = copy_blocks(ids[:-1], rng, config.copy_every, config.copy_distance,
-                                  tok.get_vocab_size()) + ids[-1:]
+                                  tok.get_vocab_size(), config.copy_near) + ids[-1:]
             ids = np.asarray(ids, dtype=np.uint16)
             f.write(ids.tobytes())
             total += len(ids)

@@ -1,6 +1,7 @@
-"""The CPU kernels' C sources, compiled on first use with the machine's C compiler for this CPU into one
-library kept in the user's cache (keyed by the sources, the flags and the CPU). Where no compiler works,
-`library()` is None and every caller keeps its PyTorch path."""
+"""C sources compiled on first use with the machine's C compiler for this CPU into a library kept in the user's
+cache (keyed by the sources, the flags and the CPU): the CPU kernels (`library()`), and any other C the product
+carries (`compiled()`: the index's Rust scanner). Where no compiler works, the library is None and every caller
+keeps its Python path. RUSTLE_C_KERNELS=0 turns all of them off."""
 from __future__ import annotations
 
 import ctypes
@@ -32,15 +33,15 @@ def _machine() -> str:
     return "\n".join(line for line in info.splitlines() if line.startswith(("model name", "flags")))
 
 
-def _build(target: Path) -> None:
+def _build(target: Path, sources: tuple[Path, ...]) -> None:
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
         raise OSError("no C compiler (cc) found")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        objects = [Path(tmp) / f"{source.parent.name}-{source.stem}.o" for source in SOURCES]
-        lib = Path(tmp) / "kernels.so"
-        for command in ([*([compiler, *COMPILE, "-c", str(s), "-o", str(o)] for s, o in zip(SOURCES, objects))]
+        objects = [Path(tmp) / f"{source.parent.name}-{source.stem}.o" for source in sources]
+        lib = Path(tmp) / "library.so"
+        for command in ([*([compiler, *COMPILE, "-c", str(s), "-o", str(o)] for s, o in zip(sources, objects))]
                         + [[compiler, *map(str, objects), *LINK, "-o", str(lib)]]):
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
@@ -48,24 +49,29 @@ def _build(target: Path) -> None:
         os.replace(lib, target)          # atomic: another process may be building the same library
 
 
-@lru_cache(maxsize=1)
-def library() -> ctypes.CDLL | None:
-    """The compiled kernels (built now if this machine has not built these sources before), or None."""
+@lru_cache(maxsize=None)
+def compiled(name: str, sources: tuple[Path, ...], headers: tuple[Path, ...] = ()) -> ctypes.CDLL | None:
+    """The library `name` built from `sources` (now, if this machine has not built these sources before), or None."""
     if os.environ.get("RUSTLE_C_KERNELS", "1") == "0":
         return None
     digest = hashlib.blake2b(digest_size=8)
-    for part in (*(s.read_bytes() for s in SOURCES + HEADERS), " ".join(COMPILE + LINK).encode(),
+    for part in (*(s.read_bytes() for s in sources + headers), " ".join(COMPILE + LINK).encode(),
                  _machine().encode()):
         digest.update(part)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rustle" / "kernels"
-    target = cache / f"kernels-{digest.hexdigest()}.so"
+    target = cache / f"{name}-{digest.hexdigest()}.so"
     try:
         if not target.exists():
-            _build(target)
+            _build(target, sources)
         return ctypes.CDLL(str(target))
     except OSError as err:
-        log.warning("the CPU kernels are unavailable, using PyTorch's: %s", err)
+        log.warning("the C library '%s' is unavailable, using the Python path: %s", name, err)
         return None
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled CPU kernels, or None (PyTorch's ops then)."""
+    return compiled("kernels", tuple(SOURCES), tuple(HEADERS))
 
 
 def declare(**functions: tuple[list, object]) -> ctypes.CDLL | None:

@@ -120,3 +120,10 @@ def test_bench_latency_measures_every_moment_on_a_tiny_model(rustle, tmp_path):
                             "--max-tokens", "2", "--json").stdout)
     assert out["cursors"] == 3 and out["keystrokes"] == 2 and out["switches"] == 3
     assert 0 < out["first_local_ms"] <= out["first_repo_ms"] and out["reopen_ms"] > 0 and out["repo_tokens"] > 0
+
+
+def test_bench_scan_compares_the_scanner_with_tree_sitter(rustle):
+    row = json.loads(rustle("bench", "scan", "--root", "tests/fixtures", "--every", "1", "--json").stdout)
+    assert row["files"] == 5 and row["definitions"] > 50
+    assert row["definitions_identical"] == 1.0 and row["imports_identical"] == 1.0
+    assert 0.9 < row["references_recall"] <= 1.0 and row["scan_mb_per_s"] > 0

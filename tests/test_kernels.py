@@ -75,7 +75,7 @@ def test_dispatch_takes_the_kernel_only_where_it_applies():
 
 
 def _forget_the_library() -> None:
-    for loaded in (clib.library, cpu._library, block_cpu._library, decode_cpu._library, gdn_cpu._library,
+    for loaded in (clib.compiled, cpu._library, block_cpu._library, decode_cpu._library, gdn_cpu._library,
                    linear_cpu._library):
         loaded.cache_clear()
 

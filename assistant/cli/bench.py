@@ -186,6 +186,14 @@ def index_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def scan_command(args: argparse.Namespace) -> int:
+    from ..lab.bench.scan import run
+
+    row = run(args.root, args.every)
+    print(json.dumps(asdict(row)) if args.json else row)
+    return 0
+
+
 def latency_command(args: argparse.Namespace) -> int:
     from ..lab.bench.latency import measure
     from ..engine.engine import EngineConfig
@@ -323,6 +331,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=index_command)
+    p = group.add_parser("scan", help="the index's C scanner against tree-sitter: agreement and speed")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--every", type=int, default=10, help="every Nth Rust file of the tree")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=scan_command)
     p = group.add_parser("latency", help="completion latency on a repository: first open, reopen, new cursor, "
                                          "keystroke, file switch")
     p.add_argument("--root", type=Path, required=True)

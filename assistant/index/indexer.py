@@ -7,15 +7,18 @@ boundary, whose pickling cost as much as the writing. A new index is filled in b
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
+import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import store
+from . import scan, store
 from .parse import FileSymbols, parse_source, parser
 from .workspace import module_path, rust_files
 
@@ -58,7 +61,6 @@ MAX_SOURCE_BYTES = 4 << 20
 def _parse_file(job: tuple[Path, str, str | None]) -> Parsed | None:
     """One file's symbols; None for a file gone, no longer a regular file inside the root (resolved when read),
     or over MAX_SOURCE_BYTES (generated code, not worth the parse)."""
-    global _parser
     root, rel, known_hash = job
     try:
         path = (root / rel).resolve(strict=True)
@@ -71,8 +73,16 @@ def _parse_file(job: tuple[Path, str, str | None]) -> Parsed | None:
     digest = hashlib.blake2b(source, digest_size=16).hexdigest()
     if digest == known_hash:
         return Parsed(rel, stat.st_mtime_ns, stat.st_size, digest, None)
+    return Parsed(rel, stat.st_mtime_ns, stat.st_size, digest, read_symbols(source))
+
+
+def read_symbols(source: bytes) -> FileSymbols:
+    """A file's symbols: scanned in C (scan.py) where a compiler built it, else parsed with tree-sitter."""
+    global _parser
+    if scan.available():
+        return scan.scan_source(source)
     _parser = _parser or parser()
-    return Parsed(rel, stat.st_mtime_ns, stat.st_size, digest, parse_source(source, _parser))
+    return parse_source(source, _parser)
 
 
 def _write(db: store.Connection, item: Parsed, next_id: int, search: bool) -> int:
@@ -112,21 +122,49 @@ def _apply(db: store.Connection, results: Iterable[Parsed | None], summary: Inde
         raise
 
 
-_worker: tuple[store.Connection, bool] | None = None     # a worker process's own connection, and `search`
+_worker = None     # a worker process's connection, `search`, and the lock the writers of one index share
 
 
-def _open_worker(db_path: Path, search: bool) -> None:
+def _open_worker(db_path: Path, parts: Path | None, lock) -> None:
     global _worker
-    _worker = (store.writer(db_path), search)
+    if parts is None:
+        _worker = (store.writer(db_path), True, lock)
+    else:
+        _worker = (store.part(parts / f"{os.getpid()}.sqlite"), False, contextlib.nullcontext())
 
 
 def _index_batch(jobs: list[tuple[Path, str, str | None]]) -> tuple[int, IndexSummary]:
     """In a worker: parse and write a batch of files in one transaction; (files done, what was written)."""
-    db, search = _worker
+    db, search, lock = _worker
     summary = IndexSummary()
     parsed = [_parse_file(job) for job in jobs]      # before the transaction: the lock is held only to write
-    _apply(db, parsed, summary, lambda: None, search, len(jobs))
+    with lock:     # the writers queue here: SQLite's own busy wait sleeps up to 100 ms between tries
+        _apply(db, parsed, summary, lambda: None, search, len(jobs))
     return len(jobs), summary
+
+
+def _index_in_workers(db: store.Connection, db_path: Path, jobs: list[tuple[Path, str, str | None]], workers: int,
+                      bulk: bool, summary: IndexSummary, on_file: Callable[[], None]) -> None:
+    """Parse and write in worker processes. In a bulk fill each worker writes a database of its own (store.part),
+    merged here at the end: writers taking turns on one file re-read each other's pages at every transaction and
+    wrote at half the speed. An update writes the index itself, the workers queueing on a lock."""
+    parts = db_path.with_name(db_path.name + ".parts")
+    shutil.rmtree(parts, ignore_errors=True)           # a killed fill's
+    if bulk:
+        parts.mkdir()
+    batches = [jobs[i:i + WORKER_BATCH] for i in range(0, len(jobs), WORKER_BATCH)]
+    context = multiprocessing.get_context("spawn")
+    try:
+        with context.Pool(workers, _open_worker, (db_path, parts if bulk else None, context.Lock())) as pool:
+            for done, written in pool.imap_unordered(_index_batch, batches):
+                summary.add_written(written)
+                for _ in range(done):
+                    on_file()
+        if bulk:
+            for part in sorted(parts.iterdir()):
+                store.merge_part(db, part)
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
 
 
 def index_workspace(root: Path, db_path: Path, workers: int | None = None,
@@ -159,7 +197,7 @@ def _index_workspace(root: Path, db_path: Path, workers: int | None, on_total: C
             key = rel.as_posix()
             present.add(key)
             try:
-                stat = (root / rel).stat()
+                stat = os.stat(os.path.join(root, key))
             except OSError:
                 continue
             old = known.get(key)
@@ -181,12 +219,7 @@ def _index_workspace(root: Path, db_path: Path, workers: int | None, on_total: C
             store.start_bulk(db)
         workers = workers or multiprocessing.cpu_count()
         if workers > 1 and len(jobs) > 64:
-            batches = [jobs[i:i + WORKER_BATCH] for i in range(0, len(jobs), WORKER_BATCH)]
-            with multiprocessing.get_context("spawn").Pool(workers, _open_worker, (db_path, not bulk)) as pool:
-                for done, part in pool.imap_unordered(_index_batch, batches):
-                    summary.add_written(part)
-                    for _ in range(done):
-                        on_file()
+            _index_in_workers(db, db_path, jobs, workers, bulk, summary, on_file)
         else:
             _apply(db, map(_parse_file, jobs), summary, on_file, not bulk)
         if bulk:

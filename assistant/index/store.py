@@ -18,7 +18,8 @@ if TYPE_CHECKING:     # parsing (tree-sitter) is the indexer's; readers of an in
 
 Connection = sqlite3.Connection
 
-SCHEMA_VERSION = "2"      # 2: calls inside macro arguments are references
+SCHEMA_VERSION = "3"      # 2: calls inside macro arguments are references; 3: read by scan.c, full-text rows on
+                          # the symbols table (external content) instead of a copy
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS refs (
     line INTEGER NOT NULL, col INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS refs_name ON refs(name);
 CREATE INDEX IF NOT EXISTS refs_file ON refs(file_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS symbol_search USING fts5(name, scope, signature, doc);
+CREATE VIRTUAL TABLE IF NOT EXISTS symbol_search USING fts5(name, scope, signature, doc, content='symbols',
+                                                              content_rowid='id');
 """
 # Dropped while a new index is first filled and built once at the end (connect() re-creates any that are missing)
 SECONDARY_INDEXES = ("symbols_name", "symbols_file", "imports_file", "refs_name", "refs_file")
@@ -142,6 +144,18 @@ def writer(path: Path) -> sqlite3.Connection:
     return db
 
 
+def part(path: Path) -> sqlite3.Connection:
+    """A bulk fill's scratch database for one worker process: the index's tables without their secondary indexes
+    or journal; merge_part() moves its rows into the index."""
+    db = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+    db.execute("PRAGMA journal_mode=MEMORY")
+    db.execute("PRAGMA synchronous=OFF")
+    db.executescript(SCHEMA)
+    for name in SECONDARY_INDEXES:
+        db.execute(f"DROP INDEX {name}")
+    return db
+
+
 def open_or_rebuild(path: Path, on_message=print, owned: bool = True, check: bool = False) -> sqlite3.Connection:
     """connect(), but an unusable file is moved aside with a message and a fresh index started. A path the user
     named (`owned` False: `--db FILE`) is never moved: CorruptIndex goes to the caller."""
@@ -227,6 +241,31 @@ def start_bulk(db: Connection) -> None:
     commit(db)
 
 
+def merge_part(db: Connection, path: Path) -> None:
+    """Move a part's rows (part()) into the index in one transaction, its ids shifted past the index's own; a file
+    the index holds already (a fill resumed after a kill) is replaced."""
+    db.execute("ATTACH DATABASE ? AS part", (str(path),))
+    try:
+        begin(db)
+        try:
+            db.execute("DELETE FROM files WHERE path IN (SELECT path FROM part.files)")
+            files, symbols = (db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
+                              for table in ("files", "symbols"))
+            db.execute("INSERT INTO files SELECT id + ?, path, module, mtime_ns, size, hash, indexed_at "
+                       "FROM part.files", (files,))
+            db.execute("INSERT INTO symbols SELECT id + ?, file_id + ?, kind, name, scope, trait, start_line, "
+                       "start_col, end_line, end_col, start_byte, end_byte, signature, doc FROM part.symbols",
+                       (symbols, files))
+            db.execute("INSERT INTO imports SELECT file_id + ?, path, line FROM part.imports", (files,))
+            db.execute("INSERT INTO refs SELECT file_id + ?, name, kind, line, col FROM part.refs", (files,))
+            commit(db)
+        except BaseException:
+            rollback(db)
+            raise
+    finally:
+        db.execute("DETACH DATABASE part")
+
+
 def bulk_pending(db: Connection) -> bool:
     return db.execute("SELECT 1 FROM meta WHERE key = 'search'").fetchone() is not None
 
@@ -238,9 +277,7 @@ def finish_bulk(db: Connection) -> None:
         for statement in SCHEMA.splitlines():
             if statement.startswith("CREATE INDEX"):
                 db.execute(statement)
-        db.execute("DELETE FROM symbol_search")
-        db.execute("INSERT INTO symbol_search (rowid, name, scope, signature, doc) "
-                   "SELECT id, name, scope, signature, doc FROM symbols")
+        db.execute("INSERT INTO symbol_search (symbol_search) VALUES ('rebuild')")   # from every symbols row
         db.execute("DELETE FROM meta WHERE key = 'search'")
         commit(db)
     except BaseException:

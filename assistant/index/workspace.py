@@ -40,26 +40,28 @@ def _ignore_spec(folder: Path, root: Path) -> pathspec.PathSpec | None:
 
 
 def rust_files(root: Path) -> Iterator[Path]:
-    """Paths relative to root, sorted within each folder, of the workspace's Rust files."""
+    """Paths relative to root, sorted within each folder, of the workspace's Rust files. Paths are strings on the
+    way: pathlib's parsing of every entry cost more than the walk's system calls."""
     root = root.resolve()
-    stack: list[tuple[Path, list[tuple[Path, pathspec.PathSpec]]]] = [(root, [])]
+    stack: list[tuple[str, str, list[tuple[str, pathspec.PathSpec]]]] = [(str(root), "", [])]
     while stack:
-        folder, specs = stack.pop()
-        spec = _ignore_spec(folder, root)
-        if spec is not None:
-            specs = [*specs, (folder, spec)]
+        folder, prefix, specs = stack.pop()         # prefix: the folder relative to the root, "" or ending in "/"
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
         except OSError:
             continue
+        if any(entry.name == ".gitignore" for entry in entries):
+            spec = _ignore_spec(Path(folder), root)
+            if spec is not None:
+                specs = [*specs, (prefix, spec)]
         for entry in entries:
-            path = Path(entry.path)
+            relative = prefix + entry.name
             is_dir = entry.is_dir(follow_symlinks=False)
-            if any(s.match_file(str(path.relative_to(base)) + ("/" if is_dir else "")) for base, s in specs):
+            if any(s.match_file(relative[len(base):] + ("/" if is_dir else "")) for base, s in specs):
                 continue
             if entry.is_symlink():
                 try:
-                    target = path.resolve(strict=True)
+                    target = Path(entry.path).resolve(strict=True)
                 except (OSError, RuntimeError):
                     continue
                 if not target.is_relative_to(root):  # a link out of the workspace is not followed
@@ -68,9 +70,9 @@ def rust_files(root: Path) -> Iterator[Path]:
                     continue
             if is_dir:
                 if entry.name not in SKIP_DIRS:
-                    stack.append((path, specs))
+                    stack.append((entry.path, relative + "/", specs))
             elif entry.name.endswith(".rs") and entry.is_file():
-                yield path.relative_to(root)
+                yield Path(relative)
 
 
 def module_path(relative: Path) -> str:

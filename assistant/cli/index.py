@@ -69,7 +69,7 @@ def _index(args: argparse.Namespace, db_path: Path, owned: bool) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("index", help="index a workspace's Rust files (tree-sitter, SQLite); search it")
+    p = commands.add_parser("index", help="index a workspace's Rust files (a C scanner, SQLite); search it")
     p.add_argument("root", type=Path, metavar="PATH")
     p.add_argument("--query", default=None, metavar="NAME", help="search symbols after updating")
     p.add_argument("--limit", type=int, default=20)

@@ -242,6 +242,25 @@ def test_a_killed_indexer_leaves_a_usable_index(tmp_path):
     conn.close()
 
 
+def test_a_bulk_fill_merges_its_workers_databases_and_clears_a_killed_fills(tmp_path):
+    root, db = tmp_path / "ws", tmp_path / "index.sqlite"
+    _many_files(root, 300)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"index.sqlite.parts-{dead.pid}-x"           # a fill killed before it merged its parts
+    stale.mkdir()
+    (stale / "1.sqlite").write_bytes(b"left behind")
+    summary = index_workspace(root, db, workers=2, on_message=lambda m: None)
+    assert summary.parsed == 300 and summary.definitions == 300 * 20
+    assert not stale.exists() and not list(tmp_path.glob("index.sqlite.parts-*"))
+    conn = connect(db)
+    assert conn.execute("SELECT COUNT(DISTINCT file_id), COUNT(*) FROM symbols").fetchone() == (300, 300 * 20)
+    assert [s.path for s in find(conn, "f7_3")] == ["src/m7.rs"] and search(conn, "f7_3")[0].name == "f7_3"
+    assert len(related_files(conn, "src/m7.rs")) == 0 and not bulk_pending(conn)
+    conn.execute("INSERT INTO symbol_search (symbol_search, rank) VALUES ('integrity-check', 1)")
+    conn.close()
+
+
 def test_a_damaged_page_is_found_and_rebuilt(tmp_path):
     root, db = tmp_path / "ws", tmp_path / "index.sqlite"
     _many_files(root, 300)

@@ -1,18 +1,20 @@
-"""Bringing a workspace's index up to date: stat every file, parse the changed ones in parallel, write in batches.
+"""Bringing a workspace's index up to date: stat every file, read the changed ones in parallel, write in batches.
 
-A file is re-parsed only when its mtime or size changed and then its content hash too; each batch of
+A file is re-read only when its mtime or size changed and then its content hash too; each batch of
 files is one transaction, so a reader never sees half a file and a kill loses at most one batch. Worker
-processes write their own batches (the writers take turns on SQLite's lock): rows never cross a process
-boundary, whose pickling cost as much as the writing. A new index is filled in bulk (store.start_bulk).
+processes write what they read themselves: rows never cross a process boundary, whose pickling cost as much as
+the writing. A new index is filled in bulk (store.start_bulk), each worker into a database of its own.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import multiprocessing
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -148,23 +150,34 @@ def _index_in_workers(db: store.Connection, db_path: Path, jobs: list[tuple[Path
     """Parse and write in worker processes. In a bulk fill each worker writes a database of its own (store.part),
     merged here at the end: writers taking turns on one file re-read each other's pages at every transaction and
     wrote at half the speed. An update writes the index itself, the workers queueing on a lock."""
-    parts = db_path.with_name(db_path.name + ".parts")
-    shutil.rmtree(parts, ignore_errors=True)           # a killed fill's
-    if bulk:
-        parts.mkdir()
+    _remove_stale_parts(db_path)
+    parts = None
+    if bulk:    # this run's own folder: another process may be filling the same index
+        parts = Path(tempfile.mkdtemp(prefix=f"{db_path.name}.parts-{os.getpid()}-", dir=db_path.parent))
     batches = [jobs[i:i + WORKER_BATCH] for i in range(0, len(jobs), WORKER_BATCH)]
     context = multiprocessing.get_context("spawn")
     try:
-        with context.Pool(workers, _open_worker, (db_path, parts if bulk else None, context.Lock())) as pool:
+        with context.Pool(workers, _open_worker, (db_path, parts, context.Lock())) as pool:
             for done, written in pool.imap_unordered(_index_batch, batches):
                 summary.add_written(written)
                 for _ in range(done):
                     on_file()
-        if bulk:
-            for part in sorted(parts.iterdir()):
-                store.merge_part(db, part)
+        for part in sorted(parts.iterdir()) if parts else []:
+            store.merge_part(db, part)
     finally:
-        shutil.rmtree(parts, ignore_errors=True)
+        if parts:
+            shutil.rmtree(parts, ignore_errors=True)
+
+
+def _remove_stale_parts(db_path: Path) -> None:
+    """The part folders of fills killed before they merged (their process is gone)."""
+    for folder in db_path.parent.glob(f"{glob.escape(db_path.name)}.parts-*"):
+        try:
+            os.kill(int(folder.name[len(db_path.name) + len(".parts-"):].split("-")[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
 
 
 def index_workspace(root: Path, db_path: Path, workers: int | None = None,

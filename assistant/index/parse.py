@@ -95,16 +95,23 @@ def _signature(node: tree_sitter.Node, source: bytes) -> str:
     return text[:SIGNATURE_CHARS]
 
 
+def doc_line(comment: str) -> str | None:
+    """An outer doc comment's text (`/// text`, `/** text */`); None for any other comment."""
+    if comment.startswith("///") and not comment.startswith("////"):
+        return comment[3:].strip()
+    if comment.startswith("/**"):
+        return comment[3:-2].strip()
+    return None
+
+
 def _doc(node: tree_sitter.Node, source: bytes) -> str:
     """Outer doc comments (`///`, `/** */`) right above the node, attributes in between skipped."""
     lines = []
     sibling = node.prev_sibling
     while sibling is not None and sibling.type in ("line_comment", "block_comment", "attribute_item"):
-        text = _text(sibling, source)
-        if text.startswith("///") and not text.startswith("////"):
-            lines.append(text[3:].strip())
-        elif text.startswith("/**"):
-            lines.append(text[3:-2].strip())
+        line = doc_line(_text(sibling, source))
+        if line is not None:
+            lines.append(line)
         elif sibling.type != "attribute_item":
             break
         sibling = sibling.prev_sibling

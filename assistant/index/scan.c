@@ -82,7 +82,7 @@ static int add_def(Scan *sc, Frame *f, int kind, int first, int name) {
     if (sc->ndefs >= sc->max_defs) { sc->ndefs++; return -1; }
     Def *d = &sc->defs[sc->ndefs];
     memset(d, 0, sizeof *d);
-    d->kind = kind; d->scope = f->scope; d->trait_start = d->trait_end = 0;
+    d->kind = kind; d->scope = f->scope;
     d->name_start = sc->tok[name].start; d->name_end = sc->tok[name].end;
     d->start = sc->tok[first].start; d->start_line = sc->tok[first].line; d->start_col = sc->tok[first].col;
     d->sig_end = -1; d->end = -1;

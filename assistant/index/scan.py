@@ -5,7 +5,7 @@ parse.py is the reference: the tests hold the scan to its definitions (kind, nam
 doc) on real crates. References differ by design where only a syntax tree can tell (a tuple-struct pattern
 reads as a call here; a constant in an expression is no type): the scan takes every identifier before `(` as
 a call and every capitalised one as a type, except a path's head (`Vec::new`) and ALL_CAPS constants.
-Where no C compiler works, `scan_source` is None and the indexer parses with tree-sitter.
+Where no C compiler works, `available()` is False and the indexer parses with tree-sitter.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from kernels.clib import compiled
 
-from .parse import SIGNATURE_CHARS, Definition, FileSymbols, Reference
+from .parse import SIGNATURE_CHARS, Definition, FileSymbols, Reference, doc_line
 
 KINDS = ("fn", "struct", "enum", "union", "trait", "impl", "const", "static", "type", "macro", "mod", "variant",
          "field")                                   # scan.c's K_* in order
@@ -45,15 +45,9 @@ def available() -> bool:
 
 
 def _doc(comments: bytes) -> str:
-    """The doc comments right above a definition (scan.c finds where they are; parse.py's _doc reads them)."""
-    lines = []
-    for match in DOC_COMMENT.finditer(comments):
-        text = match.group().decode("utf-8", "replace")
-        if text.startswith("///") and not text.startswith("////"):
-            lines.append(text[3:].strip())
-        elif text.startswith("/**"):
-            lines.append(text[3:-2].strip())
-    return "\n".join(lines)
+    """The doc comments right above a definition: scan.c finds where they are, parse.doc_line reads each."""
+    lines = (doc_line(match.group().decode("utf-8", "replace")) for match in DOC_COMMENT.finditer(comments))
+    return "\n".join(line for line in lines if line is not None)
 
 
 def _run(source: bytes) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,6 @@ from safetensors.torch import load_file, save_file
 from .config import ModelConfig
 from .model import RustleLM, count_parameters
 
-DEFAULT_MODEL = Path(__file__).parent / "checkpoints" / "rustle-small"  # what every command uses by default
 WEIGHTS = "model.safetensors"
 PREFIX = "model."  # the keys as transformers' RustleForCausalLM names them, so from_pretrained reads the same file
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "recipe.json")

@@ -44,9 +44,18 @@ def test_the_server_and_the_cli_start_without_the_compiler():
     if torch.cuda.is_available():
         pytest.skip("a GPU machine imports the compiler for the Triton kernels")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    probe = ("import sys, lsp.server, assistant.cli.main; from model.io import DEFAULT_MODEL, load_model; "
-             "load_model(DEFAULT_MODEL); print('torch._dynamo' in sys.modules)")
+    probe = ("import sys, lsp.server, assistant.cli.main; from model import DEFAULT_MODEL; "
+             "from model.io import load_model; load_model(DEFAULT_MODEL); print('torch._dynamo' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_the_cli_module_loads_no_torch():
+    """`rustle index` spawns worker processes, and each imports the `rustle` script's module again: with torch among
+    its imports (~3.5 s here) every worker started that much later, a third of a fill of the Debian crate tree."""
+    probe = "import sys, assistant.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

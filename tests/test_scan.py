@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from assistant.index import indexer, scan
-from assistant.index.parse import parse_source
+from assistant.index.parse import group_references, parse_source
 from kernels import clib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,9 +27,18 @@ def test_the_scan_finds_what_tree_sitter_finds(path):
 def test_references_mostly_agree_with_tree_sitter():
     scanned = parsed = both = 0
     for path in FILES:
-        a, b = set(parse_source(path.read_bytes()).references), set(scan.scan_source(path.read_bytes()).references)
+        source = path.read_bytes()
+        a, b = parse_source(source).reference_sites(), scan.scan_source(source).reference_sites()
         scanned, parsed, both = scanned + len(b), parsed + len(a), both + len(a & b)
     assert both / parsed > 0.95 and both / scanned > 0.9, (both, parsed, scanned)
+
+
+@pytest.mark.parametrize("source", [*(path.read_bytes() for path in FILES),
+                                    "fn f() { é(); z(); Ünï::new(); a(); é(); ü(1); Z::x(); zz(); }".encode()])
+def test_references_are_grouped_as_tree_sitters_are(source):
+    """refs.c's groups (one per name and kind, places in order) equal parse.group_references over the same uses."""
+    references = scan.scan_source(source).references
+    assert references == group_references(site for group in references for site in group.sites())
 
 
 def test_delimiters_in_strings_comments_and_chars_move_no_scope():
@@ -62,11 +71,11 @@ def test_without_a_compiler_the_indexer_parses_with_tree_sitter(monkeypatch, tmp
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))           # nothing built before
     clib.compiled.cache_clear()
-    scan._library.cache_clear()
+    scan.library.cache_clear()
     try:
         assert not scan.available()
         source = (ROOT / "data" / "workspace" / "src" / "store.rs").read_bytes()
         assert indexer.read_symbols(source) == parse_source(source)
     finally:
         clib.compiled.cache_clear()
-        scan._library.cache_clear()
+        scan.library.cache_clear()

@@ -6,9 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
-from model.io import DEFAULT_MODEL
+from model import DEFAULT_MODEL
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
 from .console import console, table
@@ -53,9 +51,11 @@ def tokenizer_command(args: argparse.Namespace) -> int:
 
 
 def kernels_command(args: argparse.Namespace) -> int:
+    import torch
+
     from ..lab.bench.kernels import measure, measure_gpu
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
     rows = []
     cuda = args.device == "cuda"
     for row in measure_gpu(args.contexts) if cuda else measure(args.contexts, tuple(args.steps), args.repeats):
@@ -63,7 +63,7 @@ def kernels_command(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(asdict(row)), flush=True)
     if not args.json:
-        where = torch.cuda.get_device_name() + ", bf16" if cuda else f"fp32, {args.threads} threads"
+        where = torch.cuda.get_device_name() + ", bf16" if cuda else f"fp32, {torch.get_num_threads()} threads"
         console.print(table(f"Attention kernels, {where}", ["kernel", "layer", "context", "T",
                                                                                 "ms", "GFLOP/s", "GB/s"],
                             [[r.kernel, r.layer, r.context, r.rows, f"{r.ms:.2f}", f"{r.gflops:.1f}",
@@ -87,13 +87,15 @@ def roundtrip_command(args: argparse.Namespace) -> int:
 
 
 def model_command(args: argparse.Namespace) -> int:
+    import torch
+
     from model.config import ModelConfig
     from model.model import count_parameters
     from model.precision import fast_dtype
 
     from ..lab.bench.model import measure, models
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
     config = ModelConfig.load(args.config) if args.config else ModelConfig()
     rows = []
     dtype = fast_dtype(args.dtype, args.device)
@@ -291,7 +293,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=None, help="a config.json (default: the default recipe)")
     p.add_argument("--prefill-limit", type=int, default=131072, help="hybrid: longest context prefilled for real")
     p.add_argument("--twin-prefill-limit", type=int, default=32768, help="twin: longest context prefilled for real")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--threads", type=int, default=None,
+                   help="default: PyTorch's (OMP_NUM_THREADS, else the cores)")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                    help="as the engine serves (auto: bf16 on a GPU, fp32 on a CPU; model/precision.py)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -303,7 +306,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32],
                    help="query positions per call")
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--threads", type=int, default=None,
+                   help="default: PyTorch's (OMP_NUM_THREADS, else the cores)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: Triton against PyTorch, bf16")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=kernels_command)

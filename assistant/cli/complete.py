@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from model.io import DEFAULT_MODEL
+from model import DEFAULT_MODEL
 
 from .console import console, table
 

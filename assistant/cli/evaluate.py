@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from model.io import DEFAULT_MODEL
+from model import DEFAULT_MODEL
 
 from .console import console, table
 from . import complete

@@ -138,7 +138,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="train in fp32 whatever the recipe says (CPUs without BF16 instructions: bf16 autocast "
                         "is many times slower there, see BENCHMARKS.md)")
     p.set_defaults(run=train_command)
-    from model.io import DEFAULT_MODEL
+    from model import DEFAULT_MODEL
 
     p = commands.add_parser("finetune", help="continue a model on a team's repositories (held-out files scored)")
     p.add_argument("--repos", nargs="+", type=Path, required=True)

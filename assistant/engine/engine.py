@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from kernels.attention import available as cpu_kernel_available
-from model.io import DEFAULT_MODEL, load_model
+from model import DEFAULT_MODEL
+from model.io import load_model
 from model.precision import fast_dtype
 from model.serving import for_serving
 from tokenizer import tokenizer_of

@@ -3,11 +3,11 @@
 A file is re-read only when its mtime or size changed and then its content hash too; each batch of
 files is one transaction, so a reader never sees half a file and a kill loses at most one batch. Worker
 processes write what they read themselves: rows never cross a process boundary, whose pickling cost as much as
-the writing. A new index is filled in bulk (store.start_bulk), each worker into a database of its own.
+the writing. A new index is filled in bulk (bulk.py): each batch into a part database of its own, its rows written
+by C where it can (rows.py), merged by the main process while the workers read on.
 """
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import multiprocessing
@@ -19,13 +19,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
-from . import scan, store
+from . import bulk, rows, scan, store
 from .parse import FileSymbols, parse_source, parser
 from .workspace import module_path, rust_files
 
 BATCH = 256          # files per transaction in one process
 WORKER_BATCH = 32    # files per transaction of a worker process: small, so the writers take turns often
+BULK_BATCH = 256     # files per part database in a bulk fill: each is merged while the workers read the next
 BULK_MIN = 256       # a new index with at least this many files is filled in bulk
 
 
@@ -60,22 +62,53 @@ _parser = None
 MAX_SOURCE_BYTES = 4 << 20
 
 
-def _parse_file(job: tuple[Path, str, str | None]) -> Parsed | None:
+def _parse_file(job: tuple[Path, str, str | None], folders: dict[str, bool] | None = None) -> Parsed | None:
     """One file's symbols; None for a file gone, no longer a regular file inside the root (resolved when read),
-    or over MAX_SOURCE_BYTES (generated code, not worth the parse)."""
+    or over MAX_SOURCE_BYTES (generated code, not worth the parse). `folders`: which folders lie inside the root,
+    found so far in this batch."""
     root, rel, known_hash = job
-    try:
-        path = (root / rel).resolve(strict=True)
-        stat = path.stat()
-        if not path.is_relative_to(root) or not path.is_file() or stat.st_size > MAX_SOURCE_BYTES:
-            return None
-        source = path.read_bytes()
-    except (OSError, RuntimeError):
+    read = _read_inside(str(root), rel, {} if folders is None else folders)
+    if read is None:
         return None
-    digest = hashlib.blake2b(source, digest_size=16).hexdigest()
+    stat, source = read
+    digest = _digest(source)
     if digest == known_hash:
         return Parsed(rel, stat.st_mtime_ns, stat.st_size, digest, None)
     return Parsed(rel, stat.st_mtime_ns, stat.st_size, digest, read_symbols(source))
+
+
+def _read_inside(root: str, rel: str, folders: dict[str, bool]) -> tuple[os.stat_result, bytes] | None:
+    """A regular file's stat and bytes, if it lies inside the (resolved) root. A link is resolved; a plain file is
+    opened without following a link swapped in for it, and only its folder is resolved, once per batch: resolving
+    every path cost more than reading it."""
+    path = os.path.join(root, rel)
+    try:
+        if os.path.islink(path):
+            path = os.path.realpath(path, strict=True)
+            inside = _is_inside(path, root)
+        else:
+            folder = os.path.dirname(path)
+            if folder not in folders:
+                folders[folder] = _is_inside(os.path.realpath(folder, strict=True), root)
+            inside = folders[folder]
+        if not inside:
+            return None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))  # no FIFO wait
+    except (OSError, RuntimeError):
+        return None
+    with open(fd, "rb") as file:
+        stat = os.fstat(fd)
+        if not S_ISREG(stat.st_mode) or stat.st_size > MAX_SOURCE_BYTES:
+            return None
+        return stat, file.read()
+
+
+def _digest(source: bytes) -> str:
+    return hashlib.blake2b(source, digest_size=16).hexdigest()
+
+
+def _is_inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def read_symbols(source: bytes) -> FileSymbols:
@@ -112,7 +145,7 @@ def _apply(db: store.Connection, results: Iterable[Parsed | None], summary: Inde
             else:
                 summary.parsed += 1
                 summary.definitions += len(item.symbols.definitions)
-                summary.references += len(item.symbols.references)
+                summary.references += item.symbols.reference_count()
             pending += 1
             if pending >= batch:
                 store.commit(db)
@@ -124,46 +157,88 @@ def _apply(db: store.Connection, results: Iterable[Parsed | None], summary: Inde
         raise
 
 
-_worker = None     # a worker process's connection, `search`, and the lock the writers of one index share
+_worker = None     # a worker process's (connection to the index, the writers' lock), or (None, the parts' folder)
 
 
 def _open_worker(db_path: Path, parts: Path | None, lock) -> None:
     global _worker
-    if parts is None:
-        _worker = (store.writer(db_path), True, lock)
-    else:
-        _worker = (store.part(parts / f"{os.getpid()}.sqlite"), False, contextlib.nullcontext())
+    _worker = (store.writer(db_path), lock) if parts is None else (None, parts)
 
 
-def _index_batch(jobs: list[tuple[Path, str, str | None]]) -> tuple[int, IndexSummary]:
-    """In a worker: parse and write a batch of files in one transaction; (files done, what was written)."""
-    db, search, lock = _worker
+def _index_batch(jobs: list[tuple[Path, str, str | None]]) -> tuple[int, IndexSummary, Path | None]:
+    """In a worker: a batch of files into the index (an update: parsed, then written in one transaction) or into a
+    part database of its own (a bulk fill); (files done, what was written, the part for the main process to merge)."""
+    target, shared = _worker
+    if target is None:
+        summary, part = _fill_part(jobs, shared)
+        return len(jobs), summary, part
     summary = IndexSummary()
-    parsed = [_parse_file(job) for job in jobs]      # before the transaction: the lock is held only to write
-    with lock:     # the writers queue here: SQLite's own busy wait sleeps up to 100 ms between tries
-        _apply(db, parsed, summary, lambda: None, search, len(jobs))
-    return len(jobs), summary
+    folders: dict[str, bool] = {}
+    parsed = [_parse_file(job, folders) for job in jobs]   # before the transaction: the lock is held only to write
+    with shared:     # the writers queue here: SQLite's own busy wait sleeps up to 100 ms between tries
+        _apply(target, parsed, summary, lambda: None, True, len(jobs))
+    return len(jobs), summary, None
+
+
+def _fill_part(jobs: list[tuple[Path, str, str | None]], folder: Path) -> tuple[IndexSummary, Path]:
+    """A bulk fill's batch in a new part database: its rows written by C (rows.py) where it can, the rest (a file
+    not in UTF-8, or no compiled scan) parsed and written by store.write_file after."""
+    handle, name = tempfile.mkstemp(suffix=".sqlite", dir=folder)
+    os.close(handle)
+    part, summary, folders, rest = Path(name), IndexSummary(), {}, []
+    bulk.part(part).close()
+    writer = rows.PartWriter(part) if rows.available() else None
+    try:
+        for root, rel, known_hash in jobs:
+            read = _read_inside(str(root), rel, folders)
+            if read is None:
+                continue
+            stat, source = read
+            digest = _digest(source)
+            counts = None
+            if writer is not None and digest != known_hash:
+                counts = writer.write(rel, module_path(Path(rel)), stat.st_mtime_ns, stat.st_size, digest, source)
+            if counts is None:
+                rest.append((root, rel, known_hash))
+                continue
+            summary.parsed += 1
+            summary.definitions, summary.references = summary.definitions + counts[0], summary.references + counts[1]
+    except BaseException:
+        if writer is not None:
+            writer.close(commit=False)
+        raise
+    if writer is not None:
+        writer.close()
+    if rest:
+        db = bulk.part(part)
+        try:
+            _apply(db, [_parse_file(job, folders) for job in rest], summary, lambda: None, False, len(rest))
+        finally:
+            db.close()
+    return summary, part
 
 
 def _index_in_workers(db: store.Connection, db_path: Path, jobs: list[tuple[Path, str, str | None]], workers: int,
-                      bulk: bool, summary: IndexSummary, on_file: Callable[[], None]) -> None:
-    """Parse and write in worker processes. In a bulk fill each worker writes a database of its own (store.part),
-    merged here at the end: writers taking turns on one file re-read each other's pages at every transaction and
-    wrote at half the speed. An update writes the index itself, the workers queueing on a lock."""
+                      filling: bool, summary: IndexSummary, on_file: Callable[[], None]) -> None:
+    """Parse and write in worker processes. In a bulk fill each batch goes into a database of its own (bulk.part),
+    merged here while the workers read on: writers taking turns on one file re-read each other's pages at every
+    transaction and wrote at half the speed. An update writes the index itself, the workers queueing on a lock."""
     _remove_stale_parts(db_path)
     parts = None
-    if bulk:    # this run's own folder: another process may be filling the same index
+    if filling:    # this run's own folder: another process may be filling the same index
         parts = Path(tempfile.mkdtemp(prefix=f"{db_path.name}.parts-{os.getpid()}-", dir=db_path.parent))
-    batches = [jobs[i:i + WORKER_BATCH] for i in range(0, len(jobs), WORKER_BATCH)]
+    size = BULK_BATCH if filling else WORKER_BATCH
+    batches = [jobs[i:i + size] for i in range(0, len(jobs), size)]
     context = multiprocessing.get_context("spawn")
     try:
         with context.Pool(workers, _open_worker, (db_path, parts, context.Lock())) as pool:
-            for done, written in pool.imap_unordered(_index_batch, batches):
+            for done, written, part in pool.imap_unordered(_index_batch, batches):
+                if part is not None:
+                    bulk.merge_part(db, part)
+                    part.unlink()
                 summary.add_written(written)
                 for _ in range(done):
                     on_file()
-        for part in sorted(parts.iterdir()) if parts else []:
-            store.merge_part(db, part)
     finally:
         if parts:
             shutil.rmtree(parts, ignore_errors=True)
@@ -209,15 +284,18 @@ def _index_workspace(root: Path, db_path: Path, workers: int | None, on_total: C
         for rel in rust_files(root):
             key = rel.as_posix()
             present.add(key)
+            old = known.get(key)
+            if old is None:       # a new file: its worker reads the stat with the file
+                jobs.append((root, key, None))
+                continue
             try:
                 stat = os.stat(os.path.join(root, key))
             except OSError:
                 continue
-            old = known.get(key)
-            if old is not None and old[:2] == (stat.st_mtime_ns, stat.st_size):
+            if old[:2] == (stat.st_mtime_ns, stat.st_size):
                 summary.unchanged += 1
                 continue
-            jobs.append((root, key, None if old is None else old[2]))
+            jobs.append((root, key, old[2]))
         summary.files = len(present)
         gone = [path for path in known if path not in present]
         if gone:
@@ -227,16 +305,17 @@ def _index_workspace(root: Path, db_path: Path, workers: int | None, on_total: C
             store.commit(db)
         summary.removed = len(gone)
         on_total(len(jobs))
-        bulk = store.bulk_pending(db) or (not known and len(jobs) >= BULK_MIN)
-        if bulk:
-            store.start_bulk(db)
+        filling = store.bulk_pending(db) or (not known and len(jobs) >= BULK_MIN)
+        if filling:
+            bulk.start(db)
         workers = workers or multiprocessing.cpu_count()
         if workers > 1 and len(jobs) > 64:
-            _index_in_workers(db, db_path, jobs, workers, bulk, summary, on_file)
+            _index_in_workers(db, db_path, jobs, workers, filling, summary, on_file)
         else:
-            _apply(db, map(_parse_file, jobs), summary, on_file, not bulk)
-        if bulk:
-            store.finish_bulk(db)
+            folders: dict[str, bool] = {}
+            _apply(db, (_parse_file(job, folders) for job in jobs), summary, on_file, not filling)
+        if filling:
+            bulk.finish(db)
     finally:
         db.close()
     summary.seconds = time.monotonic() - started

@@ -5,8 +5,10 @@ not the whole tree. Parsing tolerates broken code: tree-sitter recovers and we i
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from itertools import groupby
 from typing import NamedTuple
 
 import tree_sitter
@@ -48,18 +50,34 @@ class Definition(NamedTuple):   # NamedTuples: built several times faster than f
     doc: str
 
 
-class Reference(NamedTuple):
+class References(NamedTuple):
+    """Where a file uses one name, one way: the index's row for it (refs.c writes the same for the scan)."""
     name: str
     kind: str           # "call" | "type"
-    line: int
-    column: int
+    places: str         # "line:column line:column ...", 0-based, in source order
+
+    def sites(self) -> list[tuple[str, str, int, int]]:
+        return [(self.name, self.kind, *map(int, place.split(":"))) for place in self.places.split()]
+
+
+def group_references(sites: Iterable[tuple[str, str, int, int]]) -> list[References]:
+    """(name, kind, line, column) of every use, grouped by name and kind, sorted by them."""
+    return [References(name, kind, " ".join(f"{line}:{column}" for _, _, line, column in group))
+            for (name, kind), group in groupby(sorted(sites), key=lambda site: site[:2])]
 
 
 @dataclass(frozen=True)
 class FileSymbols:
     definitions: list[Definition]
     imports: list[tuple[str, int]]      # (use path as written, line)
-    references: list[Reference]
+    references: list[References]        # by name and kind
+
+    def reference_sites(self) -> set[tuple[str, str, int, int]]:
+        """Every use: (name, kind, line, column)."""
+        return {site for group in self.references for site in group.sites()}
+
+    def reference_count(self) -> int:
+        return sum(group.places.count(" ") + 1 for group in self.references)
 
 
 @cache
@@ -144,8 +162,6 @@ def parse_source(source: bytes, ts_parser: tree_sitter.Parser | None = None) -> 
             names_at.add(name_node.start_byte)
     definitions.sort(key=lambda d: d.start_byte)
     imports = [(_text(node, source), node.start_point[0]) for node in captures.get("use", [])]
-    references = [Reference(_text(node, source), kind, *node.start_point)
-                  for kind, key in (("call", "call"), ("type", "type"))
-                  for node in captures.get(key, []) if node.start_byte not in names_at]
-    references.sort(key=lambda r: (r.line, r.column))
+    references = group_references((_text(node, source), kind, *node.start_point) for kind in ("call", "type")
+                                  for node in captures.get(kind, []) if node.start_byte not in names_at)
     return FileSymbols(definitions, sorted(imports, key=lambda i: i[1]), references)

@@ -8,18 +8,7 @@
 #include <string.h>
 
 #include "lex.h"
-
-// Kinds, as scan.py names them
-enum { K_FN, K_STRUCT, K_ENUM, K_UNION, K_TRAIT, K_IMPL, K_CONST, K_STATIC, K_TYPE, K_MACRO, K_MOD, K_VARIANT,
-       K_FIELD };
-enum { R_CALL, R_TYPE, R_IMPORT };
-
-typedef struct {
-    int32_t kind, name_start, name_end, scope, trait_start, trait_end, start, end, sig_end, doc_start, doc_end,
-        start_line, start_col, end_line, end_col;
-} Def;
-
-typedef struct { int32_t kind, start, end, line, col; } Ref;
+#include "scan.h"
 
 // What an open delimiter holds
 enum { F_ITEMS, F_FIELDS, F_ENUM, F_MACRO, F_ATTR, F_OTHER };

@@ -12,36 +12,41 @@ from __future__ import annotations
 import ctypes
 import re
 from functools import lru_cache
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 
 from kernels.clib import compiled
 
-from .parse import SIGNATURE_CHARS, Definition, FileSymbols, Reference, doc_line
+from .parse import SIGNATURE_CHARS, Definition, FileSymbols, References, doc_line
 
 KINDS = ("fn", "struct", "enum", "union", "trait", "impl", "const", "static", "type", "macro", "mod", "variant",
          "field")                                   # scan.c's K_* in order
 REF_KINDS = ("call", "type")                        # R_CALL, R_TYPE
 IMPORT = 2                                          # R_IMPORT: a `use` declaration's argument
-DEF_COLUMNS, REF_COLUMNS = 15, 5                    # int32 fields of scan.c's Def and Ref
+DEF_COLUMNS, REF_COLUMNS = 15, 5                    # int32 fields of scan.h's Def and Ref
+REF_PLACE_BYTES = 24                                # refs.c writes " line:col" in at most this
 SIGNATURE_WINDOW = 8 * SIGNATURE_CHARS              # bytes read for a signature: whitespace collapses into it
 DOC_COMMENT = re.compile(rb"///[^\n]*|/\*\*.*?\*/", re.DOTALL)
 
 
 @lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL | None:
+def library() -> ctypes.CDLL | None:
     here = Path(__file__).parent
-    lib = compiled("scan", (here / "scan.c",), (here / "lex.h",))
+    lib = compiled("scan", (here / "scan.c", here / "refs.c", here / "rows.c"), (here / "lex.h", here / "scan.h"))
     if lib is not None:
-        p, i = ctypes.c_void_p, ctypes.c_int32
-        lib.rust_scan.argtypes, lib.rust_scan.restype = [ctypes.c_char_p, i, p, i, p, i, p], i
+        p, i, text, i64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_char_p, ctypes.c_int64
+        lib.rust_scan.argtypes, lib.rust_scan.restype = [text, i, p, i, p, i, p], i
+        lib.group_refs.argtypes, lib.group_refs.restype = [text, p, i, p, p], i
+        lib.rows_open.argtypes, lib.rows_open.restype = [p, text, i, i], p                    # rows.py's
+        lib.rows_write.argtypes = [p, text, text, i64, i64, text, ctypes.c_double, text, i, p]
+        lib.rows_write.restype = i
+        lib.rows_close.argtypes, lib.rows_close.restype = [p, i], None
     return lib
 
 
 def available() -> bool:
-    return _library() is not None
+    return library() is not None
 
 
 def _doc(comments: bytes) -> str:
@@ -51,7 +56,7 @@ def _doc(comments: bytes) -> str:
 
 
 def _run(source: bytes) -> tuple[np.ndarray, np.ndarray]:
-    lib = _library()
+    lib = library()
     defs = np.empty((len(source) // 32 + 64, DEF_COLUMNS), np.int32)
     refs = np.empty((len(source) // 8 + 64, REF_COLUMNS), np.int32)
     counts = np.zeros(2, np.int32)
@@ -65,32 +70,53 @@ def _run(source: bytes) -> tuple[np.ndarray, np.ndarray]:
         refs = np.empty((max(counts[1], len(refs)), REF_COLUMNS), np.int32)
 
 
-def _slices(source: bytes, starts: list[int], ends: list[int]) -> list[str]:
-    if source.isascii():        # most files: a str's indexes are the byte offsets, and slicing it decodes nothing
-        text = source.decode("ascii")
-        return [text[a:b] for a, b in zip(starts, ends)]
-    return [source[a:b].decode("utf-8", "replace") for a, b in zip(starts, ends)]
+class _Text:
+    """A file's bytes, and for an ASCII file (most) its str too: then byte offsets index the str and slicing it
+    decodes nothing."""
 
+    def __init__(self, source: bytes):
+        self.source = source
+        self.ascii = source.decode("ascii") if source.isascii() else None
 
-def _signature(source: bytes, start: int, end: int) -> str:
-    return " ".join(source[start:min(end, start + SIGNATURE_WINDOW)].decode("utf-8", "replace").split())[
-        :SIGNATURE_CHARS]
+    def slices(self, starts: list[int], ends: list[int]) -> list[str]:
+        if self.ascii is not None:
+            text = self.ascii
+            return [text[a:b] for a, b in zip(starts, ends)]
+        return [self.source[a:b].decode("utf-8", "replace") for a, b in zip(starts, ends)]
 
 
 def scan_source(source: bytes) -> FileSymbols:
     """A file's definitions, imports and references, as parse.parse_source returns them."""
     def_rows, ref_rows = _run(source)
+    def_rows[:, 8] = np.minimum(def_rows[:, 8], def_rows[:, 6] + SIGNATURE_WINDOW)   # the signatures' ends
     (kinds, name_starts, name_ends, scopes, trait_starts, trait_ends, starts, ends, sig_ends, doc_starts, doc_ends,
      start_lines, start_cols, end_lines, end_cols) = def_rows.T.tolist() if len(def_rows) else [[]] * DEF_COLUMNS
-    names = _slices(source, name_starts, name_ends)
-    definitions = sorted(map(
-        Definition, [KINDS[k] for k in kinds], names, [names[i] if i >= 0 else "" for i in scopes],
-        _slices(source, trait_starts, trait_ends), zip(start_lines, start_cols), zip(end_lines, end_cols), starts,
-        ends, map(_signature, repeat(source), starts, sig_ends),
-        [_doc(source[a:b]) if a >= 0 else "" for a, b in zip(doc_starts, doc_ends)]), key=lambda d: d.start_byte)
-    kinds, starts, ends, lines, columns = ref_rows.T.tolist() if len(ref_rows) else [[]] * REF_COLUMNS
-    texts = _slices(source, starts, ends)
-    imports = [(text, line) for text, kind, line in zip(texts, kinds, lines) if kind == IMPORT]
-    references = [Reference(text, REF_KINDS[kind], line, column)
-                  for text, kind, line, column in zip(texts, kinds, lines, columns) if kind != IMPORT]
-    return FileSymbols(definitions, imports, references)
+    text = _Text(source)
+    names = text.slices(name_starts, name_ends)
+    definitions = list(map(Definition._make, zip(     # _make: tuple.__new__, without a Python call per row
+        [KINDS[k] for k in kinds], names, [names[i] if i >= 0 else "" for i in scopes],
+        text.slices(trait_starts, trait_ends), zip(start_lines, start_cols), zip(end_lines, end_cols), starts, ends,
+        [" ".join(signature.split())[:SIGNATURE_CHARS] for signature in text.slices(starts, sig_ends)],
+        [_doc(source[a:b]) if a >= 0 else "" for a, b in zip(doc_starts, doc_ends)])))
+    if (np.diff(def_rows[:, 6]) < 0).any():     # the scan adds definitions in source order: a guard, not a step
+        definitions.sort(key=lambda d: d.start_byte)
+    is_import = ref_rows[:, 0] == IMPORT
+    _, starts, ends, lines, _ = ref_rows[is_import].T.tolist() if is_import.any() else [[]] * REF_COLUMNS
+    imports = list(zip(text.slices(starts, ends), lines))
+    return FileSymbols(definitions, imports, _references(text, np.ascontiguousarray(ref_rows[~is_import])))
+
+
+def _references(text: _Text, rows: np.ndarray) -> list[References]:
+    """Grouped by name and kind in C (refs.c): Python runs once per group, not once per place."""
+    buffer = np.empty(len(rows) * REF_PLACE_BYTES, np.uint8)
+    groups = np.empty((len(rows), 3), np.int32)
+    count = library().group_refs(text.source, rows.ctypes.data, len(rows), buffer.ctypes.data, groups.ctypes.data)
+    if count < 0:
+        raise MemoryError(f"grouping {len(rows):,} references")
+    if count == 0:
+        return []
+    firsts, text_starts, text_ends = groups[:count].T.tolist()
+    kinds, starts, ends, _, _ = rows[firsts].T.tolist()
+    places = buffer[:text_ends[-1]].tobytes().decode("ascii")
+    return list(map(References._make, zip(text.slices(starts, ends), [REF_KINDS[k] for k in kinds],
+                                          [places[a:b] for a, b in zip(text_starts, text_ends)])))

@@ -1,5 +1,6 @@
 """The index's SQLite file and every statement run on it: schema, opening (with corruption recovery), the
-indexer's writes and the reads the prompt builder and the evaluations need. No SQL is written elsewhere.
+indexer's writes and the reads the prompt builder and the evaluations need. No SQL is written elsewhere, but for a
+new index's bulk fill (bulk.py) and its rows written from C (rows.c: store.write_file's inserts, the same rows).
 
 WAL mode, so readers (the language server, `rustle complete`) never block on the indexer and always
 see the last committed batch; a kill mid-batch loses only that uncommitted batch. FTS5 over symbol
@@ -10,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,8 +20,9 @@ if TYPE_CHECKING:     # parsing (tree-sitter) is the indexer's; readers of an in
 
 Connection = sqlite3.Connection
 
-SCHEMA_VERSION = "3"      # 2: calls inside macro arguments are references; 3: read by scan.c, full-text rows on
-                          # the symbols table (external content) instead of a copy
+SCHEMA_VERSION = "4"      # 2: calls inside macro arguments are references; 3: read by scan.c, full-text rows on
+                          # the symbols table (external content) instead of a copy; 4: a reference row per name
+                          # and file, the full-text index without positions
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -35,16 +38,16 @@ CREATE INDEX IF NOT EXISTS symbols_file ON symbols(file_id);
 CREATE TABLE IF NOT EXISTS imports (
     file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE, path TEXT NOT NULL, line INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS imports_file ON imports(file_id);
-CREATE TABLE IF NOT EXISTS refs (
+CREATE TABLE IF NOT EXISTS refs (     -- a row per file, name and kind: "line:col line:col ..." (0-based), 4x fewer
     file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE, name TEXT NOT NULL, kind TEXT NOT NULL,
-    line INTEGER NOT NULL, col INTEGER NOT NULL);
+    positions TEXT NOT NULL, PRIMARY KEY (file_id, name, kind)) WITHOUT ROWID;   -- clustered by file: no index
 CREATE INDEX IF NOT EXISTS refs_name ON refs(name);
-CREATE INDEX IF NOT EXISTS refs_file ON refs(file_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS symbol_search USING fts5(name, scope, signature, doc, content='symbols',
-                                                              content_rowid='id');
+                                                              content_rowid='id', detail='none',
+                                                              columnsize=0);
 """
 # Dropped while a new index is first filled and built once at the end (connect() re-creates any that are missing)
-SECONDARY_INDEXES = ("symbols_name", "symbols_file", "imports_file", "refs_name", "refs_file")
+SECONDARY_INDEXES = ("symbols_name", "symbols_file", "imports_file", "refs_name")
 
 
 # A Symbol's columns, and them over every definition (a query adds its WHERE and ORDER BY)
@@ -144,18 +147,6 @@ def writer(path: Path) -> sqlite3.Connection:
     return db
 
 
-def part(path: Path) -> sqlite3.Connection:
-    """A bulk fill's scratch database for one worker process: the index's tables without their secondary indexes
-    or journal; merge_part() moves its rows into the index."""
-    db = sqlite3.connect(path, timeout=60.0, isolation_level=None)
-    db.execute("PRAGMA journal_mode=MEMORY")
-    db.execute("PRAGMA synchronous=OFF")
-    db.executescript(SCHEMA)
-    for name in SECONDARY_INDEXES:
-        db.execute(f"DROP INDEX {name}")
-    return db
-
-
 def open_or_rebuild(path: Path, on_message=print, owned: bool = True, check: bool = False) -> sqlite3.Connection:
     """connect(), but an unusable file is moved aside with a message and a fresh index started. A path the user
     named (`owned` False: `--db FILE`) is never moved: CorruptIndex goes to the caller."""
@@ -211,15 +202,13 @@ def write_file(db: Connection, path: str, module: str, mtime_ns: int, size: int,
                          (path, module, mtime_ns, size, digest, time.time())).lastrowid
     defs = symbols.definitions
     ids = range(next_id, next_id + len(defs))
-    db.executemany("INSERT INTO symbols VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   [(i, file_id, d.kind, d.name, d.scope, d.trait, *d.start, *d.end, d.start_byte, d.end_byte,
-                     d.signature, d.doc) for i, d in zip(ids, defs)])
+    db.executemany("INSERT INTO symbols VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",   # d: kind, name, scope,
+                   [(i, file_id, *d[:4], *d[4], *d[5], *d[6:]) for i, d in zip(ids, defs)])  # trait, start, end, …
     if search:
         db.executemany("INSERT INTO symbol_search (rowid, name, scope, signature, doc) VALUES (?, ?, ?, ?, ?)",
                        [(i, d.name, d.scope, d.signature, d.doc) for i, d in zip(ids, defs)])
     db.executemany("INSERT INTO imports VALUES (?, ?, ?)", [(file_id, p, line) for p, line in symbols.imports])
-    db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)",
-                   [(file_id, r.name, r.kind, r.line, r.column) for r in symbols.references])
+    db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?)", [(file_id, *group) for group in symbols.references])
     return next_id + len(defs)
 
 
@@ -231,58 +220,8 @@ def delete_file(db: Connection, path: str) -> None:
         db.execute("DELETE FROM files WHERE id = ?", (row[0],))  # symbols, imports, refs cascade
 
 
-def start_bulk(db: Connection) -> None:
-    """A new index is about to be filled: rows go in without secondary indexes or full-text rows, several times
-    faster; finish_bulk() builds both once. The mark in `meta` survives a kill, so the next run finishes it."""
-    begin(db)
-    db.execute("INSERT OR REPLACE INTO meta VALUES ('search', 'pending')")
-    for name in SECONDARY_INDEXES:
-        db.execute(f"DROP INDEX IF EXISTS {name}")
-    commit(db)
-
-
-def merge_part(db: Connection, path: Path) -> None:
-    """Move a part's rows (part()) into the index in one transaction, its ids shifted past the index's own; a file
-    the index holds already (a fill resumed after a kill) is replaced."""
-    db.execute("ATTACH DATABASE ? AS part", (str(path),))
-    try:
-        begin(db)
-        try:
-            db.execute("DELETE FROM files WHERE path IN (SELECT path FROM part.files)")
-            files, symbols = (db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
-                              for table in ("files", "symbols"))
-            db.execute("INSERT INTO files SELECT id + ?, path, module, mtime_ns, size, hash, indexed_at "
-                       "FROM part.files", (files,))
-            db.execute("INSERT INTO symbols SELECT id + ?, file_id + ?, kind, name, scope, trait, start_line, "
-                       "start_col, end_line, end_col, start_byte, end_byte, signature, doc FROM part.symbols",
-                       (symbols, files))
-            db.execute("INSERT INTO imports SELECT file_id + ?, path, line FROM part.imports", (files,))
-            db.execute("INSERT INTO refs SELECT file_id + ?, name, kind, line, col FROM part.refs", (files,))
-            commit(db)
-        except BaseException:
-            rollback(db)
-            raise
-    finally:
-        db.execute("DETACH DATABASE part")
-
-
 def bulk_pending(db: Connection) -> bool:
     return db.execute("SELECT 1 FROM meta WHERE key = 'search'").fetchone() is not None
-
-
-def finish_bulk(db: Connection) -> None:
-    """Build the secondary indexes and every full-text row (in one transaction) and clear the mark."""
-    begin(db)
-    try:
-        for statement in SCHEMA.splitlines():
-            if statement.startswith("CREATE INDEX"):
-                db.execute(statement)
-        db.execute("INSERT INTO symbol_search (symbol_search) VALUES ('rebuild')")   # from every symbols row
-        db.execute("DELETE FROM meta WHERE key = 'search'")
-        commit(db)
-    except BaseException:
-        rollback(db)
-        raise
 
 
 # ----- reads ---------------------------------------------------------------------------------------------------
@@ -382,9 +321,16 @@ def fuzzy(db: sqlite3.Connection, pattern: str, limit: int = 20) -> list[Symbol]
 
 def references(db: sqlite3.Connection, name: str, limit: int = 100) -> list[tuple[str, int, int, str]]:
     """Where `name` is called or named as a type: (path, line, column, "call" | "type"), 0-based, in file order."""
-    return list(db.execute(
-        "SELECT f.path, r.line, r.col, r.kind FROM refs r JOIN files f ON f.id = r.file_id WHERE r.name = ? "
-        "ORDER BY f.path, r.line, r.col LIMIT ?", (name, limit)))
+    found: list[tuple[str, int, int, str]] = []
+    rows = db.execute("SELECT f.path, r.kind, r.positions FROM refs r JOIN files f ON f.id = r.file_id "
+                      "WHERE r.name = ? ORDER BY f.path", (name,))
+    for path, group in groupby(rows, key=lambda row: row[0]):
+        places = sorted((*map(int, place.split(":")), kind) for _, kind, positions in group
+                        for place in positions.split())
+        found += [(path, line, column, kind) for line, column, kind in places]
+        if len(found) >= limit:
+            break
+    return found[:limit]
 
 
 def impl_blocks(db: sqlite3.Connection, trait_word: str, limit: int = 100) -> list[Symbol]:

@@ -40,7 +40,7 @@ def run(root: Path, every: int = 10) -> ScanBench:
         total += len(reference.definitions)
         same += len(set(reference.definitions) & set(symbols.definitions))
         imports += reference.imports == symbols.imports
-        a, b = set(reference.references), set(symbols.references)
+        a, b = reference.reference_sites(), symbols.reference_sites()
         found, scanned, both = found + len(a), scanned + len(b), both + len(a & b)
     size = sum(map(len, sources))
     return ScanBench(len(sources), size, total, same / max(total, 1), imports / max(len(sources), 1),

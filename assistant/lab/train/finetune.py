@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from model.io import DEFAULT_MODEL, load_model, save_model
+from model import DEFAULT_MODEL
+from model.io import load_model, save_model
 from tokenizer import load_tokenizer, tokenizer_folder
 
 from ..corpus.build import BuildConfig, build

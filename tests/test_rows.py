@@ -20,7 +20,7 @@ DUMPS = {
     "symbols": "SELECT f.path, s.kind, s.name, s.scope, s.trait, s.start_line, s.start_col, s.end_line, s.end_col, "
                "s.start_byte, s.end_byte, s.signature, s.doc FROM symbols s JOIN files f ON f.id = s.file_id",
     "imports": "SELECT f.path, i.path, i.line FROM imports i JOIN files f ON f.id = i.file_id",
-    "refs": "SELECT f.path, r.name, r.kind, r.positions FROM refs r JOIN files f ON f.id = r.file_id",
+    "refs": "SELECT f.path, r.name, r.kind, r.places FROM refs r JOIN files f ON f.id = r.file_id",
     "files": "SELECT path, module, mtime_ns, size, hash FROM files",
 }
 

@@ -52,7 +52,7 @@ def merge_part(db: Connection, path: Path) -> None:
                        "start_col, end_line, end_col, start_byte, end_byte, signature, doc FROM part.symbols",
                        (symbols, files))
             db.execute("INSERT INTO imports SELECT file_id + ?, path, line FROM part.imports", (files,))
-            db.execute("INSERT INTO refs SELECT file_id + ?, name, kind, positions FROM part.refs", (files,))
+            db.execute("INSERT INTO refs SELECT file_id + ?, name, kind, places FROM part.refs", (files,))
             commit(db)
         except BaseException:
             rollback(db)

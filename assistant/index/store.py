@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS imports (
 CREATE INDEX IF NOT EXISTS imports_file ON imports(file_id);
 CREATE TABLE IF NOT EXISTS refs (     -- a row per file, name and kind: "line:col line:col ..." (0-based), 4x fewer
     file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE, name TEXT NOT NULL, kind TEXT NOT NULL,
-    positions TEXT NOT NULL, PRIMARY KEY (file_id, name, kind)) WITHOUT ROWID;   -- clustered by file: no index
+    places TEXT NOT NULL, PRIMARY KEY (file_id, name, kind)) WITHOUT ROWID;   -- clustered by file: no index
 CREATE INDEX IF NOT EXISTS refs_name ON refs(name);
 CREATE VIRTUAL TABLE IF NOT EXISTS symbol_search USING fts5(name, scope, signature, doc, content='symbols',
                                                               content_rowid='id', detail='none',
@@ -322,11 +322,11 @@ def fuzzy(db: sqlite3.Connection, pattern: str, limit: int = 20) -> list[Symbol]
 def references(db: sqlite3.Connection, name: str, limit: int = 100) -> list[tuple[str, int, int, str]]:
     """Where `name` is called or named as a type: (path, line, column, "call" | "type"), 0-based, in file order."""
     found: list[tuple[str, int, int, str]] = []
-    rows = db.execute("SELECT f.path, r.kind, r.positions FROM refs r JOIN files f ON f.id = r.file_id "
+    rows = db.execute("SELECT f.path, r.kind, r.places FROM refs r JOIN files f ON f.id = r.file_id "
                       "WHERE r.name = ? ORDER BY f.path", (name,))
     for path, group in groupby(rows, key=lambda row: row[0]):
-        places = sorted((*map(int, place.split(":")), kind) for _, kind, positions in group
-                        for place in positions.split())
+        places = sorted((*map(int, place.split(":")), kind) for _, kind, written in group
+                        for place in written.split())
         found += [(path, line, column, kind) for line, column, kind in places]
         if len(found) >= limit:
             break

@@ -41,6 +41,12 @@ def test_references_are_grouped_as_tree_sitters_are(source):
     assert references == group_references(site for group in references for site in group.sites())
 
 
+def test_unicode_whitespace_separates_tokens_as_in_tree_sitter():
+    source = "pub struct S {\u2028a: u8,\u00a0b:\u3000u8 }\nfn\u2003f() { g(\u0085); }\n".encode()
+    scanned, parsed = scan.scan_source(source), parse_source(source)
+    assert scanned.definitions == parsed.definitions and {d.name for d in parsed.definitions} >= {"a", "b", "f"}
+
+
 def test_delimiters_in_strings_comments_and_chars_move_no_scope():
     symbols = scan.scan_source(TRICKY.read_bytes())
     by_name = {d.name: d for d in symbols.definitions}

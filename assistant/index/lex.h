@@ -18,6 +18,24 @@ static int ident_byte(uint8_t c) {
 
 static void newline_at(Lexer *lx, int i) { lx->line++; lx->line_start = i + 1; }
 
+// Bytes of the whitespace character at i (0: none): ASCII's and Unicode's White_Space, which tree-sitter skips too
+static int space_at(const Lexer *lx, int i) {
+    const uint8_t *s = lx->s + i;
+    int left = lx->n - i;
+    if (s[0] == ' ' || (s[0] >= 9 && s[0] <= 13)) return 1;
+    if (s[0] < 0x80 || left < 2) return 0;
+    if (s[0] == 0xC2 && (s[1] == 0x85 || s[1] == 0xA0)) return 2;
+    if (left < 3) return 0;
+    if ((s[0] == 0xE1 && s[1] == 0x9A && s[2] == 0x80) || (s[0] == 0xE3 && s[1] == 0x80 && s[2] == 0x80) ||
+        (s[0] == 0xE2 && s[1] == 0x81 && s[2] == 0x9F) ||
+        (s[0] == 0xE2 && s[1] == 0x80 && (s[2] <= 0x8A || s[2] == 0xA8 || s[2] == 0xA9 || s[2] == 0xAF))) return 3;
+    return 0;
+}
+
+static int ident_at(const Lexer *lx, int i) {    // a byte of an identifier (a non-ASCII one unless it is a space)
+    return ident_byte(lx->s[i]) && (lx->s[i] < 0x80 || !space_at(lx, i));
+}
+
 static void skip_quoted(Lexer *lx, uint8_t quote) {   // from just after the opening quote, past the closing one
     while (lx->pos < lx->n) {
         uint8_t c = lx->s[lx->pos++];
@@ -49,9 +67,9 @@ static int utf8_len(uint8_t c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ?
 // One token from lx->pos (whitespace skipped); 0 at the end
 static int next_token(Lexer *lx, Token *t) {
     const uint8_t *s = lx->s;
-    while (lx->pos < lx->n && (s[lx->pos] == ' ' || s[lx->pos] == '\t' || s[lx->pos] == '\n' || s[lx->pos] == '\r')) {
+    for (int w; lx->pos < lx->n && (w = space_at(lx, lx->pos));) {
         if (s[lx->pos] == '\n') newline_at(lx, lx->pos);
-        lx->pos++;
+        lx->pos += w;
     }
     if (lx->pos >= lx->n) return 0;
     int i = lx->pos;
@@ -82,12 +100,12 @@ static int next_token(Lexer *lx, Token *t) {
             lx->pos = j + utf8_len(s[j]) + 1; t->type = T_LIT;
         } else {
             lx->pos = j;
-            while (lx->pos < lx->n && ident_byte(s[lx->pos])) lx->pos++;
+            while (lx->pos < lx->n && ident_at(lx, lx->pos)) lx->pos++;
             t->type = T_LIFETIME;
         }
     } else if (c >= '0' && c <= '9') {
         lx->pos++;
-        while (lx->pos < lx->n && (ident_byte(s[lx->pos]) ||
+        while (lx->pos < lx->n && (ident_at(lx, lx->pos) ||
                (s[lx->pos] == '.' && lx->pos + 1 < lx->n && s[lx->pos + 1] >= '0' && s[lx->pos + 1] <= '9')))
             lx->pos++;
         t->type = T_LIT;
@@ -101,7 +119,7 @@ static int next_token(Lexer *lx, Token *t) {
         } else {
             lx->pos = i;
             if (c == 'r' && i + 2 < lx->n && s[i + 1] == '#' && ident_byte(s[i + 2])) lx->pos = i + 2;  // r#ident
-            while (lx->pos < lx->n && ident_byte(s[lx->pos])) lx->pos++;
+            while (lx->pos < lx->n && ident_at(lx, lx->pos)) lx->pos++;
             t->type = T_IDENT;
         }
     } else {

@@ -55,7 +55,8 @@ def kernels_command(args: argparse.Namespace) -> int:
 
     from ..lab.bench.kernels import measure, measure_gpu
 
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     cuda = args.device == "cuda"
     for row in measure_gpu(args.contexts) if cuda else measure(args.contexts, tuple(args.steps), args.repeats):
@@ -95,7 +96,8 @@ def model_command(args: argparse.Namespace) -> int:
 
     from ..lab.bench.model import measure, models
 
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = ModelConfig.load(args.config) if args.config else ModelConfig()
     rows = []
     dtype = fast_dtype(args.dtype, args.device)

@@ -2,6 +2,8 @@
 // (`::`, `->` and `=>` as one token each) and comments, doc comments apart. Line and byte column of each token.
 #include <stdint.h>
 
+#include "scan.h"
+
 enum { T_IDENT, T_LIFETIME, T_LIT, T_PUNCT, T_DOC, T_COMMENT };
 enum { P_PATH = 256, P_ARROW, P_FATARROW };           // `::`, `->`, `=>`; other punctuation is its own byte
 
@@ -18,19 +20,7 @@ static int ident_byte(uint8_t c) {
 
 static void newline_at(Lexer *lx, int i) { lx->line++; lx->line_start = i + 1; }
 
-// Bytes of the whitespace character at i (0: none): ASCII's and Unicode's White_Space, which tree-sitter skips too
-static int space_at(const Lexer *lx, int i) {
-    const uint8_t *s = lx->s + i;
-    int left = lx->n - i;
-    if (s[0] == ' ' || (s[0] >= 9 && s[0] <= 13)) return 1;
-    if (s[0] < 0x80 || left < 2) return 0;
-    if (s[0] == 0xC2 && (s[1] == 0x85 || s[1] == 0xA0)) return 2;
-    if (left < 3) return 0;
-    if ((s[0] == 0xE1 && s[1] == 0x9A && s[2] == 0x80) || (s[0] == 0xE3 && s[1] == 0x80 && s[2] == 0x80) ||
-        (s[0] == 0xE2 && s[1] == 0x81 && s[2] == 0x9F) ||
-        (s[0] == 0xE2 && s[1] == 0x80 && (s[2] <= 0x8A || s[2] == 0xA8 || s[2] == 0xA9 || s[2] == 0xAF))) return 3;
-    return 0;
-}
+static int space_at(const Lexer *lx, int i) { return space_len(lx->s + i, lx->n - i); }
 
 static int ident_at(const Lexer *lx, int i) {    // a byte of an identifier (a non-ASCII one unless it is a space)
     return ident_byte(lx->s[i]) && (lx->s[i] < 0x80 || !space_at(lx, i));

@@ -65,15 +65,7 @@ static int utf8_valid(const uint8_t *s, int32_t n) {   // exactly what bytes.dec
 }
 
 static int space(const uint8_t *s, const uint8_t *end) {   // bytes of the str.isspace() character at s (0: none)
-    uint8_t c = s[0];
-    if (c == ' ' || (c >= 9 && c <= 13) || (c >= 28 && c <= 31)) return 1;
-    if (c == 0xC2 && s + 1 < end && (s[1] == 0x85 || s[1] == 0xA0)) return 2;
-    if (s + 2 >= end) return 0;
-    if (c == 0xE1 && s[1] == 0x9A && s[2] == 0x80) return 3;
-    if (c == 0xE2 && s[1] == 0x80 && (s[2] <= 0x8A || s[2] == 0xA8 || s[2] == 0xA9 || s[2] == 0xAF)) return 3;
-    if (c == 0xE2 && s[1] == 0x81 && s[2] == 0x9F) return 3;
-    if (c == 0xE3 && s[1] == 0x80 && s[2] == 0x80) return 3;
-    return 0;
+    return s[0] >= 28 && s[0] <= 31 ? 1 : space_len(s, end - s);   // Python's separators 0x1c-0x1f, then the lexer's
 }
 
 static int64_t char_len(uint8_t c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }

@@ -22,4 +22,17 @@ int group_refs(const uint8_t *src, const Ref *refs, int32_t n, char *text, int32
 
 enum { REF_PLACE_BYTES = 24 };   // " line:col" at most
 
+// Bytes of the whitespace character at s, `left` bytes there (0: none): ASCII's and Unicode's White_Space, which
+// tree-sitter skips too (rows.c adds what Python's str.isspace() adds)
+static inline int space_len(const uint8_t *s, int64_t left) {
+    if (s[0] == ' ' || (s[0] >= 9 && s[0] <= 13)) return 1;
+    if (s[0] < 0x80 || left < 2) return 0;
+    if (s[0] == 0xC2 && (s[1] == 0x85 || s[1] == 0xA0)) return 2;
+    if (left < 3) return 0;
+    if ((s[0] == 0xE1 && s[1] == 0x9A && s[2] == 0x80) || (s[0] == 0xE3 && s[1] == 0x80 && s[2] == 0x80) ||
+        (s[0] == 0xE2 && s[1] == 0x81 && s[2] == 0x9F) ||
+        (s[0] == 0xE2 && s[1] == 0x80 && (s[2] <= 0x8A || s[2] == 0xA8 || s[2] == 0xA9 || s[2] == 0xAF))) return 3;
+    return 0;
+}
+
 #endif

@@ -40,6 +40,16 @@ def fast_dtype(choice: str = "auto", device: str = "cpu") -> torch.dtype:
     return torch.bfloat16 if choice == "bf16" else torch.float32
 
 
+def rows_dtype(choice: str = "auto", device: str = "cpu") -> torch.dtype:
+    """The dtype in which a model served in `fast_dtype(choice, device)` multiplies many rows at once (a prefill's
+    linear layers; a few rows take the fp16 kernels): for "auto" in fp32 on a CPU with BF16 instructions, bf16,
+    which such a CPU multiplies ~4x faster (a Zen 5 core: ~600 against ~150 GFLOPS at 300 rows, BENCHMARKS.md) and
+    in which the model was trained (autocast); else the serving dtype itself."""
+    served = fast_dtype(choice, device)
+    if choice == "auto" and device == "cpu" and served == torch.float32 and cpu_has_bf16():
+        return torch.bfloat16
+    return served
+
 
 def fast_layouts(model: torch.nn.Module) -> torch.nn.Module:
     """Store each weight matrix that maps to more features than it reads ([out, in] with out > in, the head

@@ -1,7 +1,9 @@
 """The model as the engine serves it on CPU. A decode step or a short prefill runs a few rows through every
 weight, where PyTorch's time goes to its calls, not the arithmetic (BENCHMARKS.md, the decode step); so in fp32:
 - every linear layer, and the head tied to the embedding, keeps an fp16 copy of its weight that a few rows read
-  (kernels/linear: half the bytes, fp32 arithmetic; the shipped model's logits move by at most 0.005);
+  (kernels/linear: half the bytes, fp32 arithmetic; the shipped model's logits move by at most 0.005), and where
+  the CPU multiplies bf16 natively a bf16 copy that more rows (a prefill) multiply in, as training's autocast does
+  (model/precision.py: `rows_dtype`);
 - RMSNorm, and a block's second half (the residual add, RMSNorm and SwiGLU MLP), run in one C call each
   (kernels/block);
 - a few tokens against a cache (a decode step, a draft to verify, a typed line) through a model of gdn, swa and
@@ -31,14 +33,31 @@ FP16_MAX = 65504.0
 
 
 class HalfWeightLinear(nn.Linear):
-    """nn.Linear that also keeps its weight in fp16 (row-major), through which a few rows go (kernels/linear)."""
+    """nn.Linear that also keeps its weight in fp16 (row-major), through which a few rows go (kernels/linear), and
+    optionally in bf16, through which more rows go outside autograd (`wide`)."""
     half: torch.Tensor
+    wide: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = few_rows_linear(x, self.half)
         if out is None:
-            return F.linear(x, self.weight, self.bias)
+            if self.wide is None or torch.is_grad_enabled():
+                return F.linear(x, self.weight, self.bias)
+            out = _bucketed_linear(x, self.wide)
         return out if self.bias is None else out + self.bias
+
+
+ROW_BUCKET = 64
+
+
+def _bucketed_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """F.linear in `weight`'s dtype, back in x's, on rows padded to a multiple of ROW_BUCKET: oneDNN builds a kernel
+    per shape (~0.5 ms for each linear layer at each new row count, BENCHMARKS.md), and a prefill's row count is
+    new at almost every request; padding bounds the shapes at ~2,048 / 64 per layer."""
+    rows = x.reshape(-1, x.shape[-1]).to(weight.dtype)
+    count = rows.shape[0]
+    out = F.linear(F.pad(rows, (0, 0, 0, -count % ROW_BUCKET)), weight)[:count]
+    return out.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
 
 
 def _eps(norm: nn.RMSNorm, x: torch.Tensor) -> float:
@@ -181,10 +200,10 @@ class ServedLM(RustleLM):
         return super().forward(tokens, cache, last)
 
 
-def half_weights(model: nn.Module) -> nn.Module:
+def half_weights(model: nn.Module, rows: torch.dtype = torch.float32) -> nn.Module:
     """Give every linear layer of a model served in fp32 on CPU, and its head (tied to the embedding by default),
-    an fp16 copy of its weight for a few rows at a time; then the few-row norms and blocks on top. Weights that
-    fp16 cannot hold keep the fp32 path."""
+    an fp16 copy of its weight for a few rows at a time, and a copy in `rows` (bf16) for more rows unless that is
+    fp32; then the few-row norms and blocks on top. Weights that fp16 cannot hold keep the fp32 path."""
     with torch.no_grad():
         if model.head is None:                  # tied: a head module on the embedding's own weight
             model.head = nn.Linear(model.embed.weight.shape[1], model.embed.weight.shape[0], bias=False,
@@ -195,6 +214,8 @@ def half_weights(model: nn.Module) -> nn.Module:
                     and float(module.weight.abs().max()) < FP16_MAX:
                 module.__class__ = HalfWeightLinear
                 module.half = module.weight.detach().half().contiguous()
+                if rows != torch.float32:
+                    module.wide = module.weight.detach().to(rows)
         for module in model.modules():
             if type(module) is nn.RMSNorm:
                 module.__class__ = FewRowsRMSNorm
@@ -206,10 +227,10 @@ def half_weights(model: nn.Module) -> nn.Module:
     return model
 
 
-def for_serving(model: nn.Module, device: str) -> nn.Module:
+def for_serving(model: nn.Module, device: str, rows: torch.dtype = torch.float32) -> nn.Module:
     """The model as the engine serves it on `device`: on CPU, wide weights column-major (`fast_layouts`) and, in
-    fp32, the few-row kernels above (`half_weights`)."""
+    fp32, the few-row kernels above and many rows multiplied in `rows` (`half_weights`)."""
     if device != "cpu":
         return model
     model = fast_layouts(model)
-    return half_weights(model) if model.embed.weight.dtype == torch.float32 else model
+    return half_weights(model, rows) if model.embed.weight.dtype == torch.float32 else model

@@ -19,7 +19,7 @@ import torch
 from kernels.attention import available as cpu_kernel_available
 from model import DEFAULT_MODEL
 from model.io import load_model
-from model.precision import fast_dtype
+from model.precision import fast_dtype, rows_dtype
 from model.serving import for_serving
 from tokenizer import tokenizer_of
 
@@ -87,8 +87,8 @@ class Engine:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.config = config
-        dtype = fast_dtype(config.dtype, config.device)
-        self.model = for_serving(load_model(model_dir, dtype).to(config.device), config.device)
+        dtype, rows = fast_dtype(config.dtype, config.device), rows_dtype(config.dtype, config.device)
+        self.model = for_serving(load_model(model_dir, dtype).to(config.device), config.device, rows)
         if config.device == "cpu":
             cpu_kernel_available()      # built (once per machine) now rather than on the first request
         self.vocab = Vocab(tokenizer_of(model_dir))
@@ -97,8 +97,9 @@ class Engine:
         self.state = StateCache(self.model, config.state_mb << 20)
         self.db_for = db_for
         self.lock = threading.Lock()
+        served = str(dtype) if rows == dtype else f"{dtype}, many rows in {rows}"     # states differ by both
         self.prefill = RepositoryPrefill(self.state, self.lock,
-                                         StateFiles(model_key(model_dir, str(dtype))) if config.persist else None)
+                                         StateFiles(model_key(model_dir, served)) if config.persist else None)
         self.workspaces: dict[Path, Workspace] = {}
         self.inflight: Generation | None = None
 

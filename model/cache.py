@@ -129,6 +129,7 @@ class LatentCache(AppendCache):
 
     def __init__(self, batch: int, dim: int, dtype: torch.dtype, device: torch.device | str) -> None:
         super().__init__([torch.empty(batch, 256, dim, dtype=dtype, device=device)], dim=1)
+        self.joined: tuple[list, tuple[torch.Tensor, torch.Tensor]] | None = None   # bounds() across segments
 
     def append(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Every position's latent, by segment."""
@@ -142,8 +143,10 @@ class LatentCache(AppendCache):
 
     def bounds(self, keys: list[torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The bounds of the first n blocks of the latents (kernels/attention/select.py: `keys` are this cache's
-        segments), each block's kept by the store it ends in, so a decode step computes only the newest."""
-        parts, start = [], 0
+        segments), each block's kept by the store it ends in, so a decode step computes only the newest. The join
+        across segments is kept until a part changes (`joined`: the parts' bound tuples themselves, held so that
+        no id is reused, and their lengths): a new block every 64 tokens, not a copy every step."""
+        parts, held, start = [], [], 0
         for store, length in (*self.base, (self.store, self.length - self.offset)):
             first, end = start // BLOCK, min(n, (start + length) // BLOCK)   # the blocks that end in this segment
             start += length
@@ -154,7 +157,13 @@ class LatentCache(AppendCache):
                 new = block_bounds(keys, first + have, end)
                 store.bounds = new if store.bounds is None else tuple(torch.cat(x, 1) for x in zip(store.bounds, new))
             parts.append(tuple(b[:, :end - first] for b in store.bounds))
-        return tuple(torch.cat(x, 1) for x in zip(*parts)) if parts else block_bounds(keys, 0, 0)
+            held.append((store.bounds, end - first))
+        if len(parts) <= 1:
+            return parts[0] if parts else block_bounds(keys, 0, 0)
+        if self.joined is None or len(self.joined[0]) != len(held) or any(
+                a is not b or m != n for (a, m), (b, n) in zip(self.joined[0], held)):
+            self.joined = (held, tuple(torch.cat(x, 1) for x in zip(*parts)))
+        return self.joined[1]
 
 
 class RingCache:

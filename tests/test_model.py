@@ -157,6 +157,27 @@ def test_snapshots_form_a_tree_each_branch_continues_as_an_uninterrupted_run(len
     assert relative_error(straight[:, split:], again) < 1e-5 and cache.layers[3].store is store
 
 
+def test_decode_steps_on_branches_see_the_bounds_of_their_own_blocks():
+    """One token at a time on a branch that reads a shared prefix (two segments, whose joined lql bounds the
+    cache keeps between steps), across new blocks, then on the other branch: each as an uninterrupted run."""
+    torch.manual_seed(3)
+    model = RustleLM(tiny(("gdn", "swa", "gdn", "lql"), lql_recent=16, lql_blocks=1)).eval()
+    tokens, detour = torch.randint(0, 97, (1, 330)), torch.randint(0, 97, (1, 90))
+    with torch.no_grad():
+        straight = model(tokens)
+        branched = model(torch.cat([tokens[:, :170], detour, tokens[:, 170:]], dim=1))
+        cache = model.new_cache()
+        model(tokens[:, :170], cache)
+        snap = cache.snapshot()
+        model(detour, cache)
+        later = cache.snapshot()
+        for branch, expected, segments in ((snap, straight[:, 170:], 1), (later, branched[:, 260:], 0),
+                                           (snap, straight[:, 170:], 1)):
+            cache.restore(branch)
+            got = torch.cat([model(tokens[:, t:t + 1], cache) for t in range(170, 330)], 1)
+            assert len(cache.layers[3].base) == segments and relative_error(expected, got) < 1e-5
+
+
 def test_exported_snapshots_restore_in_a_new_cache_through_a_file(tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -363,6 +363,25 @@ def test_a_buffer_outside_every_workspace_is_completed_alone(tiny_model_dir, wor
     assert alone.local_start == 0 and len(alone.ids) < len(engine.prompt(_request(workspace))[0].ids)
 
 
+def test_the_kept_index_connection_sees_saves_and_a_rebuilt_index(tiny_model_dir, workspace):
+    from assistant.index.store import find
+
+    ws = _engine(tiny_model_dir).workspace(workspace)
+    with ws.reading() as db:
+        assert not find(db, "fresh_name")
+    extra = workspace / "src" / "extra.rs"
+    extra.write_text("pub fn fresh_name() {}\n")
+    ws.apply_change(Change("src/extra.rs", "created"))           # written through another connection
+    with ws.reading() as db:
+        assert [s.path for s in find(db, "fresh_name")] == ["src/extra.rs"]
+    extra.unlink()
+    for suffix in ("", "-wal", "-shm"):                           # the file replaced, as a rebuild does
+        Path(f"{ws.db_path}{suffix}").unlink(missing_ok=True)
+    ws.index()
+    with ws.reading() as db:
+        assert not find(db, "fresh_name") and find(db, "Store")
+
+
 def test_workspace_files_are_read_only_inside_the_root_and_under_the_size_cap(tiny_model_dir, workspace, tmp_path):
     from assistant.engine.workspace import MAX_FILE_BYTES
 
@@ -370,9 +389,9 @@ def test_workspace_files_are_read_only_inside_the_root_and_under_the_size_cap(ti
     secret.write_text("pub const SECRET: &str = \"outside\";\n")
     store_rs = workspace / "src" / "store.rs"
     ws = _engine(tiny_model_dir).workspace(workspace)
-    assert ws.tokens("src/store.rs", {})             # read (and cached) while it is a plain file
+    assert ws.file("src/store.rs", {})[1]          # read (and cached) while it is a plain file
     store_rs.unlink()
-    store_rs.symlink_to(secret)                      # what a pull can do to a workspace file
+    store_rs.symlink_to(secret)                   # what a pull can do to a workspace file
     (workspace / "src" / "big.rs").write_text("// x\n" * (MAX_FILE_BYTES // 5 + 1))
-    assert ws.tokens("src/store.rs", {}) == [] and ws.tokens("src/big.rs", {}) == []
-    assert ws.tokens("src/main.rs", {})              # an ordinary file is read
+    assert ws.file("src/store.rs", {})[1] == [] and ws.file("src/big.rs", {})[1] == []
+    assert ws.file("src/main.rs", {})[1]           # an ordinary file is read

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from ..index.store import Connection, Symbol, file_paths, file_symbols, find, members, related_files
 
@@ -87,26 +87,21 @@ def snippets(db: Connection, path: str, prefix: str, recent: list[str], limit: i
     return [Snippet(p, "".join(texts)) for p, texts in by_file.items()]
 
 
-def repository_files(root: Path, paths: list[str], current: str, budget_tokens: int, count_tokens,
+def repository_files(files: dict[str, tuple[int, list[int]]], current: str, budget_tokens: int,
                      db: Connection | None) -> list[str]:
-    """The workspace files other than `current` that make up the repository part, in prefill order."""
-    def mtime(p: str) -> float:
-        try:
-            return (root / p).stat().st_mtime
-        except OSError:
-            return 0.0
-
+    """The workspace files other than `current` that make up the repository part, in prefill order. `files`: each
+    file's last save (st_mtime_ns) and tokens, as `Workspace.file` reads them."""
     # oldest first: saves re-run only the end of the part, and a file switch the files from the earlier of
     # the two documents on (the state tree keeps both branches)
-    ordered = sorted((p for p in paths if p != current), key=lambda p: (mtime(p), p))
-    total = sum(count_tokens(p) for p in ordered)
-    if total <= budget_tokens:
+    ordered = sorted((p for p in files if p != current), key=lambda p: (files[p][0], p))
+    count = lambda p: len(files[p][1]) + 8  # noqa: E731  (+ the file header)
+    if sum(count(p) for p in ordered) <= budget_tokens:
         return ordered
-    ranked = [p for p, _ in related_files(db, current) if p in paths and p != current] if db is not None else []
+    ranked = [p for p, _ in related_files(db, current) if p in files and p != current] if db is not None else []
     ranked += [p for p in reversed(ordered) if p not in ranked]   # then the most recently edited
     kept, used = set(), 0
     for p in ranked:
-        n = count_tokens(p)
+        n = count(p)
         if used + n <= budget_tokens:
             kept.add(p)
             used += n

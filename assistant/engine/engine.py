@@ -105,10 +105,12 @@ class Engine:
 
     def workspace(self, root: Path) -> Workspace:
         """The one Workspace of `root` (its index, tokens and copy table), made on first use."""
-        root = root.resolve()
-        if root not in self.workspaces:
-            self.workspaces[root] = Workspace(root, self.vocab, self.db_for(root))
-        return self.workspaces[root]
+        known = self.workspaces.get(root)    # as requests name it: resolving a path stats each of its parts
+        if known is None:
+            resolved = root.resolve()
+            known = self.workspaces.get(resolved) or Workspace(resolved, self.vocab, self.db_for(resolved))
+            self.workspaces[root] = self.workspaces[resolved] = known
+        return known
 
     def prompt(self, request: Request) -> tuple[Prompt, list[str]]:
         """The prompt a request decodes after, and the repository files in it. In the background mode its
@@ -120,7 +122,7 @@ class Engine:
         prompt, files = assemble(self.workspace(request.root), request, config.prompt, config.repo_tokens,
                                  config.snippet_tokens)
         if config.background and config.prompt.context == "repo" and prompt.local_start > 0:
-            root, part = request.root.resolve(), RepositoryPart.of(prompt)
+            root, part = self.workspace(request.root).root, RepositoryPart.of(prompt)
             served = self._usable(root, prompt, request.path)
             if config.prompt.layout != "spm" and self._unfed(served) > SHORT.prefix_tokens:
                 # the document's lines are not in the state tree yet: prefill them for the next requests, and
@@ -165,7 +167,7 @@ class Engine:
                                  self.config.repo_tokens, self.config.snippet_tokens)
         if prompt.local_start > 0:
             document = RepositoryPart.document(prompt) if path and self.config.prompt.layout != "spm" else None
-            self.prefill.want(root.resolve(), RepositoryPart.of(prompt), document)
+            self.prefill.want(self.workspace(root).root, RepositoryPart.of(prompt), document)
 
     def prepare(self, root: Path, path: str, stopped: threading.Event | None = None) -> bool:
         """Prefill `root`'s repository part and `path`'s saved lines and wait until the state tree holds them (a

@@ -151,12 +151,12 @@ def assemble(workspace: Workspace, request: Request, config: PromptConfig, repo_
              snippet_tokens: int) -> tuple[Prompt, list[str]]:
     """The prompt for `request`, and the repository files it holds (what the copy model's table is built from)."""
     shape = shape_at(request.text, request.offset)
-    count = lambda p: len(workspace.tokens(p, request.overrides)) + 8  # noqa: E731  (+ the file header)
     context: list[tuple[str, list[int]]] = []
     with workspace.reading() as db:
-        files = repository_files(workspace.root, file_paths(db), request.path, repo_tokens, count, db)
+        read = {p: workspace.file(p, request.overrides) for p in file_paths(db) if p != request.path}
+        files = repository_files(read, request.path, repo_tokens, db)
         if config.context == "repo":
-            context = [(p, workspace.tokens(p, request.overrides)) for p in files]
+            context = [(p, read[p][1]) for p in files]
         elif config.context == "index":
             used = 0
             for snip in snippets(db, request.path, request.text[:request.offset], workspace.recent):

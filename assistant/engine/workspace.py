@@ -6,6 +6,7 @@ Reads of the index go through `assistant/index/store.py`; this module writes no 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,15 +29,27 @@ class Change:
     kind: str = "saved"        # "saved" | "created" | "deleted" (a watched-file event or a save)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_dev
+
+
 class Workspace:
     def __init__(self, root: Path, vocab: Vocab, db_path: Path) -> None:
         self.root, self.vocab, self.db_path = root.resolve(), vocab, db_path
+        self._root_text = str(self.root)
         self.indexed = False
         self.recent: list[str] = []
         self._tokens: dict[str, tuple[object, list[int]]] = {}
         self._copy: CopyModel | None = None
         self._copy_key: tuple | None = None
         self.changes = 0                     # index updates so far: the names' caches follow them
+        self._reader: store.Connection | None = None
+        self._reader_identity: tuple[int, int] | None = None
+        self._reader_lock = threading.RLock()  # the server's thread and the engine's worker read in turn
         self.names = Names(self.reading, lambda: self.changes)
 
     # ----- the index ----------------------------------------------------------------------------------------
@@ -58,47 +71,57 @@ class Workspace:
 
     @contextmanager
     def reading(self) -> Iterator[store.Connection]:
-        """A connection to the up-to-date index, for the store's reads."""
+        """A connection to the up-to-date index, for the store's reads: one kept across requests (opening one, with
+        its schema check, cost ~2 ms a request), opened again when the file is another (moved aside, rebuilt).
+        SQLite shows a kept connection every write committed before each read."""
         if not self.indexed:
             self.index()
-        db = store.open_or_rebuild(self.db_path, on_message=lambda m: None)
-        try:
-            yield db
-        finally:
-            db.close()
+        with self._reader_lock:
+            identity = _identity(self.db_path)
+            if self._reader is None or identity != self._reader_identity:
+                if self._reader is not None:
+                    self._reader.close()
+                self._reader = store.open_or_rebuild(self.db_path, on_message=lambda m: None, shared=True)
+                self._reader_identity = _identity(self.db_path)
+            yield self._reader
 
     # ----- tokens ----------------------------------------------------------------------------------------------
-    def tokens(self, path: str, overrides: dict[str, str]) -> list[int]:
-        """A file's tokens: an unsaved buffer's (`overrides`) or the disk's, re-encoded when either changes."""
+    def file(self, path: str, overrides: dict[str, str]) -> tuple[int, list[int]]:
+        """A file's last save (st_mtime_ns; 0 when unreadable) and its tokens: an unsaved buffer's (`overrides`) or
+        the disk's, re-encoded when either changes. One stat per file and request: this runs for every file of the
+        workspace on every keystroke."""
+        try:
+            stat = os.stat(os.path.join(self._root_text, path))
+        except (OSError, ValueError):
+            stat = None
+        mtime = stat.st_mtime_ns if stat is not None else 0
         if path in overrides:
             key: object = ("override", hash(overrides[path]))
             read = lambda: overrides[path]  # noqa: E731
         else:
-            try:   # one stat per file and request (this runs for every file on every keystroke)
-                stat = os.stat(self.root / path)
-            except (OSError, ValueError):
-                return []
+            if stat is None:
+                return mtime, []
             # the stat follows links: a file swapped for a link out of the workspace has another inode, so it
             # misses the cache and is resolved below before anything is read
             key = (stat.st_ino, stat.st_dev, stat.st_mtime_ns, stat.st_size)
             cached = self._tokens.get(path)
             if cached is not None and cached[0] == key:
-                return cached[1]
+                return mtime, cached[1]
             try:
                 real = (self.root / path).resolve()
             except (OSError, RuntimeError):
-                return []
+                return mtime, []
             if not real.is_relative_to(self.root) or not real.is_file() or stat.st_size > MAX_FILE_BYTES:
-                return []
+                return mtime, []
             read = lambda: real.read_text(encoding="utf-8", errors="replace")  # noqa: E731
         cached = self._tokens.get(path)
         if cached is None or cached[0] != key:
             cached = (key, self.vocab.encode(read()))
             self._tokens[path] = cached
-        return cached[1]
+        return mtime, cached[1]
 
     def copy_model(self, paths: list[str], config: CopyConfig) -> CopyModel:
-        """The n-gram table of `paths`, whose tokens `tokens()` has just brought up to date (rebuilt on change)."""
+        """The n-gram table of `paths`, whose tokens `file()` has just brought up to date (rebuilt on change)."""
         cached = [(p, self._tokens[p]) for p in paths if p in self._tokens]
         key = tuple((p, version) for p, (version, _) in cached)
         if self._copy is None or self._copy_key != key:

@@ -79,15 +79,15 @@ class Symbol:
     doc: str
 
 
-def connect(path: Path, check: bool = False) -> sqlite3.Connection:
+def connect(path: Path, check: bool = False, shared: bool = False) -> sqlite3.Connection:
     """Open (creating if needed) an index; a file that is not a sound index raises CorruptIndex (ForeignFile
     before anything is written to one that Rustle did not create). `check`: SQLite's quick check of every page
-    too (when indexing; not on a request's read)."""
+    too (when indexing; not on a request's read). `shared`: usable from any thread (its owner serialises uses)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _refuse_non_sqlite(path)
     db = None
     try:
-        db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=not shared)
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if tables and not {"meta", "files", "symbols"} <= tables:      # before the first write below
             raise ForeignFile(f"{path} is a SQLite database but not a Rustle index")
@@ -147,17 +147,18 @@ def writer(path: Path) -> sqlite3.Connection:
     return db
 
 
-def open_or_rebuild(path: Path, on_message=print, owned: bool = True, check: bool = False) -> sqlite3.Connection:
+def open_or_rebuild(path: Path, on_message=print, owned: bool = True, check: bool = False,
+                    shared: bool = False) -> sqlite3.Connection:
     """connect(), but an unusable file is moved aside with a message and a fresh index started. A path the user
     named (`owned` False: `--db FILE`) is never moved: CorruptIndex goes to the caller."""
     try:
-        return connect(path, check)
+        return connect(path, check, shared)
     except CorruptIndex as err:
         if not owned:
             raise
         aside = move_aside(path)
         on_message(f"index unusable ({err}); moved to {aside.name}, rebuilding it")
-        return connect(path)
+        return connect(path, shared=shared)
 
 
 # ----- writes (the indexer's) ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -247,8 +248,10 @@ class Snapshot:
         return [store for saved in self.layers if isinstance(saved, Span)
                 for store in (saved.store, *(s for s, _ in saved.base))]
 
+    @cached_property
     def copied_bytes(self) -> int:
-        """Bytes of its own copies (ring and gdn layers); the stores are counted once by `held_bytes`."""
+        """Bytes of its own copies (ring and gdn layers); the stores are counted once by `held_bytes`. Counted once:
+        a snapshot never changes, and the state cache sums them all on every request."""
         return sum(x.numel() * x.element_size() for saved in self.layers if not isinstance(saved, Span)
                    for x in saved if isinstance(x, torch.Tensor))
 
@@ -327,7 +330,7 @@ def held_bytes(cache: Cache, snapshots: list[Snapshot]) -> int:
               for store in (layer.store, *(s for s, _ in layer.base))}
     for snap in snapshots:
         stores.update((id(store), store) for store in snap.stores())
-    return sum(store.nbytes() for store in stores.values()) + sum(snap.copied_bytes() for snap in snapshots)
+    return sum(store.nbytes() for store in stores.values()) + sum(snap.copied_bytes for snap in snapshots)
 
 
 def _resized(x: torch.Tensor, size: int, dim: int, keep: int) -> torch.Tensor:

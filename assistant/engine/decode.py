@@ -45,8 +45,8 @@ def choose(logits: torch.Tensor, history: list[int], pending: bytes, healer: Hea
     copied tokens too), then masked to tokens that agree with the `pending` healed bytes."""
     if guide is not None:
         logits = guide(logits, generated, pending)
-    if copy is not None:
-        logits = copy.mix(torch.softmax(logits.float(), -1), history).log()
+    if copy is not None:   # probabilities from here on: the argmax and the healing mask need no log of them
+        logits = copy.mix(torch.softmax(logits.float(), -1), history)
     if pending:
         logits = healer.mask(logits, pending)
     return int(logits.argmax())

@@ -162,7 +162,7 @@ class LatentCache(AppendCache):
         if len(parts) <= 1:
             return parts[0] if parts else block_bounds(keys, 0, 0)
         if self.joined is None or len(self.joined[0]) != len(held) or any(
-                a is not b or m != n for (a, m), (b, n) in zip(self.joined[0], held)):
+                bounds is not now or kept != count for (bounds, kept), (now, count) in zip(self.joined[0], held)):
             self.joined = (held, tuple(torch.cat(x, 1) for x in zip(*parts)))
         return self.joined[1]
 

@@ -3,6 +3,7 @@ every warm prefill equals a cold one (up to bf16 rounding), switching files and 
 the memory budget evicts the least recently used snapshots."""
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,30 @@ def test_cursors_resume_from_the_documents_lines_prefilled_in_the_background(tmp
         assert got.reused_tokens >= resumed > built.local_start  # the document's lines came from the background
         assert got.prompt_tokens - got.reused_tokens < 4 * 40 + 16 + 8
         assert got.text == cold.complete_sync(request).text
+
+
+def test_an_engines_forwards_all_run_on_the_model_thread_whoever_asks(tmp_path, monkeypatch):
+    # Once two threads of a process have run OpenMP work, each parallel op waits for a futex wake (model_thread.py):
+    # the background prefill, the saved state's load and every request run on the one model thread.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = save_tiny_model(tmp_path / "tiny", ("gdn", "swa", "full", "lql"))
+    root = tmp_path / "kvstore"
+    shutil.copytree(KVSTORE, root)
+    config = EngineConfig(dtype="fp32", max_new_tokens=2, background=True, persist=True)
+    ran: set[int] = set()
+    for _ in range(2):                                   # the second engine loads the state the first saved
+        engine = Engine(out, config, db_for=lambda _: tmp_path / "index.sqlite")
+        engine.model.register_forward_pre_hook(lambda module, args: ran.add(threading.get_ident()))
+        engine.prefill_repository(root, "src/store.rs")
+        assert engine.prefill.wait(60)
+        text = (root / "src/command.rs").read_text()
+        request = Request(root, "src/command.rs", text, text.index("Ok(Command::Len)"))
+        engine.complete_sync(request)
+        elsewhere = threading.Thread(target=engine.complete_sync, args=(request,))
+        elsewhere.start()
+        elsewhere.join()
+    assert len(ran) == 1
+    assert threading.get_ident() not in ran and elsewhere.ident not in ran
 
 
 def test_a_cursor_whose_lines_are_not_prefilled_yet_gets_a_short_prefix_and_asks_for_them(tmp_path, monkeypatch):

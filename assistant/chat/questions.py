@@ -7,8 +7,10 @@ import os
 import re
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from ..engine.engine import on_model_thread
 from ..index import store
 from ..index.query import IDENTIFIER_RE, Hit, definition_hit
 
@@ -116,9 +118,11 @@ class ChatModel:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                  return_dict=True)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        worker = threading.Thread(target=self.model.generate, daemon=True, kwargs=dict(
-            **ids, streamer=streamer, max_new_tokens=max_new_tokens, do_sample=False,
-            stopping_criteria=StoppingCriteriaList([Stop()]), pad_token_id=self.tokenizer.eos_token_id))
+        generate = partial(self.model.generate, **ids, streamer=streamer, max_new_tokens=max_new_tokens,
+                           do_sample=False, stopping_criteria=StoppingCriteriaList([Stop()]),
+                           pad_token_id=self.tokenizer.eos_token_id)
+        # on the model thread, as the completion engine's forwards are (one OpenMP team per process)
+        worker = threading.Thread(target=on_model_thread, args=(generate,), daemon=True)
         worker.start()
         text = ""
         for piece in streamer:

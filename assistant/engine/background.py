@@ -5,7 +5,8 @@ the open document's lines as saved (layouts psm and prefix), so that a new curso
 
 The worker feeds one segment per hold of the engine lock (a file, or a piece of at most 2,048 tokens of a
 long one), through `StateCache.prefill` with the request's own segmentation, so a request waits at most for
-one segment and a warm run still equals a cold one.
+one segment and a warm run still equals a cold one. The feeding itself runs on the model thread, as requests do
+(model_thread.py).
 """
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+from .model_thread import on_model_thread
 from .persist import StateFiles
 from .prompt import Prompt
 from .state import StateCache
 
+T = TypeVar("T")
 log = logging.getLogger("rustle.engine")
 _LIVE: weakref.WeakSet[RepositoryPrefill] = weakref.WeakSet()   # stopped at exit (`close`)
 
@@ -81,13 +85,12 @@ class RepositoryPrefill:
                 self._requests -= 1
                 self._changed.notify_all()
 
-    @contextmanager
-    def _turn(self) -> Iterator[None]:
-        """The worker's hold of the engine lock, once no request waits for it."""
+    def _in_turn(self, work: Callable[[], T]) -> T:
+        """`work()` on the model thread, in the worker's hold of the engine lock, once no request waits for it."""
         with self._changed:
             self._changed.wait_for(lambda: self._requests == 0)
         with self.lock:
-            yield
+            return on_model_thread(work)
 
     def usable(self, root: Path, part: RepositoryPart) -> RepositoryPart | None:
         """`part` if the state tree holds it; else ask for it and return the last ready part (or none).
@@ -153,11 +156,10 @@ class RepositoryPrefill:
         after the repository part that ends there (kept on disk too; its progress is not reported)."""
         if self.files is not None and root not in self._loaded:
             self._loaded.add(root)
-            with self._turn():
-                self.files.load(root, self.state)
+            self._in_turn(lambda: self.files.load(root, self.state))
         ends = [*part.boundaries, len(part.ids)]
-        with self._turn():  # a saved snapshot deep into the part skips every file before it
-            done = self.state.deepest(part.ids, ends)
+        # a saved snapshot deep into the part skips every file before it
+        done = self._in_turn(lambda: self.state.deepest(part.ids, ends))
         report = self.on_progress if repository is None else lambda root, done, total: None
         report(root, done, len(part.ids))
         computed = False
@@ -166,18 +168,22 @@ class RepositoryPrefill:
         for end in (e for e in ends if e > done or (repository is not None and e > repository)):
             if root in self._wanted or self._stopping:
                 return False
-            with self._turn():
-                if not self.state.holds(part.ids[:end]):
-                    _, stats = self.state.prefill(part.ids[:end], [b for b in part.boundaries if b < end],
-                                                  keep_end=True)
-                    self.fed += stats.computed
-                    computed = True
+            fed = self._in_turn(lambda: self._feed(part, end))
+            if fed is not None:
+                self.fed += fed
+                computed = True
             report(root, end, len(part.ids))
         if computed and self.files is not None:
-            with self._turn():
-                self.files.save(root, self.state, part.ids, part.boundaries,
-                                keep=set() if repository is None else {repository})
+            self._in_turn(lambda: self.files.save(root, self.state, part.ids, part.boundaries,
+                                                  keep=set() if repository is None else {repository}))
         return True
+
+    def _feed(self, part: RepositoryPart, end: int) -> int | None:
+        """Feed `part` up to `end` unless the state tree holds it: the tokens computed, or None."""
+        if self.state.holds(part.ids[:end]):
+            return None
+        _, stats = self.state.prefill(part.ids[:end], [b for b in part.boundaries if b < end], keep_end=True)
+        return stats.computed
 
 
 @atexit.register

@@ -1,6 +1,6 @@
 """The completion engine's façade: `complete(request)` → the suggestion at a cursor, as a stream of growing text.
 
-One model and one state cache per engine; requests run one at a time on a worker thread (the model is
+One model and one state cache per engine; requests run one at a time on the model thread (the model is
 the bottleneck on a laptop CPU). A request: its workspace (workspace.py) → the prompt (prompt.py) →
 decoding (decode.py) → the model. A request that only extends the prefix of the generation in flight by
 the characters it suggested is served from that generation (stream.py) instead of starting a new one.
@@ -27,6 +27,7 @@ from ..index.workspace import cache_dir, default_db
 from .background import RepositoryPart, RepositoryPrefill
 from .copy import CopyConfig, CopyModel
 from .decode import suggest
+from .model_thread import on_model_thread
 from .guide import Guide, GuideConfig, Spellings
 from .healing import Healer
 from .persist import StateFiles, model_key
@@ -84,22 +85,25 @@ def with_context(config: EngineConfig, context: str, copy: bool = True) -> Engin
 class Engine:
     def __init__(self, model_dir: Path = DEFAULT_MODEL, config: EngineConfig = EngineConfig(),
                  db_for: Callable[[Path], Path] = default_db) -> None:
-        if config.threads:
-            torch.set_num_threads(config.threads)
         self.config = config
         dtype, rows = fast_dtype(config.dtype, config.device), rows_dtype(config.dtype, config.device)
-        self.model = for_serving(load_model(model_dir, dtype).to(config.device), config.device, rows)
+
+        def load() -> tuple[torch.nn.Module, StateCache]:    # every torch op of an engine runs on the model thread
+            if config.threads:
+                torch.set_num_threads(config.threads)
+            model = for_serving(load_model(model_dir, dtype).to(config.device), config.device, rows)
+            return model, StateCache(model, config.state_mb << 20)
+        self.model, self.state = on_model_thread(load)
         if config.device == "cpu":
             cpu_kernel_available()      # built (once per machine) now rather than on the first request
         self.vocab = Vocab(tokenizer_of(model_dir))
         self.healer = Healer(self.vocab.token_bytes)
         self.spellings = Spellings(self.vocab.token_bytes)
-        self.state = StateCache(self.model, config.state_mb << 20)
         self.db_for = db_for
         self.lock = threading.Lock()
-        served = str(dtype) if rows == dtype else f"{dtype}, many rows in {rows}"     # states differ by both
+        kind = str(dtype) if rows == dtype else f"{dtype}, many rows in {rows}"     # states differ by both
         self.prefill = RepositoryPrefill(self.state, self.lock,
-                                         StateFiles(model_key(model_dir, served)) if config.persist else None)
+                                         StateFiles(model_key(model_dir, kind)) if config.persist else None)
         self.workspaces: dict[Path, Workspace] = {}
         self.inflight: Generation | None = None
 
@@ -187,29 +191,33 @@ class Engine:
         if error:
             raise ValueError(error)
         started = time.perf_counter()
-        config = self.config
         with self.prefill.request(), self.lock:
-            prompt, paths = self.prompt(request)
-            copy = None
-            if (config.copy_draft or config.copy_mix) and request.root is None:
-                copy = CopyModel(config.copy)                     # the buffer's own tokens only (below)
-            elif config.copy_draft or config.copy_mix:
-                copy = self.workspace(request.root).copy_model(paths, config.copy)
-            mark = len(copy) if copy is not None else 0
+            return on_model_thread(lambda: self._complete(request, on_text, cancelled, started))
+
+    def _complete(self, request: Request, on_text: Callable[[str], None], cancelled: threading.Event | None,
+                  started: float) -> Completion:
+        config = self.config
+        prompt, paths = self.prompt(request)
+        copy = None
+        if (config.copy_draft or config.copy_mix) and request.root is None:
+            copy = CopyModel(config.copy)                     # the buffer's own tokens only (below)
+        elif config.copy_draft or config.copy_mix:
+            copy = self.workspace(request.root).copy_model(paths, config.copy)
+        mark = len(copy) if copy is not None else 0
+        if copy is not None:
+            copy.extend(prompt.copy_ids)
+        guide = None
+        if config.guide.enabled and request.root is not None:
+            names = self.workspace(request.root).names
+            guide = Guide(config.guide, self.spellings, names, request.text[:request.offset])
+        limit = config.max_new_tokens_block if prompt.shape.multiline else config.max_new_tokens
+        try:
+            out = suggest(self.state, self.vocab, self.healer, prompt, limit, config.max_ms / 1000, copy,
+                          config.copy_draft, config.copy_mix, request.text[request.offset:],
+                          cancelled or threading.Event(), on_text, guide)
+        finally:
             if copy is not None:
-                copy.extend(prompt.copy_ids)
-            guide = None
-            if config.guide.enabled and request.root is not None:
-                names = self.workspace(request.root).names
-                guide = Guide(config.guide, self.spellings, names, request.text[:request.offset])
-            limit = config.max_new_tokens_block if prompt.shape.multiline else config.max_new_tokens
-            try:
-                out = suggest(self.state, self.vocab, self.healer, prompt, limit, config.max_ms / 1000, copy,
-                              config.copy_draft, config.copy_mix, request.text[request.offset:],
-                              cancelled or threading.Event(), on_text, guide)
-            finally:
-                if copy is not None:
-                    copy.truncate(mark)
+                copy.truncate(mark)
         return Completion(out.text, prompt.shape.multiline, out.stopped, out.generated_tokens, out.forward_steps,
                           len(prompt.ids), out.reused_tokens, 1000 * (time.perf_counter() - started))
 

@@ -63,7 +63,8 @@ def test_eval_recall_runs_probes_at_each_distance(rustle, tmp_path):
     assert [(r["kind"], r["multiple"], r["distance"]) for r in rows] == [
         ("passkey", 1, 32), ("passkey", 4, 128), ("identifier", 1, 32), ("identifier", 4, 128), ("line", 1, 32),
         ("line", 4, 128), ("span", 1, 32), ("span", 4, 128), ("random", 1, 32), ("random", 4, 128)]
-    assert all(r["probes"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    assert all(r["probes"] == 3 and 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["token_accuracy"] <= 1.0 for r in rows)
+    assert all(r["token_accuracy"] == r["accuracy"] for r in rows if r["kind"] in ("span", "random"))
 
 
 def test_recall_prompts_end_where_the_definition_tokens_break():
@@ -71,7 +72,7 @@ def test_recall_prompts_end_where_the_definition_tokens_break():
     sequence training never shows; every probe's query must stop at a boundary of the definition's tokens."""
     import random
 
-    from assistant.lab.eval.recall import _probe
+    from assistant.lab.eval.recall import _continuation, _probe
     from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
     tok, rng = load_tokenizer(DEFAULT_TOKENIZER), random.Random(0)
@@ -85,11 +86,13 @@ def test_recall_prompts_end_where_the_definition_tokens_break():
         spelled = tok.encode(f" {name}", add_special_tokens=False).ids
         head_ids = tok.encode(f" {head}", add_special_tokens=False).ids
         assert spelled[:len(head_ids)] == head_ids
+        assert _continuation(tok, query, rest) == spelled[len(head_ids):]     # graded on the definition's tokens
         definition, query, rest = _probe("line", rng, tok)
         assert query.startswith("\nlet ") and rest and query + rest == "\n" + definition.rstrip("\n")
         line_ids = tok.encode("\n" + definition.rstrip("\n"), add_special_tokens=False).ids
         query_ids = tok.encode(query, add_special_tokens=False).ids
         assert line_ids[:len(query_ids)] == query_ids and len(query_ids) < len(line_ids)
+        assert _continuation(tok, query, rest) == line_ids[len(query_ids):]
 
 
 def test_eval_lines_flags_reach_the_engine_config():
@@ -131,3 +134,23 @@ def test_a_span_probe_scores_the_second_copy_token_by_token():
     assert _span_accuracy(Copier(1), filler, 300, random.Random(0), bf16=False) < 0.1
     given = [rng.randrange(50) for _ in range(SPAN)]      # a span of its own (the random probe's) is copied too
     assert _span_accuracy(Copier(SPAN + 300), filler, 300, random.Random(0), bf16=False, span=given) == 1.0
+
+
+def test_a_name_probe_is_graded_per_token_on_the_positions_that_predict_it():
+    import torch
+
+    from assistant.lab.eval.recall import _forced_accuracy
+
+    class Reader(torch.nn.Module):      # predicts the token `ahead` positions on from each: 1 reads the answer
+        def __init__(self, ahead: int) -> None:
+            super().__init__()
+            self.ahead = ahead
+
+        def forward(self, tokens: torch.Tensor, last: int) -> torch.Tensor:
+            ids = tokens[0]
+            source = (torch.arange(len(ids)) + self.ahead).clamp(max=len(ids) - 1)
+            return torch.nn.functional.one_hot(ids[source], 50).float()[None, -last:]
+
+    prompt, expected = list(range(20, 50)), [10, 11, 12, 13, 14, 15]
+    assert _forced_accuracy(Reader(1), prompt, expected, bf16=False) == 1.0
+    assert _forced_accuracy(Reader(0), prompt, expected, bf16=False) == 0.0     # off by one: nothing

@@ -97,8 +97,8 @@ def recall_command(args: argparse.Namespace) -> int:
         for row in rows:
             print(json.dumps(asdict(row)))
     else:
-        console.print(table("Recall at a distance", ["kind", "× window", "tokens back", "accuracy"],
-                            [[r.kind, r.multiple, r.distance, r.accuracy] for r in rows]))
+        console.print(table("Recall at a distance", ["kind", "× window", "tokens back", "accuracy", "per token"],
+                            [[r.kind, r.multiple, r.distance, r.accuracy, r.token_accuracy] for r in rows]))
     return 0
 
 

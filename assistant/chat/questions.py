@@ -97,7 +97,8 @@ class ChatModel:
             raise ValueError(f"{folder} is not a Hugging Face model folder (no config.json)")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            self.model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+            self.model = on_model_thread(      # its load too: one OpenMP team per process
+                lambda: AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval())
         except (OSError, ValueError, KeyError) as err:
             raise ValueError(f"cannot load the chat model in {folder}: {err}") from err
         if not self.tokenizer.chat_template:
@@ -121,7 +122,7 @@ class ChatModel:
         generate = partial(self.model.generate, **ids, streamer=streamer, max_new_tokens=max_new_tokens,
                            do_sample=False, stopping_criteria=StoppingCriteriaList([Stop()]),
                            pad_token_id=self.tokenizer.eos_token_id)
-        # on the model thread, as the completion engine's forwards are (one OpenMP team per process)
+        # on the model thread, as the completion engine's forwards are
         worker = threading.Thread(target=on_model_thread, args=(generate,), daemon=True)
         worker.start()
         text = ""

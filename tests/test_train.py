@@ -119,6 +119,11 @@ def test_an_echoed_or_blocked_crate_keeps_one_end_of_text(corpus, tmp_path):
     blocked = load_tokens(prepare_tokens(tmp_path / "copy", corpus, DEFAULT_TOKENIZER,
                                          PackConfig(fim_rate=0.0, copy_rate=1.0, copy_every=64))["train"])
     assert int((blocked == eos).sum()) == crates and len(blocked) > len(plain)
+    coded = load_tokens(prepare_tokens(tmp_path / "code", corpus, DEFAULT_TOKENIZER,
+                                       PackConfig(fim_rate=0.0, copy_rate=1.0, copy_every=64, copy_code_share=1.0))["train"])
+    assert int((coded == eos).sum()) == crates and len(coded) > len(plain)
+    after_first = coded[int(np.argmax(coded == eos)) + 1:]     # the first crate has no donor: random blocks
+    assert not set(np.unique(after_first)) - set(np.unique(plain))   # code blocks: code's tokens, no random ids
 
 
 @pytest.mark.parametrize("near", [0, 600])
@@ -144,6 +149,27 @@ def test_copy_blocks_come_back_further_on_and_leave_the_code_in_order(near):
     for first, second in twice:                    # a block's copy comes later, at most `distance` code tokens on
         assert second > first and code_before[second] - code_before[first] <= 2048
         assert code_before[second] - code_before[first] >= near or code_before[second] == len(ids)  # or cut at the end
+
+
+def test_code_blocks_are_spans_of_the_donor_that_come_back():
+    import random
+
+    from assistant.lab.train.data import COPY_BLOCK, COPY_TOKENS, copy_blocks
+
+    ids, donor = [i % COPY_TOKENS for i in range(5000)], list(range(1000, 3000))   # donor: ids that count up
+    out = copy_blocks(ids, random.Random(1), 512, 2048, 16384, 0, donor, code_share=1.0)
+    assert [t for t in out if t < COPY_TOKENS] == ids
+    inserted = [t for t in out if t >= COPY_TOKENS]
+    assert set(inserted) <= set(donor) and len(inserted) >= 5000 // 512 * 2 * COPY_BLOCK[0]
+    n = COPY_BLOCK[0]
+    grams = {}
+    for i in range(len(out) - n + 1):              # a run of n donor ids counting up: a piece of one block
+        gram = tuple(out[i:i + n])
+        if gram[0] >= COPY_TOKENS and all(b == a + 1 for a, b in zip(gram, gram[1:])):
+            grams[gram] = grams.get(gram, 0) + 1
+    assert grams and all(count % 2 == 0 for count in grams.values())   # each block's spans: there and again
+    mixed = copy_blocks(ids, random.Random(1), 512, 2048, 16384, 0, donor, code_share=0.5)
+    assert any(t >= 3000 for t in mixed) and any(1000 <= t < 3000 for t in mixed)   # random and code blocks
 
 
 def test_training_lowers_the_loss_and_writes_logs_curve_and_a_loadable_checkpoint(corpus, tmp_path, rustle):

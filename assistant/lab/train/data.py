@@ -16,13 +16,15 @@ issue 20). Few crates are that short (0.4% of the training tokens), so at `echo_
 chunks of `echo_min`-`echo_max` tokens, each written twice in a row: every copy sits one chunk back, past the
 sliding window and inside a training window, where only the global layers can reach it. Real code makes even an
 echo partly predictable without copying; at `copy_rate` a crate instead carries blocks of random tokens, each
-written again further on (`copy_blocks`): nothing but the block's first occurrence predicts its copy.
+written again further on (`copy_blocks`): nothing but the block's first occurrence predicts its copy. At
+`copy_code_share` a block is instead a span of the previous crate's code: its tokens are common ones (`_`, `self`,
+`(`), so finding the first occurrence takes a match of several tokens, as a made-up name built of common pieces does.
 """
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from itertools import groupby
 from pathlib import Path
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from tokenizer import Layout, load_tokenizer
+from tokenizer import SPECIAL_TOKENS, Layout, load_tokenizer
 
 from ..corpus.shards import records
 from .anonymize import anonymize, common_names
@@ -55,6 +57,7 @@ class PackConfig:
     copy_every: int = 1024          # one block per this many tokens of such a crate
     copy_distance: int = 3072       # a copy starts up to this many tokens after its block
     copy_near: int = 0              # and at least this many (0: one block length): past the window, say
+    copy_code_share: float = 0.0    # share of blocks that are a span of the previous crate's code, not random ids
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
@@ -65,6 +68,8 @@ class PackConfig:
             raise ValueError(f"copy blocks every {self.copy_every} tokens, copies {self.copy_near}-"
                              f"{self.copy_distance} tokens on: need copy_every >= 1 and "
                              f"max(copy_near, {COPY_BLOCK[1]}) <= copy_distance")
+        if not 0 <= self.copy_code_share <= 1:
+            raise ValueError(f"copy_code_share {self.copy_code_share}: a share, from 0 to 1")
 
 
 def echo(ids: list[int], rng: random.Random, shortest: int, longest: int) -> list[int]:
@@ -82,12 +87,18 @@ COPY_TOKENS = 300         # random blocks draw ids from here to the vocabulary's
 
 
 def copy_blocks(ids: list[int], rng: random.Random, every: int, distance: int, vocab_size: int,
-                near: int = 0) -> list[int]:
-    """`ids` with a block of random tokens inserted about every `every` tokens, and the same block inserted again
-    between max(one block-length, `near`) and `distance` tokens of `ids` later (never inside its own block)."""
+                near: int = 0, donor: Sequence[int] = (), code_share: float = 0.0) -> list[int]:
+    """`ids` with a block inserted about every `every` tokens, and the same block inserted again between
+    max(one block-length, `near`) and `distance` tokens of `ids` later (never inside its own block). A block is
+    random token ids or, at `code_share` (where `donor` is long enough), a span of `donor`'s tokens."""
     inserts: list[tuple[int, int, list[int]]] = []      # (position in ids, order, tokens)
     for n, at in enumerate(range(rng.randrange(every), len(ids), every)):
-        block = [rng.randrange(COPY_TOKENS, vocab_size) for _ in range(rng.randint(*COPY_BLOCK))]
+        length = rng.randint(*COPY_BLOCK)
+        if code_share > 0 and len(donor) >= length and rng.random() < code_share:
+            start = rng.randrange(len(donor) - length + 1)
+            block = list(donor[start:start + length])
+        else:
+            block = [rng.randrange(COPY_TOKENS, vocab_size) for _ in range(length)]
         later = min(len(ids), at + rng.randint(max(len(block), near), distance))
         inserts += [(at, 2 * n, block), (later, 2 * n + 1, block)]
     out, done = [], 0
@@ -137,21 +148,23 @@ def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: 
     if config.anonymize_rate > 0:
         common = common_names((files for _, files in crates(corpus, split)), config.common_share)
     tmp = out.with_suffix(".tmp")
-    total = 0
+    total, donor = 0, []      # donor: the previous crate's code tokens, for code blocks
     with tmp.open("wb") as f:
         for name, files in crates(corpus, split):
             if config.order == "definitions-first":
                 files = definitions_first(files)
             if config.anonymize_rate > 0 and rng.random() < config.anonymize_rate:
                 files = anonymize(files, common, rng)
-            ids = packer.crate(name, files, rng)
+            ids = packed = packer.crate(name, files, rng)
             if config.repeat_rate > 0 and rng.random() < config.repeat_rate:
                 ids = ids + ids
             if config.echo_rate > 0 and rng.random() < config.echo_rate:
                 ids = echo(ids[:-1], rng, config.echo_min, config.echo_max) + ids[-1:]   # one <|endoftext|>
             if config.copy_rate > 0 and rng.random() < config.copy_rate:
-                ids = copy_blocks(ids[:-1], rng, config.copy_every, config.copy_distance,
-                                  tok.get_vocab_size(), config.copy_near) + ids[-1:]
+                ids = copy_blocks(ids[:-1], rng, config.copy_every, config.copy_distance, tok.get_vocab_size(),
+                                  config.copy_near, donor, config.copy_code_share) + ids[-1:]
+            if config.copy_code_share > 0:
+                donor = [t for t in packed if t >= len(SPECIAL_TOKENS)]
             ids = np.asarray(ids, dtype=np.uint16)
             f.write(ids.tobytes())
             total += len(ids)

@@ -106,3 +106,16 @@ def test_guided_completion_is_the_same_warm_and_cold_and_with_or_without_drafts(
     assert warm.complete_sync(request).text == first
     assert Engine(model, EngineConfig(max_new_tokens=8, dtype="fp32", copy_draft=False)).complete_sync(
         request).text == first
+
+
+def test_the_receivers_type_is_the_last_declaration_before_the_cursor_however_far_back():
+    from assistant.engine.context import TAIL_CHARS, receiver_type
+
+    filler = "    let _ = 1;\n" * (2 * TAIL_CHARS // 15)          # pushes a declaration into the remembered head
+    head = "fn f(tree: RBTree, n: usize) {\n" + filler
+    assert receiver_type(head + "    tree.", "tree") == "RBTree"
+    assert receiver_type(head.replace("RBTree", "Other") + "    tree.", "tree") == "Other"   # a changed head
+    assert receiver_type(head + "    let tree = Forest::new();\n    tree.", "tree") == "Forest"   # nearer wins
+    assert receiver_type(head + "    node.", "node") is None
+    impl = "impl<T> Drop for Cursor<T> {\n" + filler + "    fn drop(&mut self) {\n        self."
+    assert receiver_type(impl, "self") == "Cursor"

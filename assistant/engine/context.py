@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import PurePosixPath
 
 from ..index.store import Connection, Symbol, file_paths, file_symbols, find, members, related_files
@@ -23,6 +24,7 @@ RECEIVER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*[A-Za-z0-9_]*$")
 KEYWORDS = set("""as async await break const continue crate dyn else enum extern false fn for if impl in let loop match
 mod move mut pub ref return self Self static struct super trait true type unsafe use where while Some None Ok Err
 String Vec Option Result Box usize u8 u16 u32 u64 i32 i64 f32 f64 bool str char""".split())
+TAIL_CHARS = 2000   # receiver_type: the part of a prefix searched afresh on every request
 SNIPPET_KINDS = ("fn", "struct", "enum", "trait", "type", "const", "static", "macro", "union")
 
 
@@ -40,15 +42,26 @@ def _render(symbol: Symbol) -> str:
 
 
 def receiver_type(prefix: str, name: str) -> str | None:
-    """The type of `name` as the prefix declares it (`name: Type`, `let name = Type::…`), `Self`'s for self."""
+    """The type of `name` as the prefix declares it (`name: Type`, `let name = Type::…`), `Self`'s for self: the
+    last declaration wins. The prefix's head (all but its last lines) is the same on every keystroke of a line, so
+    its answer is remembered (a pass over a 100 KB prefix costs ~1.5 ms); a declaration split across the cut
+    between head and tail is missed."""
+    cut = prefix.rfind("\n", 0, max(0, len(prefix) - TAIL_CHARS)) + 1
+    return _declared_type(prefix[cut:], name) or _head_type(prefix[:cut], name)
+
+
+def _declared_type(text: str, name: str) -> str | None:
     if name == "self":
-        impls = re.findall(r"impl(?:<[^>]*>)?\s+(?:[\w:]+(?:<[^>]*>)?\s+for\s+)?([A-Z]\w*)", prefix)
+        impls = re.findall(r"impl(?:<[^>]*>)?\s+(?:[\w:]+(?:<[^>]*>)?\s+for\s+)?([A-Z]\w*)", text)
         return impls[-1] if impls else None
-    typed = re.findall(rf"\b{name}\s*:\s*&?(?:mut\s+)?([A-Z]\w*)", prefix)
+    typed = re.findall(rf"\b{name}\s*:\s*&?(?:mut\s+)?([A-Z]\w*)", text)
     if typed:
         return typed[-1]
-    built = re.findall(rf"let\s+(?:mut\s+)?{name}\s*=\s*([A-Z]\w*)\s*(?:::|\{{)", prefix)
+    built = re.findall(rf"let\s+(?:mut\s+)?{name}\s*=\s*([A-Z]\w*)\s*(?:::|\{{)", text)
     return built[-1] if built else None
+
+
+_head_type = lru_cache(maxsize=16)(_declared_type)   # a few documents' heads, a few names each
 
 
 def snippets(db: Connection, path: str, prefix: str, recent: list[str], limit: int = 24) -> list[Snippet]:

@@ -42,10 +42,10 @@ def _render(symbol: Symbol) -> str:
 
 
 def receiver_type(prefix: str, name: str) -> str | None:
-    """The type of `name` as the prefix declares it (`name: Type`, `let name = Type::…`), `Self`'s for self: the
-    last declaration wins. The prefix's head (all but its last lines) is the same on every keystroke of a line, so
-    its answer is remembered (a pass over a 100 KB prefix costs ~1.5 ms); a declaration split across the cut
-    between head and tail is missed."""
+    """The type of `name` as the prefix declares it (`name: Type`, `let name = Type::…`), `Self`'s for self; one
+    declared in the prefix's tail (its last ~`TAIL_CHARS`, whole lines) wins over one further up. The head is the
+    same on every keystroke of a line, so its answer is remembered (a pass over a 100 KB prefix costs ~1.5 ms); a
+    declaration split across the cut between head and tail is missed."""
     cut = prefix.rfind("\n", 0, max(0, len(prefix) - TAIL_CHARS)) + 1
     return _declared_type(prefix[cut:], name) or _head_type(prefix[:cut], name)
 

@@ -119,8 +119,8 @@ def test_an_echoed_or_blocked_crate_keeps_one_end_of_text(corpus, tmp_path):
     blocked = load_tokens(prepare_tokens(tmp_path / "copy", corpus, DEFAULT_TOKENIZER,
                                          PackConfig(fim_rate=0.0, copy_rate=1.0, copy_every=64))["train"])
     assert int((blocked == eos).sum()) == crates and len(blocked) > len(plain)
-    coded = load_tokens(prepare_tokens(tmp_path / "code", corpus, DEFAULT_TOKENIZER,
-                                       PackConfig(fim_rate=0.0, copy_rate=1.0, copy_every=64, copy_code_share=1.0))["train"])
+    code_blocks = PackConfig(fim_rate=0.0, copy_rate=1.0, copy_every=64, copy_code_share=1.0)
+    coded = load_tokens(prepare_tokens(tmp_path / "code", corpus, DEFAULT_TOKENIZER, code_blocks)["train"])
     assert int((coded == eos).sum()) == crates and len(coded) > len(plain)
     after_first = coded[int(np.argmax(coded == eos)) + 1:]     # the first crate has no donor: random blocks
     assert not set(np.unique(after_first)) - set(np.unique(plain))   # code blocks: code's tokens, no random ids

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from tokenizer import SPECIAL_TOKENS, Layout, load_tokenizer
+from tokenizer import Layout, load_tokenizer
 
 from ..corpus.shards import records
 from .anonymize import anonymize, common_names
@@ -149,6 +149,7 @@ def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: 
         common = common_names((files for _, files in crates(corpus, split)), config.common_share)
     tmp = out.with_suffix(".tmp")
     total, donor = 0, []      # donor: the previous crate's code tokens, for code blocks
+    special = set(packer.layout.special.values())
     with tmp.open("wb") as f:
         for name, files in crates(corpus, split):
             if config.order == "definitions-first":
@@ -164,7 +165,7 @@ def tokenize_split(corpus: Path, split: str, tok: Tokenizer, out: Path, config: 
                 ids = copy_blocks(ids[:-1], rng, config.copy_every, config.copy_distance, tok.get_vocab_size(),
                                   config.copy_near, donor, config.copy_code_share) + ids[-1:]
             if config.copy_code_share > 0:
-                donor = [t for t in packed if t >= len(SPECIAL_TOKENS)]
+                donor = [t for t in packed if t not in special]
             ids = np.asarray(ids, dtype=np.uint16)
             f.write(ids.tobytes())
             total += len(ids)

@@ -136,21 +136,26 @@ def test_a_span_probe_scores_the_second_copy_token_by_token():
     assert _span_accuracy(Copier(SPAN + 300), filler, 300, random.Random(0), bf16=False, span=given) == 1.0
 
 
-def test_a_name_probe_is_graded_per_token_on_the_positions_that_predict_it():
+def test_a_name_probe_reads_one_prefill_as_greedy_decoding_and_as_teacher_forcing_would():
+    """The cached probe gives what two separate passes give: `generate`'s greedy tokens, and the top-1 token at each
+    expected position of one forward over prompt + expected (the prompt's last position predicts the first)."""
     import torch
 
-    from assistant.lab.eval.recall import _forced_accuracy
+    from assistant.engine.decode import generate
+    from assistant.lab.eval.recall import _name_probe
+    from model.config import ModelConfig
+    from model.model import RustleLM
 
-    class Reader(torch.nn.Module):      # predicts the token `ahead` positions on from each: 1 reads the answer
-        def __init__(self, ahead: int) -> None:
-            super().__init__()
-            self.ahead = ahead
-
-        def forward(self, tokens: torch.Tensor, last: int) -> torch.Tensor:
-            ids = tokens[0]
-            source = (torch.arange(len(ids)) + self.ahead).clamp(max=len(ids) - 1)
-            return torch.nn.functional.one_hot(ids[source], 50).float()[None, -last:]
-
-    prompt, expected = list(range(20, 50)), [10, 11, 12, 13, 14, 15]
-    assert _forced_accuracy(Reader(1), prompt, expected, bf16=False) == 1.0
-    assert _forced_accuracy(Reader(0), prompt, expected, bf16=False) == 0.0     # off by one: nothing
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=512, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64,
+                         layer_pattern=("gdn", "swa", "lql"), window=16, lql_dim=16, lql_heads=1, gdn_heads=2,
+                         gdn_head_dim=16, chunk_size=16)
+    model = RustleLM(config).eval()
+    prompt = torch.randint(0, 512, (100,)).tolist()
+    with torch.no_grad():
+        expected = list(generate(model, prompt, max_new_tokens=3)) + [7, 8]   # right at first, then wrong
+        greedy, predicted = _name_probe(model, prompt, expected, new_tokens=4, bf16=False)
+        logits = model(torch.tensor([prompt + expected]))[0]
+    assert greedy == list(generate(model, prompt, max_new_tokens=4))
+    assert predicted == logits[len(prompt) - 1:-1].argmax(-1).tolist()
+    assert predicted[:3] == expected[:3]

@@ -1,4 +1,4 @@
-"""Recall at a distance on real code: copy an identifier or a passkey defined 1x-16x the sliding window back.
+"""Recall at a distance on real code: copy an identifier or a passkey defined 1x-128x the sliding window back.
 
 Each probe is real Rust from held-out files as filler, with a definition placed `distance` tokens
 before the end, then a prompt that only that definition can complete:
@@ -27,7 +27,6 @@ from tokenizers import Tokenizer
 
 from model.model import RustleLM
 
-from ...engine.decode import generate
 from ..train.data import COPY_TOKENS
 
 SYLLABLES = ["zor", "quel", "vant", "brisk", "mul", "tarn", "plim", "dox", "wex", "gorb", "sul", "fen"]
@@ -77,12 +76,24 @@ def _span_accuracy(model: RustleLM, filler_ids: list[int], distance: int, rng: r
     return float((predicted == torch.tensor(span[1:])).float().mean())
 
 
-def _forced_accuracy(model: RustleLM, prompt: list[int], expected: list[int], bf16: bool) -> float:
-    """Top-1 accuracy on `expected` after `prompt`, each token given the right ones before it."""
+def _name_probe(model: RustleLM, prompt: list[int], expected: list[int], new_tokens: int,
+                bf16: bool) -> tuple[list[int], list[int]]:
+    """One prefill of `prompt` serves both readings of a name probe (at 128x the window it is the whole cost):
+    (the `new_tokens` greedy decoding produces; the top-1 token at each of `expected`'s positions, each given
+    the right ones before it)."""
+    cache = model.new_cache()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(torch.tensor([prompt + expected]), last=len(expected) + 1)[0]
-    predicted = logits[:-1].argmax(-1)           # the prompt's last position predicts expected[0], and so on
-    return float((predicted == torch.tensor(expected)).float().mean())
+        after_prompt = model(torch.tensor([prompt]), cache, last=1)[0, -1]
+        prefilled = cache.snapshot()
+        greedy, logits = [], after_prompt
+        for _ in range(new_tokens):
+            greedy.append(int(logits.argmax()))
+            logits = model(torch.tensor([greedy[-1:]]), cache)[0, -1]
+        cache.restore(prefilled)
+        forced = [after_prompt]
+        if len(expected) > 1:             # the prompt's last position predicts expected[0], and so on
+            forced.extend(model(torch.tensor([expected[:-1]]), cache)[0])
+    return greedy, [int(row.argmax()) for row in forced]
 
 
 def _continuation(tok: Tokenizer, query: str, expected: str) -> list[int]:
@@ -119,10 +130,10 @@ def recall(model: RustleLM, tok: Tokenizer, filler: list[str], multiples: list[i
                 start = rng.randrange(0, len(filler_ids) - distance + 1)
                 ids = (tok.encode(definition, add_special_tokens=False).ids + filler_ids[start:start + distance]
                        + tok.encode(query, add_special_tokens=False).ids)
-                expected_len = len(tok.encode(expected, add_special_tokens=False).ids) + 1
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    out = list(generate(model, ids, max_new_tokens=expected_len))
-                hits += tok.decode(out).startswith(expected)
-                graded += _forced_accuracy(model, ids, _continuation(tok, query, expected), bf16)
+                continuation = _continuation(tok, query, expected)
+                new_tokens = len(tok.encode(expected, add_special_tokens=False).ids) + 1
+                greedy, predicted = _name_probe(model, ids, continuation, new_tokens, bf16)
+                hits += tok.decode(greedy).startswith(expected)
+                graded += sum(p == e for p, e in zip(predicted, continuation)) / len(continuation)
             rows.append(RecallRow(kind, multiple, distance, hits / probes, probes, graded / probes))
     return rows

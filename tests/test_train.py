@@ -364,8 +364,10 @@ def test_grafting_keeps_every_block_but_the_swapped_kinds_and_refuses_other_chan
     swapped = replace(config, layer_pattern=("gdn", "swa", "full"))
     with pytest.raises(ValueError, match="graft = true"):
         start_weights(RustleLM(swapped), start, False, "shipped")
-    with pytest.raises(ValueError, match="layer kinds only"):
-        start_weights(RustleLM(replace(swapped, mlp_hidden=96)), start, True, "shipped")
+    with pytest.raises(ValueError, match="widens the MLP only"):
+        start_weights(RustleLM(replace(swapped, d_model=48)), start, True, "shipped")
+    with pytest.raises(ValueError, match="widens the MLP only"):
+        start_weights(RustleLM(replace(config, mlp_hidden=32)), start, True, "shipped")
     model = RustleLM(swapped)
     assert start_weights(model, start, True, "shipped") == [2]
     before, after = start.state_dict(), model.state_dict()
@@ -375,3 +377,23 @@ def test_grafting_keeps_every_block_but_the_swapped_kinds_and_refuses_other_chan
         else:
             assert torch.equal(tensor, before[name]), name
     assert start_weights(RustleLM(config), start, False, "shipped") == []
+
+
+def test_a_widened_mlp_computes_what_the_narrow_model_did_and_its_new_units_learn():
+    import tomllib
+    from dataclasses import replace
+    from assistant.lab.train.graft import start_weights
+    from model.config import ModelConfig
+    from model.model import RustleLM
+    torch.manual_seed(0)
+    config = ModelConfig(**tomllib.loads(TINY_MODEL)["model"])
+    start, wide = RustleLM(config), RustleLM(replace(config, mlp_hidden=96))
+    assert start_weights(wide, start, True, "shipped") == []
+    tokens = torch.randint(0, config.vocab_size, (2, 40))
+    torch.testing.assert_close(wide(tokens), start(tokens))
+    gate_up = wide.blocks[0].mlp.gate_up.weight
+    assert torch.equal(gate_up[:64], start.blocks[0].mlp.gate_up.weight[:64])
+    assert torch.equal(gate_up[96:160], start.blocks[0].mlp.gate_up.weight[64:])
+    assert gate_up[64:96].abs().sum() > 0                          # new units: a fresh (random) gate and up
+    wide.loss(tokens[:, :-1], tokens[:, 1:]).backward()
+    assert wide.blocks[0].mlp.down.weight.grad[:, 64:].abs().sum() > 0    # silent, not dead

@@ -33,7 +33,8 @@ class TrainConfig:
     eval_tokens: int = 131072
     checkpoint_every_seconds: float = 300.0
     init_from: Path | None = None                # weights-only start (fine-tuning, or continuing a shipped model)
-    graft: bool = False                          # init_from may differ in layer kinds: those blocks start fresh
+    graft: bool = False                          # init_from may differ in layer kinds (those blocks start
+                                                 # fresh) or have a narrower MLP (graft.py)
     patience: int | None = None                  # stop after this many evaluations without a better val loss
 
     @classmethod

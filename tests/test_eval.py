@@ -153,7 +153,7 @@ def test_a_name_probe_reads_one_prefill_as_greedy_decoding_and_as_teacher_forcin
     model = RustleLM(config).eval()
     prompt = torch.randint(0, 512, (100,)).tolist()
     with torch.no_grad():
-        expected = list(generate(model, prompt, max_new_tokens=3)) + [7, 8]   # right at first, then wrong
+        expected = list(generate(model, prompt, max_new_tokens=3)) + [7, 8]   # its own first three, then two given
         greedy, predicted = _name_probe(model, prompt, expected, new_tokens=4, bf16=False)
         logits = model(torch.tensor([prompt + expected]))[0]
     assert greedy == list(generate(model, prompt, max_new_tokens=4))

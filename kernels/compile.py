@@ -1,10 +1,18 @@
-"""`graph_break`: how a compiled model calls the Triton kernels (as they are, a graph break on GPUs only)."""
+"""`graph_break`: how a compiled model calls the Triton kernels (as they are, a graph break on GPUs only), and
+`on_triton`: whether an op on a tensor takes its Triton kernel."""
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 
 import torch
+
+TRITON = os.environ.get("RUSTLE_TRITON", "1") != "0"   # "0": PyTorch's paths on a GPU too (data/gpu/run.sh's fallback)
+
+
+def on_triton(x: torch.Tensor) -> bool:
+    """Whether an op on `x` runs its Triton kernel: a CUDA tensor, unless RUSTLE_TRITON=0 (or TRITON = False)."""
+    return x.is_cuda and TRITON
 
 
 def graph_break(fn: Callable) -> Callable:

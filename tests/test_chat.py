@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from assistant.chat.session import READING
+
 ROOT = Path(__file__).resolve().parent.parent
 SHOP = ROOT / "tests" / "fixtures" / "shop"
 RUSTLE = Path(sys.executable).parent / "rustle"
@@ -44,6 +46,16 @@ class Terminal:
                 return screen
             time.sleep(0.2)
         raise AssertionError(f"no prompt #{count} within {timeout} s:\n{self.screen()}")
+
+    def wait_for(self, text: str, after: str, timeout: float = 60) -> None:
+        """Return once `text` is on the screen after the last `after`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if after in screen and text in screen[screen.rindex(after):]:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no {text!r} after {after!r} within {timeout} s:\n{self.screen()}")
 
     def ask(self, line: str, prompts: int) -> str:
         """Type `line` and Enter; the screen part after it, once the next prompt is there."""
@@ -152,10 +164,10 @@ def test_chat_in_a_terminal_answers_commands_generates_code_and_survives_ctrl_c(
         code = out[out.index("pub fn"):out.rindex(PROMPT)]
         assert "/// The price of the stock formatted in dollars" in out
         assert _defined_elsewhere(workspace, env, "src/lib.rs", code.split("\n", 1)[1]), code
-        for i in range(300):              # another file grows: the next code request waits for its prefill
+        for i in range(3000):             # another file grows: the next code request waits for its prefill
             (workspace / "src" / "item.rs").open("a").write(f"\npub fn extra_{i}(x: u64) -> u64 {{ x * {i} + 1 }}\n")
         term.send("/complete src/report.rs:6", "Enter")
-        time.sleep(1.0)
+        term.wait_for(READING[:40], after="/complete")   # Ctrl-C while it reads (~60K new tokens), on any CPU
         term.send("C-c")
         screen = term.wait_for_prompt(prompts + 1)
         prompts += 1

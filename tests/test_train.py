@@ -330,29 +330,6 @@ def test_finetune_on_a_fixture_repo_reports_held_out_bits_per_byte_and_writes_a_
     assert json.loads((Path(report["model"]) / "metadata.json").read_text())["finetuned_from"] == str(base)
 
 
-def test_a_gpu_run_travels_packed_trains_and_comes_back_in_parts(corpus, tmp_path, rustle):
-    """data/gpu/run.sh end to end on the CPU (device = "cpu" in a tiny recipe): what a lent GPU machine runs."""
-    import subprocess
-    import sys
-
-    rustle("gpu-pack", "--corpus", str(corpus), "--out", str(tmp_path / "gpu"), "--no-wheels")
-    assert sorted(p.name for p in (tmp_path / "gpu" / "shards").iterdir()) == [
-        f"{p.name}.xz" for p in sorted((corpus / "shards").glob("*.jsonl")) if not p.name.startswith("test")]
-    gpu_recipe = recipe(tmp_path / "device", tmp_path / "device" / "corpus", device="cpu", total_tokens=1024,
-                        bf16=False, tokenizer=str(ROOT / "tokenizer" / "rustle-bpe-16k"))
-    done = subprocess.run(["bash", str(ROOT / "data" / "gpu" / "run.sh"), str(gpu_recipe), str(tmp_path / "out")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHON": sys.executable, "GPU_DIR": str(tmp_path / "gpu"),
-                               "PART_BYTES": "400000"})
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    parts = sorted((tmp_path / "out").glob("run.tar.*"))
-    assert len(parts) > 1 and all(p.stat().st_size <= 400_000 for p in parts)
-    rustle("gpu-receive", *map(str, parts), "--to", str(tmp_path / "received"))
-    model = tmp_path / "received" / "model"
-    assert load_model(model).config.d_model == 32 and (model / "train.log").is_file()
-    assert json.loads((model / "metadata.json").read_text())["run_tokens"] == 1024
-
-
 def test_grafting_keeps_every_block_but_the_swapped_kinds_and_refuses_other_changes():
     import tomllib
     from dataclasses import replace

@@ -36,6 +36,8 @@ def train_command(args: argparse.Namespace) -> int:
         return 2
     if args.fp32:
         config = replace(config, bf16=False)
+    if args.max_seconds is not None:
+        config = replace(config, max_seconds=args.max_seconds)
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
@@ -48,7 +50,7 @@ def train_command(args: argparse.Namespace) -> int:
         if "val_loss" in row:
             progress.console.print(f"{row['tokens']:>12,} tokens  val loss {row['val_loss']:.4f}  "
                                    f"{row['val_bits_per_byte']:.4f} bits/byte")
-        progress.update(task, completed=row["tokens"], info=info)
+        progress.update(task, completed=row["tokens"], total=row["total_tokens"], info=info)
 
     try:
         with progress:
@@ -78,16 +80,19 @@ def ship_command(args: argparse.Namespace) -> int:
 def gpu_pack_command(args: argparse.Namespace) -> int:
     import subprocess
 
-    from ..lab.train.gpu import download_wheels, pack
+    from ..lab.train.gpu import download_wheels, pack, pack_tokens
 
     try:
-        size = pack(args.corpus, args.out)
+        if args.tokens is not None:   # packed already: the device needs no corpus
+            size, what = pack_tokens(args.tokens, args.out), "token files"
+        else:
+            size, what = pack(args.corpus, args.out), "shards"
         if not args.no_wheels:
             download_wheels(args.out)
     except (FileNotFoundError, subprocess.CalledProcessError) as err:
         console.print(f"[red]{err}[/]")
         return 2
-    console.print(f"{size / 2**20:.1f} MiB of compressed shards in {args.out}/shards; send with carry [\"{args.out}\"] "
+    console.print(f"{size / 2**20:.1f} MiB of compressed {what} in {args.out}; send with carry [\"{args.out}\"] "
                   f"and the command data/gpu/run.sh RECIPE \"$OUT\"")
     return 0
 
@@ -133,6 +138,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, required=True, help="the run's recipe (see model/checkpoints/*/train.toml)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="a wall-clock budget: the run's token total is cut to what fits (the recipe's max_seconds)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--fp32", action="store_true",
                    help="train in fp32 whatever the recipe says (CPUs without BF16 instructions: bf16 autocast "
@@ -160,6 +167,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", type=Path, default=Path("corpus"))
     p.add_argument("--out", type=Path, default=Path("gpu"))
     p.add_argument("--no-wheels", action="store_true", help="do not download the wheels the device lacks")
+    p.add_argument("--tokens", type=Path, default=None,
+                   help="send a run's packed token files (RUN/tokens, packed as the recipe packs) instead of shards")
     p.set_defaults(run=gpu_pack_command)
     p = commands.add_parser("gpu-receive", help="join the parts a GPU run sent back into a model folder")
     p.add_argument("parts", nargs="+", type=Path, metavar="PART", help="run.tar.000 run.tar.001 …")

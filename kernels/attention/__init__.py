@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..compile import graph_break
+from ..compile import graph_break, on_triton
 from .cpu import available, segment_attention
 from .naive import naive_segment_attention, naive_selected_attention
 from .select import selected_attention
@@ -25,9 +25,9 @@ __all__ = ["ROWS", "attend_few_rows", "available", "fused_attention", "naive_seg
 def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int,
                     window: int = 0) -> torch.Tensor | None:
     """Causal attention of q [B, H, T, D] at positions past..past+T-1 against k, v [B, KV, past+T, D] with the
-    Triton kernel, where it applies: CUDA tensors, one power-of-2 width (autograd included)."""
+    Triton kernel, where it applies: CUDA tensors (`on_triton`), one power-of-2 width (autograd included)."""
     D = q.shape[-1]
-    if not q.is_cuda or k.shape[2] != past + q.shape[2] or v.shape[-1] != D or D & (D - 1):
+    if not on_triton(q) or k.shape[2] != past + q.shape[2] or v.shape[-1] != D or D & (D - 1):
         return None
     return _flash(q, k, v, past, window)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..compile import graph_break
+from ..compile import graph_break, on_triton
 
 
 def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
@@ -17,7 +17,7 @@ def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g:
     """Same contract as `naive_gated_delta_rule`: returns (o [B, H, T, V] fp32, final state [B, H, K, V] fp32).
     On CUDA tensors, the Triton kernels (fused_chunk.py), with their backward where autograd records; elsewhere
     `torch_chunk_gated_delta_rule`."""
-    if q.is_cuda:
+    if on_triton(q):
         return _triton_chunks(q, k, v, g, beta, scale, state, chunk_size)
     return torch_chunk_gated_delta_rule(q, k, v, g, beta, scale, state, chunk_size)
 

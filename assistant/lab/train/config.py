@@ -36,6 +36,8 @@ class TrainConfig:
     graft: bool = False                          # init_from may differ in layer kinds (those blocks start
                                                  # fresh) or have a narrower MLP (graft.py)
     patience: int | None = None                  # stop after this many evaluations without a better val loss
+    max_seconds: float | None = None             # a wall-clock budget (a lent GPU): total_tokens is cut, a few
+                                                 # steps in, to what the measured throughput reaches by then
 
     @classmethod
     def from_toml(cls, path: Path) -> "TrainConfig":

@@ -4,9 +4,12 @@ The device call sends the working tree (64 MiB at most: code, tokenizer, the shi
 folders it is told to carry, and returns at most 8 files of 16 MiB. So:
 - here, `rustle gpu-pack` writes the corpus's train and validation shards xz-compressed into
   `gpu/` (~12x smaller than the JSONL text; the folder is git-ignored and named in the call's `carry`),
-  with the wheels of what packing needs and that machine lacks (tree-sitter: the anonymised crates);
-- there, `data/gpu/run.sh RECIPE` unpacks them, trains (the recipe says `device = "cuda"`), ships the
-  run (bf16 weights, config, tokenizer, record) and writes it to $OUT as a tar in parts under 16 MiB;
+  or, with `--tokens RUN/tokens`, a run's packed token files (~4x smaller compressed), so that nothing is
+  packed there: packing the whole split takes minutes of one core, a lent machine's scarcest time; and the
+  wheels of what that machine lacks (tree-sitter: packing's modules import it);
+- there, `data/gpu/run.sh RECIPE` unpacks them, checks the Triton kernels against PyTorch's paths (`check`),
+  trains (the recipe says `device = "cuda"`), ships the run (bf16 weights, config, tokenizer, record) and
+  writes it to $OUT as a tar in parts under 16 MiB;
 - here again, `rustle gpu-receive PARTS… --to DIR` joins and unpacks the parts into a model folder.
 """
 from __future__ import annotations
@@ -28,21 +31,42 @@ from .ship import ship
 
 PART_BYTES = 15 << 20    # a file the device call returns is 16 MiB at most
 SPLITS = ("train", "validation")
+CHECK_TOLERANCE = 0.05   # relative: loss and gradient norm, Triton kernels against PyTorch's paths, bf16 autocast
 WHEELS = ("tree-sitter", "tree-sitter-rust")   # the device's Python (3.12, x86-64) has the rest
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
 
 
+def _compress(files: list[Path], folder: Path) -> int:
+    """Each file xz-compressed into `folder` as NAME.xz; the bytes written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for path in files:
+        target = folder / f"{path.name}.xz"
+        with path.open("rb") as src, lzma.open(target, "wb", preset=6) as dst:
+            shutil.copyfileobj(src, dst)
+        total += target.stat().st_size
+    return total
+
+
+def _decompress(folder: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for packed in sorted(folder.glob("*.xz")):
+        with lzma.open(packed, "rb") as src, (dest / packed.name.removesuffix(".xz")).open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+
+
 def pack(corpus: Path, out: Path) -> int:
     """The splits' shards of `corpus`, xz-compressed into `out`/shards; the bytes written."""
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    total = 0
-    for split in SPLITS:
-        for shard in shard_files(corpus, split):
-            target = out / "shards" / f"{shard.name}.xz"
-            with shard.open("rb") as src, lzma.open(target, "wb", preset=6) as dst:
-                shutil.copyfileobj(src, dst)
-            total += target.stat().st_size
-    return total
+    return _compress([shard for split in SPLITS for shard in shard_files(corpus, split)], out / "shards")
+
+
+def pack_tokens(tokens: Path, out: Path) -> int:
+    """A run's token files (`tokens`/SPLIT.bin and their records), xz-compressed into `out`/tokens."""
+    files = [tokens / f"{split}{suffix}" for split in SPLITS for suffix in (".bin", ".json")]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no token files {', '.join(missing)}: `rustle train` writes them on first use")
+    return _compress(files, out / "tokens")
 
 
 def download_wheels(out: Path) -> None:
@@ -53,12 +77,57 @@ def download_wheels(out: Path) -> None:
                     *(f"{name}=={version(name)}" for name in WHEELS)], check=True)
 
 
-def unpack(folder: Path, corpus: Path) -> None:
-    """`pack`'s shards back into `corpus`/shards."""
-    (corpus / "shards").mkdir(parents=True, exist_ok=True)
-    for packed in sorted((folder / "shards").glob("*.jsonl.xz")):
-        with lzma.open(packed, "rb") as src, (corpus / "shards" / packed.name.removesuffix(".xz")).open("wb") as dst:
-            shutil.copyfileobj(src, dst)
+def unpack(folder: Path, corpus: Path, tokens: Path) -> None:
+    """What `pack` and `pack_tokens` wrote into `folder`, back: shards into `corpus`/shards, tokens into `tokens`
+    (the recipe's run folder's tokens/, where training finds them packed already)."""
+    if (folder / "shards").is_dir():
+        _decompress(folder / "shards", corpus / "shards")
+    if (folder / "tokens").is_dir():
+        _decompress(folder / "tokens", tokens)
+
+
+def check(recipe: Path, batch_tokens: int = 16384) -> float:
+    """The largest relative difference in loss and gradient norm of the recipe's starting model on one batch of
+    its training tokens, run with the Triton kernels and with PyTorch's paths (bf16 autocast, as training);
+    each block's output difference is printed, so that a disagreement names its layer."""
+    import torch
+
+    from kernels import compile as dispatch
+    from model.io import load_model
+    from model.model import RustleLM
+
+    from .data import load_tokens, prepare_tokens
+    from .graft import start_weights
+    from .loop import batch
+
+    config = TrainConfig.from_toml(recipe)
+    torch.manual_seed(config.seed)
+    model = RustleLM(config.model)
+    if config.init_from is not None:
+        start_weights(model, load_model(config.init_from), config.graft, f"{config.init_from}")
+    model.to(config.device)
+    seq_len = config.seq_len(0)
+    tokens = prepare_tokens(config.out / "tokens", config.corpus, config.tokenizer, config.pack)["train"]
+    x, y = (t.to(config.device) for t in batch(load_tokens(tokens), seq_len, max(1, batch_tokens // seq_len),
+                                               config.seed, 0, 0))
+    results, blocks = [], {}          # blocks: each block's output per path, to name the first that differs
+    for i, block in enumerate(model.blocks):
+        block.register_forward_hook(lambda _, __, out, i=i: blocks.__setitem__(
+            (dispatch.TRITON, i), (out if torch.is_tensor(out) else out[0]).detach().float()))
+    for triton in (True, False):
+        dispatch.TRITON = triton
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            loss = model.loss(x, y, compiled=False)
+        loss.backward()
+        norm = torch.sqrt(sum(p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None))
+        results.append((float(loss.detach()), float(norm)))
+        print(f"{'triton' if triton else 'pytorch'}: loss {results[-1][0]:.5f}, gradient norm {results[-1][1]:.5f}")
+    dispatch.TRITON = True
+    for i, kind in enumerate(config.model.layer_pattern):
+        a, b = blocks[(True, i)], blocks[(False, i)]
+        print(f"block {i} ({kind}): output differs by {float((a - b).abs().max() / b.abs().max()):.2e} of its largest")
+    return max(abs(a - b) / max(abs(b), 1e-9) for a, b in zip(*results))
 
 
 def export(recipe: Path, out: Path, part_bytes: int = PART_BYTES) -> list[Path]:
@@ -87,19 +156,27 @@ def receive(parts: list[Path], dest: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The device side (data/gpu/run.sh): `unpack FOLDER CORPUS` and `export RECIPE OUT`."""
+    """The device side (data/gpu/run.sh): `unpack FOLDER CORPUS TOKENS`, `check RECIPE` (exit 1 where the Triton
+    kernels disagree with PyTorch's paths) and `export RECIPE OUT`."""
     parser = argparse.ArgumentParser(prog="python -m assistant.lab.train.gpu")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("unpack")
     p.add_argument("folder", type=Path)
     p.add_argument("corpus", type=Path)
+    p.add_argument("tokens", type=Path)
+    p = commands.add_parser("check")
+    p.add_argument("recipe", type=Path)
     p = commands.add_parser("export")
     p.add_argument("recipe", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--part-bytes", type=int, default=PART_BYTES)
     args = parser.parse_args(argv)
     if args.command == "unpack":
-        unpack(args.folder, args.corpus)
+        unpack(args.folder, args.corpus, args.tokens)
+    elif args.command == "check":
+        difference = check(args.recipe)
+        print(f"largest relative difference {difference:.2e} (tolerance {CHECK_TOLERANCE})")
+        sys.exit(0 if difference <= CHECK_TOLERANCE else 1)
     else:
         for part in export(args.recipe, args.out, args.part_bytes):
             print(part, part.stat().st_size)

@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ from .data import load_tokens, prepare_tokens
 from .graft import start_weights
 
 REWARM_FRACTION = 0.02  # a weights-only start warms up again over this share of the run
+BUDGET_STEPS = (3, 13)  # max_seconds: throughput is measured between these steps of the run (compiling is before)
+BUDGET_SPARE = 0.9      # and this share of the time left goes to steps (evaluations and checkpoints take the rest)
 
 
 class NextTokenLoss(torch.nn.Module):
@@ -82,6 +84,13 @@ def lr_at(config: TrainConfig, tokens: int, warmup: int) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def fit_budget(config: TrainConfig, tokens: int, tokens_per_s: float, seconds_left: float) -> TrainConfig:
+    """`config` with total_tokens cut to what `tokens_per_s` reaches in `seconds_left` (whole batches)."""
+    steps = int(BUDGET_SPARE * tokens_per_s * max(0.0, seconds_left)) // config.batch_tokens
+    reach = tokens + steps * config.batch_tokens
+    return replace(config, total_tokens=min(config.total_tokens, max(tokens + config.batch_tokens, reach)))
+
+
 def batch(data: np.ndarray, seq_len: int, n: int, seed: int, step: int, rank: int) -> tuple[torch.Tensor, ...]:
     seq_len = min(seq_len, len(data) - 2)  # a small fine-tuning set may be shorter than one window
     rng = np.random.default_rng([seed, step, rank])
@@ -118,8 +127,9 @@ def bytes_per_token(data: np.ndarray, tokenizer: Path, sample: int = 1 << 20) ->
 def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], None] = lambda m: None,
           max_steps: int | None = None) -> tuple[RunState, RustleLM]:
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    if world > 1 and config.patience is not None:
-        raise ValueError("early stopping (patience) runs in one process: rank 0 alone sees the validation loss")
+    if world > 1 and (config.patience is not None or config.max_seconds is not None):
+        raise ValueError("early stopping (patience) and a time budget (max_seconds) run in one process: rank 0 "
+                         "alone sees the validation loss and the clock")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     torch.manual_seed(config.seed)
@@ -160,7 +170,8 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     metrics = (config.out / "metrics.jsonl").open("a") if rank == 0 else None
     extra = {"config": json.loads(json.dumps(asdict(config), default=str))} | ({"fresh_blocks": fresh} if fresh else {})
     last_save, last_eval_tokens = time.monotonic(), state.tokens
-    started, tokens_at_start = time.monotonic(), state.tokens
+    started, tokens_at_start, step_at_start = time.monotonic(), state.tokens, state.step
+    budget_mark = (started, state.tokens)
     evals_without_gain = 0
     model.train()
     while state.tokens < config.total_tokens and (max_steps is None or state.step < max_steps):
@@ -176,8 +187,17 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         state.cumulative_tokens += step_tokens
         if rank != 0:
             continue
-        row = {"step": state.step, "tokens": state.tokens, "loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm,
-               "seq_len": seq_len, "tokens_per_s": (state.tokens - tokens_at_start) / (time.monotonic() - started)}
+        if config.max_seconds is not None and state.step - step_at_start in BUDGET_STEPS:
+            now = time.monotonic()
+            if state.step - step_at_start == BUDGET_STEPS[1]:
+                rate = (state.tokens - budget_mark[1]) / (now - budget_mark[0])
+                config = fit_budget(config, state.tokens, rate, started + config.max_seconds - now)
+                extra["config"]["total_tokens"] = config.total_tokens
+            budget_mark = (now, state.tokens)
+        row = {"step": state.step, "tokens": state.tokens, "loss": float(loss.detach()), "lr": lr,
+               "grad_norm": grad_norm, "seq_len": seq_len,
+               "tokens_per_s": (state.tokens - tokens_at_start) / (time.monotonic() - started),
+               "total_tokens": config.total_tokens}
         if state.tokens - last_eval_tokens >= config.eval_every_tokens or state.tokens >= config.total_tokens:
             row |= evaluate(model, val_data, seq_len, config.eval_tokens, config.bf16, val_bytes_per_token)
             last_eval_tokens = state.tokens

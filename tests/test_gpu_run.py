@@ -1,0 +1,82 @@
+"""A run on a lent GPU machine, played on the CPU (device = "cpu" in a tiny recipe): what travels there (corpus shards
+or packed token files), data/gpu/run.sh's kernel check and time budget, and the parts that come back."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from assistant.lab.train.config import TrainConfig
+from assistant.lab.train.loop import BUDGET_STEPS, fit_budget, train
+from model.io import load_model
+
+from conftest import ROOT
+from test_train import recipe
+
+
+def run_sh(recipe_path: Path, out: Path, gpu: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "data" / "gpu" / "run.sh"), str(recipe_path), str(out)],
+                          cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHON": sys.executable, "GPU_DIR": str(gpu), **env})
+
+
+def test_a_gpu_run_travels_packed_trains_and_comes_back_in_parts(corpus, tmp_path, rustle):
+    rustle("gpu-pack", "--corpus", str(corpus), "--out", str(tmp_path / "gpu"), "--no-wheels")
+    assert sorted(p.name for p in (tmp_path / "gpu" / "shards").iterdir()) == [
+        f"{p.name}.xz" for p in sorted((corpus / "shards").glob("*.jsonl")) if not p.name.startswith("test")]
+    gpu_recipe = recipe(tmp_path / "device", tmp_path / "device" / "corpus", device="cpu", total_tokens=1024,
+                        bf16=False, tokenizer=str(ROOT / "tokenizer" / "rustle-bpe-16k"))
+    done = run_sh(gpu_recipe, tmp_path / "out", tmp_path / "gpu", tmp_path, PART_BYTES="400000")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    parts = sorted((tmp_path / "out").glob("run.tar.*"))
+    assert len(parts) > 1 and all(p.stat().st_size <= 400_000 for p in parts)
+    rustle("gpu-receive", *map(str, parts), "--to", str(tmp_path / "received"))
+    model = tmp_path / "received" / "model"
+    assert load_model(model).config.d_model == 32 and (model / "train.log").is_file()
+    assert json.loads((model / "metadata.json").read_text())["run_tokens"] == 1024
+
+
+def test_packed_tokens_travel_instead_of_the_corpus_and_the_kernel_check_runs_first(corpus, tmp_path, rustle):
+    here = recipe(tmp_path / "here", corpus, total_tokens=1024, bf16=False)
+    train(replace(TrainConfig.from_toml(here), total_tokens=0))      # packs the token files, trains nothing
+    tokens = tmp_path / "here" / "run" / "tokens"
+    rustle("gpu-pack", "--tokens", str(tokens), "--out", str(tmp_path / "gpu"), "--no-wheels")
+    assert sorted(p.name for p in (tmp_path / "gpu" / "tokens").iterdir()) == [
+        "train.bin.xz", "train.json.xz", "validation.bin.xz", "validation.json.xz"]
+    # there, the corpus does not exist: training must find its tokens packed already
+    there = recipe(tmp_path / "device", tmp_path / "nowhere", device="cpu", total_tokens=1024, bf16=False,
+                   tokenizer=str(ROOT / "tokenizer" / "rustle-bpe-16k"))
+    done = run_sh(there, tmp_path / "out", tmp_path / "gpu", tmp_path, TRAIN_SECONDS="600")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "device" / "run" / "tokens" / "train.bin").read_bytes() == (tokens / "train.bin").read_bytes()
+    check = (tmp_path / "out" / "check.log").read_text()
+    assert "triton: loss" in check and "pytorch: loss" in check and "largest relative difference 0.00e+00" in check
+    assert "block 2 (lql): output differs by 0.00e+00" in check
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["tokens"] == 1024 and "val_loss" in rows[-1]
+    assert sorted(p.name for p in (tmp_path / "out").glob("run.tar.*")) == ["run.tar.000"]
+
+
+def test_a_token_pack_without_token_files_says_what_is_missing(tmp_path, rustle):
+    proc = rustle("gpu-pack", "--tokens", str(tmp_path / "run" / "tokens"), "--out", str(tmp_path / "gpu"),
+                  check=False)
+    assert proc.returncode == 2 and "train.bin" in proc.stdout and "rustle train" in proc.stdout
+
+
+def test_a_time_budget_cuts_the_run_to_whole_batches_that_fit():
+    config = TrainConfig(out=Path("run"), total_tokens=1_000_000, batch_tokens=512)
+    assert fit_budget(config, 1024, tokens_per_s=1000.0, seconds_left=10.0).total_tokens == 1024 + 17 * 512
+    assert fit_budget(config, 1024, tokens_per_s=1e9, seconds_left=10.0).total_tokens == 1_000_000  # never longer
+    assert fit_budget(config, 1024, tokens_per_s=1000.0, seconds_left=-5.0).total_tokens == 1024 + 512
+
+
+def test_a_run_with_a_time_budget_ends_where_the_budget_cut_it(corpus, tmp_path):
+    config = replace(TrainConfig.from_toml(recipe(tmp_path, corpus, bf16=False)), total_tokens=10 ** 9,
+                     eval_every_tokens=10 ** 9, checkpoint_every_seconds=300.0, max_seconds=8.0)
+    state, _ = train(config)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    cut = rows[BUDGET_STEPS[1] - 1]["total_tokens"]
+    assert all(r["total_tokens"] == 10 ** 9 for r in rows[:BUDGET_STEPS[1] - 1])
+    assert cut < 10 ** 9 and all(r["total_tokens"] == cut for r in rows[BUDGET_STEPS[1] - 1:])
+    assert state.tokens == rows[-1]["tokens"] == cut and "val_loss" in rows[-1]

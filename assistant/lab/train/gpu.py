@@ -93,19 +93,13 @@ def check(recipe: Path, batch_tokens: int = 16384) -> float:
     import torch
 
     from kernels import compile as dispatch
-    from model.io import load_model
-    from model.model import RustleLM
 
     from .data import load_tokens, prepare_tokens
-    from .graft import start_weights
-    from .loop import batch
+    from .loop import batch, starting_model
 
     config = TrainConfig.from_toml(recipe)
     torch.manual_seed(config.seed)
-    model = RustleLM(config.model)
-    if config.init_from is not None:
-        start_weights(model, load_model(config.init_from), config.graft, f"{config.init_from}")
-    model.to(config.device)
+    model = starting_model(config)[0].to(config.device)
     seq_len = config.seq_len(0)
     tokens = prepare_tokens(config.out / "tokens", config.corpus, config.tokenizer, config.pack)["train"]
     x, y = (t.to(config.device) for t in batch(load_tokens(tokens), seq_len, max(1, batch_tokens // seq_len),
@@ -120,7 +114,7 @@ def check(recipe: Path, batch_tokens: int = 16384) -> float:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
             loss = model.loss(x, y, compiled=False)
         loss.backward()
-        norm = torch.sqrt(sum(p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None))
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
         results.append((float(loss.detach()), float(norm)))
         print(f"{'triton' if triton else 'pytorch'}: loss {results[-1][0]:.5f}, gradient norm {results[-1][1]:.5f}")
     dispatch.TRITON = True

@@ -91,6 +91,20 @@ def fit_budget(config: TrainConfig, tokens: int, tokens_per_s: float, seconds_le
     return replace(config, total_tokens=min(config.total_tokens, max(tokens + config.batch_tokens, reach)))
 
 
+def starting_model(config: TrainConfig) -> tuple[RustleLM, list[int]]:
+    """The run's model before its first step, on the CPU: fresh, or `init_from`'s weights (and the
+    indices of the blocks that start fresh, where grafted)."""
+    model = RustleLM(config.model)
+    if config.init_from is None:
+        return model, []
+    return model, start_weights(model, load_model(config.init_from), config.graft, f"{config.init_from}")
+
+
+def run_record(config: TrainConfig, fresh: list[int]) -> dict:
+    """What a checkpoint records of its run beside the weights: the config (as cut by a time budget)."""
+    return {"config": json.loads(json.dumps(asdict(config), default=str))} | ({"fresh_blocks": fresh} if fresh else {})
+
+
 def batch(data: np.ndarray, seq_len: int, n: int, seed: int, step: int, rank: int) -> tuple[torch.Tensor, ...]:
     seq_len = min(seq_len, len(data) - 2)  # a small fine-tuning set may be shorter than one window
     rng = np.random.default_rng([seed, step, rank])
@@ -143,10 +157,9 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     train_data, val_data = load_tokens(paths["train"]), load_tokens(paths["validation"])
     val_bytes_per_token = bytes_per_token(val_data, config.tokenizer)
 
-    model = RustleLM(config.model)
-    state, warmup, fresh = RunState(), config.warmup_tokens, []
+    model, fresh = starting_model(config)
+    state, warmup = RunState(), config.warmup_tokens
     if config.init_from is not None:  # weights only: no optimiser state, so warm up again briefly
-        fresh = start_weights(model, load_model(config.init_from), config.graft, f"{config.init_from}")
         meta = config.init_from / "metadata.json"
         state.cumulative_tokens = json.loads(meta.read_text()).get("cumulative_tokens", 0) if meta.is_file() else 0
         warmup = max(1, int(REWARM_FRACTION * config.total_tokens))
@@ -168,7 +181,6 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     if rank == 0 and checkpoint is not None:
         drop_rows_after(config.out / "metrics.jsonl", state.step)
     metrics = (config.out / "metrics.jsonl").open("a") if rank == 0 else None
-    extra = {"config": json.loads(json.dumps(asdict(config), default=str))} | ({"fresh_blocks": fresh} if fresh else {})
     last_save, last_eval_tokens = time.monotonic(), state.tokens
     started, tokens_at_start, step_at_start = time.monotonic(), state.tokens, state.step
     budget_mark = (started, state.tokens)
@@ -192,7 +204,6 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
             if state.step - step_at_start == BUDGET_STEPS[1]:
                 rate = (state.tokens - budget_mark[1]) / (now - budget_mark[0])
                 config = fit_budget(config, state.tokens, rate, started + config.max_seconds - now)
-                extra["config"]["total_tokens"] = config.total_tokens
             budget_mark = (now, state.tokens)
         row = {"step": state.step, "tokens": state.tokens, "loss": float(loss.detach()), "lr": lr,
                "grad_norm": grad_norm, "seq_len": seq_len,
@@ -214,10 +225,10 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         if row.get("early_stop"):
             break
         if time.monotonic() - last_save >= config.checkpoint_every_seconds:
-            save_checkpoint(config.out, model, optimizer, state, config.tokenizer, extra)
+            save_checkpoint(config.out, model, optimizer, state, config.tokenizer, run_record(config, fresh))
             last_save = time.monotonic()
     if rank == 0:
-        save_checkpoint(config.out, model, optimizer, state, config.tokenizer, extra)
+        save_checkpoint(config.out, model, optimizer, state, config.tokenizer, run_record(config, fresh))
         metrics.close()
     if world > 1:
         dist.barrier()

@@ -16,7 +16,7 @@ from assistant.lab.train.config import TrainConfig
 from assistant.lab.train.data import PackConfig, Packer, load_tokens, prepare_tokens
 from assistant.lab.train.loop import drop_rows_after, train
 from assistant.lab.train.ship import ship, shipped_recipe
-from model.io import load_model
+from model.io import load_model, save_model
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 from tokenizer.special import FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
 
@@ -374,3 +374,16 @@ def test_a_widened_mlp_computes_what_the_narrow_model_did_and_its_new_units_lear
     assert gate_up[64:96].abs().sum() > 0                          # new units: a fresh (random) gate and up
     wide.loss(tokens[:, :-1], tokens[:, 1:]).backward()
     assert wide.blocks[0].mlp.down.weight.grad[:, 64:].abs().sum() > 0    # silent, not dead
+
+
+def test_a_step_whose_loss_is_not_a_number_stops_the_run_before_it_changes_the_weights(corpus, tmp_path):
+    first = TrainConfig.from_toml(recipe(tmp_path / "a", corpus))
+    train(first, max_steps=1)
+    broken = load_model(first.out / "checkpoint")
+    with torch.no_grad():
+        broken.blocks[0].mlp_norm.weight[0] = float("nan")      # a checkpoint gone bad: every loss is NaN
+    save_model(broken, tmp_path / "broken", DEFAULT_TOKENIZER)
+    config = TrainConfig.from_toml(recipe(tmp_path / "b", corpus, init_from=str(tmp_path / "broken")))
+    with pytest.raises(FloatingPointError, match="not a finite number"):
+        train(config)
+    assert find_checkpoint(config.out) is None and not (config.out / "metrics.jsonl").read_text()

@@ -55,7 +55,7 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         with progress:
             state, _ = train(config, resume=args.resume, on_log=on_log, max_steps=args.max_steps)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, FloatingPointError) as err:
         console.print(f"[red]{err}[/]")
         return 2
     if (config.out / "metrics.jsonl").is_file():
@@ -122,7 +122,7 @@ def finetune_command(args: argparse.Namespace) -> int:
                             seq_len=args.seq_len, batch_tokens=args.batch_tokens, patience=args.patience)
     try:
         report = finetune(config)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, FloatingPointError) as err:
         console.print(f"[red]{err}[/]")
         return 2
     if args.json:

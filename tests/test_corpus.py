@@ -102,12 +102,14 @@ def test_all_files_of_a_crate_share_its_split(repo, tmp_path):
 
 
 def test_a_train_only_source_adds_to_training_and_never_to_a_held_out_crate(tmp_path):
-    # rust-src's crates go to the train split; a crate name it shares with another source keeps that name's
-    # split, so a held-out crate's code never reaches training through it (the evaluations' crates unchanged)
+    # rust-src's (and PyPI's) crates go to the train split; where a crate name it shares with another source is
+    # held out, its copy is dropped, so a held-out crate's code never reaches training through it and the
+    # evaluations' crates stay as they were
     from assistant.lab.corpus.manifest import Manifest
 
+    shared = [f"shared{i}" for i in range(6)]
     for source, letter in (("team", "t"), ("rust", "s")):
-        for name in [f"{letter}{i}" for i in range(12)] + ["shared"]:
+        for name in [f"{letter}{i}" for i in range(12)] + shared:
             crate = tmp_path / source / name
             write(crate / "Cargo.toml", cargo(name))
             write(crate / "src" / "lib.rs", f"//! {source} {name}\n" + BODY.replace("helper", f"{source}_{name}"))
@@ -116,12 +118,65 @@ def test_a_train_only_source_adds_to_training_and_never_to_a_held_out_crate(tmp_
     build(BuildConfig(out=out, repos=[tmp_path / "team", tmp_path / "rust"], split=config))
     manifest = Manifest(out / "manifest.sqlite")
     manifest.assign_splits(config, train_only={"rust"})
-    rows = list(manifest.db.execute("SELECT source, crate, split FROM files WHERE dropped IS NULL"))
+    rows = list(manifest.db.execute("SELECT source, crate, split, dropped FROM files"))
     manifest.close()
-    assert {split for source, crate, split in rows if source == "rust" and crate != "shared"} == {"train"}
-    assert all(split == split_of(crate, config) for source, crate, split in rows
-               if source == "team" or crate == "shared")
-    assert {split for _, crate, split in rows if crate.startswith("t")} != {"train"}     # held-out crates remain
+    assert {split for source, crate, split, _ in rows if source == "rust" and crate not in shared} == {"train"}
+    assert all(split == split_of(crate, config) for source, crate, split, _ in rows if source == "team")
+    rust_shared = {crate: (split, dropped) for source, crate, split, dropped in rows
+                   if source == "rust" and crate in shared}
+    held_out = {c for c in shared if split_of(c, config) != "train"}
+    assert held_out and held_out != set(shared)        # both cases occur with these names
+    assert all(rust_shared[c] == (None, "held_out_name") for c in held_out)
+    assert all(rust_shared[c] == ("train", None) for c in set(shared) - held_out)
+    assert {split for _, crate, split, _ in rows if crate.startswith("t")} != {"train"}     # held-out crates remain
+
+
+def sdist(folder: Path, name: str, members: dict[str, str]) -> tuple[Path, str]:
+    """A source distribution `folder/name` holding `members` (path → text); (its path, its sha256)."""
+    import hashlib
+    import io
+    import tarfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / name, "w:gz") as archive:
+        for path, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return folder / name, hashlib.sha256((folder / name).read_bytes()).hexdigest()
+
+
+def test_pypi_sdists_add_their_workspace_crates_to_training_with_their_licenses(tmp_path):
+    # the tarball is where a first build downloaded it (the pinned sha256 matches): nothing is fetched
+    from assistant.lab.corpus.pypi import Sdist
+
+    out = tmp_path / "corpus"
+    members = {"tool-1.0/Cargo.toml": '[workspace]\nmembers = ["crates/*"]\n[workspace.package]\nlicense = "MIT"\n',
+               "tool-1.0/crates/core/Cargo.toml": '[package]\nname = "tool_core"\nversion = "1.0.0"\n'
+                                                  'license.workspace = true\n',
+               "tool-1.0/crates/core/src/lib.rs": "//! core\n" + BODY.replace("helper", "core"),
+               "tool-1.0/crates/cli/Cargo.toml": cargo("tool_cli", "1.0.0", "Apache-2.0"),
+               "tool-1.0/crates/cli/src/main.rs": "//! cli\n" + BODY.replace("helper", "cli"),
+               "tool-1.0/python/tool/__init__.py": "print('not rust')\n",
+               "tool-1.0/README.md": "# tool\n"}
+    _, sha = sdist(out / "pypi" / "sdists", "tool-1.0.tar.gz", members)
+    summary = build(BuildConfig(out=out, sdists=(Sdist("tool", "1.0", "MIT", sha),)))
+    assert (summary.sdists.sdists, summary.sdists.already_had, summary.sdists.failed) == (1, 1, [])
+    rows = manifest_rows(out)
+    assert rows["tool_core/src/lib.rs"][:4] == ("tool_core", "MIT", None, "train")   # the workspace's license
+    assert rows["tool_cli/src/main.rs"][:4] == ("tool_cli", "Apache-2.0", None, "train")
+    assert not list((out / "pypi" / "root").rglob("*.py")) and not list((out / "pypi" / "root").rglob("*.md"))
+    assert ("pypi", "train", 2, 2) == next(row[:4] for row in summary.sources if row[0] == "pypi")
+
+
+def test_an_sdist_that_would_write_outside_its_folder_is_skipped_and_reported(tmp_path):
+    from assistant.lab.corpus.pypi import Sdist
+
+    out = tmp_path / "corpus"
+    _, sha = sdist(out / "pypi" / "sdists", "evil-1.0.tar.gz", {"evil-1.0/../../../escaped.rs": "fn f() {}\n"})
+    summary = build(BuildConfig(out=out, sdists=(Sdist("evil", "1.0", "MIT", sha),)))
+    assert summary.sdists.failed == ["evil==1.0"] and not list(tmp_path.rglob("escaped.rs"))
 
 
 class Interrupt:

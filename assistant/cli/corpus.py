@@ -12,16 +12,18 @@ from .console import RichReporter, console, table
 def corpus_build(args: argparse.Namespace) -> int:
     from ..lab.corpus.build import BuildConfig, build
     from ..lab.corpus.filters import FilterConfig
+    from ..lab.corpus.pypi import SDISTS
     from ..lab.corpus.split import SplitConfig
 
-    if not args.debian and not args.rust_src and not args.paths:
-        console.print("[red]nothing to build from:[/] pass --debian, --rust-src and/or repository paths")
+    if not args.debian and not args.rust_src and not args.pypi and not args.paths:
+        console.print("[red]nothing to build from:[/] pass --debian, --rust-src, --pypi and/or repository paths")
         return 2
     missing = [p for p in args.paths if not p.is_dir()]
     if missing:
         console.print(f"[red]not a folder:[/] {', '.join(map(str, missing))}")
         return 2
     config = BuildConfig(out=args.out, debian=args.debian, rust_src=args.rust_src, repos=args.paths,
+                         sdists=SDISTS if args.pypi else (),
                          workers=args.workers,
                          filters=FilterConfig(max_bytes=args.max_bytes),
                          split=SplitConfig(seed=args.seed, validation=args.validation, test=args.test))
@@ -42,6 +44,10 @@ def corpus_build(args: argparse.Namespace) -> int:
                                                 "extract failed"],
                             [[f.packages, f.already_had, f.downloaded, len(f.failed or []), f.extracted,
                               f.extract_failed]]))
+    if summary.sdists:
+        s = summary.sdists
+        console.print(table("PyPI sdists", ["sdists", "already here", "downloaded", "failed"],
+                            [[s.sdists, s.already_had, s.downloaded, ", ".join(s.failed or []) or 0]]))
     console.print(table("Kept files by split", ["split", "crates", "files", "bytes"], summary.splits))
     console.print(table("Kept files by source and split", ["source", "split", "crates", "files", "bytes"],
                         summary.sources))
@@ -78,6 +84,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--debian", action="store_true", help="download and add Debian's librust-*-dev crates")
     p.add_argument("--rust-src", action="store_true",
                    help="download and add Debian's rust-src (the standard library and the compiler; train split)")
+    p.add_argument("--pypi", action="store_true",
+                   help="download and add the Rust of pinned PyPI source distributions (ruff, uv, …; train split)")
     p.add_argument("paths", nargs="*", type=Path, help="local repositories to add (honouring .gitignore)")
     p.add_argument("--max-bytes", type=int, default=1_000_000, help="drop files larger than this")
     p.add_argument("--seed", type=int, default=1234, help="seed of the crate split")

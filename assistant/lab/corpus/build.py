@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
-from . import debian
+from . import debian, pypi
 from .filters import FilterConfig, NearDuplicates, examine
 from .manifest import Manifest
 from .sources import SourceFile, crate_files, repository_files
@@ -44,6 +44,7 @@ class BuildConfig:
     out: Path
     debian: bool = False
     rust_src: bool = False               # Debian's rust-src: the standard library and the compiler, train split only
+    sdists: tuple[pypi.Sdist, ...] = ()  # PyPI source distributions (pypi.SDISTS: --pypi), train split only
     repos: list[Path] = field(default_factory=list)
     filters: FilterConfig = field(default_factory=FilterConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -55,6 +56,7 @@ class BuildConfig:
 class BuildSummary:
     seconds: float
     fetch: debian.FetchReport | None
+    sdists: pypi.PypiReport | None
     splits: list[tuple[str, int, int, int]]
     sources: list[tuple[str, str, int, int, int]]      # (source, split, crates, files, bytes) of kept files
     dropped: list[tuple[str, int, int]]
@@ -74,27 +76,33 @@ def build(config: BuildConfig, reporter: Reporter = Silent()) -> BuildSummary:
                                   reporter.stage("extract packages", len(list(debs.glob("*.deb")))))
         crate_dirs = sorted(d for d in registry.iterdir() if (d / "Cargo.toml").is_file()) if registry.is_dir() else []
     rust_trees = debian.rust_src(config.out / debian.RUST_SRC, fetch or debian.FetchReport()) if config.rust_src else []
+    sdists = pypi.PypiReport() if config.sdists else None
+    sdist_trees = pypi.sdist_trees(config.out / pypi.SOURCE, config.sdists, sdists,
+                                   reporter.stage("PyPI sdists", len(config.sdists))) if sdists else []
 
-    files = sorted(_sources(crate_dirs, rust_trees, config.repos), key=_order)
+    files = sorted(_sources(crate_dirs, rust_trees, sdist_trees, config.repos), key=_order)
     manifest = Manifest(config.out / "manifest.sqlite")
     try:
         _filter(files, manifest, config, reporter)
-        # rust-src's crates are for training only, so the held-out crates the evaluations read stay as they
-        # were; a crate name it shares with another source keeps that name's split, so nothing leaks
-        manifest.assign_splits(config.split, train_only={debian.RUST_SRC})
+        # rust-src's and PyPI's crates are for training only, so the held-out crates the evaluations read stay as
+        # they were: their files of a crate name that another source holds out are dropped, so nothing leaks
+        manifest.assign_splits(config.split, train_only={debian.RUST_SRC, pypi.SOURCE})
         shards = _write_shards(manifest, config, reporter)
         manifest.set_meta("config", json.dumps(asdict(config), default=str))
-        return BuildSummary(time.monotonic() - start, fetch, manifest.split_counts(), manifest.source_counts(),
+        return BuildSummary(time.monotonic() - start, fetch, sdists, manifest.split_counts(), manifest.source_counts(),
                             manifest.drop_counts(), shards)
     finally:
         manifest.close()
 
 
-def _sources(crate_dirs: list[Path], rust_trees: list[Path], repos: list[Path]) -> Iterator[SourceFile]:
+def _sources(crate_dirs: list[Path], rust_trees: list[Path], sdist_trees: list[tuple[Path, pypi.Sdist]],
+             repos: list[Path]) -> Iterator[SourceFile]:
     for crate_dir in crate_dirs:
         yield from crate_files(crate_dir, "debian")
     for tree in rust_trees:
         yield from repository_files(tree, debian.RUST_SRC, debian.RUST_SRC_LICENSE)
+    for tree, sdist in sdist_trees:
+        yield from repository_files(tree, pypi.SOURCE, sdist.license)
     for repo in repos:
         yield from repository_files(repo)
 

@@ -52,7 +52,8 @@ class Manifest:
              dropped, examined.signature if dropped is None else None))
 
     def assign_splits(self, config: SplitConfig, train_only: set[str] = frozenset()) -> None:
-        """Each kept file's split: by crate (or file) hash; a crate that only `train_only` sources hold: train."""
+        """Each kept file's split: by crate (or file) hash; a crate that only `train_only` sources hold: train; a
+        crate that other sources hold out (validation, test): their files, and the `train_only` ones dropped."""
         if config.unit == "file":
             rows = list(self.db.execute("SELECT id, crate, path FROM files WHERE dropped IS NULL"))
             self.db.executemany("UPDATE files SET split = ? WHERE id = ?",
@@ -61,9 +62,12 @@ class Manifest:
             sources: dict[str, set[str]] = {}
             for crate, source in self.db.execute("SELECT DISTINCT crate, source FROM files WHERE dropped IS NULL"):
                 sources.setdefault(crate, set()).add(source)
+            splits = {c: "train" if held <= train_only else split_of(c, config) for c, held in sources.items()}
             self.db.executemany("UPDATE files SET split = ? WHERE crate = ? AND dropped IS NULL",
-                                [("train" if held <= train_only else split_of(c, config), c)
-                                 for c, held in sources.items()])
+                                [(split, c) for c, split in splits.items()])
+            held_out = [(c, source) for c, split in splits.items() if split != "train" for source in train_only]
+            self.db.executemany("UPDATE files SET dropped = 'held_out_name', split = NULL, signature = NULL"
+                                " WHERE crate = ? AND source = ? AND dropped IS NULL", held_out)
         self.db.commit()
 
     def kept(self, split: str) -> Iterator[sqlite3.Row]:

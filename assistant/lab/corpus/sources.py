@@ -98,7 +98,7 @@ def crate_files(crate_dir: Path, source: str) -> Iterator[SourceFile]:
 
 def repository_files(repo: Path, source: str | None = None, license: str = "unknown") -> Iterator[SourceFile]:
     """The `.rs` files of a local repository, each credited to its nearest enclosing Cargo package; `source`
-    names where they came from (default: the folder's name), `license` stands where a Cargo.toml says none."""
+    names where they came from (default: the folder's name), `license` stands where a Cargo.toml names none."""
     repo = repo.resolve()
     source = source or repo.name
     crates: dict[Path, Crate] = {}
@@ -108,7 +108,8 @@ def repository_files(repo: Path, source: str | None = None, license: str = "unkn
         if package_dir not in crates:
             manifest = package_dir / "Cargo.toml"
             crate = read_crate(manifest) if manifest.is_file() else Crate(repo.name, "0.0.0", "unknown")
-            crates[package_dir] = crate if crate.license != "unknown" else Crate(crate.name, crate.version, license)
+            unnamed = crate.license in ("unknown", "workspace")     # none, or the workspace's (not read here)
+            crates[package_dir] = Crate(crate.name, crate.version, license) if unnamed else crate
         crate = crates[package_dir]
         yield SourceFile(source, crate.name, crate.version, crate.license,
                          path.relative_to(package_dir).as_posix(), str(path))

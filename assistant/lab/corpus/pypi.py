@@ -1,0 +1,168 @@
+"""Rust from PyPI (issue 19, more Rust): the source distributions of Python packages written in Rust (ruff, uv,
+polars, …) hold whole Cargo workspaces under permissive licenses, and PyPI is reachable where crates.io is not.
+
+Each sdist is pinned (project, version, license as PyPI and its Cargo.toml state it, sha256), fetched once from
+where PyPI's JSON API points, and unpacked (its `.rs` files and Cargo manifests only). The corpus takes them
+for training only, like rust-src (build.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tarfile
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOURCE = "pypi"
+API = "https://pypi.org/pypi/{project}/json"
+KEPT = (".rs", "Cargo.toml", ".gitignore")      # what an sdist's tree gives the corpus (walk_rust_files reads these)
+
+
+@dataclass(frozen=True)
+class Sdist:
+    project: str
+    version: str
+    license: str       # for a crate whose Cargo.toml names none (or inherits its workspace's)
+    sha256: str        # of the source distribution, as PyPI lists it
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.project}-{self.version}.tar.gz"
+
+
+SDISTS = (
+    Sdist("ruff", "0.17.6", "MIT",
+          "2b04276561331300325040bdca21460770029ec574d4c479099e39e8ad1ed43c"),
+    Sdist("uv", "0.13.9", "MIT OR Apache-2.0",
+          "dd6f4f93ddf8a668c73f0945f3638444b2140a4e15a3912067493fc6335543e4"),
+    Sdist("polars", "2.1.0", "MIT",
+          "9eee488d6e10773c028753dfc8dac647fd60a708108dcb818a733e85d33df253"),
+    Sdist("pydantic-core", "2.50.5", "MIT",
+          "1e740886083ff95530d694e6a3f09ed914bcf92a496d16acd307c6c3484fc36d"),
+    Sdist("tokenizers", "0.23.3", "Apache-2.0",
+          "cded33237c77caeef62944d32aa9a7ef42bdce2b3497e18d137e072a8c4be438"),
+    Sdist("jiter", "0.19.0", "MIT",
+          "ba3064f8be276d7cfb83c2fb85c858be533da2c2f80f9b048c3781b45a57a195"),
+    Sdist("watchfiles", "1.3.0", "MIT",
+          "99aee4a07847c06820765fd7b1b49ceac4f3f711ccb7d104655a33231de1c207"),
+    Sdist("py-spy", "0.4.3", "MIT",
+          "65ac4319f8c20dcd1e2ea219935c6b4fd98179b0b7faf59181eae2680a85fad4"),
+    Sdist("rust-just", "1.59.0", "CC0-1.0",
+          "0859a87e37e249594ecb56ce740dd7e97d2c2d2ecea45ca0714555b7367512c2"),
+    Sdist("ast-grep-cli", "0.51.1", "MIT",
+          "8141811f78542527d9ebfb51eefd8a1dd24d132ca775dda3d7dbdbe05437510d"),
+    Sdist("maturin", "1.16.0", "MIT OR Apache-2.0",
+          "13e69ca12542999d8c5467131de72a49bb76e4c284b9a45c5783df7c0fcb3a8a"),
+    Sdist("cryptography", "50.0.2", "Apache-2.0 OR BSD-3-Clause",
+          "7b46165bb56eb4704e2eaaf86f3c940d19154535d9b0ca7d6d590b04060e00d5"),
+    Sdist("deltalake", "1.6.6", "Apache-2.0",
+          "91864d97adb429fa8b8748b4f68d69adab3d0417ffa9f100bdb85805890c997f"),
+    Sdist("datafusion", "55.0.0", "Apache-2.0",
+          "12ac1a7666cd61533f610d38173347aa42189b7a1a78c78bb166052b680ffb6d"),
+    Sdist("pyoxigraph", "0.5.13", "MIT OR Apache-2.0",
+          "1805b92b51293f658557ae53b4eb42ac4dc826959ccff1c5c0f5067ac570b073"),
+    Sdist("granian", "2.8.9", "BSD-3-Clause",
+          "fb5af2059bc43b9d3ad875eabf987d1fbbcfedfc40f676d65b0a0cdb4cf9319f"),
+    Sdist("css-inline", "0.24.0", "MIT",
+          "bb5f6d5625fa570a181ddc2138af7f57247995eaac7478a5eedb69f4b4a9bcfa"),
+    Sdist("typos", "1.52.2", "MIT OR Apache-2.0",
+          "7eb832b2ec5d0459b721fcb1c832a428c6491b140c28765b62494e8ce0d560b0"),
+    Sdist("safetensors", "0.8.0", "Apache-2.0",
+          "fabaf3e0f18a6618d9b36560682562157f77c2b71fcffc7b432be2baed9d753d"),
+    Sdist("rpds-py", "2026.9.1", "MIT",
+          "4793ef7f78268b124b73fa933440f01d258bbae01de9fa53e9080c9ab0425a12"),
+    Sdist("rtoml", "0.14.0", "MIT",
+          "e0f95a59e3fac6394985d59ce18a0c06f2176f2eb9dec2fb8c1105febaf05c59"),
+    Sdist("ormsgpack", "1.13.1", "Apache-2.0 OR MIT",
+          "803143ae0ab68e55baa14967595332e5c372b7f27f1ddf1b5b115329b17ccc41"),
+    Sdist("blake3", "1.0.11", "CC0-1.0 OR Apache-2.0",
+          "d73c0a87304d41045f6753a922113bede3ab09eda2d20371566a5bbe357c3deb"),
+    Sdist("rignore", "0.8.1", "MIT",
+          "2b6cf58501e9ff1b6a71c3fd66c8a105311e1f23237626fd4c9c00606bb3d30f"),
+    Sdist("cramjam", "2.14.0", "MIT",
+          "050095380dc01a7f3dc2b8bcd9de2cbf4a208a8aab32301c760ea3c280d641bd"),
+)
+
+
+@dataclass
+class PypiReport:
+    sdists: int = 0
+    downloaded: int = 0
+    already_had: int = 0
+    failed: list[str] | None = None
+
+
+def _url(sdist: Sdist) -> str:
+    """Where PyPI's JSON API says the release's source distribution is (the link may be relative to the API)."""
+    api = API.format(project=sdist.project)
+    with urllib.request.urlopen(api, timeout=60) as reply:
+        files = json.load(reply).get("releases", {}).get(sdist.version, [])
+    sdists = [f for f in files if f["packagetype"] == "sdist"]
+    if not sdists:
+        raise ValueError(f"{sdist.project} {sdist.version} has no source distribution on PyPI")
+    return urllib.parse.urljoin(api, sdists[0]["url"])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(sdist: Sdist, folder: Path) -> tuple[Path, bool]:
+    """The sdist's tarball in `folder`: the copy there when it has the pinned sha256 (no network), else downloaded
+    now; and whether it was downloaded."""
+    path = folder / sdist.file_name
+    if path.is_file() and _sha256(path) == sdist.sha256:
+        return path, False
+    partial = path.with_name(path.name + ".part")
+    with urllib.request.urlopen(_url(sdist), timeout=300) as reply, partial.open("wb") as out:
+        while block := reply.read(1 << 20):
+            out.write(block)
+    if _sha256(partial) != sdist.sha256:
+        partial.unlink()
+        raise ValueError(f"{sdist.file_name}: the download does not have the pinned sha256")
+    partial.replace(path)
+    return path, True
+
+
+def unpack(tarball: Path, dest: Path) -> Path:
+    """The tarball's `.rs` files and Cargo manifests under `dest` (once); the sdist's top folder."""
+    done = dest / (tarball.name + ".unpacked")
+    with tarfile.open(tarball) as archive:
+        members = [m for m in archive.getmembers() if m.isfile() and m.name.endswith(KEPT)]
+        tops = {m.name.split("/", 1)[0] for m in members}
+        if len(tops) != 1:
+            raise ValueError(f"{tarball.name}: expected one top folder, found {sorted(tops)[:3]}")
+        if not done.is_file():
+            archive.extractall(dest, members=members, filter="data")   # "data": no links out, no absolute paths
+            done.touch()
+    return dest / tops.pop()
+
+
+def sdist_trees(dest: Path, sdists: tuple[Sdist, ...], report: PypiReport,
+                advance: Callable[[int], None] = lambda n: None) -> list[tuple[Path, Sdist]]:
+    """Fetch and unpack each sdist (a failure is reported and skipped); their trees."""
+    trees = []
+    (dest / "sdists").mkdir(parents=True, exist_ok=True)
+    report.failed = report.failed or []
+    for sdist in sdists:
+        report.sdists += 1
+        try:
+            tarball, downloaded = fetch(sdist, dest / "sdists")
+            trees.append((unpack(tarball, dest / "root"), sdist))
+            report.downloaded += downloaded
+            report.already_had += not downloaded
+        except (OSError, ValueError, KeyError, tarfile.TarError) as err:
+            log.warning("%s %s: %s", sdist.project, sdist.version, err)
+            report.failed.append(f"{sdist.project}=={sdist.version}")
+        advance(1)
+    return trees

@@ -41,8 +41,8 @@ SDISTS = (
           "2b04276561331300325040bdca21460770029ec574d4c479099e39e8ad1ed43c"),
     Sdist("uv", "0.13.9", "MIT OR Apache-2.0",
           "dd6f4f93ddf8a668c73f0945f3638444b2140a4e15a3912067493fc6335543e4"),
-    Sdist("polars", "2.1.0", "MIT",
-          "9eee488d6e10773c028753dfc8dac647fd60a708108dcb818a733e85d33df253"),
+    Sdist("polars-runtime-32", "2.1.0", "MIT",     # polars' Rust (the `polars` sdist is Python only)
+          "c575f5f3cdb8a5f9be65477b9b4202b062593687fe62a0082add87fbd4571067"),
     Sdist("pydantic-core", "2.50.5", "MIT",
           "1e740886083ff95530d694e6a3f09ed914bcf92a496d16acd307c6c3484fc36d"),
     Sdist("tokenizers", "0.23.3", "Apache-2.0",

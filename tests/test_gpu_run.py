@@ -38,9 +38,11 @@ def test_a_gpu_run_travels_packed_trains_and_comes_back_in_parts(corpus, tmp_pat
 
 
 def test_packed_tokens_travel_instead_of_the_corpus_and_the_kernel_check_runs_first(corpus, tmp_path, rustle):
-    here = recipe(tmp_path / "here", corpus, total_tokens=1024, bf16=False)
-    train(replace(TrainConfig.from_toml(here), total_tokens=0))      # packs the token files, trains nothing
+    here = recipe(tmp_path / "here", corpus, total_tokens=1024, bf16=False, device="cuda")   # a GPU recipe
+    packed = rustle("train", "--config", str(here), "--pack-only")   # packs its token files here, trains nothing
     tokens = tmp_path / "here" / "run" / "tokens"
+    assert f"train: {tokens / 'train.bin'}" in " ".join(packed.stdout.split())
+    assert sorted(p.name for p in (tmp_path / "here" / "run").iterdir()) == ["tokens"]
     rustle("gpu-pack", "--tokens", str(tokens), "--out", str(tmp_path / "gpu"), "--no-wheels")
     assert sorted(p.name for p in (tmp_path / "gpu" / "tokens").iterdir()) == [
         "train.bin.xz", "train.json.xz", "validation.bin.xz", "validation.json.xz"]

@@ -34,6 +34,8 @@ def train_command(args: argparse.Namespace) -> int:
     config = load_recipe(args.config)
     if config is None:
         return 2
+    if args.pack_only:
+        return _pack(config)
     if args.fp32:
         config = replace(config, bf16=False)
     if args.max_seconds is not None:
@@ -62,6 +64,20 @@ def train_command(args: argparse.Namespace) -> int:
         plot_losses(config.out / "metrics.jsonl", config.out / "loss.png")
     console.print(f"{state.tokens:,} tokens in {state.step:,} steps; best validation loss {state.best_val_loss:.4f}; "
                   f"checkpoint in {config.out / 'checkpoint'}")
+    return 0
+
+
+def _pack(config: TrainConfig) -> int:
+    """The recipe's token files in its run folder (what a lent GPU is sent), without training."""
+    from ..lab.train.data import prepare_tokens
+
+    try:
+        paths = prepare_tokens(config.out / "tokens", config.corpus, config.tokenizer, config.pack)
+    except FileNotFoundError as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    for split, path in paths.items():
+        console.print(f"{split}: {path} ({path.stat().st_size // 2:,} tokens)")
     return 0
 
 
@@ -138,6 +154,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, required=True, help="the run's recipe (see model/checkpoints/*/train.toml)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    p.add_argument("--pack-only", action="store_true",
+                   help="write the recipe's token files (RUN/tokens, for rustle gpu-pack) and stop")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="a wall-clock budget: the run's token total is cut to what fits (the recipe's max_seconds)")
     p.add_argument("--threads", type=int, default=None)

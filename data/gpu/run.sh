@@ -3,7 +3,8 @@
 # shards, or a run's packed token files), check the Triton kernels against PyTorch's paths on the recipe's starting
 # model (PyTorch's paths then, where they disagree, or where the Triton run fails), train RECIPE there, ship the run
 # and write it to OUT as run.tar.000, .001, … (16 MiB at most each), with check.log, train.log and metrics.jsonl.
-# Here first: rustle gpu-pack --tokens RUN/tokens --out gpu   (or from the corpus: rustle gpu-pack --out gpu);
+# Here first: rustle train --config RECIPE --pack-only; rustle gpu-pack --tokens RUN/tokens --out gpu
+# (or from the corpus: rustle gpu-pack --out gpu);
 # the device call carries ["gpu"]; afterwards: rustle gpu-receive /work/.device/…/run.tar.* --to runs/gpu
 # TRAIN_SECONDS, where set, is the training's wall-clock budget, a fallback run's included (--max-seconds).
 # Usage: data/gpu/run.sh RECIPE OUT [rustle train options, e.g. --max-steps 20 to probe the throughput]

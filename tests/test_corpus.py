@@ -231,3 +231,16 @@ def test_corpus_files_lists_a_split_in_crate_order_and_every_nth(rustle, corpus)
     assert rustle("corpus", "files", "--corpus", str(corpus), "--split", "train").stdout.split()[0] not in every
     missing = rustle("corpus", "files", "--corpus", str(corpus / "nope"), check=False)
     assert missing.returncode == 2 and "no corpus manifest" in missing.stdout
+
+
+def test_the_fetch_report_adds_up_the_crates_and_rust_src(tmp_path):
+    # the build downloads the crates, then rust-src, into one report: the summary counts both (packages already
+    # here are not fetched again, so no apt call is made)
+    from assistant.lab.corpus.debian import FetchReport, download
+
+    for name in ("librust-a-dev_1_all.deb", "librust-b-dev_1_all.deb", "rust-src_1_all.deb"):
+        write(tmp_path / "crates" / name if "librust" in name else tmp_path / "src" / name, b"")
+    report = FetchReport()
+    download(["librust-a-dev", "librust-b-dev"], tmp_path / "crates", report)
+    download(["rust-src"], tmp_path / "src", report)
+    assert (report.packages, report.already_had, report.downloaded, report.failed) == (3, 3, 0, [])

@@ -43,12 +43,14 @@ def _package_of(deb: Path) -> str:
 
 def download(names: list[str], debs: Path, report: FetchReport,
              advance: Callable[[int], None] = lambda n: None) -> None:
-    """`apt-get download` every name not already in `debs`; failures are counted, not fatal."""
+    """`apt-get download` every name not already in `debs`; failures are counted, not fatal. `report` adds up
+    over calls (the crates, then rust-src)."""
     debs.mkdir(parents=True, exist_ok=True)
     have = {_package_of(p) for p in debs.glob("*.deb")}
     todo = [n for n in names if n not in have]
-    report.packages, report.already_had, report.failed = len(names), len(names) - len(todo), []
-    advance(report.already_had)
+    report.packages, report.already_had = report.packages + len(names), report.already_had + len(names) - len(todo)
+    report.failed = report.failed or []
+    advance(len(names) - len(todo))
     for i in range(0, len(todo), BATCH):
         batch = todo[i:i + BATCH]
         if _apt_download(batch, debs):

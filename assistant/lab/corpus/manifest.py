@@ -52,8 +52,8 @@ class Manifest:
              dropped, examined.signature if dropped is None else None))
 
     def assign_splits(self, config: SplitConfig, train_only: set[str] = frozenset()) -> None:
-        """Each kept file's split: by crate (or file) hash; a crate that only `train_only` sources hold: train; a
-        crate that other sources hold out (validation, test): their files, and the `train_only` ones dropped."""
+        """Each kept file's split: by crate (or file) hash; a crate that only `train_only` sources hold: train; where
+        other sources hold a crate name out (validation, test), the `train_only` sources' files of it are dropped."""
         if config.unit == "file":
             rows = list(self.db.execute("SELECT id, crate, path FROM files WHERE dropped IS NULL"))
             self.db.executemany("UPDATE files SET split = ? WHERE id = ?",

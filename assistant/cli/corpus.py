@@ -47,7 +47,7 @@ def corpus_build(args: argparse.Namespace) -> int:
     if summary.sdists:
         s = summary.sdists
         console.print(table("PyPI sdists", ["sdists", "already here", "downloaded", "failed"],
-                            [[s.sdists, s.already_had, s.downloaded, ", ".join(s.failed or []) or 0]]))
+                            [[s.sdists, s.already_had, s.downloaded, ", ".join(s.failed) or 0]]))
     console.print(table("Kept files by split", ["split", "crates", "files", "bytes"], summary.splits))
     console.print(table("Kept files by source and split", ["source", "split", "crates", "files", "bytes"],
                         summary.sources))

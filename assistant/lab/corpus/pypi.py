@@ -14,7 +14,7 @@ import tarfile
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class PypiReport:
     sdists: int = 0
     downloaded: int = 0
     already_had: int = 0
-    failed: list[str] | None = None
+    failed: list[str] = field(default_factory=list)
 
 
 def _url(sdist: Sdist) -> str:
@@ -110,11 +110,8 @@ def _url(sdist: Sdist) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def fetch(sdist: Sdist, folder: Path) -> tuple[Path, bool]:
@@ -153,7 +150,6 @@ def sdist_trees(dest: Path, sdists: tuple[Sdist, ...], report: PypiReport,
     """Fetch and unpack each sdist (a failure is reported and skipped); their trees."""
     trees = []
     (dest / "sdists").mkdir(parents=True, exist_ok=True)
-    report.failed = report.failed or []
     for sdist in sdists:
         report.sdists += 1
         try:

@@ -58,9 +58,10 @@ def optimizer_step(objective: torch.nn.Module, model: RustleLM, optimizer: torch
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-    if not (math.isfinite(grad_norm) and math.isfinite(float(loss.detach()))):   # one such step ruins the weights
+    value = float(loss.detach())
+    if not (math.isfinite(grad_norm) and math.isfinite(value)):   # one such step ruins the weights
         raise FloatingPointError(
-            f"the loss ({float(loss.detach())}) or its gradient norm ({grad_norm}) is not a finite number; the step "
+            f"the loss ({value}) or its gradient norm ({grad_norm}) is not a finite number; the step "
             "was not taken and the run's last checkpoint is as it was. Where bf16 is the cause (compiled blocks in "
             "bf16 gave NaN from the first step on one Intel Xeon, BENCHMARKS.md), `rustle train --fp32` trains in fp32")
     optimizer.step()

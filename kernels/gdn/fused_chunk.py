@@ -1,8 +1,8 @@
 """The chunkwise gated delta rule (chunk.py's WY form) in Triton, forward and backward (GPU).
 
 Forward: one program per (batch, head) carries the [K, V] state in fp32 across chunks of C steps; inside a
-chunk, (I + A)^-1 for the strictly lower triangular A is the finite series sum (-A)^n, computed as
-(I - A)(I + A^2)(I + A^4)... (log2 C matrix products). For training it keeps each chunk's starting state.
+chunk, (I + A)^-1 for the strictly lower triangular A by forward substitution (`_inverse`). For training it keeps
+each chunk's starting state.
 Backward: the exact gradient of the same function through the recurrence, chunk by chunk from the last: each
 chunk's states are recomputed from its saved start into a scratch buffer, then walked back step by step
 (per step: dS += scale q dO^T, then the delta rule's update reversed). Runs on CUDA tensors, and on CPU tensors
@@ -21,8 +21,20 @@ def _dot(a, b):
 
 
 @triton.jit
+def _inverse(a, steps, eye, C: tl.constexpr):
+    """(I + A)^-1 for a strictly lower triangular A by forward substitution, row i = e_i - sum_{j<i} A_ij row j, so
+    every intermediate is an entry of the inverse. The power series (I - A)(I + A^2)(I + A^4)... is exact in theory
+    but sums terms of binomial size that cancel when keys repeat, as a trained model's do (tests/test_flash.py)."""
+    inverse = eye
+    for i in range(1, C):
+        row = tl.sum(tl.where(steps[:, None] == i, a, 0.0), 0)                # A[i, :]
+        inverse = tl.where(steps[:, None] == i, eye - tl.sum(row[:, None] * inverse, 0)[None, :], inverse)
+    return inverse
+
+
+@triton.jit
 def _chunks(Q, K, V, G, BETA, S, O, STARTS, T, scale,
-            DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr, LOG2C: tl.constexpr, SAVE: tl.constexpr):
+            DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr, SAVE: tl.constexpr):
     bh = tl.program_id(0)
     steps, ks, vs = tl.arange(0, C), tl.arange(0, DK), tl.arange(0, DV)
     lower = steps[:, None] > steps[None, :]                              # strictly lower
@@ -43,11 +55,7 @@ def _chunks(Q, K, V, G, BETA, S, O, STARTS, T, scale,
         decay = tl.exp(tl.where(causal, gap, float("-inf")))           # exp(g_i - g_j) for j <= i, else 0
         k_beta = k * beta[:, None]
         a = tl.where(lower, _dot(k_beta, tl.trans(k)) * decay, 0.0)
-        inverse = eye - a                                                # (I + A)^-1 = (I - A)(I + A^2)(I + A^4)...
-        power = a
-        for _ in tl.static_range(1, LOG2C):
-            power = _dot(power, power)
-            inverse = _dot(inverse, eye + power)
+        inverse = _inverse(a, steps, eye, C)
         u = _dot(inverse, v * beta[:, None])                           # pseudo-values
         w = _dot(inverse, k_beta * tl.exp(g)[:, None])                 # what the carried state subtracts
         new = u - _dot(w, state)
@@ -76,7 +84,7 @@ def fused_chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     o = torch.empty(B, H, T, DV, dtype=torch.float32, device=q.device)
     q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
     _chunks[(B * H,)](q, k, v, g, beta, final, o, o if starts is None else starts, T, scale, DK=DK, DV=DV, C=C,
-                      LOG2C=C.bit_length() - 1, SAVE=starts is not None)
+                      SAVE=starts is not None)
     return o, final
 
 

@@ -55,6 +55,7 @@ def test_packed_tokens_travel_instead_of_the_corpus_and_the_kernel_check_runs_fi
     check = (tmp_path / "out" / "check.log").read_text()
     assert "triton: loss" in check and "pytorch: loss" in check and "largest relative difference 0.00e+00" in check
     assert "block 2 (lql): output differs by 0.00e+00" in check
+    assert " ms a step" in check and "Triton's step takes" in check    # the faster path trains, where both agree
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["tokens"] == 1024 and "val_loss" in rows[-1]
     assert sorted(p.name for p in (tmp_path / "out").glob("run.tar.*")) == ["run.tar.000"]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (issue 20; assistant/lab/train/gpu.py says what travels): unpack what gpu/ holds (corpus
 # shards, or a run's packed token files), check the Triton kernels against PyTorch's paths on the recipe's starting
-# model (PyTorch's paths then, where they disagree, or where the Triton run fails), train RECIPE there, ship the run
-# and write it to OUT as run.tar.000, .001, … (16 MiB at most each), with check.log, train.log and metrics.jsonl.
+# model (PyTorch's paths then, where they disagree or are slower, or where the Triton run fails), train RECIPE
+# there, ship the run and write it to OUT as run.tar.000, .001, … (16 MiB at most each), with check.log, train.log
+# and metrics.jsonl.
 # Here first: rustle train --config RECIPE --pack-only; rustle gpu-pack --tokens RUN/tokens --out gpu
 # (or from the corpus: rustle gpu-pack --out gpu);
 # the device call carries ["gpu"]; afterwards: rustle gpu-receive /work/.device/…/run.tar.* --to runs/gpu
@@ -26,7 +27,7 @@ print(recipe.get("corpus", "corpus"), recipe["out"])' "$recipe")
 mkdir -p "$run" "$out"
 check() { timeout 180 "$py" -m assistant.lab.train.gpu check "$recipe" 2>&1 | tee "$out/check.log"; }
 if [ "${RUSTLE_TRITON:-1}" != 0 ] && ! check; then
-  echo "the Triton kernels disagree with PyTorch's paths (or failed): training on those paths" | tee -a "$out/check.log"
+  echo "the Triton kernels disagree with PyTorch's paths, are slower, or failed: training on PyTorch's paths" | tee -a "$out/check.log"
   export RUSTLE_TRITON=0
 fi
 started=$SECONDS

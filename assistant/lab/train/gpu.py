@@ -86,10 +86,13 @@ def unpack(folder: Path, corpus: Path, tokens: Path) -> None:
         _decompress(folder / "tokens", tokens)
 
 
-def check(recipe: Path, batch_tokens: int = 16384) -> float:
-    """The largest relative difference in loss and gradient norm of the recipe's starting model on one batch of
-    its training tokens, run with the Triton kernels and with PyTorch's paths (bf16 autocast, as training);
+def check(recipe: Path, batch_tokens: int = 16384) -> tuple[float, float]:
+    """(the largest relative difference in loss and gradient norm, Triton's step time over PyTorch's) for the
+    recipe's starting model on one batch of its training tokens, run with the Triton kernels and with PyTorch's
+    paths (bf16 autocast, as training). Each path runs twice and its second step is timed (the first compiles);
     each block's output difference is printed, so that a disagreement names its layer."""
+    import time
+
     import torch
 
     from kernels import compile as dispatch
@@ -104,24 +107,35 @@ def check(recipe: Path, batch_tokens: int = 16384) -> float:
     tokens = prepare_tokens(config.out / "tokens", config.corpus, config.tokenizer, config.pack)["train"]
     x, y = (t.to(config.device) for t in batch(load_tokens(tokens), seq_len, max(1, batch_tokens // seq_len),
                                                config.seed, 0, 0))
-    results, blocks = [], {}          # blocks: each block's output per path, to name the first that differs
+    results, seconds, blocks = [], [], {}     # blocks: each block's output per path, to name the first that differs
     for i, block in enumerate(model.blocks):
         block.register_forward_hook(lambda _, __, out, i=i: blocks.__setitem__(
             (dispatch.TRITON, i), (out if torch.is_tensor(out) else out[0]).detach().float()))
-    for triton in (True, False):
-        dispatch.TRITON = triton
+
+    def step() -> tuple[float, float]:
         model.zero_grad(set_to_none=True)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
             loss = model.loss(x, y, compiled=False)
         loss.backward()
         norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-        results.append((float(loss.detach()), float(norm)))
-        print(f"{'triton' if triton else 'pytorch'}: loss {results[-1][0]:.5f}, gradient norm {results[-1][1]:.5f}")
+        return float(loss.detach()), float(norm)
+
+    for triton in (True, False):
+        dispatch.TRITON = triton
+        results.append(step())
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        step()                                  # float() on the loss and norm waits for the device
+        seconds.append(time.perf_counter() - started)
+        print(f"{'triton' if triton else 'pytorch'}: loss {results[-1][0]:.5f}, gradient norm {results[-1][1]:.5f}, "
+              f"{seconds[-1] * 1000:.0f} ms a step")
     dispatch.TRITON = True
     for i, kind in enumerate(config.model.layer_pattern):
         a, b = blocks[(True, i)], blocks[(False, i)]
         print(f"block {i} ({kind}): output differs by {float((a - b).abs().max() / b.abs().max()):.2e} of its largest")
-    return max(abs(a - b) / max(abs(b), 1e-9) for a, b in zip(*results))
+    difference = max(abs(a - b) / max(abs(b), 1e-9) for a, b in zip(*results))
+    return difference, seconds[0] / max(seconds[1], 1e-9)
 
 
 def export(recipe: Path, out: Path, part_bytes: int = PART_BYTES) -> list[Path]:
@@ -151,7 +165,7 @@ def receive(parts: list[Path], dest: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """The device side (data/gpu/run.sh): `unpack FOLDER CORPUS TOKENS`, `check RECIPE` (exit 1 where the Triton
-    kernels disagree with PyTorch's paths) and `export RECIPE OUT`."""
+    kernels disagree with PyTorch's paths or are slower: train on PyTorch's then) and `export RECIPE OUT`."""
     parser = argparse.ArgumentParser(prog="python -m assistant.lab.train.gpu")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("unpack")
@@ -168,9 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "unpack":
         unpack(args.folder, args.corpus, args.tokens)
     elif args.command == "check":
-        difference = check(args.recipe)
-        print(f"largest relative difference {difference:.2e} (tolerance {CHECK_TOLERANCE})")
-        sys.exit(0 if difference <= CHECK_TOLERANCE else 1)
+        difference, slower = check(args.recipe)
+        print(f"largest relative difference {difference:.2e} (tolerance {CHECK_TOLERANCE}); "
+              f"Triton's step takes {slower:.2f}x PyTorch's")
+        sys.exit(0 if difference <= CHECK_TOLERANCE and slower <= 1 else 1)
     else:
         for part in export(args.recipe, args.out, args.part_bytes):
             print(part, part.stat().st_size)

@@ -56,12 +56,26 @@ def torch_chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     q_decayed = q * g.exp()[..., None]                                     # reads the state at chunk start
     k_decayed = (k * (last - g).exp()[..., None]).transpose(-1, -2)        # writes into the chunk-end state
     S = torch.zeros(B, H, K, V, dtype=torch.float32, device=q.device) if state is None else state.float().clone()
+    # On a CPU a compiled graph calls the loop as it is: unrolled there (N chunks of three products, nothing to fuse)
+    # it gave NaN gradients in bf16 on an Intel Xeon (BENCHMARKS.md, Training throughput). A GPU keeps it unrolled:
+    # there each op outside the graph is a kernel launch. The wrapper is made here, not at import: it imports the
+    # compiler (~2 s of every start).
+    outside = torch.compiler.is_compiling() and not q.is_cuda
+    carry = torch.compiler.disable(_carry_state) if outside else _carry_state
+    o, S = carry(q_decayed, k_decayed, u, w, scores, last.exp(), S)
+    return o.reshape(B, H, N * C, V)[:, :, :T], S
+
+
+def _carry_state(q_decayed: torch.Tensor, k_decayed: torch.Tensor, u: torch.Tensor, w: torch.Tensor,
+                 scores: torch.Tensor, decay: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunks in order, each read from the state its predecessors left and writing it on: (outputs [B, H, N, C,
+    V], final state)."""
     outs = []
-    for qd, kd, un, wn, sn, ln in zip(*(x.unbind(2) for x in (q_decayed, k_decayed, u, w, scores, last.exp()))):
+    for qd, kd, un, wn, sn, ln in zip(*(x.unbind(2) for x in (q_decayed, k_decayed, u, w, scores, decay))):
         new = un - wn @ S                                                  # [B,H,C,V]
         outs.append(qd @ S + sn @ new)
         S = S * ln[..., None] + kd @ new
-    return torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T], S
+    return torch.stack(outs, 2), S
 
 
 @graph_break

@@ -62,8 +62,8 @@ def optimizer_step(objective: torch.nn.Module, model: RustleLM, optimizer: torch
     if not (math.isfinite(grad_norm) and math.isfinite(value)):   # one such step ruins the weights
         raise FloatingPointError(
             f"the loss ({value}) or its gradient norm ({grad_norm}) is not a finite number; the step "
-            "was not taken and the run's last checkpoint is as it was. Where bf16 is the cause (compiled blocks in "
-            "bf16 gave NaN from the first step on one Intel Xeon, BENCHMARKS.md), `rustle train --fp32` trains in fp32")
+            "was not taken and the run's last checkpoint is as it was. Where bf16 is the cause (BENCHMARKS.md, "
+            "Training throughput, has a case), `rustle train --fp32` trains in fp32")
     optimizer.step()
     return loss, grad_norm
 

@@ -165,7 +165,8 @@ def receive(parts: list[Path], dest: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """The device side (data/gpu/run.sh): `unpack FOLDER CORPUS TOKENS`, `check RECIPE` (exit 1 where the Triton
-    kernels disagree with PyTorch's paths or are slower: train on PyTorch's then) and `export RECIPE OUT`."""
+    kernels disagree with PyTorch's paths, are slower, or the recipe compiles its blocks: train on PyTorch's then)
+    and `export RECIPE OUT`."""
     parser = argparse.ArgumentParser(prog="python -m assistant.lab.train.gpu")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("unpack")
@@ -184,8 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "check":
         difference, slower = check(args.recipe)
         print(f"largest relative difference {difference:.2e} (tolerance {CHECK_TOLERANCE}); "
-              f"Triton's step takes {slower:.2f}x PyTorch's")
-        sys.exit(0 if difference <= CHECK_TOLERANCE and slower <= 1 else 1)
+              f"Triton's step takes {slower:.2f}x PyTorch's, both eager")
+        compiled = TrainConfig.from_toml(args.recipe).compile
+        if compiled:   # the eager timing does not speak for compiled blocks, which fuse PyTorch's paths
+            print("compiled blocks train on PyTorch's paths (stage 12: 381.6k tokens/s on an H200)")
+        sys.exit(0 if difference <= CHECK_TOLERANCE and slower <= 1 and not compiled else 1)
     else:
         for part in export(args.recipe, args.out, args.part_bytes):
             print(part, part.stat().st_size)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 4096   # the shipped recipe's training window: 64 chunks
 
 
-def first_gdn_inputs() -> tuple:
+def first_gdn_inputs(monkeypatch: pytest.MonkeyPatch) -> tuple:
     """What the shipped model's first gdn layer passes the chunk form on a 4K window of the repository's Rust."""
     model, layout = load_model(DEFAULT_MODEL).float(), Layout(tokenizer_of(DEFAULT_MODEL))
     text = "".join(p.read_text() for p in sorted((ROOT / "data" / "workspace" / "src").glob("*.rs")))
@@ -28,20 +28,17 @@ def first_gdn_inputs() -> tuple:
         seen.append(args)
         return chunk.chunk_gated_delta_rule(*args)
 
-    original, gdn_layer.chunk_gated_delta_rule = gdn_layer.chunk_gated_delta_rule, record
-    try:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            model.blocks[0](model.embed(torch.tensor([ids[:WINDOW]])), torch.arange(WINDOW), None)
-    finally:
-        gdn_layer.chunk_gated_delta_rule = original
+    with monkeypatch.context() as patch, torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        patch.setattr(gdn_layer, "chunk_gated_delta_rule", record)
+        model.blocks[0](model.embed(torch.tensor([ids[:WINDOW]])), torch.arange(WINDOW), None)
     return seen[0]
 
 
 @pytest.mark.slow
-def test_compiled_chunks_keep_bf16_gradients_finite_and_equal_to_eager():
+def test_compiled_chunks_keep_bf16_gradients_finite_and_equal_to_eager(monkeypatch):
     """Compiled with its chunk loop unrolled, the bf16 backward gave NaN gradients for k, v, g and beta on an Intel
     Xeon (family 6 model 207) while eager was finite: on a CPU the loop now stays outside the graph."""
-    args = first_gdn_inputs()
+    args = first_gdn_inputs(monkeypatch)
     grads = {}
     for name, fn in (("eager", chunk.torch_chunk_gated_delta_rule),
                      ("compiled", torch.compile(chunk.torch_chunk_gated_delta_rule))):

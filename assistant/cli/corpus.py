@@ -42,7 +42,7 @@ def corpus_build(args: argparse.Namespace) -> int:
         f = summary.fetch
         console.print(table("Debian packages", ["packages", "already here", "downloaded", "failed", "extracted",
                                                 "extract failed"],
-                            [[f.packages, f.already_had, f.downloaded, len(f.failed or []), f.extracted,
+                            [[f.packages, f.already_had, f.downloaded, len(f.failed), f.extracted,
                               f.extract_failed]]))
     if summary.sdists:
         s = summary.sdists

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class FetchReport:
     packages: int = 0
     downloaded: int = 0
     already_had: int = 0
-    failed: list[str] | None = None
+    failed: list[str] = field(default_factory=list)
     extracted: int = 0
     extract_failed: int = 0
 
@@ -49,7 +49,6 @@ def download(names: list[str], debs: Path, report: FetchReport,
     have = {_package_of(p) for p in debs.glob("*.deb")}
     todo = [n for n in names if n not in have]
     report.packages, report.already_had = report.packages + len(names), report.already_had + len(names) - len(todo)
-    report.failed = report.failed or []
     advance(len(names) - len(todo))
     for i in range(0, len(todo), BATCH):
         batch = todo[i:i + BATCH]

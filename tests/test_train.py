@@ -220,6 +220,22 @@ def test_compiled_blocks_train_like_eager_ones_and_save_the_same_weights(corpus,
         assert torch.allclose(weight, compiled_weights[name], atol=1e-2), name
 
 
+def test_lql_may_attend_every_key_in_training_and_its_checkpoint_keeps_the_served_selection(corpus, tmp_path):
+    """train_lql_blocks = 0 trains as a model whose lql attends every key does (windows past its selection's
+    reach), and the checkpoint keeps the model's own selection for serving."""
+    selecting, every_key = "lql_recent = 16\nlql_blocks = 1\n", "lql_recent = 16\nlql_blocks = 0\n"
+    runs = {}
+    for name, model, extra in (("trained", selecting, {"train_lql_blocks": 0}), ("every", every_key, {}),
+                               ("selected", selecting, {})):
+        path = recipe(tmp_path / name, corpus, seq_schedule=[[0.0, 256]], **extra)
+        path.write_text(path.read_text() + model)
+        config = TrainConfig.from_toml(path)
+        train(config, max_steps=2)
+        runs[name] = [json.loads(line)["loss"] for line in (config.out / "metrics.jsonl").read_text().splitlines()]
+    assert runs["trained"] == runs["every"] != runs["selected"]
+    assert load_model(tmp_path / "trained" / "run" / "checkpoint").config.lql_blocks == 1
+
+
 def test_kill_minus_nine_then_resume(corpus, tmp_path, rustle):
     config = recipe(tmp_path, corpus, total_tokens=40000)
     exe = Path(sys.executable).parent / "rustle"

@@ -47,7 +47,10 @@ class LatentAttention(nn.Module):
             start += v.shape[2]
         if self.blocks and past + T > self.recent + self.blocks * BLOCK:
             kept = cache.bounds if cache is not None and not self.use_rope else None   # the latents' own bounds
-            o = selected_attention(q, segments, past, self.recent, self.blocks, kept)
+            attend = selected_attention
+            if torch.compiler.is_compiling():    # which blocks a query sees is data-dependent: kept out of the graph
+                attend = torch.compiler.disable(selected_attention)
+            o = attend(q, segments, past, self.recent, self.blocks, kept)
         else:
             o = attend_segments(q, segments, past)
         return self.up(o.transpose(1, 2).reshape(B, T, -1))

@@ -35,6 +35,8 @@ class TrainConfig:
     init_from: Path | None = None                # weights-only start (fine-tuning, or continuing a shipped model)
     graft: bool = False                          # init_from may differ in layer kinds (those blocks start
                                                  # fresh) or have a narrower MLP (graft.py)
+    train_lql_blocks: int | None = None          # lql's selected blocks in training where not the model's own
+                                                 # (0: every key; its checkpoints keep the model's for serving)
     patience: int | None = None                  # stop after this many evaluations without a better val loss
     max_seconds: float | None = None             # a wall-clock budget (a lent GPU): total_tokens is cut, a few
                                                  # steps in, to what the measured throughput reaches by then

@@ -1,4 +1,5 @@
-"""The gated delta rule's chunk form compiled for training on a CPU, on the inputs a trained model gives it."""
+"""Training's compiled paths on a CPU: the gated delta rule's chunk form on the inputs a trained model gives it,
+and lql's block selection past its recent keys (training windows longer than 4K)."""
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,8 @@ import torch
 import kernels.gdn.chunk as chunk
 import model.layers.gdn as gdn_layer
 from model import DEFAULT_MODEL
+from model.config import ModelConfig
+from model.model import RustleLM
 from model.io import load_model
 from tokenizer import tokenizer_of
 from tokenizer.layout import Layout
@@ -50,3 +53,22 @@ def test_compiled_chunks_keep_bf16_gradients_finite_and_equal_to_eager(monkeypat
     for label, eager, compiled in zip("q k v g beta".split(), grads["eager"], grads["compiled"]):
         assert torch.isfinite(compiled).all(), label
         assert float((compiled - eager).abs().max()) <= 0.05 * float(eager.abs().max()), label
+
+
+@pytest.mark.slow
+def test_compiled_blocks_select_lql_blocks_as_eager_does():
+    """Which blocks an lql query sees is data-dependent, and inductor failed on it (`vr must not be None`) in a
+    16K window: a compiled block calls the selection outside its graph, with eager's outputs and gradients."""
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=64, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64, window=16,
+                         lql_dim=16, lql_heads=2, lql_recent=64, lql_blocks=2, layer_pattern=("swa", "lql"))
+    model = RustleLM(config)
+    x = torch.randn(1, 512, 32)
+    results = {}
+    for name, block in (("eager", model.blocks[1]), ("compiled", torch.compile(model.blocks[1]))):
+        leaf = x.clone().requires_grad_(True)
+        out = block(leaf, torch.arange(512), None)
+        out.square().mean().backward()
+        results[name] = out.detach(), leaf.grad
+    for eager, compiled in zip(results["eager"], results["compiled"]):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)

@@ -13,7 +13,7 @@ import torch
 from model.model import RustleLM
 
 from ..train.config import TrainConfig
-from ..train.loop import NextTokenLoss, compile_blocks, optimizer_step
+from ..train.loop import NextTokenLoss, attend_in_training, compile_blocks, optimizer_step
 
 
 @dataclass
@@ -29,6 +29,7 @@ class StepRow:
 def time_steps(config: TrainConfig, seq_len: int, compiled: bool, steps: int) -> StepRow:
     torch.manual_seed(config.seed)
     model = RustleLM(config.model).train()
+    attend_in_training(model, config.train_lql_blocks)
     if compiled:
         compile_blocks(model)
     objective = NextTokenLoss(model, compiled)

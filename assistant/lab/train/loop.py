@@ -101,17 +101,18 @@ def starting_model(config: TrainConfig) -> tuple[RustleLM, list[int]]:
     """The run's model before its first step, on the CPU, attending as in training: fresh, or `init_from`'s
     weights (and the indices of the blocks that start fresh, where grafted)."""
     model = RustleLM(config.model)
-    if config.train_lql_blocks is not None:
-        attend_in_training(model, config.train_lql_blocks)
+    attend_in_training(model, config.train_lql_blocks)
     if config.init_from is None:
         return model, []
     return model, start_weights(model, load_model(config.init_from), config.graft, f"{config.init_from}")
 
 
-def attend_in_training(model: RustleLM, blocks: int) -> None:
-    """lql queries attend to `blocks` selected blocks (0: every key) while training; the config keeps the served
-    number. On a CPU a 16K window's step takes seconds attending to every key, minutes gathering each query's
-    selected ones."""
+def attend_in_training(model: RustleLM, blocks: int | None) -> None:
+    """lql queries attend to `blocks` selected blocks (0: every key; None: the model's own) while training; the
+    config keeps the served number. On a CPU a 16K window's step takes seconds attending to every key, minutes
+    gathering each query's selected ones."""
+    if blocks is None:
+        return
     for block in model.blocks:
         if block.kind == "lql":
             block.attn.blocks = blocks

@@ -281,6 +281,9 @@ def test_weights_only_start_counts_cumulative_tokens(corpus, tmp_path):
     more = TrainConfig.from_toml(recipe(tmp_path / "more", corpus, init_from=str(shipped), total_tokens=2048))
     state, _ = train(more)
     assert state.cumulative_tokens == 6144 + state.tokens
+    after_run = TrainConfig.from_toml(recipe(tmp_path / "after", corpus, init_from=str(more.out / "checkpoint"),
+                                             total_tokens=1024))
+    assert train(after_run)[0].cumulative_tokens == 6144 + state.tokens + 1024    # from a run's checkpoint
     continued = shipped / "continue.toml"  # the next stage's recipe, committed beside the model it continues
     continued.write_text((tmp_path / "more" / "train.toml").read_text())
     again = ship(more.out, shipped, continued)  # replaces the first model; the first stage's record stays

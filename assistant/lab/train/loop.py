@@ -107,6 +107,14 @@ def starting_model(config: TrainConfig) -> tuple[RustleLM, list[int]]:
     return model, start_weights(model, load_model(config.init_from), config.graft, f"{config.init_from}")
 
 
+def tokens_behind(model_dir: Path) -> int:
+    """The tokens a model has been trained on: a shipped folder's metadata.json, or a run's checkpoint/state.json."""
+    for name in ("metadata.json", "state.json"):
+        if (model_dir / name).is_file():
+            return json.loads((model_dir / name).read_text()).get("cumulative_tokens", 0)
+    return 0
+
+
 def attend_in_training(model: RustleLM, blocks: int | None) -> None:
     """lql queries attend to `blocks` selected blocks (0: every key; None: the model's own) while training; the
     config keeps the served number. On a CPU a 16K window's step takes seconds attending to every key, minutes
@@ -178,8 +186,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     model, fresh = starting_model(config)
     state, warmup = RunState(), config.warmup_tokens
     if config.init_from is not None:  # weights only: no optimiser state, so warm up again briefly
-        meta = config.init_from / "metadata.json"
-        state.cumulative_tokens = json.loads(meta.read_text()).get("cumulative_tokens", 0) if meta.is_file() else 0
+        state.cumulative_tokens = tokens_behind(config.init_from)
         warmup = max(1, int(REWARM_FRACTION * config.total_tokens))
     model.to(config.device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]

@@ -234,6 +234,8 @@ def test_lql_may_attend_every_key_in_training_and_its_checkpoint_keeps_the_serve
         runs[name] = [json.loads(line)["loss"] for line in (config.out / "metrics.jsonl").read_text().splitlines()]
     assert runs["trained"] == runs["every"] != runs["selected"]
     assert load_model(tmp_path / "trained" / "run" / "checkpoint").config.lql_blocks == 1
+    with pytest.raises(ValueError, match="train_lql_blocks: lql_blocks = -1"):
+        TrainConfig.from_toml(recipe(tmp_path / "bad", corpus, train_lql_blocks=-1))
 
 
 def test_kill_minus_nine_then_resume(corpus, tmp_path, rustle):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from model.config import ModelConfig
@@ -40,6 +40,13 @@ class TrainConfig:
     patience: int | None = None                  # stop after this many evaluations without a better val loss
     max_seconds: float | None = None             # a wall-clock budget (a lent GPU): total_tokens is cut, a few
                                                  # steps in, to what the measured throughput reaches by then
+
+    def __post_init__(self) -> None:
+        if self.train_lql_blocks is not None:     # the model config's own bounds on lql_blocks
+            try:
+                replace(self.model, lql_blocks=self.train_lql_blocks)
+            except ValueError as err:
+                raise ValueError(f"train_lql_blocks: {err}") from None
 
     @classmethod
     def from_toml(cls, path: Path) -> "TrainConfig":

@@ -9,8 +9,8 @@ import kernels.gdn.chunk as chunk
 import model.layers.gdn as gdn_layer
 from model import DEFAULT_MODEL
 from model.config import ModelConfig
-from model.model import RustleLM
 from model.io import load_model
+from model.model import RustleLM
 from tokenizer import tokenizer_of
 from tokenizer.layout import Layout
 

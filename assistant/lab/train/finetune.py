@@ -20,7 +20,7 @@ from ..corpus.split import SplitConfig
 from ..eval.ppl import perplexity
 from .config import TrainConfig
 from .data import PackConfig
-from .loop import train
+from .loop import tokens_behind, train
 
 
 @dataclass
@@ -75,8 +75,7 @@ def finetune(config: FinetuneConfig, on_log: Callable[[dict], None] = lambda row
         save_model(best, model_dir, run.tokenizer)
     else:  # fine-tuning did not help on held-out files: the new folder holds the base weights
         save_model(base, model_dir, run.tokenizer)
-    base_meta = config.model / "metadata.json"
-    cumulative = json.loads(base_meta.read_text()).get("cumulative_tokens", 0) if base_meta.is_file() else 0
+    cumulative = tokens_behind(config.model)
     (model_dir / "metadata.json").write_text(json.dumps({
         "cumulative_tokens": cumulative + state.tokens, "finetuned_from": str(config.model),
         "bits_per_byte_before": before, "bits_per_byte_after": min(before, after)}, indent=2) + "\n")

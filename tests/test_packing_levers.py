@@ -1,5 +1,6 @@
 """Packing levers of issue 20. Identifier-anonymised crates: a crate's own names renamed consistently; std, keywords,
-modules and trait methods untouched; the renamed crate still compiles with a real rustc. Definitions-first order."""
+modules and trait methods untouched; the renamed crate still compiles with a real rustc. Definitions-first order.
+Line-completion FIM cuts (issue 19): the middle is the rest of one line, as a completion request's is."""
 import random
 import shutil
 import subprocess
@@ -7,6 +8,8 @@ import subprocess
 import pytest
 
 from assistant.lab.train.anonymize import anonymize, common_names, own_names
+from assistant.lab.train.data import PackConfig, Packer, line_span
+from tokenizer import load_tokenizer
 
 LIB = """mod shapes;
 use std::collections::HashMap;
@@ -79,3 +82,33 @@ def test_definitions_come_before_their_uses():
     order = [p for p, _ in definitions_first(files)]
     assert sorted(order) == sorted(p for p, _ in files)       # every file, once, even with a cycle
     assert order.index("src/c_registry.rs") < order.index("src/b_report.rs") < order.index("src/a_main.rs")
+
+
+def test_a_line_cut_middle_is_the_rest_of_one_non_blank_line():
+    rng = random.Random(0)
+    cuts = [line_span(LIB, rng) for _ in range(300)]
+    whole = 0
+    for a, b in cuts:
+        start = LIB.rfind("\n", 0, b) + 1
+        line = LIB[start:b]
+        indent = start + len(line) - len(line.lstrip())
+        assert line.strip() and LIB[b:b + 1] in ("\n", "") and indent <= a < b
+        whole += a == indent
+    assert 60 < whole < 160          # a third start at the indentation: whole lines
+    assert line_span("\n  \n", rng) is None
+
+
+def test_packing_with_line_cuts_puts_one_line_in_each_middle():
+    tok = load_tokenizer()
+    packer = Packer(tok, PackConfig(fim_rate=1.0, spm_rate=0.0, fim_line_rate=1.0))
+    for seed in range(20):
+        text = tok.decode(packer.file("src/lib.rs", LIB, random.Random(seed)), skip_special_tokens=False)
+        prefix, rest = text.split("<|fim_prefix|>")[1].split("<|fim_suffix|>")
+        suffix, middle = rest.split("<|fim_middle|>")
+        assert prefix + middle + suffix == LIB and middle.strip() and "\n" not in middle
+        assert suffix.startswith("\n")
+
+
+def test_line_cut_share_must_be_a_share():
+    with pytest.raises(ValueError, match="fim_line_rate"):
+        PackConfig(fim_line_rate=1.5)

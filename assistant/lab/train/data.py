@@ -6,8 +6,10 @@ so that global layers learn to copy across the files of one repository. Each fil
 is cut at two random points into prefix/middle/suffix and written as PSM
 (<|fim_prefix|>pre<|fim_suffix|>suf<|fim_middle|>mid) or, half the time, SPM
 (<|fim_prefix|><|fim_suffix|>suf<|fim_middle|>pre mid), the StarCoder conventions; tokenizer/layout.py
-owns that layout, for prompts too. At `anonymize_rate`, a crate's own identifiers are first renamed to
-fresh random names (anonymize.py), so that they can only be predicted by copying from context; with
+owns that layout, for prompts too. At `fim_line_rate` a cut's middle is instead the rest of one line
+(`line_span`), the shape of an editor's completion, whose suffix starts at the line's end. At `anonymize_rate`, a
+crate's own identifiers are first renamed to fresh random names (anonymize.py), so that they can only be predicted
+by copying from context; with
 `order = "definitions-first"` a crate's files come in definitions-before-uses order (order.py). At
 `repeat_rate`, a crate is written twice in a row, the second time token for token: every token of the copy
 is predictable by copying from one crate-length back (inside a training window for the crates shorter than
@@ -45,6 +47,7 @@ ORDERS = ("path", "definitions-first")
 class PackConfig:
     fim_rate: float = 0.5
     spm_rate: float = 0.5
+    fim_line_rate: float = 0.0      # share of FIM cuts whose middle is the rest of one line (line_span)
     seed: int = 1234
     anonymize_rate: float = 0.0     # share of crates whose own identifiers are renamed (anonymize.py)
     common_share: float = 0.02      # names used by this share of the split's crates are never renamed
@@ -68,8 +71,9 @@ class PackConfig:
             raise ValueError(f"copy blocks every {self.copy_every} tokens, copies {self.copy_near}-"
                              f"{self.copy_distance} tokens on: need copy_every >= 1 and "
                              f"max(copy_near, {COPY_BLOCK[1]}) <= copy_distance")
-        if not 0 <= self.copy_code_share <= 1:
-            raise ValueError(f"copy_code_share {self.copy_code_share}: a share, from 0 to 1")
+        for name in ("fim_rate", "spm_rate", "fim_line_rate", "copy_code_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} {getattr(self, name)}: a share, from 0 to 1")
 
 
 def echo(ids: list[int], rng: random.Random, shortest: int, longest: int) -> list[int]:
@@ -108,6 +112,21 @@ def copy_blocks(ids: list[int], rng: random.Random, every: int, distance: int, v
     return out + ids[done:]
 
 
+def line_span(text: str, rng: random.Random) -> tuple[int, int] | None:
+    """A FIM cut (a, b) whose middle is the rest of one non-blank line from a cursor in it: at its indentation a third
+    of the time (a whole line), else anywhere in its text; the suffix then starts with the line's end, as a
+    completion request's does. None for a file without a non-blank line."""
+    lines, start = [], 0     # (where its text starts after the indentation, where it ends)
+    for line in text.split("\n"):
+        if line.strip():
+            lines.append((start + len(line) - len(line.lstrip()), start + len(line)))
+        start += len(line) + 1
+    if not lines:
+        return None
+    indent, end = rng.choice(lines)
+    return (indent if rng.random() < 1 / 3 else rng.randrange(indent, end)), end
+
+
 class Packer:
     """Turns a crate's files into one token sequence, in the layout prompts use (tokenizer/layout.py)."""
 
@@ -124,7 +143,9 @@ class Packer:
     def file(self, path: str, text: str, rng: random.Random) -> list[int]:
         if rng.random() >= self.config.fim_rate or len(text) < 3:
             return self.layout.file_header(path) + self.layout.encode(text)
-        a, b = sorted(rng.sample(range(len(text) + 1), 2))
+        line_cut = self.config.fim_line_rate > 0 and rng.random() < self.config.fim_line_rate  # no draw at rate 0
+        span = line_span(text, rng) if line_cut else None
+        a, b = span or sorted(rng.sample(range(len(text) + 1), 2))
         return self.fim(path, text, a, b, spm=rng.random() < self.config.spm_rate)
 
     def crate(self, name: str, files: list[tuple[str, str]], rng: random.Random) -> list[int]:

@@ -74,7 +74,7 @@ def test_a_time_budget_cuts_the_run_to_whole_batches_that_fit():
     assert fit_budget(config, 1024, tokens_per_s=1000.0, seconds_left=-5.0).total_tokens == 1024 + 512
 
 
-def test_a_run_with_a_time_budget_ends_where_the_budget_cut_it(corpus, tmp_path):
+def test_a_run_with_a_time_budget_ends_where_the_budget_cut_it_and_a_resume_keeps_the_cut(corpus, tmp_path):
     config = replace(TrainConfig.from_toml(recipe(tmp_path, corpus, bf16=False)), total_tokens=10 ** 9,
                      eval_every_tokens=10 ** 9, checkpoint_every_seconds=300.0, max_seconds=8.0)
     state, _ = train(config)
@@ -83,3 +83,6 @@ def test_a_run_with_a_time_budget_ends_where_the_budget_cut_it(corpus, tmp_path)
     assert all(r["total_tokens"] == 10 ** 9 for r in rows[:BUDGET_STEPS[1] - 1])
     assert cut < 10 ** 9 and all(r["total_tokens"] == cut for r in rows[BUDGET_STEPS[1] - 1:])
     assert state.tokens == rows[-1]["tokens"] == cut and "val_loss" in rows[-1]
+    # resumed with the same recipe, the run keeps the cut (its learning-rate schedule) instead of the recipe's total
+    resumed, _ = train(config, resume=True, max_steps=rows[-1]["step"] + 2)
+    assert resumed.tokens == cut and len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == len(rows)

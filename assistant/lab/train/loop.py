@@ -97,6 +97,15 @@ def fit_budget(config: TrainConfig, tokens: int, tokens_per_s: float, seconds_le
     return replace(config, total_tokens=min(config.total_tokens, max(tokens + config.batch_tokens, reach)))
 
 
+def keep_budget_cut(config: TrainConfig, checkpoint: Path) -> TrainConfig:
+    """`config` with the token total that the resumed run's time budget cut, where one did: the learning-rate
+    schedule depends on the total, so a resumed run must not stretch it back (a new budget may still cut it)."""
+    recorded = json.loads((checkpoint / "state.json").read_text()).get("config", {})
+    if recorded.get("max_seconds") is None or recorded.get("total_tokens", config.total_tokens) >= config.total_tokens:
+        return config
+    return replace(config, total_tokens=recorded["total_tokens"])
+
+
 def starting_model(config: TrainConfig) -> tuple[RustleLM, list[int]]:
     """The run's model before its first step, on the CPU, attending as in training: fresh, or `init_from`'s
     weights (and the indices of the blocks that start fresh, where grafted)."""
@@ -195,7 +204,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
     checkpoint = find_checkpoint(config.out) if resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model, optimizer)
+        state, config = load_checkpoint(checkpoint, model, optimizer), keep_budget_cut(config, checkpoint)
     elif resume:
         raise FileNotFoundError(f"--resume: no checkpoint under {config.out}")
     if config.compile:

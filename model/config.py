@@ -38,6 +38,8 @@ class ModelConfig:
     lql_heads: int = 2
     lql_recent: int = 2048      # an lql query past lql_recent + 64 * lql_blocks keys sees its recent keys and the
     lql_blocks: int = 32        # blocks of 64 older ones most promising to it (kernels/attention/select.py); 0: all
+    lql_log_base: int = 0       # lql queries at position p past this are scaled by ln(p + 1) / ln(base): a softmax
+                                # over more keys stays as sharp (0: off)
     global_rope: bool = False   # full and lql layers go without positions (NoPE) unless set
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
@@ -52,6 +54,9 @@ class ModelConfig:
         blocks = self.lql_blocks
         if not isinstance(blocks, int) or isinstance(blocks, bool) or not 0 <= blocks <= 1 << 20:
             raise ValueError(f"lql_blocks = {self.lql_blocks!r}: expected a whole number from 0 to {1 << 20:,}")
+        base = self.lql_log_base
+        if not isinstance(base, int) or isinstance(base, bool) or base == 1 or not 0 <= base <= 1 << 30:
+            raise ValueError(f"lql_log_base = {base!r}: expected 0 (off) or a whole number of positions from 2")
         if not isinstance(self.layer_pattern, (list, tuple)) or not 1 <= len(self.layer_pattern) <= MAX_LAYERS:
             raise ValueError(f"layer_pattern: expected a list of 1 to {MAX_LAYERS:,} layer kinds")
         if not all(isinstance(x, (int, float)) and x > 0 for x in (self.rope_theta, self.norm_eps)):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from assistant.engine.decode import generate
+from assistant.lab.train.graft import start_weights
 from kernels.gdn import chunk_gated_delta_rule, naive_gated_delta_rule, recurrent_gated_delta_step
 from model.cache import export_snapshots, held_bytes, import_snapshots
 from model.config import ModelConfig
@@ -95,6 +96,25 @@ def test_selected_lql_attention_answers_the_same_warm_and_cold(batch):
     assert relative_error(whole, torch.cat(parts, dim=1)) < 1e-4
     assert relative_error(whole[:, :80], everything[:, :80]) < 1e-5      # up to 16 + 64 keys: all of them
     assert relative_error(whole[:, 200:], everything[:, 200:]) > 1e-3    # then a choice
+
+
+def test_log_scaled_lql_queries_change_nothing_before_the_base_and_answer_the_same_warm_and_cold():
+    """`lql_log_base`: queries past the base attend more sharply; prefill, chunks and steps still equal one forward,
+    and a model without the scale loads into one with it (no weight changes)."""
+    torch.manual_seed(0)
+    plain = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1)).eval()
+    scaled = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1, lql_log_base=8)).eval()
+    assert start_weights(scaled, plain, graft=False, source="plain") == []
+    tokens = torch.randint(0, 97, (1, 230))
+    with torch.inference_mode():
+        whole, before = scaled(tokens), plain(tokens)
+        cache = scaled.new_cache()
+        parts = [scaled(tokens[:, :150], cache)] + [scaled(tokens[:, t:t + 1], cache) for t in range(150, 230)]
+    assert relative_error(whole, torch.cat(parts, dim=1)) < 1e-4
+    assert relative_error(whole[:, :7], before[:, :7]) < 1e-6      # ln(p + 1) / ln 8 <= 1: unscaled
+    assert relative_error(whole[:, 100:], before[:, 100:]) > 1e-3
+    with pytest.raises(ValueError, match="lql_log_base"):
+        tiny(("swa", "lql"), lql_log_base=1)
 
 
 def test_chunked_and_recurrent_gated_delta_rule_equal_the_naive_recurrence():

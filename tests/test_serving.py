@@ -105,6 +105,19 @@ def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads):
         torch.set_num_threads(previous)
 
 
+def test_a_model_with_log_scaled_lql_queries_is_served_by_its_modules_and_answers_the_same():
+    """The C step does not scale lql queries: such a model keeps the PyTorch path (and its answers)."""
+    served, reference = pair(config(lql_log_base=8))
+    assert type(served) is not ServedLM
+    tokens = torch.randint(0, 97, (1, 120), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        outs = []
+        for model in (served, reference):
+            cache = model.new_cache()
+            outs.append(torch.cat([model(tokens[:, :40], cache), steps(model, cache, tokens[0, 40:].tolist())], 1))
+    assert relative_error(*outs) < 1e-4, relative_error(*outs)
+
+
 def test_steps_after_a_restore_branch_off_and_keep_every_snapshot():
     """Restore an earlier snapshot while a later one holds the positions past it: the lql layer's latents branch
     off (model/cache.py), and both continuations equal cold runs of their whole sequences."""

@@ -7,6 +7,8 @@ projections, as in MLA's weight absorption), so the cache holds only d numbers p
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -18,12 +20,18 @@ from ..config import ModelConfig
 from .common import attend_segments, rope
 
 
+def log_scale(positions: torch.Tensor, base: int) -> torch.Tensor:
+    """max(1, ln(p + 1) / ln(base)) for each position p [T]: past `base` keys a query grows with the log of their
+    number, so that the softmax does not flatten over a context longer than training's (scalable softmax)."""
+    return (torch.log1p(positions.to(torch.float32)) / math.log(base)).clamp_min(1.0)
+
+
 class LatentAttention(nn.Module):
     def __init__(self, config: ModelConfig, use_rope: bool) -> None:
         super().__init__()
         self.d, self.h = config.lql_dim, config.lql_heads
         self.use_rope, self.theta = use_rope, config.rope_theta
-        self.recent, self.blocks = config.lql_recent, config.lql_blocks
+        self.recent, self.blocks, self.log_base = config.lql_recent, config.lql_blocks, config.lql_log_base
         self.down = nn.Linear(config.d_model, self.d, bias=False)              # D -> d: the cached latent
         self.query = nn.Linear(config.d_model, self.h * self.d, bias=False)    # one d-wide query per head
         self.up = nn.Linear(self.h * self.d, config.d_model, bias=False)       # d -> D
@@ -39,6 +47,8 @@ class LatentAttention(nn.Module):
         latents = cache.append(z) if cache is not None else [z]               # by segment (model/cache.py)
         if self.use_rope:
             q = rope(q, positions, self.theta)
+        if self.log_base:
+            q = q * log_scale(positions, self.log_base).to(q.dtype)[:, None]
         segments, start = [], 0
         for z in latents:
             v = z[:, None]                                                     # [B, 1, L, d], shared by the heads

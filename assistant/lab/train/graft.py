@@ -6,6 +6,8 @@ NoPE `full` layer) and continue a trained model, so that only the swapped blocks
 Widening the MLP grows a trained model without changing what it computes: the trained hidden units are kept
 and the new ones start silent (their down-projection columns zero, so they add nothing until trained). A wider
 MLP adds parameters but no operations, and batch-1 decoding costs operations, not FLOPs.
+A recipe may also scale lql's queries by the log of their position (`lql_log_base`) without grafting: no weight
+changes shape or meaning.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def _widened(name: str, old: torch.Tensor, fresh: torch.Tensor, old_hidden: int,
 
 def start_weights(model: RustleLM, start: RustleLM, graft: bool, source: str) -> list[int]:
     """Load `start` into `model`; return the indices of the blocks left at their fresh initialisation."""
-    if start.config == model.config:
+    if replace(start.config, lql_log_base=model.config.lql_log_base) == model.config:   # no parameter changes
         model.load_state_dict(start.state_dict())
         return []
     if not graft:

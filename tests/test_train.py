@@ -362,9 +362,9 @@ def test_grafting_keeps_every_block_but_the_swapped_kinds_and_refuses_other_chan
     swapped = replace(config, layer_pattern=("gdn", "swa", "full"))
     with pytest.raises(ValueError, match="graft = true"):
         start_weights(RustleLM(swapped), start, False, "shipped")
-    with pytest.raises(ValueError, match="widens the MLP only"):
+    with pytest.raises(ValueError, match="widens the MLP and lql only"):
         start_weights(RustleLM(replace(swapped, d_model=48)), start, True, "shipped")
-    with pytest.raises(ValueError, match="widens the MLP only"):
+    with pytest.raises(ValueError, match="widens the MLP and lql only"):
         start_weights(RustleLM(replace(config, mlp_hidden=32)), start, True, "shipped")
     model = RustleLM(swapped)
     assert start_weights(model, start, True, "shipped") == [2]
@@ -395,6 +395,30 @@ def test_a_widened_mlp_computes_what_the_narrow_model_did_and_its_new_units_lear
     assert gate_up[64:96].abs().sum() > 0                          # new units: a fresh (random) gate and up
     wide.loss(tokens[:, :-1], tokens[:, 1:]).backward()
     assert wide.blocks[0].mlp.down.weight.grad[:, 64:].abs().sum() > 0    # silent, not dead
+
+
+def test_a_widened_lql_computes_what_the_narrow_model_did_and_its_new_heads_learn():
+    import tomllib
+    from dataclasses import replace
+    from assistant.lab.train.graft import start_weights
+    from model.config import ModelConfig
+    from model.model import RustleLM
+    torch.manual_seed(0)
+    config = ModelConfig(**tomllib.loads(TINY_MODEL)["model"])      # its lql is block 2
+    start = RustleLM(config)
+    wide = RustleLM(replace(config, lql_dim=2 * config.lql_dim, lql_heads=2 * config.lql_heads))
+    assert start_weights(wide, start, True, "shipped") == []
+    tokens = torch.randint(0, config.vocab_size, (2, 40))
+    torch.testing.assert_close(wide(tokens), start(tokens))
+    d, h = config.lql_dim, config.lql_heads
+    attn = wide.blocks[2].attn
+    assert torch.equal(attn.down.weight[:d], start.blocks[2].attn.down.weight)
+    assert attn.down.weight[d:].abs().sum() > 0                    # new latent dims: a fresh down-projection
+    assert attn.up.weight.view(-1, 2 * h, 2 * d)[:, :, d:].abs().sum() == 0
+    wide.loss(tokens[:, :-1], tokens[:, 1:]).backward()
+    assert attn.up.weight.grad.view(-1, 2 * h, 2 * d)[:, h:].abs().sum() > 0     # new heads: silent, not dead
+    with pytest.raises(ValueError, match="widens the MLP and lql only"):
+        start_weights(start, wide, True, "shipped")                 # narrowing is not grafting
 
 
 def test_a_step_whose_loss_is_not_a_number_stops_the_run_before_it_changes_the_weights(corpus, tmp_path):

@@ -6,15 +6,20 @@ NoPE `full` layer) and continue a trained model, so that only the swapped blocks
 Widening the MLP grows a trained model without changing what it computes: the trained hidden units are kept
 and the new ones start silent (their down-projection columns zero, so they add nothing until trained). A wider
 MLP adds parameters but no operations, and batch-1 decoding costs operations, not FLOPs.
+Widening lql (a wider latent, more heads) keeps what it computes the same way: the trained latent dimensions and
+heads are kept (queries rescaled for the wider softmax scale), the new query and output weights start at zero, and
+the new latent dimensions get a fresh down-projection so that they have something to learn from.
 A recipe may also scale lql's queries by the log of their position (`lql_log_base`) without grafting: no weight
 changes shape or meaning.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
 
+from model.config import ModelConfig
 from model.model import RustleLM
 
 
@@ -30,6 +35,31 @@ def _widened(name: str, old: torch.Tensor, fresh: torch.Tensor, old_hidden: int,
     return out
 
 
+def _widened_lql(name: str, old: torch.Tensor, fresh: torch.Tensor, old_shape: tuple[int, int],
+                 shape: tuple[int, int]) -> torch.Tensor:
+    """`fresh` (a wider lql's initial `name`) holding `old`'s trained latent dims and heads; shapes are (heads, d)."""
+    (h0, d0), (h, d) = old_shape, shape
+    if name.endswith("attn.down.weight"):        # rows: latent dims; the new ones keep their fresh values
+        out = fresh.clone()
+        out[:d0] = old
+        return out
+    if name.endswith("attn.query.weight"):       # rows: head-major latent dims; SDPA scales scores by 1/sqrt(d)
+        out = torch.zeros_like(fresh).view(h, d, -1)
+        out[:h0, :d0] = old.view(h0, d0, -1) * math.sqrt(d / d0)
+        return out.view_as(fresh)
+    out = torch.zeros_like(fresh).view(fresh.shape[0], h, d)    # up: columns, head-major latent dims
+    out[:, :h0, :d0] = old.view(old.shape[0], h0, d0)
+    return out.view_as(fresh)
+
+
+def _widened_block(name: str, old: torch.Tensor, fresh: torch.Tensor, start: ModelConfig,
+                   config: ModelConfig) -> torch.Tensor:
+    kind = config.layer_pattern[int(name.split(".")[1])] if name.startswith("blocks.") else None
+    if kind == "lql" and ".attn." in name:
+        return _widened_lql(name, old, fresh, (start.lql_heads, start.lql_dim), (config.lql_heads, config.lql_dim))
+    return _widened(name, old, fresh, start.mlp_hidden, config.mlp_hidden)
+
+
 def start_weights(model: RustleLM, start: RustleLM, graft: bool, source: str) -> list[int]:
     """Load `start` into `model`; return the indices of the blocks left at their fresh initialisation."""
     if replace(start.config, lql_log_base=model.config.lql_log_base) == model.config:   # no parameter changes
@@ -37,15 +67,16 @@ def start_weights(model: RustleLM, start: RustleLM, graft: bool, source: str) ->
         return []
     if not graft:
         raise ValueError(f"{source} holds a different model config than the recipe's (set graft = true "
-                         "to continue it with other layer kinds or a wider MLP)")
-    old_hidden, hidden = start.config.mlp_hidden, model.config.mlp_hidden
-    same = replace(start.config, layer_pattern=model.config.layer_pattern, mlp_hidden=hidden) == model.config
-    if not same or old_hidden > hidden:
-        raise ValueError(f"{source}: grafting changes layer kinds and widens the MLP only; the recipe changes more "
-                         "of the model")
+                         "to continue it with other layer kinds, a wider MLP or a wider lql)")
+    old, new = start.config, model.config
+    same = replace(old, layer_pattern=new.layer_pattern, mlp_hidden=new.mlp_hidden, lql_dim=new.lql_dim,
+                   lql_heads=new.lql_heads) == new
+    if not same or old.mlp_hidden > new.mlp_hidden or old.lql_dim > new.lql_dim or old.lql_heads > new.lql_heads:
+        raise ValueError(f"{source}: grafting changes layer kinds and widens the MLP and lql only; the recipe "
+                         "changes more of the model")
     fresh = [i for i, (a, b) in enumerate(zip(start.config.layer_pattern, model.config.layer_pattern)) if a != b]
     initial = model.state_dict()
-    kept = {name: _widened(name, t, initial[name], old_hidden, hidden) for name, t in start.state_dict().items()
+    kept = {name: _widened_block(name, t, initial[name], old, new) for name, t in start.state_dict().items()
             if not any(name.startswith(f"blocks.{i}.attn.") for i in fresh)}
     missing, unexpected = model.load_state_dict(kept, strict=False)
     if unexpected or any(not any(n.startswith(f"blocks.{i}.attn.") for i in fresh) for n in missing):

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from assistant.lab.train.config import TrainConfig
-from assistant.lab.train.loop import BUDGET_STEPS, fit_budget, train
+from assistant.lab.train.loop import BUDGET_STEPS, REWARM_FRACTION, fit_budget, lr_at, train
 from model.io import load_model
 
 from conftest import ROOT
@@ -72,6 +72,18 @@ def test_a_time_budget_cuts_the_run_to_whole_batches_that_fit():
     assert fit_budget(config, 1024, tokens_per_s=1000.0, seconds_left=10.0).total_tokens == 1024 + 17 * 512
     assert fit_budget(config, 1024, tokens_per_s=1e9, seconds_left=10.0).total_tokens == 1_000_000  # never longer
     assert fit_budget(config, 1024, tokens_per_s=1000.0, seconds_left=-5.0).total_tokens == 1024 + 512
+
+
+def test_a_weights_only_start_cut_by_a_time_budget_warms_up_over_a_share_of_the_cut_run():
+    recipe_total = 40 * 2 ** 20
+    config = TrainConfig(out=Path("run"), init_from=Path("start"), total_tokens=recipe_total, lr=1e-3, min_lr=1e-4,
+                         batch_tokens=2 ** 14)
+    cut = fit_budget(config, 13 * 2 ** 14, tokens_per_s=1000.0, seconds_left=3000.0)
+    assert cut.total_tokens < recipe_total / 10
+    warm = int(REWARM_FRACTION * cut.total_tokens)
+    assert lr_at(cut, warm - 1) == cut.lr                      # the peak at 2% of the cut run, not of the recipe's
+    assert lr_at(cut, warm // 2) < cut.lr and lr_at(cut, cut.total_tokens) == cut.min_lr
+    assert lr_at(replace(cut, init_from=None, warmup_tokens=100), 99) == cut.lr      # a fresh start: the recipe's
 
 
 def test_a_run_with_a_time_budget_ends_where_the_budget_cut_it_and_a_resume_keeps_the_cut(corpus, tmp_path):

@@ -83,7 +83,14 @@ def drop_rows_after(path: Path, step: int) -> None:
     path.write_text("".join(kept))
 
 
-def lr_at(config: TrainConfig, tokens: int, warmup: int) -> float:
+def warmup_of(config: TrainConfig) -> int:
+    """Tokens of linear warmup: the recipe's, or for a weights-only start (no optimiser state) a share of the run
+    as it stands, so that a total cut by a time budget warms up over a share of the cut run."""
+    return config.warmup_tokens if config.init_from is None else max(1, int(REWARM_FRACTION * config.total_tokens))
+
+
+def lr_at(config: TrainConfig, tokens: int) -> float:
+    warmup = warmup_of(config)
     if tokens < warmup:
         return config.lr * (tokens + 1) / warmup
     progress = min(1.0, (tokens - warmup) / max(1, config.total_tokens - warmup))
@@ -193,10 +200,9 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     val_bytes_per_token = bytes_per_token(val_data, config.tokenizer)
 
     model, fresh = starting_model(config)
-    state, warmup = RunState(), config.warmup_tokens
-    if config.init_from is not None:  # weights only: no optimiser state, so warm up again briefly
+    state = RunState()
+    if config.init_from is not None:
         state.cumulative_tokens = tokens_behind(config.init_from)
-        warmup = max(1, int(REWARM_FRACTION * config.total_tokens))
     model.to(config.device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -224,7 +230,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         seq_len = config.seq_len(state.tokens)
         n_seqs = max(1, config.batch_tokens // seq_len // world)
         x, y = (t.to(config.device) for t in batch(train_data, seq_len, n_seqs, config.seed, state.step, rank))
-        lr = lr_at(config, state.tokens, warmup)
+        lr = lr_at(config, state.tokens)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss, grad_norm = optimizer_step(ddp, model, optimizer, x, y, config)

@@ -419,6 +419,9 @@ def test_a_widened_lql_computes_what_the_narrow_model_did_and_its_new_heads_lear
     assert attn.up.weight.grad.view(-1, 2 * h, 2 * d)[:, h:].abs().sum() > 0     # new heads: silent, not dead
     with pytest.raises(ValueError, match="widens the MLP and lql only"):
         start_weights(start, wide, True, "shipped")                 # narrowing is not grafting
+    with pytest.raises(ValueError, match="global_rope"):
+        start_weights(RustleLM(replace(wide.config, global_rope=True)), RustleLM(replace(config, global_rope=True)),
+                      True, "shipped")
 
 
 def test_a_step_whose_loss_is_not_a_number_stops_the_run_before_it_changes_the_weights(corpus, tmp_path):

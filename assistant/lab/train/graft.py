@@ -74,6 +74,8 @@ def start_weights(model: RustleLM, start: RustleLM, graft: bool, source: str) ->
     if not same or old.mlp_hidden > new.mlp_hidden or old.lql_dim > new.lql_dim or old.lql_heads > new.lql_heads:
         raise ValueError(f"{source}: grafting changes layer kinds and widens the MLP and lql only; the recipe "
                          "changes more of the model")
+    if new.global_rope and (old.lql_dim, old.lql_heads) != (new.lql_dim, new.lql_heads):
+        raise ValueError(f"{source}: a wider lql with global_rope would rotate its trained dims at other frequencies")
     fresh = [i for i, (a, b) in enumerate(zip(start.config.layer_pattern, model.config.layer_pattern)) if a != b]
     initial = model.state_dict()
     kept = {name: _widened_block(name, t, initial[name], old, new) for name, t in start.state_dict().items()

@@ -40,6 +40,8 @@ class ModelConfig:
     lql_blocks: int = 32        # blocks of 64 older ones most promising to it (kernels/attention/select.py); 0: all
     lql_log_base: int = 0       # lql queries at position p past this are scaled by ln(p + 1) / ln(base): a softmax
                                 # over more keys stays as sharp (0: off)
+    lql_shift: bool = False     # lql keys and values are [z_t, z_t-1]: a query finds the position after a match (an
+                                # induction head's key) without z holding both (the cache holds 2d numbers per token)
     global_rope: bool = False   # full and lql layers go without positions (NoPE) unless set
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
@@ -57,6 +59,8 @@ class ModelConfig:
         base = self.lql_log_base
         if not isinstance(base, int) or isinstance(base, bool) or base == 1 or not 0 <= base <= 1 << 30:
             raise ValueError(f"lql_log_base = {base!r}: expected 0 (off) or a whole number of positions from 2")
+        if not isinstance(self.lql_shift, bool):
+            raise ValueError(f"lql_shift = {self.lql_shift!r}: expected true or false")
         if not isinstance(self.layer_pattern, (list, tuple)) or not 1 <= len(self.layer_pattern) <= MAX_LAYERS:
             raise ValueError(f"layer_pattern: expected a list of 1 to {MAX_LAYERS:,} layer kinds")
         if not all(isinstance(x, (int, float)) and x > 0 for x in (self.rope_theta, self.norm_eps)):

@@ -125,7 +125,7 @@ class FewTokenForward:
     @staticmethod
     def applies(model: RustleLM) -> bool:
         """Whether the kernel can run this served model's steps: fp32 on CPU, fp16 copies of every weight, gdn,
-        swa and NoPE, unscaled lql blocks with the block layout it knows, the library built."""
+        swa and NoPE, unscaled and unshifted lql blocks with the block layout it knows, the library built."""
         c = model.config
         kinds = {"gdn": GatedDeltaNet, "swa": SlidingWindowAttention, "lql": LatentAttention}
         return (decode.available() and model.embed.weight.dtype == torch.float32 and not model.embed.weight.is_cuda
@@ -133,7 +133,7 @@ class FewTokenForward:
                 and c.gdn_head_dim <= 256 and type(model.norm) is FewRowsRMSNorm
                 and all(type(b) is FewRowsBlock and type(b.attn) is kinds.get(b.kind)
                         and all(isinstance(m, HalfWeightLinear) for m in b.attn.modules() if isinstance(m, nn.Linear))
-                        and not (b.kind == "lql" and (b.attn.use_rope or b.attn.log_base)) for b in model.blocks))
+                        and not (b.kind == "lql" and (b.attn.use_rope or b.attn.log_base or b.attn.shift)) for b in model.blocks))
 
     def current(self) -> bool:
         """Whether the parameters it reads are where they were described (a `.to()` since moves them)."""

@@ -117,6 +117,33 @@ def test_log_scaled_lql_queries_change_nothing_before_the_base_and_answer_the_sa
         tiny(("swa", "lql"), lql_log_base=1)
 
 
+def test_shifted_lql_keys_graft_onto_plain_ones_and_answer_the_same_warm_cold_and_on_a_branch():
+    """`lql_shift`: keys [z_t, z_t-1]; grafted from plain keys it computes what they did, and once its previous-
+    position half is read, prefill, a branch taken back and steps still equal one forward (z_t-1 from the cache)."""
+    torch.manual_seed(0)
+    plain = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1)).eval()
+    shifted = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1, lql_shift=True)).eval()
+    assert start_weights(shifted, plain, graft=True, source="plain") == []
+    tokens, detour = torch.randint(0, 97, (1, 230)), torch.randint(0, 97, (1, 9))
+    with torch.inference_mode():
+        before = plain(tokens)
+        assert relative_error(before, shifted(tokens)) < 1e-5
+        for weight in (shifted.blocks[1].attn.query.weight, shifted.blocks[1].attn.up.weight):
+            weight.add_(0.1 * torch.randn_like(weight))
+        whole, cache = shifted(tokens), shifted.new_cache()
+        parts = [shifted(tokens[:, :150], cache)]
+        snap = cache.snapshot()
+        shifted(detour, cache)
+        cache.restore(snap)
+        parts += [shifted(tokens[:, t:t + 1], cache) for t in range(150, 230)]
+    assert relative_error(whole, torch.cat(parts, dim=1)) < 1e-4
+    assert relative_error(whole, before) > 1e-3
+    with pytest.raises(ValueError, match="shifts its keys"):
+        start_weights(plain, shifted, graft=True, source="shifted")      # unshifting is not grafting
+    with pytest.raises(ValueError, match="lql_shift"):
+        tiny(lql_shift=1)
+
+
 def test_chunked_and_recurrent_gated_delta_rule_equal_the_naive_recurrence():
     torch.manual_seed(0)
     B, H, T, K, V = 2, 3, 150, 16, 8

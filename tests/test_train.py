@@ -362,9 +362,9 @@ def test_grafting_keeps_every_block_but_the_swapped_kinds_and_refuses_other_chan
     swapped = replace(config, layer_pattern=("gdn", "swa", "full"))
     with pytest.raises(ValueError, match="graft = true"):
         start_weights(RustleLM(swapped), start, False, "shipped")
-    with pytest.raises(ValueError, match="widens the MLP and lql only"):
+    with pytest.raises(ValueError, match="widens the MLP and lql"):
         start_weights(RustleLM(replace(swapped, d_model=48)), start, True, "shipped")
-    with pytest.raises(ValueError, match="widens the MLP and lql only"):
+    with pytest.raises(ValueError, match="widens the MLP and lql"):
         start_weights(RustleLM(replace(config, mlp_hidden=32)), start, True, "shipped")
     model = RustleLM(swapped)
     assert start_weights(model, start, True, "shipped") == [2]
@@ -417,7 +417,7 @@ def test_a_widened_lql_computes_what_the_narrow_model_did_and_its_new_heads_lear
     assert attn.up.weight.view(-1, 2 * h, 2 * d)[:, :, d:].abs().sum() == 0
     wide.loss(tokens[:, :-1], tokens[:, 1:]).backward()
     assert attn.up.weight.grad.view(-1, 2 * h, 2 * d)[:, h:].abs().sum() > 0     # new heads: silent, not dead
-    with pytest.raises(ValueError, match="widens the MLP and lql only"):
+    with pytest.raises(ValueError, match="widens the MLP and lql"):
         start_weights(start, wide, True, "shipped")                 # narrowing is not grafting
     with pytest.raises(ValueError, match="global_rope"):
         start_weights(RustleLM(replace(wide.config, global_rope=True)), RustleLM(replace(config, global_rope=True)),

@@ -1,7 +1,8 @@
 """`lql`: the linear–quadratic–linear sandwich. Project D → d, attend causally in the latent space, project d → D.
 
 Keys and values are the latent z itself (their projections are folded into the query and output
-projections, as in MLA's weight absorption), so the cache holds only d numbers per token. Past
+projections, as in MLA's weight absorption), so the cache holds only d numbers per token. With `lql_shift` they are
+[z_t, z_t-1]: the position after a match carries the match in its key, as an induction head needs. Past
 `recent + 64 * blocks` keys a query attends to its recent keys and the blocks of older ones selected for it
 (kernels/attention/select.py), so a long repository costs each query the same as a training window.
 """
@@ -32,17 +33,28 @@ class LatentAttention(nn.Module):
         self.d, self.h = config.lql_dim, config.lql_heads
         self.use_rope, self.theta = use_rope, config.rope_theta
         self.recent, self.blocks, self.log_base = config.lql_recent, config.lql_blocks, config.lql_log_base
-        self.down = nn.Linear(config.d_model, self.d, bias=False)              # D -> d: the cached latent
-        self.query = nn.Linear(config.d_model, self.h * self.d, bias=False)    # one d-wide query per head
-        self.up = nn.Linear(self.h * self.d, config.d_model, bias=False)       # d -> D
+        self.shift = config.lql_shift
+        width = 2 * self.d if self.shift else self.d                           # of a key (and value)
+        self.down = nn.Linear(config.d_model, self.d, bias=False)              # D -> d: the latent
+        self.query = nn.Linear(config.d_model, self.h * width, bias=False)     # one query per head
+        self.up = nn.Linear(self.h * width, config.d_model, bias=False)        # -> D
 
     def new_cache(self, batch: int, dtype: torch.dtype, device: torch.device | str) -> LatentCache:
-        return LatentCache(batch, self.d, dtype, device)
+        return LatentCache(batch, 2 * self.d if self.shift else self.d, dtype, device)
+
+    def shifted(self, z: torch.Tensor, cache: LatentCache | None) -> torch.Tensor:
+        """[z_t, z_t-1] for each new position (zeros before the first)."""
+        first = torch.zeros_like(z[:, :1])
+        if cache is not None and cache.length:
+            first = cache.segments()[-1][0][:, -1:, :self.d].to(z.dtype)
+        return torch.cat([z, torch.cat([first, z[:, :-1]], 1)], -1)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LatentCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         z = self.down(x)
-        q = self.query(x).view(B, T, self.h, self.d).transpose(1, 2)           # [B, h, T, d]
+        if self.shift:
+            z = self.shifted(z, cache)
+        q = self.query(x).view(B, T, self.h, z.shape[-1]).transpose(1, 2)      # [B, h, T, width]
         past = cache.length if cache is not None else 0
         latents = cache.append(z) if cache is not None else [z]               # by segment (model/cache.py)
         if self.use_rope:

@@ -8,7 +8,8 @@ and the new ones start silent (their down-projection columns zero, so they add n
 MLP adds parameters but no operations, and batch-1 decoding costs operations, not FLOPs.
 Widening lql (a wider latent, more heads) keeps what it computes the same way: the trained latent dimensions and
 heads are kept (queries rescaled for the wider softmax scale), the new query and output weights start at zero, and
-the new latent dimensions get a fresh down-projection so that they have something to learn from.
+the new latent dimensions get a fresh down-projection so that they have something to learn from. Shifting lql's keys
+(`lql_shift`: [z_t, z_t-1]) widens them the same way: the previous position's half starts unread.
 A recipe may also scale lql's queries by the log of their position (`lql_log_base`) without grafting: no weight
 changes shape or meaning.
 """
@@ -37,11 +38,12 @@ def _widened(name: str, old: torch.Tensor, fresh: torch.Tensor, old_hidden: int,
 
 def _widened_lql(name: str, old: torch.Tensor, fresh: torch.Tensor, old_shape: tuple[int, int],
                  shape: tuple[int, int]) -> torch.Tensor:
-    """`fresh` (a wider lql's initial `name`) holding `old`'s trained latent dims and heads; shapes are (heads, d)."""
+    """`fresh` (a wider lql's initial `name`) holding `old`'s trained latent dims and heads; shapes are (heads, key
+    width): a shifted lql's keys are twice its latent, the previous position's half last."""
     (h0, d0), (h, d) = old_shape, shape
     if name.endswith("attn.down.weight"):        # rows: latent dims; the new ones keep their fresh values
         out = fresh.clone()
-        out[:d0] = old
+        out[:old.shape[0]] = old
         return out
     if name.endswith("attn.query.weight"):       # rows: head-major latent dims; SDPA scales scores by 1/sqrt(d)
         out = torch.zeros_like(fresh).view(h, d, -1)
@@ -56,7 +58,8 @@ def _widened_block(name: str, old: torch.Tensor, fresh: torch.Tensor, start: Mod
                    config: ModelConfig) -> torch.Tensor:
     kind = config.layer_pattern[int(name.split(".")[1])] if name.startswith("blocks.") else None
     if kind == "lql" and ".attn." in name:
-        return _widened_lql(name, old, fresh, (start.lql_heads, start.lql_dim), (config.lql_heads, config.lql_dim))
+        widths = [c.lql_dim * (2 if c.lql_shift else 1) for c in (start, config)]
+        return _widened_lql(name, old, fresh, (start.lql_heads, widths[0]), (config.lql_heads, widths[1]))
     return _widened(name, old, fresh, start.mlp_hidden, config.mlp_hidden)
 
 
@@ -70,11 +73,12 @@ def start_weights(model: RustleLM, start: RustleLM, graft: bool, source: str) ->
                          "to continue it with other layer kinds, a wider MLP or a wider lql)")
     old, new = start.config, model.config
     same = replace(old, layer_pattern=new.layer_pattern, mlp_hidden=new.mlp_hidden, lql_dim=new.lql_dim,
-                   lql_heads=new.lql_heads) == new
-    if not same or old.mlp_hidden > new.mlp_hidden or old.lql_dim > new.lql_dim or old.lql_heads > new.lql_heads:
-        raise ValueError(f"{source}: grafting changes layer kinds and widens the MLP and lql only; the recipe "
-                         "changes more of the model")
-    if new.global_rope and (old.lql_dim, old.lql_heads) != (new.lql_dim, new.lql_heads):
+                   lql_heads=new.lql_heads, lql_shift=new.lql_shift) == new
+    if (not same or old.mlp_hidden > new.mlp_hidden or old.lql_dim > new.lql_dim or old.lql_heads > new.lql_heads
+            or old.lql_shift > new.lql_shift or (old.lql_shift and old.lql_dim != new.lql_dim)):
+        raise ValueError(f"{source}: grafting changes layer kinds and widens the MLP and lql (or shifts its keys) "
+                         "only; the recipe changes more of the model")
+    if new.global_rope and (old.lql_dim, old.lql_heads, old.lql_shift) != (new.lql_dim, new.lql_heads, new.lql_shift):
         raise ValueError(f"{source}: a wider lql with global_rope would rotate its trained dims at other frequencies")
     fresh = [i for i, (a, b) in enumerate(zip(start.config.layer_pattern, model.config.layer_pattern)) if a != b]
     initial = model.state_dict()

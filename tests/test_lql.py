@@ -1,0 +1,73 @@
+"""lql's attention: block selection, log-scaled queries and shifted keys each answer the same warm and cold."""
+import pytest
+import torch
+
+from assistant.lab.train.graft import start_weights
+from model.model import RustleLM
+from tiny_models import relative_error, tiny
+
+
+@pytest.mark.parametrize("batch", [1, 2])                  # 1: the C kernel on CPU; 2: PyTorch's gathers
+def test_selected_lql_attention_answers_the_same_warm_and_cold(batch):
+    """Past recent + 64 * blocks keys an lql query sees selected blocks only: which ones depends on its position,
+    not on how the tokens were fed, so prefill, chunks and decode steps equal one parallel forward."""
+    torch.manual_seed(0)
+    model = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1)).eval()
+    tokens = torch.randint(0, 97, (batch, 230))        # the last queries choose 1 of 3 older blocks
+    with torch.inference_mode():
+        whole = model(tokens)
+        cache = model.new_cache(batch=batch)
+        parts = [model(tokens[:, :150], cache), model(tokens[:, 150:200], cache)]
+        parts += [model(tokens[:, t:t + 1], cache) for t in range(200, 230)]
+        dense = RustleLM(tiny(("swa", "lql"), lql_blocks=0)).eval()
+        dense.load_state_dict(model.state_dict())
+        everything = dense(tokens)
+    assert relative_error(whole, torch.cat(parts, dim=1)) < 1e-4
+    assert relative_error(whole[:, :80], everything[:, :80]) < 1e-5      # up to 16 + 64 keys: all of them
+    assert relative_error(whole[:, 200:], everything[:, 200:]) > 1e-3    # then a choice
+
+
+def test_log_scaled_lql_queries_change_nothing_before_the_base_and_answer_the_same_warm_and_cold():
+    """`lql_log_base`: queries past the base attend more sharply; prefill, chunks and steps still equal one forward,
+    and a model without the scale loads into one with it (no weight changes)."""
+    torch.manual_seed(0)
+    plain = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1)).eval()
+    scaled = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1, lql_log_base=8)).eval()
+    assert start_weights(scaled, plain, graft=False, source="plain") == []
+    tokens = torch.randint(0, 97, (1, 230))
+    with torch.inference_mode():
+        whole, before = scaled(tokens), plain(tokens)
+        cache = scaled.new_cache()
+        parts = [scaled(tokens[:, :150], cache)] + [scaled(tokens[:, t:t + 1], cache) for t in range(150, 230)]
+    assert relative_error(whole, torch.cat(parts, dim=1)) < 1e-4
+    assert relative_error(whole[:, :7], before[:, :7]) < 1e-6      # ln(p + 1) / ln 8 <= 1: unscaled
+    assert relative_error(whole[:, 100:], before[:, 100:]) > 1e-3
+    with pytest.raises(ValueError, match="lql_log_base"):
+        tiny(("swa", "lql"), lql_log_base=1)
+
+
+def test_shifted_lql_keys_graft_onto_plain_ones_and_answer_the_same_warm_cold_and_on_a_branch():
+    """`lql_shift`: keys [z_t, z_t-1]; grafted from plain keys it computes what they did, and once its previous-
+    position half is read, prefill, a branch taken back and steps still equal one forward (z_t-1 from the cache)."""
+    torch.manual_seed(0)
+    plain = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1)).eval()
+    shifted = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1, lql_shift=True)).eval()
+    assert start_weights(shifted, plain, graft=True, source="plain") == []
+    tokens, detour = torch.randint(0, 97, (1, 230)), torch.randint(0, 97, (1, 9))
+    with torch.inference_mode():
+        before = plain(tokens)
+        assert relative_error(before, shifted(tokens)) < 1e-5
+        for weight in (shifted.blocks[1].attn.query.weight, shifted.blocks[1].attn.up.weight):
+            weight.add_(0.1 * torch.randn_like(weight))
+        whole, cache = shifted(tokens), shifted.new_cache()
+        parts = [shifted(tokens[:, :150], cache)]
+        snap = cache.snapshot()
+        shifted(detour, cache)
+        cache.restore(snap)
+        parts += [shifted(tokens[:, t:t + 1], cache) for t in range(150, 230)]
+    assert relative_error(whole, torch.cat(parts, dim=1)) < 1e-4
+    assert relative_error(whole, before) > 1e-3
+    with pytest.raises(ValueError, match="shifts its keys"):
+        start_weights(plain, shifted, graft=True, source="shifted")      # unshifting is not grafting
+    with pytest.raises(ValueError, match="lql_shift"):
+        tiny(lql_shift=1)

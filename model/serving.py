@@ -133,7 +133,8 @@ class FewTokenForward:
                 and c.gdn_head_dim <= 256 and type(model.norm) is FewRowsRMSNorm
                 and all(type(b) is FewRowsBlock and type(b.attn) is kinds.get(b.kind)
                         and all(isinstance(m, HalfWeightLinear) for m in b.attn.modules() if isinstance(m, nn.Linear))
-                        and not (b.kind == "lql" and (b.attn.use_rope or b.attn.log_base or b.attn.shift)) for b in model.blocks))
+                        and not (b.kind == "lql" and (b.attn.use_rope or b.attn.log_base or b.attn.shift))
+                        for b in model.blocks))
 
     def current(self) -> bool:
         """Whether the parameters it reads are where they were described (a `.to()` since moves them)."""

@@ -101,7 +101,7 @@ class FewTokenForward:
             heads=c.n_heads, kv_heads=c.n_kv_heads, head_dim=c.head_dim, window=c.window,
             freqs=self.freqs.data_ptr(), gdn_heads=c.gdn_heads, gdn_dim=c.gdn_head_dim, conv_size=c.conv_size,
             gdn_scale=c.gdn_head_dim ** -0.5, lql_dim=c.lql_dim, lql_heads=c.lql_heads, lql_blocks=c.lql_blocks,
-            lql_recent=c.lql_recent, embed=self._address(embed), embed_row=embed.stride(0),
+            lql_shift=int(c.lql_shift), lql_recent=c.lql_recent, embed=self._address(embed), embed_row=embed.stride(0),
             embed_col=embed.stride(1), norm=self._address(model.norm.weight), head=model.head.half.data_ptr())
         self.layers = (decode.LayerSpec * c.n_layers)()
         for spec, block in zip(self.layers, model.blocks):
@@ -125,7 +125,7 @@ class FewTokenForward:
     @staticmethod
     def applies(model: RustleLM) -> bool:
         """Whether the kernel can run this served model's steps: fp32 on CPU, fp16 copies of every weight, gdn,
-        swa and NoPE, unscaled and unshifted lql blocks with the block layout it knows, the library built."""
+        swa and NoPE, unscaled lql blocks (shifted or not) with the block layout it knows, the library built."""
         c = model.config
         kinds = {"gdn": GatedDeltaNet, "swa": SlidingWindowAttention, "lql": LatentAttention}
         return (decode.available() and model.embed.weight.dtype == torch.float32 and not model.embed.weight.is_cuda
@@ -133,7 +133,7 @@ class FewTokenForward:
                 and c.gdn_head_dim <= 256 and type(model.norm) is FewRowsRMSNorm
                 and all(type(b) is FewRowsBlock and type(b.attn) is kinds.get(b.kind)
                         and all(isinstance(m, HalfWeightLinear) for m in b.attn.modules() if isinstance(m, nn.Linear))
-                        and not (b.kind == "lql" and (b.attn.use_rope or b.attn.log_base or b.attn.shift))
+                        and not (b.kind == "lql" and (b.attn.use_rope or b.attn.log_base))
                         for b in model.blocks))
 
     def current(self) -> bool:

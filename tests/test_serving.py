@@ -55,16 +55,17 @@ def chunks(model: RustleLM, cache, tokens: list[int], sizes: list[int]) -> torch
     return torch.cat(outs, 1)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, monkeypatch):
+@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (2, True)])
+def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, shift, monkeypatch):
     """Pieces of 1 to 32 tokens (a typed line, a draft) after a 40-token prompt, through both lql paths and swa
     windows that end inside a piece (window 8): the one call against the modules on the same weights. (Pieces
-    longer than lql_recent = 16 whose selectable blocks they write themselves take the modules.)"""
+    longer than lql_recent = 16 whose selectable blocks they write themselves take the modules.) Shifted lql keys
+    take each piece's first z_t-1 from the cache."""
     import model.serving
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    served, reference = pair(config())
+    served, reference = pair(config(lql_shift=shift))
     tokens = torch.randint(0, 97, (1, 300), generator=torch.Generator().manual_seed(6))
     called, forward_rows = [], model.serving.decode.forward_rows
     monkeypatch.setattr(model.serving.decode, "forward_rows", lambda *a: called.append(len(a[2])) or forward_rows(*a))
@@ -85,11 +86,11 @@ def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, monkeyp
         torch.set_num_threads(previous)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads):
+@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (1, True)])
+def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads, shift):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    served, reference = pair(config())
+    served, reference = pair(config(lql_shift=shift))
     assert type(served) is ServedLM and all(type(b) is FewRowsBlock for b in served.blocks)
     tokens = torch.randint(0, 97, (1, 200), generator=torch.Generator().manual_seed(1))
     try:

@@ -27,7 +27,7 @@ class ModelSpec(ctypes.Structure):
     _fields_ = [("D", _i), ("vocab", _i), ("hidden", _i), ("layers", _i), ("threads", _i), ("eps", _f),
                 ("heads", _i), ("kv_heads", _i), ("head_dim", _i), ("window", _i), ("freqs", _p),
                 ("gdn_heads", _i), ("gdn_dim", _i), ("conv_size", _i), ("gdn_scale", _f),
-                ("lql_dim", _i), ("lql_heads", _i), ("lql_blocks", _i), ("lql_recent", _l),
+                ("lql_dim", _i), ("lql_heads", _i), ("lql_blocks", _i), ("lql_shift", _i), ("lql_recent", _l),
                 ("embed", _p), ("embed_row", _l), ("embed_col", _l), ("norm", _p), ("head", _p)]
 
 

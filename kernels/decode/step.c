@@ -32,7 +32,7 @@ typedef struct {
     const float *const *segments;
     const long *starts;                             /* [nseg + 1] */
     int nseg;
-    const float *lo, *hi;                           /* [nbounds][lql_dim] */
+    const float *lo, *hi;                           /* [nbounds][key width] */
     long nbounds, past;
 } Layer;
 
@@ -43,7 +43,7 @@ typedef struct {
     const float *freqs;                             /* rope's [head_dim / 2] */
     int gdn_heads, gdn_dim, conv_size;              /* gdn */
     float gdn_scale;
-    int lql_dim, lql_heads, lql_blocks;             /* lql */
+    int lql_dim, lql_heads, lql_blocks, lql_shift;  /* lql; shifted keys are [z_t, z_t-1] */
     long lql_recent;
     const float *embed;                             /* [vocab][D], its strides below (the serving layout may
                                                        hold it column-major) */
@@ -166,29 +166,53 @@ static int swa(const Model *m, Layer *L, const float *h, int T, long pos, float 
     return 0;
 }
 
+/* The rows' latents into their reserved slots of `w` floats: z_t, and with shifted keys z_t-1 after it (the
+   latent before the first row from the cache, zeros at position 0), as model/layers/lql.py's `shifted`. */
+static void latents(const Model *m, Layer *L, const float *h, int T, int w, float *z) {
+    const int d = m->lql_dim;
+    if (!m->lql_shift) {
+        linear(h, L->in[0], T, m->D, d, L->latent, m->threads);
+        return;
+    }
+    linear(h, L->in[0], T, m->D, d, z, m->threads);
+    const float *before = NULL;
+    for (int s = 0; s < L->nseg && L->past; s++)
+        if (L->past - 1 < L->starts[s + 1]) {
+            before = L->segments[s] + (L->past - 1 - L->starts[s]) * w;
+            break;
+        }
+    for (int t = 0; t < T; t++) {
+        float *slot = L->latent + (long)t * w;
+        const float *previous = t ? z + (long)(t - 1) * d : before;
+        memcpy(slot, z + (long)t * d, sizeof(float) * d);
+        if (previous) memcpy(slot + d, previous, sizeof(float) * d);
+        else memset(slot + d, 0, sizeof(float) * d);
+    }
+}
+
 static int lql(const Model *m, Layer *L, const float *h, int T, float *a) {
-    const int d = m->lql_dim, H = m->lql_heads;
-    float *q = malloc(sizeof(float) * T * (2L * H * d + H));
+    const int d = m->lql_dim, H = m->lql_heads, w = m->lql_shift ? 2 * d : d;     /* w: a key's width */
+    float *q = malloc(sizeof(float) * T * (2L * H * w + H + d));
     if (q == NULL) return -1;
-    float *o = q + (long)T * H * d, *lse = o + (long)T * H * d;
-    linear(h, L->in[0], T, m->D, d, L->latent, m->threads);         /* into the cache's reserved slots */
-    linear(h, L->in[1], T, m->D, H * d, q, m->threads);             /* rows (t, head) */
-    const float scale = 1.0f / sqrtf((float)d);
-    for (long i = 0; i < (long)T * H * d; i++) q[i] *= scale;
+    float *o = q + (long)T * H * w, *lse = o + (long)T * H * w, *z = lse + (long)T * H;
+    latents(m, L, h, T, w, z);                                          /* into the cache's reserved slots */
+    linear(h, L->in[1], T, m->D, H * w, q, m->threads);             /* rows (t, head) */
+    const float scale = 1.0f / sqrtf((float)w);
+    for (long i = 0; i < (long)T * H * w; i++) q[i] *= scale;
     const long total = L->past + T;
     int failed = 0;
     if (m->lql_blocks && total > m->lql_recent + (long)m->lql_blocks * 64) {
-        failed = select_and_attend(q, T, H, d, L->segments, L->segments, L->starts, L->nseg, L->lo, L->hi,
+        failed = select_and_attend(q, T, H, w, L->segments, L->segments, L->starts, L->nseg, L->lo, L->hi,
                                    L->nbounds, m->lql_blocks, L->past, m->lql_recent, m->threads, o, lse);
     } else {
         long len[L->nseg], limit[T * H];
         for (int s = 0; s < L->nseg; s++) len[s] = L->starts[s + 1] - L->starts[s];
         for (int r = 0; r < T * H; r++) limit[r] = L->past + r / H + 1;
         const long chunks = total / MIN_SPLIT < 1 ? 1 : total / MIN_SPLIT;
-        segment_attention(q, 1, T * H, d, L->segments, L->segments, len, L->nseg, limit,
+        segment_attention(q, 1, T * H, w, L->segments, L->segments, len, L->nseg, limit,
                           (int)(chunks < m->threads ? chunks : m->threads), o, lse);
     }
-    if (!failed) linear(o, L->out, T, H * d, m->D, a, m->threads);
+    if (!failed) linear(o, L->out, T, H * w, m->D, a, m->threads);
     free(q);
     return failed ? -1 : 0;
 }

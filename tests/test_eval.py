@@ -142,7 +142,7 @@ def test_a_name_probe_reads_one_prefill_as_greedy_decoding_and_as_teacher_forcin
     import torch
 
     from assistant.engine.decode import generate
-    from assistant.lab.eval.recall import _name_probe
+    from assistant.lab.eval.recall import _answer_probe
     from model.config import ModelConfig
     from model.model import RustleLM
 
@@ -154,7 +154,7 @@ def test_a_name_probe_reads_one_prefill_as_greedy_decoding_and_as_teacher_forcin
     prompt = torch.randint(0, 512, (100,)).tolist()
     with torch.no_grad():
         expected = list(generate(model, prompt, max_new_tokens=3)) + [7, 8]   # its own first three, then two given
-        greedy, predicted = _name_probe(model, prompt, expected, new_tokens=4, bf16=False)
+        greedy, predicted = _answer_probe(model, prompt, expected, new_tokens=4, bf16=False)
         logits = model(torch.tensor([prompt + expected]))[0]
     assert greedy == list(generate(model, prompt, max_new_tokens=4))
     assert predicted == logits[len(prompt) - 1:-1].argmax(-1).tolist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -80,18 +81,24 @@ def humaneval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_filler(args: argparse.Namespace, evaluate: Callable):
+    """`evaluate(filler texts, model, tokenizer)` on args.files and args.model, or None after saying why not."""
+    loaded = _texts_and_model(args)
+    if loaded is None:
+        return None
+    try:
+        return evaluate(*loaded)
+    except ValueError as err:
+        console.print(f"[red]{err}[/]")
+        return None
+
+
 def recall_command(args: argparse.Namespace) -> int:
     from ..lab.eval.recall import recall
 
-    loaded = _texts_and_model(args)
-    if loaded is None:
-        return 2
-    filler, model, tok = loaded
-    try:
-        rows = recall(model, tok, filler, args.multiples, probes=args.probes, kinds=tuple(args.kinds),
-                      bf16=not args.fp32)
-    except ValueError as err:
-        console.print(f"[red]{err}[/]")
+    rows = _on_filler(args, lambda filler, model, tok: recall(model, tok, filler, args.multiples, probes=args.probes,
+                                                              kinds=tuple(args.kinds), bf16=not args.fp32))
+    if rows is None:
         return 2
     if args.json:
         for row in rows:
@@ -99,6 +106,28 @@ def recall_command(args: argparse.Namespace) -> int:
     else:
         console.print(table("Recall at a distance", ["kind", "× window", "tokens back", "accuracy", "per token"],
                             [[r.kind, r.multiple, r.distance, r.accuracy, r.token_accuracy] for r in rows]))
+    return 0
+
+
+def recall_attention_command(args: argparse.Namespace) -> int:
+    from ..lab.eval.recall_attention import recall_attention
+
+    report = _on_filler(args, lambda filler, model, tok: recall_attention(model, tok, filler, args.multiple,
+                                                                          args.probes, args.kind, tuple(args.force)))
+    if report is None:
+        return 2
+    if args.json:
+        print(json.dumps(asdict(report)))
+        return 0
+    console.print(f"{report.rows} expected tokens of {report.probes} {report.kind} probes {report.distance} tokens "
+                  f"back: top-1 {report.top1:.3f}")
+    console.print(table("lql attention at the expected tokens", ["layer", "head", "top-1", "rows", "on the answer",
+                                                                  "answer on top", "rest of the line", "elsewhere"],
+                        [[h.layer, h.head, "right" if h.right else "wrong", h.rows, f"{h.on_answer:.3f}",
+                          f"{h.answer_on_top:.2f}", f"{h.on_definition:.3f}", f"{h.elsewhere:.3f}"]
+                         for h in report.heads]))
+    for spec, top1 in report.forced.items():
+        console.print(f"heads {spec} on the answer key alone: top-1 {top1:.3f}")
     return 0
 
 
@@ -159,6 +188,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=recall_command)
+    p = group.add_parser("recall-attention", help="where lql attends on recall probes, and top-1 with heads forced to "
+                                                  "the answer (recall_attention.py)")
+    p.add_argument("--files", nargs="+", required=True, help="held-out Rust files used as filler")
+    p.add_argument("--multiple", type=int, default=1, help="the definition this many windows back")
+    p.add_argument("--probes", type=int, default=40)
+    p.add_argument("--kind", default="identifier", choices=("passkey", "identifier", "line"))
+    p.add_argument("--force", nargs="*", default=[], metavar="HEADS",
+                   help="head sets to force onto the answer key, each LAYER:HEAD[,LAYER:HEAD…] (HEAD may be *)")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=recall_attention_command)
     p = group.add_parser("repo-gain", help="bits/byte of files after their packed repository vs alone")
     p.add_argument("--corpus", type=Path, default=Path("corpus"))
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))

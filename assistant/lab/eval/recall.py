@@ -76,7 +76,7 @@ def _span_accuracy(model: RustleLM, filler_ids: list[int], distance: int, rng: r
     return float((predicted == torch.tensor(span[1:])).float().mean())
 
 
-def _name_probe(model: RustleLM, prompt: list[int], expected: list[int], new_tokens: int,
+def _answer_probe(model: RustleLM, prompt: list[int], expected: list[int], new_tokens: int,
                 bf16: bool) -> tuple[list[int], list[int]]:
     """One prefill of `prompt` serves both readings of a name probe (at 128x the window it is the whole cost):
     (the `new_tokens` greedy decoding produces; the top-1 token at each of `expected`'s positions, each given
@@ -94,6 +94,23 @@ def _name_probe(model: RustleLM, prompt: list[int], expected: list[int], new_tok
         if len(expected) > 1:             # the prompt's last position predicts expected[0], and so on
             forced.extend(model(torch.tensor([expected[:-1]]), cache)[0])
     return greedy, [int(row.argmax()) for row in forced]
+
+
+@dataclass
+class NameProbe:
+    definition: list[int]    # the definition line's tokens, which open the prompt
+    prompt: list[int]        # the definition, `distance` tokens of filler, the query
+    continuation: list[int]  # the expected tokens as they follow the query
+    expected: str
+
+
+def name_probe(kind: str, rng: random.Random, tok: Tokenizer, filler_ids: list[int], distance: int) -> NameProbe:
+    """The next probe of a passkey, identifier or line kind from `rng`, its definition `distance` tokens back."""
+    definition, query, expected = _probe(kind, rng, tok)
+    start = rng.randrange(0, len(filler_ids) - distance + 1)
+    definition_ids = tok.encode(definition, add_special_tokens=False).ids
+    prompt = definition_ids + filler_ids[start:start + distance] + tok.encode(query, add_special_tokens=False).ids
+    return NameProbe(definition_ids, prompt, _continuation(tok, query, expected), expected)
 
 
 def _continuation(tok: Tokenizer, query: str, expected: str) -> list[int]:
@@ -126,13 +143,10 @@ def recall(model: RustleLM, tok: Tokenizer, filler: list[str], multiples: list[i
                     accuracy = _span_accuracy(model, filler_ids, distance, rng, bf16, span)
                     hits, graded = hits + accuracy, graded + accuracy
                     continue
-                definition, query, expected = _probe(kind, rng, tok)
-                start = rng.randrange(0, len(filler_ids) - distance + 1)
-                ids = (tok.encode(definition, add_special_tokens=False).ids + filler_ids[start:start + distance]
-                       + tok.encode(query, add_special_tokens=False).ids)
-                continuation = _continuation(tok, query, expected)
+                probe = name_probe(kind, rng, tok, filler_ids, distance)
+                ids, continuation, expected = probe.prompt, probe.continuation, probe.expected
                 new_tokens = len(tok.encode(expected, add_special_tokens=False).ids) + 1
-                greedy, predicted = _name_probe(model, ids, continuation, new_tokens, bf16)
+                greedy, predicted = _answer_probe(model, ids, continuation, new_tokens, bf16)
                 hits += tok.decode(greedy).startswith(expected)
                 graded += sum(p == e for p, e in zip(predicted, continuation)) / len(continuation)
             rows.append(RecallRow(kind, multiple, distance, hits / probes, probes, graded / probes))

@@ -119,10 +119,12 @@ def test_a_model_with_log_scaled_lql_queries_is_served_by_its_modules_and_answer
     assert relative_error(*outs) < 1e-4, relative_error(*outs)
 
 
-def test_steps_after_a_restore_branch_off_and_keep_every_snapshot():
+@pytest.mark.parametrize("shift", [False, True])
+def test_steps_after_a_restore_branch_off_and_keep_every_snapshot(shift):
     """Restore an earlier snapshot while a later one holds the positions past it: the lql layer's latents branch
-    off (model/cache.py), and both continuations equal cold runs of their whole sequences."""
-    served, reference = pair(config())
+    off (model/cache.py), and both continuations equal cold runs of their whole sequences (shifted keys: the first
+    step after a restore takes z_t-1 from the branch it continues)."""
+    served, reference = pair(config(lql_shift=shift))
     g = torch.Generator().manual_seed(2)
     prompt, first, second, third = (torch.randint(0, 97, (n,), generator=g).tolist() for n in (100, 30, 30, 10))
     with torch.inference_mode():

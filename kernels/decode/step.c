@@ -192,7 +192,7 @@ static void latents(const Model *m, Layer *L, const float *h, int T, int w, floa
 
 static int lql(const Model *m, Layer *L, const float *h, int T, float *a) {
     const int d = m->lql_dim, H = m->lql_heads, w = m->lql_shift ? 2 * d : d;     /* w: a key's width */
-    float *q = malloc(sizeof(float) * T * (2L * H * w + H + d));
+    float *q = malloc(sizeof(float) * T * (2L * H * w + H + (m->lql_shift ? d : 0)));   /* z: shifted only */
     if (q == NULL) return -1;
     float *o = q + (long)T * H * w, *lse = o + (long)T * H * w, *z = lse + (long)T * H;
     latents(m, L, h, T, w, z);                                          /* into the cache's reserved slots */

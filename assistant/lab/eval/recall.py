@@ -77,7 +77,7 @@ def _span_accuracy(model: RustleLM, filler_ids: list[int], distance: int, rng: r
 
 
 def _answer_probe(model: RustleLM, prompt: list[int], expected: list[int], new_tokens: int,
-                bf16: bool) -> tuple[list[int], list[int]]:
+                  bf16: bool) -> tuple[list[int], list[int]]:
     """One prefill of `prompt` serves both readings of a name probe (at 128x the window it is the whole cost):
     (the `new_tokens` greedy decoding produces; the top-1 token at each of `expected`'s positions, each given
     the right ones before it)."""

@@ -42,6 +42,8 @@ class ModelConfig:
                                 # over more keys stays as sharp (0: off)
     lql_shift: bool = False     # lql keys and values are [z_t, z_t-1]: a query finds the position after a match (an
                                 # induction head's key) without z holding both (the cache holds 2d numbers per token)
+    lql_token_key: bool = False  # with lql_shift, a key's previous-position half is the previous token's embedding
+                                 # (projected), and a value's the position's own token: [z_t, e_t-1] and [z_t, e_t]
     global_rope: bool = False   # full and lql layers go without positions (NoPE) unless set
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
@@ -61,6 +63,8 @@ class ModelConfig:
             raise ValueError(f"lql_log_base = {base!r}: expected 0 (off) or a whole number of positions from 2")
         if not isinstance(self.lql_shift, bool):
             raise ValueError(f"lql_shift = {self.lql_shift!r}: expected true or false")
+        if not isinstance(self.lql_token_key, bool) or (self.lql_token_key and not self.lql_shift):
+            raise ValueError(f"lql_token_key = {self.lql_token_key!r}: expected true (with lql_shift) or false")
         if not isinstance(self.layer_pattern, (list, tuple)) or not 1 <= len(self.layer_pattern) <= MAX_LAYERS:
             raise ValueError(f"layer_pattern: expected a list of 1 to {MAX_LAYERS:,} layer kinds")
         if not all(isinstance(x, (int, float)) and x > 0 for x in (self.rope_theta, self.norm_eps)):

@@ -38,8 +38,15 @@ class Block(nn.Module):
         self.mlp_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         self.mlp = SwiGLU(config.d_model, config.mlp_hidden)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), positions, cache)
+    def mix(self, x: torch.Tensor, positions: torch.Tensor, cache=None, embeds: torch.Tensor | None = None):
+        """The attention's output for x; lql layers with token keys also read the token embeddings."""
+        if self.kind == "lql" and self.attn.token_key:
+            return self.attn(self.attn_norm(x), positions, cache, embeds)
+        return self.attn(self.attn_norm(x), positions, cache)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache=None,
+                embeds: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.mix(x, positions, cache, embeds)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -72,9 +79,9 @@ class RustleLM(nn.Module):
         """tokens [B, T] → final normed hidden states [B, T, D]. A cache is read and advanced."""
         start = cache.position if cache is not None else 0
         positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-        x = self.embed(tokens)
+        x = embeds = self.embed(tokens)
         for i, block in enumerate(self.blocks):
-            x = block(x, positions, cache.layers[i] if cache is not None else None)
+            x = block(x, positions, cache.layers[i] if cache is not None else None, embeds)
         if cache is not None:
             cache.position += tokens.shape[1]
         return self.norm(x)

@@ -75,8 +75,9 @@ class FewRowsRMSNorm(nn.RMSNorm):
 class FewRowsBlock(Block):
     """Block whose second half (residual, RMSNorm, SwiGLU MLP on fp16 weights) runs in one C call for a few rows."""
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
-        a = self.attn(self.attn_norm(x), positions, cache)
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache=None,
+                embeds: torch.Tensor | None = None) -> torch.Tensor:
+        a = self.mix(x, positions, cache, embeds)
         out = residual_mlp(x, a, self.mlp_norm.weight, _eps(self.mlp_norm, x), self.mlp.gate_up.half,
                            self.mlp.down.half)
         if out is None:
@@ -125,7 +126,8 @@ class FewTokenForward:
     @staticmethod
     def applies(model: RustleLM) -> bool:
         """Whether the kernel can run this served model's steps: fp32 on CPU, fp16 copies of every weight, gdn,
-        swa and NoPE, unscaled lql blocks (shifted or not) with the block layout it knows, the library built."""
+        swa and NoPE, unscaled lql blocks (shifted or not, without token keys) with the block layout it knows, the
+        library built."""
         c = model.config
         kinds = {"gdn": GatedDeltaNet, "swa": SlidingWindowAttention, "lql": LatentAttention}
         return (decode.available() and model.embed.weight.dtype == torch.float32 and not model.embed.weight.is_cuda
@@ -133,7 +135,7 @@ class FewTokenForward:
                 and c.gdn_head_dim <= 256 and type(model.norm) is FewRowsRMSNorm
                 and all(type(b) is FewRowsBlock and type(b.attn) is kinds.get(b.kind)
                         and all(isinstance(m, HalfWeightLinear) for m in b.attn.modules() if isinstance(m, nn.Linear))
-                        and not (b.kind == "lql" and (b.attn.use_rope or b.attn.log_base))
+                        and not (b.kind == "lql" and (b.attn.use_rope or b.attn.log_base or b.attn.token_key))
                         for b in model.blocks))
 
     def current(self) -> bool:

@@ -46,12 +46,15 @@ def test_log_scaled_lql_queries_change_nothing_before_the_base_and_answer_the_sa
         tiny(("swa", "lql"), lql_log_base=1)
 
 
-def test_shifted_lql_keys_graft_onto_plain_ones_and_answer_the_same_warm_cold_and_on_a_branch():
-    """`lql_shift`: keys [z_t, z_t-1]; grafted from plain keys it computes what they did, and once its previous-
-    position half is read, prefill, a branch taken back and steps still equal one forward (z_t-1 from the cache)."""
+@pytest.mark.parametrize("token_key", [False, True])
+def test_shifted_lql_keys_graft_onto_plain_ones_and_answer_the_same_warm_cold_and_on_a_branch(token_key):
+    """`lql_shift`: keys [z_t, z_t-1] (token keys: [z_t, e_t-1]); grafted from plain keys it computes what they did,
+    and once its previous-position half is read, prefill, a branch taken back and steps still equal one forward (the
+    previous position's half from the cache)."""
     torch.manual_seed(0)
     plain = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1)).eval()
-    shifted = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1, lql_shift=True)).eval()
+    shifted = RustleLM(tiny(("swa", "lql"), lql_recent=16, lql_blocks=1, lql_shift=True,
+                            lql_token_key=token_key)).eval()
     assert start_weights(shifted, plain, graft=True, source="plain") == []
     tokens, detour = torch.randint(0, 97, (1, 230)), torch.randint(0, 97, (1, 9))
     with torch.inference_mode():
@@ -71,3 +74,8 @@ def test_shifted_lql_keys_graft_onto_plain_ones_and_answer_the_same_warm_cold_an
         start_weights(plain, shifted, graft=True, source="shifted")      # unshifting is not grafting
     with pytest.raises(ValueError, match="lql_shift"):
         tiny(lql_shift=1)
+    other = RustleLM(tiny(("swa", "lql"), lql_shift=True, lql_token_key=not token_key))
+    with pytest.raises(ValueError, match="shifts its keys"):            # z_t-1's weights do not read e_t-1
+        start_weights(other, shifted, graft=True, source="shifted")
+    with pytest.raises(ValueError, match="lql_token_key"):
+        tiny(lql_token_key=True)

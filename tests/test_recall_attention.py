@@ -14,16 +14,16 @@ from tokenizer import DEFAULT_TOKENIZER
 from tiny_models import relative_error, tiny
 
 
-@pytest.mark.parametrize("shift", [False, True])
-def test_the_reported_attention_is_the_one_the_layer_attends_with(shift):
+@pytest.mark.parametrize("shift,token_key", [(False, False), (True, False), (True, True)])
+def test_the_reported_attention_is_the_one_the_layer_attends_with(shift, token_key):
     torch.manual_seed(3)
-    attn = RustleLM(tiny(("swa", "lql"), lql_shift=shift)).blocks[1].attn.eval()
-    x = torch.randn(1, 40, 32)
+    attn = RustleLM(tiny(("swa", "lql"), lql_shift=shift, lql_token_key=token_key)).blocks[1].attn.eval()
+    x, embeds = torch.randn(1, 40, 32), torch.randn(1, 40, 32)
     with torch.no_grad():
-        p, z = head_attention(attn, x, list(range(40)))
+        p, z = head_attention(attn, x, embeds, list(range(40)))
         assert torch.allclose(p.sum(-1), torch.ones(2, 40)) and float(p.triu(1).abs().max()) == 0.0
         rebuilt = attn.up((p @ z).transpose(0, 1).reshape(40, -1))
-        assert relative_error(attn(x, torch.arange(40))[0], rebuilt) < 1e-5
+        assert relative_error(attn(x, torch.arange(40), None, embeds)[0], rebuilt) < 1e-5
 
 
 def test_a_forced_head_reads_the_answer_key_alone():

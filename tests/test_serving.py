@@ -106,9 +106,11 @@ def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads, sh
         torch.set_num_threads(previous)
 
 
-def test_a_model_with_log_scaled_lql_queries_is_served_by_its_modules_and_answers_the_same():
-    """The C step does not scale lql queries: such a model keeps the PyTorch path (and its answers)."""
-    served, reference = pair(config(lql_log_base=8))
+@pytest.mark.parametrize("overrides", [dict(lql_log_base=8), dict(lql_shift=True, lql_token_key=True)])
+def test_a_model_with_scaled_queries_or_token_keys_is_served_by_its_modules_and_answers_the_same(overrides):
+    """The C step neither scales lql queries nor reads token keys: such a model keeps the PyTorch path (and its
+    answers, the few-row blocks passing the embeddings on)."""
+    served, reference = pair(config(**overrides))
     assert type(served) is not ServedLM
     tokens = torch.randint(0, 97, (1, 120), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():

@@ -48,17 +48,17 @@ class AttentionReport:
     forced: dict[str, float] = field(default_factory=dict)   # "7:0,7:1" -> top-1 with those heads on the answer
 
 
-def head_attention(attn: LatentAttention, x: torch.Tensor, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(each head's attention over every key at `rows` [h, R, T], the keys and values [T, width]) of a NoPE,
-    unscaled lql layer for its input x [1, T, D] without a cache, as model/layers/lql.py attends them."""
+def head_attention(attn: LatentAttention, x: torch.Tensor, embeds: torch.Tensor | None,
+                   rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each head's attention over every key at `rows` [h, R, T], the values [T, width]) of a NoPE, unscaled lql
+    layer for its input x [1, T, D] (and the token embeddings) without a cache, as model/layers/lql.py attends."""
     if attn.use_rope or attn.log_base:
         raise ValueError("the attention diagnosis reads NoPE lql layers without log-scaled queries")
-    z = attn.down(x)
-    if attn.shift:
-        z = attn.shifted(z, None)
-    z, width = z[0], z.shape[-1]
+    z = attn.latent(x, embeds, None)
+    k = attn.token_keys([z])[0] if attn.token_key else z
+    z, k, width = z[0], k[0], z.shape[-1]
     q = attn.query(x[0, rows]).view(len(rows), attn.h, width).transpose(0, 1)      # [h, R, width]
-    scores = q @ z.T / math.sqrt(width)
+    scores = q @ k.T / math.sqrt(width)
     future = torch.arange(z.shape[0], device=x.device)[None] > torch.tensor(rows, device=x.device)[:, None]
     return scores.masked_fill(future, float("-inf")).softmax(-1), z
 
@@ -78,18 +78,18 @@ def parse_heads(spec: str, layers: dict[int, LatentAttention]) -> dict[int, list
 
 
 def _forward(model: RustleLM, layers: dict[int, LatentAttention], ids: list[int], answers: dict[int, int],
-             forced: dict[int, list[int]]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+             forced: dict[int, list[int]]) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor | None]]]:
     """(the logits [T, vocab], each lql layer's input) of `ids`, the `forced` heads attending each answer row's
     key alone."""
-    inputs: dict[int, torch.Tensor] = {}
+    inputs: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     rows = sorted(answers)
 
     def hook(i: int):
         def capture(module: LatentAttention, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-            inputs[i] = args[0]
+            inputs[i] = (args[0], args[3] if len(args) > 3 else None)     # x, and the embeddings for token keys
             if i not in forced:
                 return None
-            p, z = head_attention(module, args[0], rows)
+            p, z = head_attention(module, *inputs[i], rows)
             keys = torch.tensor([answers[r] for r in rows])
             for h in forced[i]:
                 p[h] = 0
@@ -134,7 +134,7 @@ def recall_attention(model: RustleLM, tok: Tokenizer, filler: list[str], multipl
         right = [int(logits[r].argmax()) == ids[r + 1] for r in rows]
         total, right_rows = total + len(rows), right_rows + sum(right)
         for i, attn in layers.items():
-            p = head_attention(attn, inputs[i], rows)[0]
+            p = head_attention(attn, *inputs[i], rows)[0]
             for k, r in enumerate(rows):
                 answer = answers[r]
                 for h in range(attn.h):

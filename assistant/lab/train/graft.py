@@ -9,7 +9,8 @@ MLP adds parameters but no operations, and batch-1 decoding costs operations, no
 Widening lql (a wider latent, more heads) keeps what it computes the same way: the trained latent dimensions and
 heads are kept (queries rescaled for the wider softmax scale), the new query and output weights start at zero, and
 the new latent dimensions get a fresh down-projection so that they have something to learn from. Shifting lql's keys
-(`lql_shift`: [z_t, z_t-1]) widens them the same way: the previous position's half starts unread.
+(`lql_shift`: [z_t, z_t-1]) widens them the same way: the previous position's half starts unread, and with token keys
+(`lql_token_key`) its fresh projection of the embeddings is the one new weight.
 A recipe may also scale lql's queries by the log of their position (`lql_log_base`) without grafting: no weight
 changes shape or meaning.
 """
@@ -73,9 +74,10 @@ def start_weights(model: RustleLM, start: RustleLM, graft: bool, source: str) ->
                          "to continue it with other layer kinds, a wider MLP or a wider lql)")
     old, new = start.config, model.config
     same = replace(old, layer_pattern=new.layer_pattern, mlp_hidden=new.mlp_hidden, lql_dim=new.lql_dim,
-                   lql_heads=new.lql_heads, lql_shift=new.lql_shift) == new
+                   lql_heads=new.lql_heads, lql_shift=new.lql_shift, lql_token_key=new.lql_token_key) == new
     if (not same or old.mlp_hidden > new.mlp_hidden or old.lql_dim > new.lql_dim or old.lql_heads > new.lql_heads
-            or old.lql_shift > new.lql_shift or (old.lql_shift and old.lql_dim != new.lql_dim)):
+            or old.lql_shift > new.lql_shift or (old.lql_shift and old.lql_dim != new.lql_dim)
+            or (old.lql_shift and old.lql_token_key != new.lql_token_key)):
         raise ValueError(f"{source}: grafting changes layer kinds and widens the MLP and lql (or shifts its keys) "
                          "only; the recipe changes more of the model")
     if new.global_rope and (old.lql_dim, old.lql_heads, old.lql_shift) != (new.lql_dim, new.lql_heads, new.lql_shift):
@@ -85,6 +87,7 @@ def start_weights(model: RustleLM, start: RustleLM, graft: bool, source: str) ->
     kept = {name: _widened_block(name, t, initial[name], old, new) for name, t in start.state_dict().items()
             if not any(name.startswith(f"blocks.{i}.attn.") for i in fresh)}
     missing, unexpected = model.load_state_dict(kept, strict=False)
+    missing = [n for n in missing if not n.endswith("attn.token_down.weight")]     # new with token keys
     if unexpected or any(not any(n.startswith(f"blocks.{i}.attn.") for i in fresh) for n in missing):
         raise ValueError(f"{source}: weights do not fit the grafted model ({unexpected[:3]} {missing[:3]})")
     return fresh

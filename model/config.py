@@ -42,8 +42,8 @@ class ModelConfig:
                                 # over more keys stays as sharp (0: off)
     lql_shift: bool = False     # lql keys and values are [z_t, z_t-1]: a query finds the position after a match (an
                                 # induction head's key) without z holding both (the cache holds 2d numbers per token)
-    lql_token_key: bool = False  # with lql_shift, a key's previous-position half is the previous token's embedding
-                                 # (projected), and a value's the position's own token: [z_t, e_t-1] and [z_t, e_t]
+    lql_token_key: bool = False  # with lql_shift, keys and values are [z_t, e_t-1, e_t], e a projection of the
+                                 # token's embedding (the cache holds 3d numbers per token)
     global_rope: bool = False   # full and lql layers go without positions (NoPE) unless set
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
@@ -75,6 +75,11 @@ class ModelConfig:
             raise ValueError(f"unknown layer kinds {unknown}: use {KINDS}")
         if self.n_heads % self.n_kv_heads or self.lql_dim % self.lql_heads:
             raise ValueError("n_heads must be a multiple of n_kv_heads, lql_dim of lql_heads")
+
+    @property
+    def lql_width(self) -> int:
+        """The numbers an lql key (and value, and cache row) holds."""
+        return self.lql_dim * (3 if self.lql_token_key else 2 if self.lql_shift else 1)
 
     @property
     def n_layers(self) -> int:

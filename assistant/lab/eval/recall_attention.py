@@ -50,15 +50,15 @@ class AttentionReport:
 
 def head_attention(attn: LatentAttention, x: torch.Tensor, embeds: torch.Tensor | None,
                    rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(each head's attention over every key at `rows` [h, R, T], the values [T, width]) of a NoPE, unscaled lql
-    layer for its input x [1, T, D] (and the token embeddings) without a cache, as model/layers/lql.py attends."""
+    """(each head's attention over every key at `rows` [h, R, T], the keys and values [T, width]) of a NoPE,
+    unscaled lql layer for its input x [1, T, D] (and the token embeddings) without a cache, as model/layers/lql.py
+    attends them."""
     if attn.use_rope or attn.log_base:
         raise ValueError("the attention diagnosis reads NoPE lql layers without log-scaled queries")
     z = attn.latent(x, embeds, None)
-    k = attn.token_keys([z])[0] if attn.token_key else z
-    z, k, width = z[0], k[0], z.shape[-1]
+    z, width = z[0], z.shape[-1]
     q = attn.query(x[0, rows]).view(len(rows), attn.h, width).transpose(0, 1)      # [h, R, width]
-    scores = q @ k.T / math.sqrt(width)
+    scores = q @ z.T / math.sqrt(width)
     future = torch.arange(z.shape[0], device=x.device)[None] > torch.tensor(rows, device=x.device)[:, None]
     return scores.masked_fill(future, float("-inf")).softmax(-1), z
 

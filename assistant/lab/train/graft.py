@@ -40,7 +40,8 @@ def _widened(name: str, old: torch.Tensor, fresh: torch.Tensor, old_hidden: int,
 def _widened_lql(name: str, old: torch.Tensor, fresh: torch.Tensor, old_shape: tuple[int, int],
                  shape: tuple[int, int]) -> torch.Tensor:
     """`fresh` (a wider lql's initial `name`) holding `old`'s trained latent dims and heads; shapes are (heads, key
-    width): a shifted lql's keys are twice its latent, the previous position's half last."""
+    width): a shifted lql's keys are twice its latent, the previous position's half last (token keys: three times,
+    the embeddings' thirds last)."""
     (h0, d0), (h, d) = old_shape, shape
     if name.endswith("attn.down.weight"):        # rows: latent dims; the new ones keep their fresh values
         out = fresh.clone()
@@ -59,7 +60,7 @@ def _widened_block(name: str, old: torch.Tensor, fresh: torch.Tensor, start: Mod
                    config: ModelConfig) -> torch.Tensor:
     kind = config.layer_pattern[int(name.split(".")[1])] if name.startswith("blocks.") else None
     if kind == "lql" and ".attn." in name:
-        widths = [c.lql_dim * (2 if c.lql_shift else 1) for c in (start, config)]
+        widths = [c.lql_width for c in (start, config)]
         return _widened_lql(name, old, fresh, (start.lql_heads, widths[0]), (config.lql_heads, widths[1]))
     return _widened(name, old, fresh, start.mlp_hidden, config.mlp_hidden)
 

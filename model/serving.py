@@ -102,8 +102,8 @@ class FewTokenForward:
             heads=c.n_heads, kv_heads=c.n_kv_heads, head_dim=c.head_dim, window=c.window,
             freqs=self.freqs.data_ptr(), gdn_heads=c.gdn_heads, gdn_dim=c.gdn_head_dim, conv_size=c.conv_size,
             gdn_scale=c.gdn_head_dim ** -0.5, lql_dim=c.lql_dim, lql_heads=c.lql_heads, lql_blocks=c.lql_blocks,
-            lql_shift=int(c.lql_shift), lql_recent=c.lql_recent, embed=self._address(embed), embed_row=embed.stride(0),
-            embed_col=embed.stride(1), norm=self._address(model.norm.weight), head=model.head.half.data_ptr())
+            lql_shift=c.lql_width // c.lql_dim - 1, lql_recent=c.lql_recent, embed=self._address(embed),
+            embed_row=embed.stride(0), embed_col=embed.stride(1), norm=self._address(model.norm.weight), head=model.head.half.data_ptr())
         self.layers = (decode.LayerSpec * c.n_layers)()
         for spec, block in zip(self.layers, model.blocks):
             attn = block.attn
@@ -111,6 +111,7 @@ class FewTokenForward:
             spec.attn_norm, spec.mlp_norm = self._address(block.attn_norm.weight), self._address(block.mlp_norm.weight)
             spec.gate_up, spec.down = block.mlp.gate_up.half.data_ptr(), block.mlp.down.half.data_ptr()
             inputs = {"gdn": ("qkv", "beta_decay", "gate"), "swa": ("qkv",), "lql": ("down", "query")}[block.kind]
+            inputs += ("token_down",) if block.kind == "lql" and attn.token_key else ()
             spec.inputs = decode.pointers([getattr(attn, name).half for name in inputs], 3)
             spec.out = (attn.up if block.kind == "lql" else attn.out).half.data_ptr()
             if block.kind == "swa" and attn.qkv.bias is not None:
@@ -126,8 +127,8 @@ class FewTokenForward:
     @staticmethod
     def applies(model: RustleLM) -> bool:
         """Whether the kernel can run this served model's steps: fp32 on CPU, fp16 copies of every weight, gdn,
-        swa and NoPE, unscaled lql blocks (shifted or not, without token keys) with the block layout it knows, the
-        library built."""
+        swa and NoPE, unscaled lql blocks (plain, shifted or token keys) with the block layout it knows, the library
+        built."""
         c = model.config
         kinds = {"gdn": GatedDeltaNet, "swa": SlidingWindowAttention, "lql": LatentAttention}
         return (decode.available() and model.embed.weight.dtype == torch.float32 and not model.embed.weight.is_cuda
@@ -135,7 +136,7 @@ class FewTokenForward:
                 and c.gdn_head_dim <= 256 and type(model.norm) is FewRowsRMSNorm
                 and all(type(b) is FewRowsBlock and type(b.attn) is kinds.get(b.kind)
                         and all(isinstance(m, HalfWeightLinear) for m in b.attn.modules() if isinstance(m, nn.Linear))
-                        and not (b.kind == "lql" and (b.attn.use_rope or b.attn.log_base or b.attn.token_key))
+                        and not (b.kind == "lql" and (b.attn.use_rope or b.attn.log_base))
                         for b in model.blocks))
 
     def current(self) -> bool:

@@ -22,6 +22,11 @@ def config(**overrides) -> ModelConfig:
     return ModelConfig(**{**sizes, **overrides})
 
 
+def keys(shift: bool | str) -> ModelConfig:
+    """Plain (False), shifted (True) or token ("token") lql keys."""
+    return config(lql_shift=bool(shift), lql_token_key=shift == "token")
+
+
 def pair(cfg: ModelConfig) -> tuple[RustleLM, RustleLM]:
     """(the served model, a plain one with the same weights: values fp16 holds, so both read the same)."""
     torch.manual_seed(11)
@@ -55,7 +60,7 @@ def chunks(model: RustleLM, cache, tokens: list[int], sizes: list[int]) -> torch
     return torch.cat(outs, 1)
 
 
-@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (2, True)])
+@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (2, True), (2, "token")])
 def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, shift, monkeypatch):
     """Pieces of 1 to 32 tokens (a typed line, a draft) after a 40-token prompt, through both lql paths and swa
     windows that end inside a piece (window 8): the one call against the modules on the same weights. (Pieces
@@ -65,7 +70,7 @@ def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, shift, 
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    served, reference = pair(config(lql_shift=shift))
+    served, reference = pair(keys(shift))
     tokens = torch.randint(0, 97, (1, 300), generator=torch.Generator().manual_seed(6))
     called, forward_rows = [], model.serving.decode.forward_rows
     monkeypatch.setattr(model.serving.decode, "forward_rows", lambda *a: called.append(len(a[2])) or forward_rows(*a))
@@ -86,11 +91,11 @@ def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, shift, 
         torch.set_num_threads(previous)
 
 
-@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (1, True)])
+@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (1, True), (1, "token")])
 def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads, shift):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    served, reference = pair(config(lql_shift=shift))
+    served, reference = pair(keys(shift))
     assert type(served) is ServedLM and all(type(b) is FewRowsBlock for b in served.blocks)
     tokens = torch.randint(0, 97, (1, 200), generator=torch.Generator().manual_seed(1))
     try:
@@ -106,11 +111,9 @@ def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads, sh
         torch.set_num_threads(previous)
 
 
-@pytest.mark.parametrize("overrides", [dict(lql_log_base=8), dict(lql_shift=True, lql_token_key=True)])
-def test_a_model_with_scaled_queries_or_token_keys_is_served_by_its_modules_and_answers_the_same(overrides):
-    """The C step neither scales lql queries nor reads token keys: such a model keeps the PyTorch path (and its
-    answers, the few-row blocks passing the embeddings on)."""
-    served, reference = pair(config(**overrides))
+def test_a_model_with_log_scaled_lql_queries_is_served_by_its_modules_and_answers_the_same():
+    """The C step does not scale lql queries: such a model keeps the PyTorch path (and its answers)."""
+    served, reference = pair(config(lql_log_base=8))
     assert type(served) is not ServedLM
     tokens = torch.randint(0, 97, (1, 120), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
@@ -121,12 +124,12 @@ def test_a_model_with_scaled_queries_or_token_keys_is_served_by_its_modules_and_
     assert relative_error(*outs) < 1e-4, relative_error(*outs)
 
 
-@pytest.mark.parametrize("shift", [False, True])
+@pytest.mark.parametrize("shift", [False, True, "token"])
 def test_steps_after_a_restore_branch_off_and_keep_every_snapshot(shift):
     """Restore an earlier snapshot while a later one holds the positions past it: the lql layer's latents branch
     off (model/cache.py), and both continuations equal cold runs of their whole sequences (shifted keys: the first
     step after a restore takes z_t-1 from the branch it continues)."""
-    served, reference = pair(config(lql_shift=shift))
+    served, reference = pair(keys(shift))
     g = torch.Generator().manual_seed(2)
     prompt, first, second, third = (torch.randint(0, 97, (n,), generator=g).tolist() for n in (100, 30, 30, 10))
     with torch.inference_mode():

@@ -18,7 +18,8 @@ typedef struct {
     int kind;
     const float *attn_norm, *mlp_norm;              /* [D] */
     const uint16_t *gate_up, *down;                 /* the MLP: [2 hidden, D], [D, hidden] */
-    const uint16_t *in[3];                          /* gdn: qkv, beta_decay, gate; swa: qkv; lql: down, query */
+    const uint16_t *in[3];                          /* gdn: qkv, beta_decay, gate; swa: qkv; lql: down, query and
+                                                       (token keys) token_down */
     const float *in_bias;                           /* swa's qkv bias, or NULL */
     const uint16_t *out;                            /* [D, inner] */
     /* gdn */
@@ -43,7 +44,7 @@ typedef struct {
     const float *freqs;                             /* rope's [head_dim / 2] */
     int gdn_heads, gdn_dim, conv_size;              /* gdn */
     float gdn_scale;
-    int lql_dim, lql_heads, lql_blocks, lql_shift;  /* lql; shifted keys are [z_t, z_t-1] */
+    int lql_dim, lql_heads, lql_blocks, lql_shift;  /* lql; keys 1: [z_t, z_t-1], 2: [z_t, e_t-1, e_t] */
     long lql_recent;
     const float *embed;                             /* [vocab][D], its strides below (the serving layout may
                                                        hold it column-major) */
@@ -166,36 +167,52 @@ static int swa(const Model *m, Layer *L, const float *h, int T, long pos, float 
     return 0;
 }
 
-/* The rows' latents into their reserved slots of `w` floats: z_t, and with shifted keys z_t-1 after it (the
-   latent before the first row from the cache, zeros at position 0), as model/layers/lql.py's `shifted`. */
-static void latents(const Model *m, Layer *L, const float *h, int T, int w, float *z) {
-    const int d = m->lql_dim;
+/* x [T][D] scaled to unit root mean square (F.rms_norm without a weight, its eps float32's epsilon). */
+static void unit_norm_rows(const float *x, int T, int D, float *y) {
+    for (int t = 0; t < T; t++) {
+        const float *r = x + (long)t * D;
+        float ss = 0.0f;
+        for (int i = 0; i < D; i++) ss += r[i] * r[i];
+        const float scale = 1.0f / sqrtf(ss / D + 1.1920929e-07f);
+        for (int i = 0; i < D; i++) y[(long)t * D + i] = r[i] * scale;
+    }
+}
+
+/* The rows' keys into their reserved slots of `w` floats: z_t; with shifted keys z_t-1 after it; with token keys
+   e_t-1 and e_t, e the projection of the token's normed embedding `en`. The previous position's part of the first row
+   comes from the cache (zeros at position 0), as model/layers/lql.py's `latent`. `z`: scratch of 2 d floats a row. */
+static void latents(const Model *m, Layer *L, const float *h, const float *en, int T, int w, float *z) {
+    const int d = m->lql_dim, token = m->lql_shift == 2;
     if (!m->lql_shift) {
         linear(h, L->in[0], T, m->D, d, L->latent, m->threads);
         return;
     }
+    float *part = z + (long)T * d;                                      /* what the next row shifts in */
     linear(h, L->in[0], T, m->D, d, z, m->threads);
+    if (token) linear(en, L->in[2], T, m->D, d, part, m->threads);
     const float *before = NULL;
     for (int s = 0; s < L->nseg && L->past; s++)
         if (L->past - 1 < L->starts[s + 1]) {
-            before = L->segments[s] + (L->past - 1 - L->starts[s]) * w;
+            before = L->segments[s] + (L->past - 1 - L->starts[s]) * w + (token ? 2 * d : 0);
             break;
         }
     for (int t = 0; t < T; t++) {
         float *slot = L->latent + (long)t * w;
-        const float *previous = t ? z + (long)(t - 1) * d : before;
+        const float *own = token ? part + (long)t * d : z + (long)t * d;
+        const float *previous = t ? own - d : before;
         memcpy(slot, z + (long)t * d, sizeof(float) * d);
         if (previous) memcpy(slot + d, previous, sizeof(float) * d);
         else memset(slot + d, 0, sizeof(float) * d);
+        if (token) memcpy(slot + 2 * d, own, sizeof(float) * d);
     }
 }
 
-static int lql(const Model *m, Layer *L, const float *h, int T, float *a) {
-    const int d = m->lql_dim, H = m->lql_heads, w = m->lql_shift ? 2 * d : d;     /* w: a key's width */
-    float *q = malloc(sizeof(float) * T * (2L * H * w + H + (m->lql_shift ? d : 0)));   /* z: shifted only */
+static int lql(const Model *m, Layer *L, const float *h, const float *en, int T, float *a) {
+    const int d = m->lql_dim, H = m->lql_heads, w = (m->lql_shift + 1) * d;     /* w: a key's width */
+    float *q = malloc(sizeof(float) * T * (2L * H * w + H + (m->lql_shift ? 2 * d : 0)));   /* z: shifted only */
     if (q == NULL) return -1;
     float *o = q + (long)T * H * w, *lse = o + (long)T * H * w, *z = lse + (long)T * H;
-    latents(m, L, h, T, w, z);                                          /* into the cache's reserved slots */
+    latents(m, L, h, en, T, w, z);                                      /* into the cache's reserved slots */
     linear(h, L->in[1], T, m->D, H * w, q, m->threads);             /* rows (t, head) */
     const float scale = 1.0f / sqrtf((float)w);
     for (long i = 0; i < (long)T * H * w; i++) q[i] *= scale;
@@ -222,18 +239,19 @@ static int lql(const Model *m, Layer *L, const float *h, int T, float *a) {
    (the caches may then be part-way: the caller restores a snapshot or starts a new cache). */
 int forward_rows(const Model *m, Layer *layers, const long *tokens, int T, long pos, int n_out, float *logits) {
     const int D = m->D;
-    float *x = malloc(sizeof(float) * 3L * T * D);
+    float *x = malloc(sizeof(float) * 4L * T * D);
     if (x == NULL) return -1;
-    float *h = x + (long)T * D, *a = h + (long)T * D;
+    float *h = x + (long)T * D, *a = h + (long)T * D, *en = a + (long)T * D;    /* en: token keys' normed embeddings */
     int failed = 0;
     for (int t = 0; t < T; t++)
         for (int i = 0; i < D; i++) x[(long)t * D + i] = m->embed[tokens[t] * m->embed_row + i * m->embed_col];
+    if (m->lql_shift == 2) unit_norm_rows(x, T, D, en);
     for (int i = 0; i < m->layers && !failed; i++) {
         Layer *L = layers + i;
         rms_norm_rows(x, L->attn_norm, T, D, m->eps, h);
         if (L->kind == GDN) failed = gdn(m, L, h, T, a);
         else if (L->kind == SWA) failed = swa(m, L, h, T, pos, a);
-        else failed = lql(m, L, h, T, a);
+        else failed = lql(m, L, h, en, T, a);
         failed = failed || residual_mlp(x, a, L->mlp_norm, m->eps, L->gate_up, L->down, T, D, m->hidden,
                                         m->threads, x);
     }

@@ -103,7 +103,8 @@ class FewTokenForward:
             freqs=self.freqs.data_ptr(), gdn_heads=c.gdn_heads, gdn_dim=c.gdn_head_dim, conv_size=c.conv_size,
             gdn_scale=c.gdn_head_dim ** -0.5, lql_dim=c.lql_dim, lql_heads=c.lql_heads, lql_blocks=c.lql_blocks,
             lql_shift=c.lql_width // c.lql_dim - 1, lql_recent=c.lql_recent, embed=self._address(embed),
-            embed_row=embed.stride(0), embed_col=embed.stride(1), norm=self._address(model.norm.weight), head=model.head.half.data_ptr())
+            embed_row=embed.stride(0), embed_col=embed.stride(1), norm=self._address(model.norm.weight),
+            head=model.head.half.data_ptr())
         self.layers = (decode.LayerSpec * c.n_layers)()
         for spec, block in zip(self.layers, model.blocks):
             attn = block.attn

@@ -44,7 +44,7 @@ typedef struct {
     const float *freqs;                             /* rope's [head_dim / 2] */
     int gdn_heads, gdn_dim, conv_size;              /* gdn */
     float gdn_scale;
-    int lql_dim, lql_heads, lql_blocks, lql_shift;  /* lql; keys 1: [z_t, z_t-1], 2: [z_t, e_t-1, e_t] */
+    int lql_dim, lql_heads, lql_blocks, lql_shift;  /* lql; keys 0: z_t, 1: [z_t, z_t-1], 2: [z_t, e_t-1, e_t] */
     long lql_recent;
     const float *embed;                             /* [vocab][D], its strides below (the serving layout may
                                                        hold it column-major) */

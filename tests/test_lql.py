@@ -79,3 +79,39 @@ def test_shifted_lql_keys_graft_onto_plain_ones_and_answer_the_same_warm_cold_an
         start_weights(other, shifted, graft=True, source="shifted")
     with pytest.raises(ValueError, match="lql_token_key"):
         tiny(lql_token_key=True)
+
+
+def test_new_weights_of_a_graft_are_its_untrained_slices_and_step_further():
+    """graft.new_weights marks what the start did not have (token keys' new query and output slices and projection);
+    NewWeightScale steps those k times as far as AdamW did and the trained weights exactly as far."""
+    from assistant.lab.train.graft import new_weights
+    from assistant.lab.train.loop import NewWeightScale
+
+    torch.manual_seed(0)
+    plain = RustleLM(tiny(("swa", "lql"))).eval()
+    keyed = RustleLM(tiny(("swa", "lql"), lql_shift=True, lql_token_key=True))
+    start_weights(keyed, plain, graft=True, source="plain")
+    masks = new_weights(keyed, plain.config)
+    d, h = keyed.config.lql_dim, keyed.config.lql_heads
+    assert set(masks) == {"blocks.1.attn.query.weight", "blocks.1.attn.up.weight", "blocks.1.attn.token_down.weight"}
+    query = masks["blocks.1.attn.query.weight"].view(h, 3 * d, -1)
+    assert not query[:, :d].any() and query[:, d:].all()
+    assert masks["blocks.1.attn.up.weight"].view(-1, h, 3 * d)[:, :, d:].all()
+    assert masks["blocks.1.attn.token_down.weight"].all()
+
+    def stepped(scale: float | None) -> dict[str, torch.Tensor]:
+        model = RustleLM(keyed.config)
+        model.load_state_dict(keyed.state_dict())
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        model.loss(torch.randint(0, 97, (1, 40), generator=torch.Generator().manual_seed(1)),
+                   torch.randint(0, 97, (1, 40), generator=torch.Generator().manual_seed(2))).backward()
+        with NewWeightScale(model, masks, scale) if scale else torch.no_grad():
+            optimizer.step()
+        return {n: p.detach() - keyed.state_dict()[n] for n, p in model.named_parameters()}
+
+    once, tenfold = stepped(None), stepped(10.0)
+    for name, delta in once.items():
+        mask = masks.get(name, torch.zeros_like(delta, dtype=torch.bool))
+        assert torch.allclose(tenfold[name][~mask], delta[~mask], atol=1e-7)
+        assert torch.allclose(tenfold[name][mask], 10 * delta[mask], atol=1e-6)
+    assert float(once["blocks.1.attn.token_down.weight"].abs().sum()) > 0

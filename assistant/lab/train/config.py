@@ -35,6 +35,9 @@ class TrainConfig:
     init_from: Path | None = None                # weights-only start (fine-tuning, or continuing a shipped model)
     graft: bool = False                          # init_from may differ in layer kinds (those blocks start
                                                  # fresh) or have a narrower MLP (graft.py)
+    new_weight_lr_scale: float = 1.0             # grafted: the weights the start did not have step this many
+                                                 # times as far as the trained ones (AdamW's steps are ~lr each,
+                                                 # too short at a continuation's lr for a new part to grow)
     train_lql_blocks: int | None = None          # lql's selected blocks in training where not the model's own
                                                  # (0: every key; its checkpoints keep the model's for serving)
     patience: int | None = None                  # stop after this many evaluations without a better val loss
@@ -42,6 +45,8 @@ class TrainConfig:
                                                  # steps in, to what the measured throughput reaches by then
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.new_weight_lr_scale, (int, float)) and 1.0 <= self.new_weight_lr_scale <= 1000.0):
+            raise ValueError(f"new_weight_lr_scale = {self.new_weight_lr_scale!r}: expected a number from 1 to 1000")
         if self.train_lql_blocks is not None:     # the model config's own bounds on lql_blocks
             try:
                 replace(self.model, lql_blocks=self.train_lql_blocks)

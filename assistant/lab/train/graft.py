@@ -65,6 +65,22 @@ def _widened_block(name: str, old: torch.Tensor, fresh: torch.Tensor, start: Mod
     return _widened(name, old, fresh, start.mlp_hidden, config.mlp_hidden)
 
 
+def new_weights(model: RustleLM, start: ModelConfig) -> dict[str, torch.Tensor]:
+    """Where a model grafted from a `start` config holds weights that were not trained: each such parameter's mask
+    (True: new), from the widening itself (ones widened into zeros stay zero where new)."""
+    fresh = {i for i, (a, b) in enumerate(zip(start.layer_pattern, model.config.layer_pattern)) if a != b}
+    with torch.device("meta"):
+        shapes = {name: t.shape for name, t in RustleLM(start).state_dict().items()}
+    masks = {}
+    for name, p in model.named_parameters():
+        if name not in shapes or any(name.startswith(f"blocks.{i}.attn.") for i in fresh):
+            masks[name] = torch.ones_like(p, dtype=torch.bool)
+        elif shapes[name] != p.shape:
+            ones = torch.ones(shapes[name])
+            masks[name] = _widened_block(name, ones, torch.zeros(p.shape), start, model.config) == 0
+    return masks
+
+
 def start_weights(model: RustleLM, start: RustleLM, graft: bool, source: str) -> list[int]:
     """Load `start` into `model`; return the indices of the blocks left at their fresh initialisation."""
     if replace(start.config, lql_log_base=model.config.lql_log_base) == model.config:   # no parameter changes

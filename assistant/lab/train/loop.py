@@ -26,7 +26,7 @@ from tokenizer import load_tokenizer
 from .checkpoint import RunState, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import load_tokens, prepare_tokens
-from .graft import start_weights
+from .graft import new_weights, start_weights
 
 REWARM_FRACTION = 0.02  # a weights-only start warms up again over this share of the run
 BUDGET_STEPS = (3, 13)  # max_seconds: throughput is measured between these steps of the run (compiling is before)
@@ -50,9 +50,30 @@ def compile_blocks(model: RustleLM) -> None:
         block.compile()
 
 
+class NewWeightScale:
+    """Steps a grafted model's new weights `scale` times as far as AdamW stepped them (graft.new_weights' masks)."""
+
+    def __init__(self, model: RustleLM, masks: dict[str, torch.Tensor], scale: float) -> None:
+        named = dict(model.named_parameters())
+        self.pairs = [(named[name], mask.to(named[name].device)) for name, mask in masks.items()]
+        self.scale, self.before = scale, []
+
+    def __enter__(self) -> "NewWeightScale":
+        self.before = [p.detach().clone() for p, _ in self.pairs]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with torch.no_grad():
+            for (p, mask), old in zip(self.pairs, self.before):
+                p.add_((p - old) * mask, alpha=self.scale - 1.0)
+        self.before = []
+
+
 def optimizer_step(objective: torch.nn.Module, model: RustleLM, optimizer: torch.optim.Optimizer,
-                   x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, float]:
-    """One step: bf16-autocast loss, backward, gradient clipping, AdamW. Returns (loss, gradient norm)."""
+                   x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                   scale: NewWeightScale | None = None) -> tuple[torch.Tensor, float]:
+    """One step: bf16-autocast loss, backward, gradient clipping, AdamW (its step scaled up on new weights).
+    Returns (loss, gradient norm)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
         loss = objective(x, y)
     optimizer.zero_grad(set_to_none=True)
@@ -64,7 +85,11 @@ def optimizer_step(objective: torch.nn.Module, model: RustleLM, optimizer: torch
             f"the loss ({value}) or its gradient norm ({grad_norm}) is not a finite number; the step "
             "was not taken and the run's last checkpoint is as it was. Where bf16 is the cause (BENCHMARKS.md, "
             "Training throughput, has a case), `rustle train --fp32` trains in fp32")
-    optimizer.step()
+    if scale is None:
+        optimizer.step()
+        return loss, grad_norm
+    with scale:
+        optimizer.step()
     return loss, grad_norm
 
 
@@ -204,6 +229,10 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     if config.init_from is not None:
         state.cumulative_tokens = tokens_behind(config.init_from)
     model.to(config.device)
+    scale = None
+    if config.new_weight_lr_scale != 1.0 and config.init_from is not None:
+        masks = new_weights(model, load_model(config.init_from).config)
+        scale = NewWeightScale(model, masks, config.new_weight_lr_scale) if masks else None
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -233,7 +262,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         lr = lr_at(config, state.tokens)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, grad_norm = optimizer_step(ddp, model, optimizer, x, y, config)
+        loss, grad_norm = optimizer_step(ddp, model, optimizer, x, y, config, scale)
         step_tokens = n_seqs * seq_len * world
         state.step, state.tokens = state.step + 1, state.tokens + step_tokens
         state.cumulative_tokens += step_tokens

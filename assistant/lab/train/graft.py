@@ -10,7 +10,7 @@ Widening lql (a wider latent, more heads) keeps what it computes the same way: t
 heads are kept (queries rescaled for the wider softmax scale), the new query and output weights start at zero, and
 the new latent dimensions get a fresh down-projection so that they have something to learn from. Shifting lql's keys
 (`lql_shift`: [z_t, z_t-1]) widens them the same way: the previous position's half starts unread, and with token keys
-(`lql_token_key`) its fresh projection of the embeddings is the one new weight.
+(`lql_token_key`) a fresh projection of the embeddings is new too (`new_weights` marks what is new).
 A recipe may also scale lql's queries by the log of their position (`lql_log_base`) without grafting: no weight
 changes shape or meaning.
 """

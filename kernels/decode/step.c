@@ -180,7 +180,8 @@ static void unit_norm_rows(const float *x, int T, int D, float *y) {
 
 /* The rows' keys into their reserved slots of `w` floats: z_t; with shifted keys z_t-1 after it; with token keys
    e_t-1 and e_t, e the projection of the token's normed embedding `en`. The previous position's part of the first row
-   comes from the cache (zeros at position 0), as model/layers/lql.py's `latent`. `z`: scratch of 2 d floats a row. */
+   comes from the cache (zeros at position 0), as model/layers/lql.py's `latent`. `z`: scratch of d floats a row
+   (token keys: 2 d). */
 static void latents(const Model *m, Layer *L, const float *h, const float *en, int T, int w, float *z) {
     const int d = m->lql_dim, token = m->lql_shift == 2;
     if (!m->lql_shift) {
@@ -209,7 +210,7 @@ static void latents(const Model *m, Layer *L, const float *h, const float *en, i
 
 static int lql(const Model *m, Layer *L, const float *h, const float *en, int T, float *a) {
     const int d = m->lql_dim, H = m->lql_heads, w = (m->lql_shift + 1) * d;     /* w: a key's width */
-    float *q = malloc(sizeof(float) * T * (2L * H * w + H + (m->lql_shift ? 2 * d : 0)));   /* z: shifted only */
+    float *q = malloc(sizeof(float) * T * (2L * H * w + H + (long)m->lql_shift * d));   /* z: shifted only */
     if (q == NULL) return -1;
     float *o = q + (long)T * H * w, *lse = o + (long)T * H * w, *z = lse + (long)T * H;
     latents(m, L, h, en, T, w, z);                                      /* into the cache's reserved slots */

@@ -6,6 +6,7 @@ and DDP averages gradients; rank 0 alone writes logs and checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from model.config import ModelConfig
 from model.io import load_model, save_model
 from model.model import RustleLM
 from tokenizer import load_tokenizer
@@ -85,10 +87,7 @@ def optimizer_step(objective: torch.nn.Module, model: RustleLM, optimizer: torch
             f"the loss ({value}) or its gradient norm ({grad_norm}) is not a finite number; the step "
             "was not taken and the run's last checkpoint is as it was. Where bf16 is the cause (BENCHMARKS.md, "
             "Training throughput, has a case), `rustle train --fp32` trains in fp32")
-    if scale is None:
-        optimizer.step()
-        return loss, grad_norm
-    with scale:
+    with scale or contextlib.nullcontext():
         optimizer.step()
     return loss, grad_norm
 
@@ -231,7 +230,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
     model.to(config.device)
     scale = None
     if config.new_weight_lr_scale != 1.0 and config.init_from is not None:
-        masks = new_weights(model, load_model(config.init_from).config)
+        masks = new_weights(model, ModelConfig.load(Path(config.init_from) / "config.json"))
         scale = NewWeightScale(model, masks, config.new_weight_lr_scale) if masks else None
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]

@@ -5,6 +5,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from dataclasses import replace
 
 import pytest
 import torch
@@ -167,6 +168,31 @@ def test_prompt_budgets_and_a_stable_prefix_start(vocab):
                      shape, [], "r")
     line_start = max(b for b in p.boundaries if b <= len(p.ids) - 1)
     assert q.ids[:line_start] == p.ids[:line_start]
+
+
+def test_the_buffer_outside_the_window_is_a_file_before_it(vocab):
+    lines = [f"let v{i} = {i};\n" for i in range(400)]
+    text = "".join(lines)
+    offset = len("".join(lines[:200])) + 4                    # in `let |v200 = 200;`
+    config = PromptConfig(context="local", prefix_tokens=64, suffix_tokens=64, head_tokens=300, tail_tokens=200)
+    p = build_prompt(vocab, config, "a.rs", text, offset, shape_at(text, offset), [], "r")
+    part = vocab.tok.decode(p.ids[:p.local_start], skip_special_tokens=False)
+    local = vocab.tok.decode(p.ids[p.local_start:], skip_special_tokens=False)
+    suffix = local[local.index("<|fim_suffix|>") + len("<|fim_suffix|>"):local.index("<|fim_middle|>")]
+    prefix = local[local.index("<|fim_middle|>") + len("<|fim_middle|>"):] + p.healed.decode()
+    start, end = offset - len(prefix), offset + len(suffix)  # the window: [start, end)
+    header = "<|repo_name|>r\n<|file_sep|>a.rs\n"
+    assert part.startswith(header) and p.local_start in p.boundaries
+    body = part[len(header):]
+    cut = body.index(text[end:text.index("\n", end + 1)])    # the first line after the suffix window
+    assert 0 < cut < len(body) and text[:start].endswith(body[:cut]) and text[end:].startswith(body[cut:])
+    assert len(p.ids[:p.local_start]) <= len(vocab.repo_header("r") + vocab.file_header("a.rs")) + 300 + 200
+    typed = build_prompt(vocab, config, "a.rs", text[:offset] + "x" + text[offset:], offset + 1,
+                         shape_at(text, offset), [], "r")      # a keystroke leaves the part as it is
+    assert typed.ids[:typed.local_start] == p.ids[:p.local_start]
+    for other in (replace(config, head_tokens=0, tail_tokens=0), replace(config, layout="psm"),
+                  replace(config, context="none")):
+        assert build_prompt(vocab, other, "a.rs", text, offset, shape_at(text, offset), [], "r").local_start == 0
 
 
 # ----- engine -----------------------------------------------------------------------------------------------------

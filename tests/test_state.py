@@ -231,3 +231,30 @@ def test_opening_an_empty_document_prefills_the_repository_without_error(tmp_pat
     engine.prefill_repository(root, "src/empty.rs")
     assert engine.prefill.wait(60) and root.resolve() in engine.prefill.ready
     assert engine.complete_sync(Request(root, "src/empty.rs", "fn ", 3)).prompt_tokens > 0
+
+
+def test_a_new_cursor_is_served_without_its_buffer_part_until_the_background_has_it(tmp_path):
+    # The buffer outside the window ends the repository part (prompt.py): a new cursor does not wait for it, and
+    # once prefilled, the next request there feeds only its window, with the prompt a foreground engine builds.
+    out = save_tiny_model(tmp_path / "tiny", ("gdn", "swa", "full", "lql"))
+    root = tmp_path / "kvstore"
+    shutil.copytree(KVSTORE, root)
+    config = EngineConfig(prompt=PromptConfig(prefix_tokens=24, suffix_tokens=24, window_lines=2), dtype="fp32",
+                          max_new_tokens=2)
+    served = Engine(out, replace(config, background=True), db_for=lambda _: tmp_path / "index.sqlite")
+    foreground = Engine(out, config, db_for=lambda _: tmp_path / "index.sqlite")
+    served.prefill_repository(root, "src/command.rs")
+    assert served.prefill.wait(60)
+    text = (root / "src/command.rs").read_text()
+    request = Request(root, "src/command.rs", text, text.index("Ok(Command::Len)"))
+    with served.lock:
+        first, _ = served.prompt(request)
+    assert "src/command.rs" not in served.vocab.tok.decode(first.ids[:first.local_start], skip_special_tokens=False)
+    assert served.prefill.wait(60)
+    with served.lock:
+        second, _ = served.prompt(request)
+    assert second.ids == foreground.prompt(request)[0].ids and second.local_start > first.local_start
+    assert "<|file_sep|>src/command.rs" in served.vocab.tok.decode(second.ids[:second.local_start],
+                                                                  skip_special_tokens=False)
+    done = served.complete_sync(request)
+    assert done.prompt_tokens - done.reused_tokens <= len(second.ids) - second.local_start   # its window only

@@ -69,7 +69,8 @@ def with_prompt(config, args: argparse.Namespace):
     return replace(config, prompt=prompt, dtype=args.dtype, device=args.device)
 
 
-PROMPT_FLAGS = ("layout", "prefix_tokens", "suffix_tokens", "window_lines", "anchor_lines")
+PROMPT_FLAGS = ("layout", "prefix_tokens", "suffix_tokens", "window_lines", "anchor_lines", "head_tokens",
+                "tail_tokens")
 
 
 def prompt_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,6 +80,10 @@ def prompt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suffix-tokens", type=int, default=None, help="token budget of the text after the cursor")
     p.add_argument("--window-lines", type=int, default=None, help="the prefix starts on a multiple of these lines")
     p.add_argument("--anchor-lines", type=int, default=None, help="a snapshot every this many prefix lines")
+    p.add_argument("--head-tokens", type=int, default=None,
+                   help="spm: token budget of the buffer before the prefix window, a file before the window")
+    p.add_argument("--tail-tokens", type=int, default=None,
+                   help="spm: token budget of the buffer after the suffix window, in that file too")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                    help="weights and activations (auto: bf16 on a GPU, fp32 on a CPU; model/precision.py)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the model and its kernels on the GPU")

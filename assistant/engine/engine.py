@@ -166,8 +166,9 @@ class Engine:
             text = (root / path).read_text(encoding="utf-8", errors="replace") if path else ""
         except OSError:
             text = ""
+        files_only = replace(self.config.prompt, head_tokens=0, tail_tokens=0)   # a cursor's own part comes later
         with self.lock:
-            prompt, _ = assemble(self.workspace(root), Request(root, path, text, len(text)), self.config.prompt,
+            prompt, _ = assemble(self.workspace(root), Request(root, path, text, len(text)), files_only,
                                  self.config.repo_tokens, self.config.snippet_tokens)
         if prompt.local_start > 0:
             document = RepositoryPart.document(prompt) if path and self.config.prompt.layout != "spm" else None

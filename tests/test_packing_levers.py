@@ -109,6 +109,22 @@ def test_packing_with_line_cuts_puts_one_line_in_each_middle():
         assert suffix.startswith("\n")
 
 
+def test_a_windowed_cut_is_the_files_rest_then_spm_of_a_few_lines_as_the_engine_prompts():
+    tok = load_tokenizer()
+    text = "".join(f"fn f{i}() -> u32 {{ {i} }}\n" for i in range(60))
+    packer = Packer(tok, PackConfig(fim_rate=1.0, fim_line_rate=1.0, fim_window_rate=1.0, window_lines=5))
+    for seed in range(20):
+        packed = tok.decode(packer.file("src/lib.rs", text, random.Random(seed)), skip_special_tokens=False)
+        _, outside, cut = packed.split("<|file_sep|>src/lib.rs\n")
+        suffix, rest = cut.removeprefix("<|fim_prefix|><|fim_suffix|>").split("<|fim_middle|>")
+        window = rest + suffix                                 # prefix + middle, then the suffix
+        start = text.index(window)
+        assert outside == text[:start] + text[start + len(window):] and window.count("\n") <= 2 * 5 + 2
+        assert suffix.startswith("\n") or start + len(window) == len(text)
+    with pytest.raises(ValueError, match="fim_window_rate"):
+        PackConfig(fim_window_rate=2.0)
+
+
 def test_line_cut_share_must_be_a_share():
     with pytest.raises(ValueError, match="fim_line_rate"):
         PackConfig(fim_line_rate=1.5)

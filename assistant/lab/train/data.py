@@ -6,7 +6,9 @@ so that global layers learn to copy across the files of one repository. Each fil
 points into prefix/middle/suffix and written as PSM (<|fim_prefix|>pre<|fim_suffix|>suf<|fim_middle|>mid) or, half the
 time, SPM (<|fim_prefix|><|fim_suffix|>suf<|fim_middle|>pre mid), the StarCoder conventions; tokenizer/layout.py owns
 that layout, for prompts too. At `fim_line_rate` a cut's middle is instead the rest of one line (`line_span`), the
-shape of an editor's completion, whose suffix starts at the line's end. At `anonymize_rate`, a crate's own identifiers
+shape of an editor's completion, whose suffix starts at the line's end; at `fim_window_rate` such a cut is laid out as the
+engine prompts (prompt.py): SPM of a few lines around the cursor, after the rest of the file as a file of its own
+(`window`). At `anonymize_rate`, a crate's own identifiers
 are first renamed to fresh random names (anonymize.py), so that they can only be predicted by copying from context;
 with `order = "definitions-first"` a crate's files come in definitions-before-uses order (order.py). At `repeat_rate`,
 a crate is written twice in a row, the second time token for token: every token of the copy is predictable by copying
@@ -39,6 +41,7 @@ from .anonymize import anonymize, common_names
 from .order import definitions_first
 
 ORDERS = ("path", "definitions-first")
+OUTSIDE_CHARS = (14_000, 7_000)   # a windowed cut's file outside its window, before and after: ~4K / ~2K tokens
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class PackConfig:
     fim_rate: float = 0.5
     spm_rate: float = 0.5
     fim_line_rate: float = 0.0      # share of FIM cuts whose middle is the rest of one line (line_span)
+    fim_window_rate: float = 0.0    # share of those laid out as the engine's spm window, the file's rest before it
+    window_lines: int = 12          # the window: 1 to this many lines above and below the cursor's line
     seed: int = 1234
     anonymize_rate: float = 0.0     # share of crates whose own identifiers are renamed (anonymize.py)
     common_share: float = 0.02      # names used by this share of the split's crates are never renamed
@@ -69,7 +74,7 @@ class PackConfig:
             raise ValueError(f"copy blocks every {self.copy_every} tokens, copies {self.copy_near}-"
                              f"{self.copy_distance} tokens on: need copy_every >= 1 and "
                              f"max(copy_near, {COPY_BLOCK[1]}) <= copy_distance")
-        for name in ("fim_rate", "spm_rate", "fim_line_rate", "copy_code_share"):
+        for name in ("fim_rate", "spm_rate", "fim_line_rate", "fim_window_rate", "copy_code_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} {getattr(self, name)}: a share, from 0 to 1")
 
@@ -125,6 +130,19 @@ def line_span(text: str, rng: random.Random) -> tuple[int, int] | None:
     return (indent if rng.random() < 1 / 3 else rng.randrange(indent, end)), end
 
 
+def window(text: str, a: int, b: int, rng: random.Random, most: int) -> tuple[int, int]:
+    """The engine's SPM window around a line-shaped cut (a, b): from the newline 1 to `most` lines above the cursor's
+    line to the one that ends a line 1 to `most` lines below it (or the text's ends), as its line chunks cut it."""
+    start = text.rfind("\n", 0, a)
+    for _ in range(rng.randint(1, most)):
+        start = text.rfind("\n", 0, start) if start > 0 else -1
+    end = b
+    for _ in range(rng.randint(1, most)):
+        end = text.find("\n", end + 1) if end < len(text) else -1
+        end = len(text) if end < 0 else end
+    return max(start, 0), end
+
+
 class Packer:
     """Turns a crate's files into one token sequence, in the layout prompts use (tokenizer/layout.py)."""
 
@@ -138,11 +156,26 @@ class Packer:
         order = self.layout.spm if spm else self.layout.psm
         return self.layout.file_header(path) + order(pre, suf, mid)
 
+    def windowed(self, path: str, text: str, a: int, b: int, rng: random.Random) -> list[int]:
+        """A line-shaped cut as the engine prompts it: the file outside the window around the cursor (at most
+        ~the engine's 4K tokens before it and 2K after), then the file again as SPM of the window alone."""
+        start, end = window(text, a, b, rng, self.config.window_lines)
+        head, tail = text[:start], text[end:]
+        if len(head) > OUTSIDE_CHARS[0]:                      # whole lines: the last ones before the window…
+            cut = head.find("\n", len(head) - OUTSIDE_CHARS[0])
+            head = head[cut:] if cut >= 0 else ""
+        if len(tail) > OUTSIDE_CHARS[1]:                      # …and the first ones after it
+            tail = tail[:max(tail.rfind("\n", 0, OUTSIDE_CHARS[1]), 0)]
+        outside = self.layout.file_header(path) + self.layout.encode(head + tail) if head + tail else []
+        return outside + self.fim(path, text[start:end], a - start, b - start, spm=True)
+
     def file(self, path: str, text: str, rng: random.Random) -> list[int]:
         if rng.random() >= self.config.fim_rate or len(text) < 3:
             return self.layout.file_header(path) + self.layout.encode(text)
         line_cut = self.config.fim_line_rate > 0 and rng.random() < self.config.fim_line_rate  # no draw at rate 0
         span = line_span(text, rng) if line_cut else None
+        if span and self.config.fim_window_rate > 0 and rng.random() < self.config.fim_window_rate:
+            return self.windowed(path, text, *span, rng)
         a, b = span or sorted(rng.sample(range(len(text) + 1), 2))
         return self.fim(path, text, a, b, spm=rng.random() < self.config.spm_rate)
 

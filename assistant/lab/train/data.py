@@ -6,10 +6,9 @@ so that global layers learn to copy across the files of one repository. Each fil
 points into prefix/middle/suffix and written as PSM (<|fim_prefix|>pre<|fim_suffix|>suf<|fim_middle|>mid) or, half the
 time, SPM (<|fim_prefix|><|fim_suffix|>suf<|fim_middle|>pre mid), the StarCoder conventions; tokenizer/layout.py owns
 that layout, for prompts too. At `fim_line_rate` a cut's middle is instead the rest of one line (`line_span`), the
-shape of an editor's completion, whose suffix starts at the line's end; at `fim_window_rate` such a cut is laid out as the
-engine prompts (prompt.py): SPM of a few lines around the cursor, after the rest of the file as a file of its own
-(`window`). At `anonymize_rate`, a crate's own identifiers
-are first renamed to fresh random names (anonymize.py), so that they can only be predicted by copying from context;
+shape of an editor's completion, whose suffix starts at the line's end; at `fim_window_rate` such a cut is laid out
+as the engine prompts (prompt.py): SPM of a few lines around the cursor, after the rest of the file as a file of its
+own (`window`). At `anonymize_rate`, a crate's own identifiers are first renamed to fresh random names (anonymize.py), so that they can only be predicted by copying from context;
 with `order = "definitions-first"` a crate's files come in definitions-before-uses order (order.py). At `repeat_rate`,
 a crate is written twice in a row, the second time token for token: every token of the copy is predictable by copying
 from one crate-length back (inside a training window for the crates shorter than one), the signal that teaches a model

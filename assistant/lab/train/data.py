@@ -5,21 +5,21 @@ Each crate becomes one document:
 so that global layers learn to copy across the files of one repository. Each file, at `fim_rate`, is cut at two random
 points into prefix/middle/suffix and written as PSM (<|fim_prefix|>pre<|fim_suffix|>suf<|fim_middle|>mid) or, half the
 time, SPM (<|fim_prefix|><|fim_suffix|>suf<|fim_middle|>pre mid), the StarCoder conventions; tokenizer/layout.py owns
-that layout, for prompts too. At `fim_line_rate` a cut's middle is instead the rest of one line (`line_span`), the
-shape of an editor's completion, whose suffix starts at the line's end; at `fim_window_rate` such a cut is laid out
-as the engine prompts (prompt.py): SPM of a few lines around the cursor, after the rest of the file as a file of its
-own (`window`). At `anonymize_rate`, a crate's own identifiers are first renamed to fresh random names (anonymize.py), so that they can only be predicted by copying from context;
-with `order = "definitions-first"` a crate's files come in definitions-before-uses order (order.py). At `repeat_rate`,
-a crate is written twice in a row, the second time token for token: every token of the copy is predictable by copying
-from one crate-length back (inside a training window for the crates shorter than one), the signal that teaches a model
-to copy (induction); plain code rewards it too rarely (BENCHMARKS.md, issue 20). Few crates are that short (0.4% of
-the training tokens), so at `echo_rate` a crate is instead cut into chunks of `echo_min`-`echo_max` tokens, each
-written twice in a row: every copy sits one chunk back, past the sliding window and inside a training window, where
-only the global layers can reach it. Real code makes even an echo partly predictable without copying; at `copy_rate` a
-crate instead carries blocks of random tokens, each written again further on (`copy_blocks`): nothing but the block's
-first occurrence predicts its copy. At `copy_code_share` a block is instead a span of the previous crate's code: its
-tokens are common ones (`_`, `self`, `(`), so finding the first occurrence takes a match of several tokens, as a
-made-up name built of common pieces does.
+that layout, for prompts too. At `fim_line_rate` a cut's middle is instead the rest of one line (`line_span`), the shape
+of an editor's completion, whose suffix starts at the line's end; at `fim_window_rate` such a cut is laid out as the
+engine prompts (prompt.py): SPM of a few lines around the cursor, after the rest of the file as a file of its own
+(`window`). At `anonymize_rate`, a crate's own identifiers are first renamed to fresh random names (anonymize.py), so
+that they can only be predicted by copying from context; with `order = "definitions-first"` a crate's files come in
+definitions-before-uses order (order.py). At `repeat_rate`, a crate is written twice in a row, the second time token for
+token: every token of the copy is predictable by copying from one crate-length back (inside a training window for the
+crates shorter than one), the signal that teaches a model to copy (induction); plain code rewards it too rarely
+(BENCHMARKS.md, issue 20). Few crates are that short (0.4% of the training tokens), so at `echo_rate` a crate is instead
+cut into chunks of `echo_min`-`echo_max` tokens, each written twice in a row: every copy sits one chunk back, past the
+sliding window and inside a training window, where only the global layers can reach it. Real code makes even an echo
+partly predictable without copying; at `copy_rate` a crate instead carries blocks of random tokens, each written again
+further on (`copy_blocks`): nothing but the block's first occurrence predicts its copy. At `copy_code_share` a block is
+instead a span of the previous crate's code: its tokens are common ones (`_`, `self`, `(`), so finding the first
+occurrence takes a match of several tokens, as a made-up name built of common pieces does.
 """
 from __future__ import annotations
 

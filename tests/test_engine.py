@@ -308,6 +308,28 @@ def test_the_repository_state_persists_for_the_same_model_and_files_only(tiny_mo
     assert fresh.prefill.fed >= first.prefill.fed
 
 
+def test_a_cursors_own_part_is_not_saved_and_a_reopen_feeds_none_of_the_files(tiny_model_dir, workspace, monkeypatch):
+    # The buffer outside a cursor's window ends the repository part (prompt.py); on disk only the files' state is
+    # kept, so a reopen resumes at their end, whichever cursor was served last.
+    monkeypatch.setattr("assistant.engine.persist.KEPT", 1)   # snapshots saved at the first file and the end only
+    window = PromptConfig(prefix_tokens=24, suffix_tokens=24, window_lines=2)
+    config = dict(max_new_tokens=2, copy_draft=False, copy_mix=False, background=True, persist=True, prompt=window)
+    request = _request(workspace, "src/command.rs", "Ok(Command::Len)")
+    first = _engine(tiny_model_dir, **config)
+    first.prefill_repository(workspace, request.path)
+    assert first.prefill.wait(timeout=300)
+    saved = state_file(workspace).stat().st_mtime_ns
+    first.complete_sync(request)
+    assert first.prefill.wait(timeout=300)
+    with first.lock:
+        prompt, _ = first.prompt(request)
+    assert prompt.outside_start < prompt.local_start           # the cursor's own part is in the state tree…
+    assert state_file(workspace).stat().st_mtime_ns == saved    # …and not on disk
+    again = _engine(tiny_model_dir, **config)
+    again.prefill_repository(workspace, request.path)
+    assert again.prefill.wait(timeout=300) and again.prefill.fed == 0
+
+
 def test_bad_positions_are_clear_errors(tiny_model_dir, workspace):
     engine = _engine(tiny_model_dir)
     request = _request(workspace)

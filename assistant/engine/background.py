@@ -1,7 +1,9 @@
 """The repository part of prompts, prefilled ahead of requests in a worker thread, so that no request waits
 for it: a request whose repository part is not in the state tree yet is served with the last one that is
-(stale by the files saved since; the live buffer carries the unsaved edits anyway), or with none. After it,
-the open document's lines as saved (layouts psm and prefix), so that a new cursor resumes a few lines above.
+(stale by the files saved since; the live buffer carries the unsaved edits anyway), or with none. In the spm
+layout the part ends with the buffer outside the cursor's window (prompt.py), so a new cursor is served without it
+until it is in; only the files' state goes to disk. After the part, the open document's lines as saved (layouts psm
+and prefix), so that a new cursor resumes a few lines above.
 
 The worker feeds one segment per hold of the engine lock (a file, or a piece of at most 2,048 tokens of a
 long one), through `StateCache.prefill` with the request's own segmentation, so a request waits at most for
@@ -34,18 +36,22 @@ _LIVE: weakref.WeakSet[RepositoryPrefill] = weakref.WeakSet()   # stopped at exi
 class RepositoryPart:
     ids: list[int]               # the prompt up to its local part: repository header and files
     boundaries: list[int]        # the file ends inside it (and pieces of long files: prompt.py REPO_PIECE)
+    files_end: int               # where the files end: the buffer outside a cursor's window follows (spm)
 
     @classmethod
     def of(cls, prompt: Prompt) -> RepositoryPart:
-        return cls(prompt.ids[:prompt.local_start], [b for b in prompt.boundaries if b < prompt.local_start])
+        return cls(prompt.ids[:prompt.local_start], [b for b in prompt.boundaries if b < prompt.local_start],
+                   prompt.outside_start)
 
     def before(self, header: list[int]) -> RepositoryPart:
         """This part up to the file that starts with `header` (a file header: <|file_sep|>path), or all of it.
-        A part prefilled for another document holds this one's saved copy, which its requests must not see."""
+        A part prefilled for another document holds this one's saved copy, which its requests must not see;
+        one prefilled for another cursor of this document, the text at this cursor as it was then."""
         n = len(header)
         for start in (i for i, token in enumerate(self.ids) if token == header[0]):   # <|file_sep|>: headers only
             if self.ids[start:start + n] == header:
-                return RepositoryPart(self.ids[:start], [b for b in self.boundaries if b < start])
+                return RepositoryPart(self.ids[:start], [b for b in self.boundaries if b < start],
+                                      min(start, self.files_end))
         return self
 
     @classmethod
@@ -53,7 +59,8 @@ class RepositoryPart:
         """The repository part and the prompt's document up to its last anchor line, snapshotted at its anchors
         (the repository part alone for a document too short to have one)."""
         end = prompt.anchors[-1] if prompt.anchors else prompt.local_start
-        return cls(prompt.ids[:end], [b for b in prompt.boundaries if b <= prompt.local_start] + prompt.anchors[:-1])
+        return cls(prompt.ids[:end], [b for b in prompt.boundaries if b <= prompt.local_start] + prompt.anchors[:-1],
+                   end)
 
 
 class RepositoryPrefill:
@@ -171,10 +178,11 @@ class RepositoryPrefill:
             fed = self._in_turn(lambda: self._feed(part, end))
             if fed is not None:
                 self.fed += fed
-                computed = True
+                computed |= end <= part.files_end
             report(root, end, len(part.ids))
-        if computed and self.files is not None:
-            self._in_turn(lambda: self.files.save(root, self.state, part.ids, part.boundaries,
+        if computed and self.files is not None:   # the files only: a cursor's own part is another one's next time
+            kept = part.ids[:part.files_end]
+            self._in_turn(lambda: self.files.save(root, self.state, kept, [b for b in part.boundaries if b < len(kept)],
                                                   keep=set() if repository is None else {repository}))
         return True
 

@@ -118,14 +118,15 @@ class Engine:
 
     def prompt(self, request: Request) -> tuple[Prompt, list[str]]:
         """The prompt a request decodes after, and the repository files in it. In the background mode its
-        repository part is one the state tree holds (or none), and the current one is prefilled meanwhile; the
-        index context's snippets are chosen for this cursor (~1K tokens), so a request feeds its own."""
+        repository part (the files, then the buffer outside the cursor's window; local context: that alone) is one
+        the state tree holds (or none), and the current one is prefilled meanwhile; the index context's snippets are
+        chosen for this cursor (~1K tokens), so a request feeds its own."""
         config = self.config
         if request.root is None:   # outside every workspace: the buffer alone
             return alone(self.vocab, request, config.prompt), []
         prompt, files = assemble(self.workspace(request.root), request, config.prompt, config.repo_tokens,
                                  config.snippet_tokens)
-        if config.background and config.prompt.context == "repo" and prompt.local_start > 0:
+        if config.background and config.prompt.context in ("repo", "local") and prompt.local_start > 0:
             root, part = self.workspace(request.root).root, RepositoryPart.of(prompt)
             served = self._usable(root, prompt, request.path)
             if config.prompt.layout != "spm" and self._unfed(served) > SHORT.prefix_tokens:

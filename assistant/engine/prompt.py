@@ -63,6 +63,7 @@ class Prompt:
     healed: bytes                # bytes removed from the end that generation must reproduce first
     shape: Shape
     local_start: int             # where the buffer's own tokens begin
+    outside_start: int           # where the file of the buffer outside the window begins (local_start: none)
     copy_ids: list[int]          # what the copy model indexes per request: header, suffix, then the prefix, so that
                                  # its end is the text the suggestion continues (in every layout)
     anchors: list[int]           # the local part's snapshot points that every cursor further down shares: the
@@ -76,7 +77,7 @@ def with_repository(prompt: Prompt, ids: list[int], boundaries: list[int]) -> Pr
                                      if b > prompt.local_start)}
     shift = len(ids) - prompt.local_start
     return Prompt(ids + local, sorted(b for b in cuts if 0 < b < len(ids) + len(local)), prompt.healed,
-                  prompt.shape, len(ids), prompt.copy_ids, [a + shift for a in prompt.anchors])
+                  prompt.shape, len(ids), len(ids), prompt.copy_ids, [a + shift for a in prompt.anchors])
 
 
 def _prefix_window(chunks: list[tuple[int, ...]], budget: int, anchor: int) -> int:
@@ -116,6 +117,13 @@ def _outside(head: list[tuple[int, ...]], tail: Iterator[tuple[int, ...]], confi
     return kept + after
 
 
+def _add_file(ids: list[int], boundaries: list[int], tokens: list[int]) -> None:
+    """Append a file to the repository part: a snapshot at its end and every REPO_PIECE tokens inside it."""
+    begin = len(ids)
+    ids += tokens
+    boundaries += [*range(begin + REPO_PIECE, len(ids), REPO_PIECE), len(ids)]
+
+
 def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offset: int, shape: Shape,
                  context: list[tuple[str, list[int]]], repo_name: str) -> Prompt:
     """`context`: (path, tokens) pseudo-files (snippets) or whole files (repository), already in order."""
@@ -123,20 +131,19 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
     chunks = vocab.encode_chunks(text[:offset])
     start = _prefix_window(chunks, config.prefix_tokens, config.window_lines)
     suffix: list[int] = []
+    outside: list[int] = []
     files = list(context) if config.context in ("index", "repo") else []
     if config.context != "none":
         after = vocab.iter_chunks(text[offset:])
         suffix, first_out = _suffix_window(after, config.suffix_tokens)
         outside = _outside(chunks[:start], chain([first_out], after), config) if layout == "spm" else []
-        files += [(path, outside)] if outside else []
-    ids: list[int] = []
+    ids: list[int] = vocab.repo_header(repo_name) if files or outside else []
     boundaries: list[int] = []
-    if files:
-        ids += vocab.repo_header(repo_name)
-        for file_path, tokens in files:
-            begin = len(ids)
-            ids += vocab.file_header(file_path) + tokens
-            boundaries += [*range(begin + REPO_PIECE, len(ids), REPO_PIECE), len(ids)]
+    for file_path, tokens in files:
+        _add_file(ids, boundaries, vocab.file_header(file_path) + tokens)
+    outside_start = len(ids)
+    if outside:
+        _add_file(ids, boundaries, vocab.file_header(path) + outside)
     local_start = len(ids)
     header = vocab.file_header(path)
     ids += header
@@ -167,7 +174,8 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
         boundaries = [b for b in boundaries if b != prefix_end]
     boundaries = sorted({b for b in boundaries if 0 < b < len(ids)})
     copy_ids = ids[local_start:] if layout == "spm" else header + suffix + prefix
-    return Prompt(ids, boundaries, healed, shape, local_start, copy_ids, [a for a in anchors if a in boundaries])
+    return Prompt(ids, boundaries, healed, shape, local_start, outside_start, copy_ids,
+                  [a for a in anchors if a in boundaries])
 
 
 def alone(vocab: Vocab, request: Request, config: PromptConfig) -> Prompt:

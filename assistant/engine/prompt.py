@@ -104,11 +104,11 @@ def _suffix_window(chunks: Iterator[tuple[int, ...]], budget: int) -> tuple[list
 def _outside(head: list[tuple[int, ...]], tail: Iterator[tuple[int, ...]], config: PromptConfig) -> list[int]:
     """The buffer outside the window: the last `head_tokens` of the chunks before the prefix window, then the
     first `tail_tokens` of those after the suffix window (whole lines)."""
-    kept: list[int] = []
-    for chunk in reversed(head):
-        if len(kept) + len(chunk) > config.head_tokens:
-            break
-        kept[:0] = chunk
+    start, used = len(head), 0
+    while start > 0 and used + len(head[start - 1]) <= config.head_tokens:
+        start -= 1
+        used += len(head[start])
+    kept = [token for chunk in head[start:] for token in chunk]
     after: list[int] = []
     for chunk in tail:
         if len(after) + len(chunk) > config.tail_tokens:

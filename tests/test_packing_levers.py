@@ -123,6 +123,8 @@ def test_a_windowed_cut_is_the_files_rest_then_spm_of_a_few_lines_as_the_engine_
         assert suffix.startswith("\n") or start + len(window) == len(text)
     with pytest.raises(ValueError, match="fim_window_rate"):
         PackConfig(fim_window_rate=2.0)
+    with pytest.raises(ValueError, match="window_lines"):
+        PackConfig(window_lines=0)
 
 
 def test_line_cut_share_must_be_a_share():

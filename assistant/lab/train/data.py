@@ -73,6 +73,8 @@ class PackConfig:
             raise ValueError(f"copy blocks every {self.copy_every} tokens, copies {self.copy_near}-"
                              f"{self.copy_distance} tokens on: need copy_every >= 1 and "
                              f"max(copy_near, {COPY_BLOCK[1]}) <= copy_distance")
+        if self.window_lines < 1:
+            raise ValueError(f"window_lines {self.window_lines}: a window holds at least one line either side")
         for name in ("fim_rate", "spm_rate", "fim_line_rate", "fim_window_rate", "copy_code_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} {getattr(self, name)}: a share, from 0 to 1")

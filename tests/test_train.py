@@ -351,6 +351,24 @@ def test_finetune_on_a_fixture_repo_reports_held_out_bits_per_byte_and_writes_a_
     assert json.loads((Path(report["model"]) / "metadata.json").read_text())["finetuned_from"] == str(base)
 
 
+def test_a_small_repository_still_holds_one_file_out_for_finetuning(tmp_path):
+    # 10% of three files rounds to none: without a held-out file `rustle finetune` refused a small repository.
+    from assistant.lab.corpus.build import BuildConfig, build
+    from assistant.lab.corpus.shards import texts
+    from assistant.lab.corpus.split import SplitConfig
+    repo = tmp_path / "team"
+    (repo / "src").mkdir(parents=True)
+    for f in range(3):
+        (repo / "src" / f"m{f}.rs").write_text("".join(
+            f"pub fn step_{f}_{k}(state_{f}: &mut Vec<u{8 << (k % 4)}>) -> usize {{ state_{f}.len() * {k} }}\n"
+            for k in range(12)))
+    for seed in range(4):
+        corpus = tmp_path / f"corpus{seed}"
+        build(BuildConfig(out=corpus, repos=[repo], split=SplitConfig(seed=seed, validation=0.1, test=0.0,
+                                                                        unit="file")))
+        assert len(list(texts(corpus, "validation"))) == 1 and len(list(texts(corpus, "train"))) == 2
+
+
 def test_grafting_keeps_every_block_but_the_swapped_kinds_and_refuses_other_changes():
     import tomllib
     from dataclasses import replace

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .filters import Examined
 from .sources import SourceFile
-from .split import SplitConfig, split_of
+from .split import SplitConfig, draw, split_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -56,8 +56,11 @@ class Manifest:
         other sources hold a crate name out (validation, test), the `train_only` sources' files of it are dropped."""
         if config.unit == "file":
             rows = list(self.db.execute("SELECT id, crate, path FROM files WHERE dropped IS NULL"))
-            self.db.executemany("UPDATE files SET split = ? WHERE id = ?",
-                                [(split_of(f"{crate}/{path}", config), i) for i, crate, path in rows])
+            splits = {i: split_of(f"{crate}/{path}", config) for i, crate, path in rows}
+            trained = [(draw(f"{crate}/{path}", config), i) for i, crate, path in rows if splits[i] == "train"]
+            if config.validation > 0 and "validation" not in splits.values() and len(trained) > 1:
+                splits[min(trained)[1]] = "validation"   # a small repository still holds one file out
+            self.db.executemany("UPDATE files SET split = ? WHERE id = ?", [(s, i) for i, s in splits.items()])
         else:
             sources: dict[str, set[str]] = {}
             for crate, source in self.db.execute("SELECT DISTINCT crate, source FROM files WHERE dropped IS NULL"):

@@ -13,10 +13,15 @@ class SplitConfig:
     unit: str = "crate"  # "crate" (pre-training: no crate straddles splits) or "file" (fine-tuning on one repo)
 
 
+def draw(key: str, config: SplitConfig) -> float:
+    """A crate's (or file's) seeded hash as a number in [0, 1): where it falls decides its split."""
+    digest = hashlib.sha256(f"{config.seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def split_of(key: str, config: SplitConfig) -> str:
     """The split of a crate (or of a file, keyed crate/path). Stable when others are added."""
-    digest = hashlib.sha256(f"{config.seed}:{key}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    u = draw(key, config)
     if u < config.test:
         return "test"
     if u < config.test + config.validation:

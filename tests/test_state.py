@@ -233,9 +233,8 @@ def test_opening_an_empty_document_prefills_the_repository_without_error(tmp_pat
     assert engine.complete_sync(Request(root, "src/empty.rs", "fn ", 3)).prompt_tokens > 0
 
 
-def test_a_new_cursor_is_served_without_its_buffer_part_until_the_background_has_it(tmp_path):
-    # The buffer outside the window ends the repository part (prompt.py): a new cursor does not wait for it, and
-    # once prefilled, the next request there feeds only its window, with the prompt a foreground engine builds.
+def _small_windows(tmp_path: Path) -> tuple[Path, Engine, Engine]:
+    """The bundled workspace, and a served (background) and a foreground engine with windows of a few lines."""
     out = save_tiny_model(tmp_path / "tiny", ("gdn", "swa", "full", "lql"))
     root = tmp_path / "kvstore"
     shutil.copytree(KVSTORE, root)
@@ -243,6 +242,13 @@ def test_a_new_cursor_is_served_without_its_buffer_part_until_the_background_has
                           max_new_tokens=2)
     served = Engine(out, replace(config, background=True), db_for=lambda _: tmp_path / "index.sqlite")
     foreground = Engine(out, config, db_for=lambda _: tmp_path / "index.sqlite")
+    return root, served, foreground
+
+
+def test_a_new_cursor_is_served_without_its_buffer_part_until_the_background_has_it(tmp_path):
+    # The buffer outside the window ends the repository part (prompt.py): a new cursor does not wait for it, and
+    # once prefilled, the next request there feeds only its window, with the prompt a foreground engine builds.
+    root, served, foreground = _small_windows(tmp_path)
     served.prefill_repository(root, "src/command.rs")
     assert served.prefill.wait(60)
     text = (root / "src/command.rs").read_text()
@@ -258,3 +264,36 @@ def test_a_new_cursor_is_served_without_its_buffer_part_until_the_background_has
                                                                   skip_special_tokens=False)
     done = served.complete_sync(request)
     assert done.prompt_tokens - done.reused_tokens <= len(second.ids) - second.local_start   # its window only
+
+
+def test_a_cursor_the_last_window_held_is_served_with_the_last_cursors_buffer_part_and_a_far_one_without(tmp_path):
+    # A cursor moved a few lines (Enter at a line's end where the window moves, an arrow key) waits for the
+    # background to feed its own buffer part; meanwhile the last cursor's stands in, as its window held this line
+    # (the part lacks only a few lines of it). A cursor that window did not hold gets none of this document.
+    root, served, foreground = _small_windows(tmp_path)
+    text = (root / "src/command.rs").read_text()
+    get = text.index("Ok(Command::Get(key.to_string()))")
+    before = Request(root, "src/command.rs", text, get)
+    served.complete_sync(before)
+    assert served.prefill.wait(60)
+    with served.lock:
+        old, _ = served.prompt(before)
+    assert old.outside_start < old.local_start and old.window.first < old.window.cursor < old.window.last
+    near = Request(root, "src/command.rs", text, text.index('"SET" => {', get))   # two lines down
+    far = Request(root, "src/command.rs", text, len(text.rstrip()))
+    own = foreground.prompt(near)[0]
+    assert own.ids[:own.local_start] != old.ids[:old.local_start]
+    with served.lock:
+        stand_in, _ = served.prompt(near)
+        distant, _ = served.prompt(far)
+    assert stand_in.window.cursor == old.window.cursor + 2 <= old.window.last
+    assert stand_in.ids[:stand_in.local_start] == old.ids[:old.local_start]
+    assert stand_in.outside_start == old.outside_start
+    assert stand_in.ids[stand_in.local_start:] == own.ids[own.local_start:]
+    assert "src/command.rs" not in served.vocab.tok.decode(distant.ids[:distant.local_start], skip_special_tokens=False)
+    assert distant.outside_start == distant.local_start
+    done = served.complete_sync(near)
+    assert done.prompt_tokens - done.reused_tokens <= len(stand_in.ids) - stand_in.local_start   # its window only
+    assert served.prefill.wait(60)
+    with served.lock:
+        assert served.prompt(near)[0].ids == own.ids

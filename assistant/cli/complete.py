@@ -140,11 +140,21 @@ def lines_command(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         console.print(f"[red]{err}[/]")
         return 2
+    if args.after_lines_above < 0 or (args.after_lines_above and not args.served):
+        console.print("[red]--after-lines-above N (N >= 0) asks how the server serves a cursor that moved: add "
+                      "--served[/]")
+        return 2
     engine = Engine(args.model, replace(_engine_config(args), background=args.served))
     work = {"generated_tokens": 0, "forward_steps": 0}
 
     def complete(task, buffer: str, offset: int) -> tuple[str, float]:
         saved = saved_before_typing(buffer, offset) if args.saved == "before" else buffer
+        above = offset
+        for _ in range(args.after_lines_above):
+            above = buffer.rfind("\n", 0, above) if above > 0 else -1
+        if args.after_lines_above and above >= 0:   # the cursor was at the end of that line: its request came first
+            engine.complete_sync(Request(task.root, task.path, buffer, above, overrides={task.path: saved}))
+            engine.prefill.wait()
         c = engine.complete_sync(Request(task.root, task.path, buffer, offset, overrides={task.path: saved}))
         # served: the request took the repository part the state tree held; the part it asked for is prefilled
         # now, while a user would read the suggestion (outside the task's time, as in the editor)
@@ -159,6 +169,7 @@ def lines_command(args: argparse.Namespace) -> int:
         if args.verbose_rows:
             print(json.dumps(asdict(result)), flush=True)  # one JSON line per task: greppable, never wrapped
     report = summary(results) | {"context": args.context, "saved": args.saved, "served": args.served,
+                                 "after_lines_above": args.after_lines_above,
                                  "copy_model": not args.no_copy,
                                  "copy_drafts": engine.config.copy_draft, "guide": asdict(engine.config.guide),
                                  **work}
@@ -214,6 +225,9 @@ def register_eval(group: argparse._SubParsersAction) -> None:
     p.add_argument("--served", action="store_true",
                    help="as the language server serves: a request never waits for the repository part; it is "
                         "prefilled in the background after each task (outside its time)")
+    p.add_argument("--after-lines-above", type=int, default=0, metavar="N",
+                   help="with --served: each task's request follows one at the end of the line N lines above, "
+                        "prefilled in full (1: the user pressed Enter there)")
     _engine_arguments(p)
     p.set_defaults(run=lines_command)
     p = group.add_parser("make-lines", help="a line-completion task set from the corpus's held-out crates")

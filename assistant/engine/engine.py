@@ -142,17 +142,23 @@ class Engine:
         return prompt, files
 
     def _usable(self, root: Path, prompt: Prompt, path: str) -> Prompt:
-        """`prompt` with the repository part the state tree holds: its own, or an older one up to the file `path`
-        (an older part may have been prefilled for another document, with this one's saved copy in it), or none."""
+        """`prompt` with the repository part the state tree holds: its own; or an older one, whole where it was
+        prefilled for a cursor of this document whose window holds this cursor's line (its buffer outside the window
+        is this cursor's but for a line or two), else up to the file `path` (an older part may have been prefilled
+        for another document, with this one's saved copy in it, or for a far cursor of this one); or none."""
         part = RepositoryPart.of(prompt)
         usable = self.prefill.usable(root, part)
         if usable is part:
             return prompt
         if usable is not None:
-            usable = usable.before(self.vocab.file_header(path))
-            if usable.ids and not self.state.holds(usable.ids):   # no snapshot where the file starts: no part
+            header = self.vocab.file_header(path)
+            if not usable.serves(header, prompt.window):
+                usable = usable.before(header)
+            if usable.ids and not self.state.holds(usable.ids):   # no snapshot where it ends: no part
                 usable = None
-        return with_repository(prompt, usable.ids if usable else [], usable.boundaries if usable else [])
+        if usable is None:
+            return with_repository(prompt, [], [])
+        return with_repository(prompt, usable.ids, usable.boundaries, usable.files_end)
 
     def _unfed(self, prompt: Prompt) -> int:
         """How many of `prompt`'s tokens a prefill would run (the rest is held by a snapshot)."""

@@ -13,9 +13,10 @@ default (128 tokens each: the model copies little from further back, and the dev
 rest of the buffer still counts: the lines before the prefix window (its last `head_tokens`) and after the suffix
 window (its first `tail_tokens`) go before it as a file of their own, where the names the cursor wants are most
 often written (dev set, repository context: exact match 0.309 -> 0.326, and with the copy model off 0.230 -> 0.270,
-xfile tasks 0.172 -> 0.259; BENCHMARKS.md). It ends the repository part, which the background prefills (a new cursor
-is served without it until then). PSM and prefix keep the prefix's line snapshots across cursors of a file: a new
-cursor runs the lines from the nearest snapshot, its own line and (PSM) the suffix. Context "none" is the prefix
+xfile tasks 0.172 -> 0.259; BENCHMARKS.md). It ends the repository part, which the background prefills (until then a
+new cursor is served with the last cursor's, if its window held the new cursor's line, else without). PSM and
+prefix keep the prefix's line snapshots across cursors of a file: a new cursor runs the lines from the nearest
+snapshot, its own line and (PSM) the suffix. Context "none" is the prefix
 alone (no suffix, no other file); "local" adds the suffix and the rest of the buffer.
 """
 from __future__ import annotations
@@ -56,6 +57,14 @@ class PromptConfig:
             raise ValueError(f"unknown layout '{self.layout}': use one of {LAYOUTS}")
 
 
+@dataclass(frozen=True)
+class Window:
+    """The buffer's lines in the spm window, which the buffer outside it leaves out: first, the cursor's, last."""
+    first: int
+    cursor: int
+    last: int
+
+
 @dataclass
 class Prompt:
     ids: list[int]
@@ -68,16 +77,19 @@ class Prompt:
                                  # its end is the text the suggestion continues (in every layout)
     anchors: list[int]           # the local part's snapshot points that every cursor further down shares: the
                                  # end of the buffer's header, then every anchor line of the prefix
+    window: Window | None = None   # the lines of the window, where there is a buffer outside it
 
 
-def with_repository(prompt: Prompt, ids: list[int], boundaries: list[int]) -> Prompt:
-    """`prompt` with another repository part (`ids`, its file ends `boundaries`): one that is ready, or none."""
+def with_repository(prompt: Prompt, ids: list[int], boundaries: list[int], outside_start: int | None = None) -> Prompt:
+    """`prompt` with another repository part (`ids`, its file ends `boundaries`): one that is ready, or none; its
+    buffer outside the window (another cursor's) from `outside_start` on, if it has one."""
     local = prompt.ids[prompt.local_start:]
     cuts = {*boundaries, len(ids), *(b - prompt.local_start + len(ids) for b in prompt.boundaries
                                      if b > prompt.local_start)}
     shift = len(ids) - prompt.local_start
     return Prompt(ids + local, sorted(b for b in cuts if 0 < b < len(ids) + len(local)), prompt.healed,
-                  prompt.shape, len(ids), len(ids), prompt.copy_ids, [a + shift for a in prompt.anchors])
+                  prompt.shape, len(ids), len(ids) if outside_start is None else outside_start, prompt.copy_ids,
+                  [a + shift for a in prompt.anchors], prompt.window)
 
 
 def _prefix_window(chunks: list[tuple[int, ...]], budget: int, anchor: int) -> int:
@@ -174,8 +186,13 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
         boundaries = [b for b in boundaries if b != prefix_end]
     boundaries = sorted({b for b in boundaries if 0 < b < len(ids)})
     copy_ids = ids[local_start:] if layout == "spm" else header + suffix + prefix
+    window = None
+    if outside:
+        cursor = text.count("\n", 0, offset)
+        above = vocab.decode_bytes([t for chunk in chunks[start:] for t in chunk]).count(b"\n")
+        window = Window(cursor - above, cursor, cursor + vocab.decode_bytes(suffix).count(b"\n"))
     return Prompt(ids, boundaries, healed, shape, local_start, outside_start, copy_ids,
-                  [a for a in anchors if a in boundaries])
+                  [a for a in anchors if a in boundaries], window)
 
 
 def alone(vocab: Vocab, request: Request, config: PromptConfig) -> Prompt:

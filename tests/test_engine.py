@@ -388,11 +388,15 @@ def test_eval_lines_and_complete_on_the_command_line(rustle, tiny_model_dir, wor
     tasks.write_text(json.dumps({"id": "t1", "root": str(workspace), "path": "src/store.rs", "line": n,
                                  "character": col, "target": lines[n][col:], "kind": "line"}) + "\n")
     for context, saved, served in (("none", "before", []), ("repo", "before", []), ("repo", "cut", []),
-                                   ("repo", "before", ["--served"])):
+                                   ("repo", "before", ["--served"]),
+                                   ("repo", "before", ["--served", "--after-lines-above", "2"])):
         report = json.loads(rustle("eval", "lines", str(tasks), "--model", str(tiny_model_dir), "--json",
                                    "--context", context, "--saved", saved, *served).stdout)
         assert report["n"] == 1 and set(report["by_kind"]) == {"line"} and 0 <= report["edit_similarity"] <= 1
         assert report["saved"] == saved and report["served"] == bool(served) and report["mean_ms"] > 0
+        assert report["after_lines_above"] == (2 if len(served) > 1 else 0)
+    bad = rustle("eval", "lines", str(tasks), "--model", str(tiny_model_dir), "--after-lines-above", "1", check=False)
+    assert bad.returncode == 2 and "--served" in bad.stdout
 
 
 def test_an_open_bracket_at_the_end_of_a_line_is_left_open():

@@ -47,8 +47,8 @@ class RepositoryPart:
 
     def serves(self, header: list[int], window: Window | None) -> bool:
         """Whether this part's buffer outside its cursor's window may stand in for that of a cursor in `window`: the
-        same document (its file starts with `header`), the new cursor on a line the old window left out of it (Enter
-        at the end of a line, the next lines), so the text at the cursor is not in it as it was then."""
+        same document (its file starts with `header`), the new cursor on a line the old window held (Enter at the end
+        of a line, the next lines), so that line's text as it was then is not in the part."""
         if self.window is None or window is None:
             return False
         return (self.window.first <= window.cursor <= self.window.last

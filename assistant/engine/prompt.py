@@ -16,8 +16,8 @@ often written (dev set, repository context: exact match 0.309 -> 0.326, and with
 xfile tasks 0.172 -> 0.259; BENCHMARKS.md). It ends the repository part, which the background prefills (until then a
 new cursor is served with the last cursor's, if its window held the new cursor's line, else without). PSM and
 prefix keep the prefix's line snapshots across cursors of a file: a new cursor runs the lines from the nearest
-snapshot, its own line and (PSM) the suffix. Context "none" is the prefix
-alone (no suffix, no other file); "local" adds the suffix and the rest of the buffer.
+snapshot, its own line and (PSM) the suffix. Context "none" is the prefix alone (no suffix, no other file); "local"
+adds the suffix and the rest of the buffer.
 """
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ class Prompt:
     window: Window | None = None   # the lines of the window, where there is a buffer outside it
 
 
-def with_repository(prompt: Prompt, ids: list[int], boundaries: list[int], outside_start: int | None = None) -> Prompt:
+def with_repository(prompt: Prompt, ids: list[int], boundaries: list[int],
+                    outside_start: int | None = None) -> Prompt:
     """`prompt` with another repository part (`ids`, its file ends `boundaries`): one that is ready, or none; its
     buffer outside the window (another cursor's) from `outside_start` on, if it has one."""
     local = prompt.ids[prompt.local_start:]
@@ -188,8 +189,8 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
     copy_ids = ids[local_start:] if layout == "spm" else header + suffix + prefix
     window = None
     if outside:
-        cursor = text.count("\n", 0, offset)
-        above = vocab.decode_bytes([t for chunk in chunks[start:] for t in chunk]).count(b"\n")
+        cursor = text.count("\n", 0, offset)   # a chunk after the first starts with the newline ending the line above
+        above = vocab.decode_bytes([t for chunk in chunks[start:] for t in chunk]).count(b"\n") - (start > 0)
         window = Window(cursor - above, cursor, cursor + vocab.decode_bytes(suffix).count(b"\n"))
     return Prompt(ids, boundaries, healed, shape, local_start, outside_start, copy_ids,
                   [a for a in anchors if a in boundaries], window)

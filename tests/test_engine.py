@@ -14,7 +14,7 @@ from assistant.engine.copy import CopyConfig, CopyModel
 from assistant.engine.engine import Change, Engine, EngineConfig, Request, with_context
 from assistant.engine.healing import Healer, back_up
 from assistant.engine.persist import state_file
-from assistant.engine.prompt import PromptConfig, Window, build_prompt
+from assistant.engine.prompt import PromptConfig, build_prompt
 from assistant.engine.shape import cut, shape_at, tidy
 from assistant.engine.tokens import Vocab, line_chunks
 from tokenizer import load_tokenizer
@@ -186,8 +186,6 @@ def test_the_buffer_outside_the_window_is_a_file_before_it(vocab):
     body = part[len(header):]
     cut = body.index(text[end:text.index("\n", end + 1)])    # the first line after the suffix window
     assert 0 < cut < len(body) and text[:start].endswith(body[:cut]) and text[end:].startswith(body[cut:])
-    # the window's lines: the prefix starts with the newline ending the line above it, the suffix ends with a line
-    assert p.window == Window(text[:start].count("\n") + 1, 200, text[:end].count("\n")) and text[start] == "\n"
     assert len(p.ids[:p.local_start]) <= len(vocab.repo_header("r") + vocab.file_header("a.rs")) + 300 + 200
     typed = build_prompt(vocab, config, "a.rs", text[:offset] + "x" + text[offset:], offset + 1,
                          shape_at(text, offset), [], "r")      # a keystroke leaves the part as it is

@@ -165,7 +165,8 @@ def test_an_engines_forwards_all_run_on_the_model_thread_whoever_asks(tmp_path, 
     assert threading.get_ident() not in ran and elsewhere.ident not in ran
 
 
-def test_a_cursor_whose_lines_are_not_prefilled_yet_gets_a_short_prefix_and_asks_for_them(tmp_path, monkeypatch):
+def _prefix_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Engine]:
+    """The bundled workspace and a served engine with the prefix layout, whose short prefix is 200 tokens."""
     from assistant.engine import engine as engine_module
 
     monkeypatch.setattr(engine_module, "SHORT", engine_module.ShortPrefix(prefix_tokens=200, window_lines=4,
@@ -175,7 +176,11 @@ def test_a_cursor_whose_lines_are_not_prefilled_yet_gets_a_short_prefix_and_asks
     shutil.copytree(KVSTORE, root)
     config = EngineConfig(prompt=PromptConfig(layout="prefix", anchor_lines=4, window_lines=64, prefix_tokens=4096),
                           dtype="fp32", max_new_tokens=4, background=True)
-    engine = Engine(out, config, db_for=lambda _: tmp_path / "index.sqlite")
+    return root, Engine(out, config, db_for=lambda _: tmp_path / "index.sqlite")
+
+
+def test_a_cursor_whose_lines_are_not_prefilled_yet_gets_a_short_prefix_and_asks_for_them(tmp_path, monkeypatch):
+    root, engine = _prefix_layout(tmp_path, monkeypatch)
     engine.prefill_repository(root, "src/store.rs")        # another document's repository part and lines
     assert engine.prefill.wait(60)
     text = (root / "src/command.rs").read_text()
@@ -184,6 +189,17 @@ def test_a_cursor_whose_lines_are_not_prefilled_yet_gets_a_short_prefix_and_asks
     assert engine.prefill.wait(60)                         # …while its own part and lines are prefilled
     full = engine.complete_sync(request)
     assert full.prompt_tokens > short.prompt_tokens and full.prompt_tokens - full.reused_tokens < 200
+
+
+def test_the_lines_prefilled_on_opening_a_document_may_be_given_rather_than_read(tmp_path, monkeypatch):
+    # `rustle eval lines --served` opens each task's file as saved before its line was typed, not as on disk.
+    root, engine = _prefix_layout(tmp_path, monkeypatch)
+    text = "// a line that is not on disk\n" + (root / "src/command.rs").read_text()
+    engine.prefill_repository(root, "src/command.rs", text)
+    assert engine.prefill.wait(60)
+    with engine.lock:   # its lines are held: the prompt is the document from its first line, not a short prefix
+        prompt, _ = engine.prompt(Request(root, "src/command.rs", text, text.index("Ok(Command::Len)")))
+    assert "not on disk" in engine.vocab.tok.decode(prompt.ids, skip_special_tokens=False)
 
 
 def test_a_part_prefilled_for_another_document_is_served_up_to_this_ones_file(tmp_path):
@@ -266,10 +282,10 @@ def test_a_new_cursor_is_served_without_its_buffer_part_until_the_background_has
     assert done.prompt_tokens - done.reused_tokens <= len(second.ids) - second.local_start   # its window only
 
 
-def test_a_cursor_the_last_window_held_is_served_with_the_last_cursors_buffer_part_and_a_far_one_without(tmp_path):
-    # A cursor moved a few lines (Enter at a line's end where the window moves, an arrow key) waits for the
-    # background to feed its own buffer part; meanwhile the last cursor's stands in, as its window held this line
-    # (the part lacks only a few lines of it). A cursor that window did not hold gets none of this document.
+def test_a_new_cursor_is_served_with_the_last_cursors_buffer_part_where_that_was_in_the_same_document(tmp_path):
+    # Until the background has fed a new cursor's own buffer part, the last cursor's stands in where it was one of
+    # this document (the document as it was then), whether the cursor moved a line or to the file's end; a cursor in
+    # another document gets the files alone (that part holds its saved copy).
     root, served, foreground = _small_windows(tmp_path)
     text = (root / "src/command.rs").read_text()
     get = text.index("Ok(Command::Get(key.to_string()))")
@@ -278,22 +294,27 @@ def test_a_cursor_the_last_window_held_is_served_with_the_last_cursors_buffer_pa
     assert served.prefill.wait(60)
     with served.lock:
         old, _ = served.prompt(before)
-    assert old.outside_start < old.local_start and old.window.first < old.window.cursor < old.window.last
+    assert old.outside_start < old.local_start
     near = Request(root, "src/command.rs", text, text.index('"SET" => {', get))   # two lines down
     far = Request(root, "src/command.rs", text, len(text.rstrip()))
-    own = foreground.prompt(near)[0]
-    assert own.ids[:own.local_start] != old.ids[:old.local_start]
+    main = (root / "src/main.rs").read_text()
+    other = Request(root, "src/main.rs", main, len(main) // 2)
+    for moved in (near, far):
+        own = foreground.prompt(moved)[0]
+        assert own.ids[:own.local_start] != old.ids[:old.local_start]
+        with served.lock:
+            stand_in, _ = served.prompt(moved)
+        assert stand_in.ids[:stand_in.local_start] == old.ids[:old.local_start]
+        assert stand_in.outside_start == old.outside_start
+        assert stand_in.ids[stand_in.local_start:] == own.ids[own.local_start:]
+        done = served.complete_sync(moved)
+        assert done.prompt_tokens - done.reused_tokens <= len(stand_in.ids) - stand_in.local_start   # its window only
+        assert served.prefill.wait(60)
+        with served.lock:
+            old, _ = served.prompt(moved)
+        assert old.ids == own.ids
     with served.lock:
-        stand_in, _ = served.prompt(near)
-        distant, _ = served.prompt(far)
-    assert stand_in.window.cursor == old.window.cursor + 2 <= old.window.last
-    assert stand_in.ids[:stand_in.local_start] == old.ids[:old.local_start]
-    assert stand_in.outside_start == old.outside_start
-    assert stand_in.ids[stand_in.local_start:] == own.ids[own.local_start:]
-    assert "src/command.rs" not in served.vocab.tok.decode(distant.ids[:distant.local_start], skip_special_tokens=False)
-    assert distant.outside_start == distant.local_start
-    done = served.complete_sync(near)
-    assert done.prompt_tokens - done.reused_tokens <= len(stand_in.ids) - stand_in.local_start   # its window only
-    assert served.prefill.wait(60)
-    with served.lock:
-        assert served.prompt(near)[0].ids == own.ids
+        elsewhere, _ = served.prompt(other)
+    part = served.vocab.tok.decode(elsewhere.ids[:elsewhere.local_start], skip_special_tokens=False)
+    assert "src/command.rs" not in part and "src/main.rs" not in part
+    assert elsewhere.outside_start == elsewhere.local_start

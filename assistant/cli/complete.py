@@ -149,11 +149,14 @@ def lines_command(args: argparse.Namespace) -> int:
 
     def complete(task, buffer: str, offset: int) -> tuple[str, float]:
         saved = saved_before_typing(buffer, offset) if args.saved == "before" else buffer
+        if args.served:   # the document was just opened (the last task's part, with this line in it, is not served)
+            engine.prefill_repository(task.root, task.path, saved)
+            engine.prefill.wait()
         above = offset
         for _ in range(args.after_lines_above):
             above = buffer.rfind("\n", 0, above) if above > 0 else -1
-        if args.after_lines_above and above >= 0:   # the cursor was at the end of that line: its request came first
-            engine.complete_sync(Request(task.root, task.path, buffer, above, overrides={task.path: saved}))
+        if args.after_lines_above and above >= 0:   # then a request there came first, before this line was typed
+            engine.complete_sync(Request(task.root, task.path, saved, above, overrides={task.path: saved}))
             engine.prefill.wait()
         c = engine.complete_sync(Request(task.root, task.path, buffer, offset, overrides={task.path: saved}))
         # served: the request took the repository part the state tree held; the part it asked for is prefilled
@@ -227,7 +230,8 @@ def register_eval(group: argparse._SubParsersAction) -> None:
                         "prefilled in the background after each task (outside its time)")
     p.add_argument("--after-lines-above", type=int, default=0, metavar="N",
                    help="with --served: each task's request follows one at the end of the line N lines above, "
-                        "prefilled in full (1: the user pressed Enter there)")
+                        "in the document as saved, prefilled in full (1: the user pressed Enter there; 40: the "
+                        "cursor came from further up)")
     _engine_arguments(p)
     p.set_defaults(run=lines_command)
     p = group.add_parser("make-lines", help="a line-completion task set from the corpus's held-out crates")

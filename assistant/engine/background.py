@@ -1,9 +1,9 @@
 """The repository part of prompts, prefilled ahead of requests in a worker thread, so that no request waits
 for it: a request whose repository part is not in the state tree yet is served with the last one that is
 (stale by the files saved since; the live buffer carries the unsaved edits anyway), or with none. In the spm
-layout the part ends with the buffer outside the cursor's window (prompt.py): a new cursor on a line that the last
-cursor's window held (the next line, after Enter) is served with the last cursor's, any other without one until its
-own is in; only the files' state goes to disk. After the part, the open document's lines as saved (layouts psm
+layout the part ends with the buffer outside the cursor's window (prompt.py): a new cursor of the same document is
+served with the last cursor's until its own is in, one in another document with the files alone; only the files'
+state goes to disk. After the part, the open document's lines as saved (layouts psm
 and prefix), so that a new cursor resumes a few lines above.
 
 The worker feeds one segment per hold of the engine lock (a file, or a piece of at most 2,048 tokens of a
@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from .model_thread import on_model_thread
 from .persist import StateFiles
-from .prompt import Prompt, Window
+from .prompt import Prompt
 from .state import StateCache
 
 T = TypeVar("T")
@@ -38,26 +38,21 @@ class RepositoryPart:
     ids: list[int]               # the prompt up to its local part: repository header and files
     boundaries: list[int]        # the file ends inside it (and pieces of long files: prompt.py REPO_PIECE)
     files_end: int               # where the files end: the buffer outside a cursor's window follows (spm)
-    window: Window | None = None  # the lines that buffer leaves out (None: the part has none)
 
     @classmethod
     def of(cls, prompt: Prompt) -> RepositoryPart:
         return cls(prompt.ids[:prompt.local_start], [b for b in prompt.boundaries if b < prompt.local_start],
-                   prompt.outside_start, prompt.window if prompt.outside_start < prompt.local_start else None)
+                   prompt.outside_start)
 
-    def serves(self, header: list[int], window: Window | None) -> bool:
-        """Whether this part's buffer outside its cursor's window may stand in for that of a cursor in `window`: the
-        same document (its file starts with `header`), the new cursor on a line the old window held (Enter at the end
-        of a line, the next lines), so that line's text as it was then is not in the part."""
-        if self.window is None or window is None:
-            return False
-        return (self.window.first <= window.cursor <= self.window.last
-                and self.ids[self.files_end:self.files_end + len(header)] == header)
+    def serves(self, header: list[int]) -> bool:
+        """Whether this part's buffer outside its cursor's window may stand in for another cursor's: the same document
+        (its file starts with `header`). It is the document as it was then; where the new cursor's window was in it,
+        the model reads those lines twice, which costs less than reading none of the buffer (BENCHMARKS.md)."""
+        return self.files_end < len(self.ids) and self.ids[self.files_end:self.files_end + len(header)] == header
 
     def before(self, header: list[int]) -> RepositoryPart:
         """This part up to the file that starts with `header` (a file header: <|file_sep|>path), or all of it.
-        A part prefilled for another document holds this one's saved copy, which its requests must not see;
-        one prefilled for another cursor of this document, the text at this cursor as it was then."""
+        A part prefilled for another document holds this one's saved copy, which its requests must not see."""
         n = len(header)
         for start in (i for i, token in enumerate(self.ids) if token == header[0]):   # <|file_sep|>: headers only
             if self.ids[start:start + n] == header:

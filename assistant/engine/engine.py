@@ -143,16 +143,15 @@ class Engine:
 
     def _usable(self, root: Path, prompt: Prompt, path: str) -> Prompt:
         """`prompt` with the repository part the state tree holds: its own; or an older one, whole where it was
-        prefilled for a cursor of this document whose window holds this cursor's line (its buffer outside the window
-        is this cursor's but for a line or two), else up to the file `path` (an older part may have been prefilled
-        for another document, with this one's saved copy in it, or for a far cursor of this one); or none."""
+        prefilled for another cursor of this document (its buffer outside the window stands in for this cursor's),
+        else up to the file `path` (one prefilled for another document holds this one's saved copy); or none."""
         part = RepositoryPart.of(prompt)
         usable = self.prefill.usable(root, part)
         if usable is part:
             return prompt
         if usable is not None:
             header = self.vocab.file_header(path)
-            if not usable.serves(header, prompt.window):
+            if not (prompt.outside_start < prompt.local_start and usable.serves(header)):
                 usable = usable.before(header)
             if usable.ids and not self.state.holds(usable.ids):   # no snapshot where it ends: no part
                 usable = None
@@ -164,15 +163,18 @@ class Engine:
         """How many of `prompt`'s tokens a prefill would run (the rest is held by a snapshot)."""
         return len(prompt.ids) - self.state.deepest(prompt.ids, prompt.boundaries)
 
-    def prefill_repository(self, root: Path, path: str = "") -> None:
+    def prefill_repository(self, root: Path, path: str = "", saved: str | None = None) -> None:
         """Start prefilling `root`'s repository part, then (layouts psm and prefix) `path`'s lines as saved (the
-        server calls this after indexing, on opening a document and on saves). Only the repo context has one."""
+        server calls this after indexing, on opening a document and on saves; `saved`: that text, else read from
+        disk). Only the repo context has one."""
         if self.config.prompt.context != "repo":
             return
-        try:
-            text = (root / path).read_text(encoding="utf-8", errors="replace") if path else ""
-        except OSError:
-            text = ""
+        text = saved
+        if text is None:
+            try:
+                text = (root / path).read_text(encoding="utf-8", errors="replace") if path else ""
+            except OSError:
+                text = ""
         files_only = replace(self.config.prompt, head_tokens=0, tail_tokens=0)   # a cursor's own part comes later
         with self.lock:
             prompt, _ = assemble(self.workspace(root), Request(root, path, text, len(text)), files_only,

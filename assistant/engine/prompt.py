@@ -57,14 +57,6 @@ class PromptConfig:
             raise ValueError(f"unknown layout '{self.layout}': use one of {LAYOUTS}")
 
 
-@dataclass(frozen=True)
-class Window:
-    """The buffer's lines in the spm window, which the buffer outside it leaves out: first, the cursor's, last."""
-    first: int
-    cursor: int
-    last: int
-
-
 @dataclass
 class Prompt:
     ids: list[int]
@@ -77,7 +69,6 @@ class Prompt:
                                  # its end is the text the suggestion continues (in every layout)
     anchors: list[int]           # the local part's snapshot points that every cursor further down shares: the
                                  # end of the buffer's header, then every anchor line of the prefix
-    window: Window | None = None   # the lines of the window, where there is a buffer outside it
 
 
 def with_repository(prompt: Prompt, ids: list[int], boundaries: list[int],
@@ -90,7 +81,7 @@ def with_repository(prompt: Prompt, ids: list[int], boundaries: list[int],
     shift = len(ids) - prompt.local_start
     return Prompt(ids + local, sorted(b for b in cuts if 0 < b < len(ids) + len(local)), prompt.healed,
                   prompt.shape, len(ids), len(ids) if outside_start is None else outside_start, prompt.copy_ids,
-                  [a + shift for a in prompt.anchors], prompt.window)
+                  [a + shift for a in prompt.anchors])
 
 
 def _prefix_window(chunks: list[tuple[int, ...]], budget: int, anchor: int) -> int:
@@ -187,13 +178,8 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
         boundaries = [b for b in boundaries if b != prefix_end]
     boundaries = sorted({b for b in boundaries if 0 < b < len(ids)})
     copy_ids = ids[local_start:] if layout == "spm" else header + suffix + prefix
-    window = None
-    if outside:
-        cursor = text.count("\n", 0, offset)   # a chunk after the first starts with the newline ending the line above
-        above = vocab.decode_bytes([t for chunk in chunks[start:] for t in chunk]).count(b"\n") - (start > 0)
-        window = Window(cursor - above, cursor, cursor + vocab.decode_bytes(suffix).count(b"\n"))
     return Prompt(ids, boundaries, healed, shape, local_start, outside_start, copy_ids,
-                  [a for a in anchors if a in boundaries], window)
+                  [a for a in anchors if a in boundaries])
 
 
 def alone(vocab: Vocab, request: Request, config: PromptConfig) -> Prompt:

@@ -2,9 +2,9 @@
 for it: a request whose repository part is not in the state tree yet is served with the last one that is
 (stale by the files saved since; the live buffer carries the unsaved edits anyway), or with none. In the spm
 layout the part ends with the buffer outside the cursor's window (prompt.py): a new cursor of the same document is
-served with the last cursor's until its own is in, one in another document with the files alone; only the files'
-state goes to disk. After the part, the open document's lines as saved (layouts psm
-and prefix), so that a new cursor resumes a few lines above.
+served with the last cursor's until its own is in, one in another document with the files before its own; only the
+files' state goes to disk. After the part, the open document's lines as saved (layouts psm and prefix), so that a
+new cursor resumes a few lines above.
 
 The worker feeds one segment per hold of the engine lock (a file, or a piece of at most 2,048 tokens of a
 long one), through `StateCache.prefill` with the request's own segmentation, so a request waits at most for

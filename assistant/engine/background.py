@@ -1,10 +1,10 @@
 """The repository part of prompts, prefilled ahead of requests in a worker thread, so that no request waits
 for it: a request whose repository part is not in the state tree yet is served with the last one that is
 (stale by the files saved since; the live buffer carries the unsaved edits anyway), or with none. In the spm
-layout the part ends with the buffer outside the cursor's window (prompt.py): a new cursor of the same document is
-served with the last cursor's until its own is in, one in another document with the files before its own; only the
-files' state goes to disk. After the part, the open document's lines as saved (layouts psm and prefix), so that a
-new cursor resumes a few lines above.
+layout the part ends with the buffer outside the cursor's window (prompt.py): a new cursor is served with the last
+cursor's part until its own is in (of this document: the buffer as it was there; of another: with this one's saved
+copy among the files); only the files' state goes to disk. After the part, the open document's lines as saved
+(layouts psm and prefix), so that a new cursor resumes a few lines above.
 
 The worker feeds one segment per hold of the engine lock (a file, or a piece of at most 2,048 tokens of a
 long one), through `StateCache.prefill` with the request's own segmentation, so a request waits at most for
@@ -43,22 +43,6 @@ class RepositoryPart:
     def of(cls, prompt: Prompt) -> RepositoryPart:
         return cls(prompt.ids[:prompt.local_start], [b for b in prompt.boundaries if b < prompt.local_start],
                    prompt.outside_start)
-
-    def serves(self, header: list[int]) -> bool:
-        """Whether this part's buffer outside its cursor's window may stand in for another cursor's: the same document
-        (its file starts with `header`). It is the document as it was then; where the new cursor's window was in it,
-        the model reads those lines twice, which costs less than reading none of the buffer (BENCHMARKS.md)."""
-        return self.files_end < len(self.ids) and self.ids[self.files_end:self.files_end + len(header)] == header
-
-    def before(self, header: list[int]) -> RepositoryPart:
-        """This part up to the file that starts with `header` (a file header: <|file_sep|>path), or all of it.
-        A part prefilled for another document holds this one's saved copy, which its requests must not see."""
-        n = len(header)
-        for start in (i for i, token in enumerate(self.ids) if token == header[0]):   # <|file_sep|>: headers only
-            if self.ids[start:start + n] == header:
-                return RepositoryPart(self.ids[:start], [b for b in self.boundaries if b < start],
-                                      min(start, self.files_end))
-        return self
 
     @classmethod
     def document(cls, prompt: Prompt) -> RepositoryPart:

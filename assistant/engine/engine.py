@@ -128,7 +128,7 @@ class Engine:
                                  config.snippet_tokens)
         if config.background and config.prompt.context in ("repo", "local") and prompt.local_start > 0:
             root, part = self.workspace(request.root).root, RepositoryPart.of(prompt)
-            served = self._usable(root, prompt, request.path)
+            served = self._usable(root, prompt)
             if config.prompt.layout != "spm" and self._unfed(served) > SHORT.prefix_tokens:
                 # the document's lines are not in the state tree yet: prefill them for the next requests, and
                 # answer this one with a short prefix instead of feeding the file from its first line
@@ -136,26 +136,20 @@ class Engine:
                 prompt, files = assemble(self.workspace(request.root), request,
                                          replace(config.prompt, **asdict(SHORT)), config.repo_tokens,
                                          config.snippet_tokens)
-                served = self._usable(root, prompt, request.path)
+                served = self._usable(root, prompt)
                 self.prefill.want(root, part, document)   # after `_usable`, which may want the part alone
             prompt = served
         return prompt, files
 
-    def _usable(self, root: Path, prompt: Prompt, path: str) -> Prompt:
-        """`prompt` with the repository part the state tree holds: its own; or an older one, whole where it was
-        prefilled for another cursor of this document (its buffer outside the window stands in for this cursor's),
-        else up to the file `path` (one prefilled for another document holds this one's saved copy); or none."""
+    def _usable(self, root: Path, prompt: Prompt) -> Prompt:
+        """`prompt` with the repository part the state tree holds: its own; or the last one ready, whole (one prefilled
+        for another cursor of this document ends with the buffer outside that cursor's window, which stands in for
+        this one's; one prefilled for another document holds this one's saved copy among its files); or none."""
         part = RepositoryPart.of(prompt)
         usable = self.prefill.usable(root, part)
         if usable is part:
             return prompt
-        if usable is not None:
-            header = self.vocab.file_header(path)
-            if not (prompt.outside_start < prompt.local_start and usable.serves(header)):
-                usable = usable.before(header)
-            if usable.ids and not self.state.holds(usable.ids):   # no snapshot where it ends: no part
-                usable = None
-        if usable is None:
+        if usable is None or (usable.ids and not self.state.holds(usable.ids)):   # no snapshot where it ends
             return with_repository(prompt, [], [])
         return with_repository(prompt, usable.ids, usable.boundaries, usable.files_end)
 

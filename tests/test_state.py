@@ -312,6 +312,10 @@ def test_a_new_cursor_is_served_with_the_last_cursors_part_whole(tmp_path):
         with served.lock:
             old, _ = served.prompt(moved)
         assert old.ids == own.ids
+    served.prefill_repository(root, "src/command.rs")   # saved: its files' part (the same files) leaves it ready
+    assert served.prefill.wait(60)
     with served.lock:
+        after_save, _ = served.prompt(Request(root, "src/command.rs", text, text.index("Ok(Command::Len)")))
         elsewhere, _ = served.prompt(other)
+    assert after_save.ids[:after_save.local_start] == old.ids[:old.local_start]
     assert elsewhere.ids[:elsewhere.local_start] == old.ids[:old.local_start]   # and in another document too

@@ -150,6 +150,7 @@ def lines_command(args: argparse.Namespace) -> int:
     def complete(task, buffer: str, offset: int) -> tuple[str, float]:
         saved = saved_before_typing(buffer, offset) if args.saved == "before" else buffer
         if args.served:   # the document was just opened (the last task's part, with this line in it, is not served)
+            engine.prefill.forget(engine.workspace(task.root).root)
             engine.prefill_repository(task.root, task.path, saved)
             engine.prefill.wait()
         above = offset

@@ -108,6 +108,12 @@ class RepositoryPrefill:
                 self._worker.start()
             self._changed.notify()
 
+    def forget(self, root: Path) -> None:
+        """Drop the part ready for `root`, as in a new session (`rustle eval lines --served`: a task after another in
+        the same file must not be served with that one's buffer, which holds this task's line)."""
+        with self._changed:
+            self.ready.pop(root, None)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until nothing is left to prefill (tests, benchmarks); False on timeout."""
         return self._idle.wait(timeout)
@@ -140,7 +146,9 @@ class RepositoryPrefill:
             try:
                 if self._prefill(root, part):
                     with self._changed:
-                        self.ready[root] = part
+                        last = self.ready.get(root)
+                        if last is None or last.ids[:len(part.ids)] != part.ids:   # a part that goes on from this
+                            self.ready[root] = part                                  # one (a cursor's) serves on
                         self._changed.notify_all()
                     if document is not None:
                         self._prefill(root, document, repository=len(part.ids))

@@ -14,10 +14,9 @@ rest of the buffer still counts: the lines before the prefix window (its last `h
 window (its first `tail_tokens`) go before it as a file of their own, where the names the cursor wants are most
 often written (dev set, repository context: exact match 0.309 -> 0.326, and with the copy model off 0.230 -> 0.270,
 xfile tasks 0.172 -> 0.259; BENCHMARKS.md). It ends the repository part, which the background prefills (until then a
-new cursor is served with the last cursor's, if its window held the new cursor's line, else without). PSM and
-prefix keep the prefix's line snapshots across cursors of a file: a new cursor runs the lines from the nearest
-snapshot, its own line and (PSM) the suffix. Context "none" is the prefix alone (no suffix, no other file); "local"
-adds the suffix and the rest of the buffer.
+new cursor is served with the last part ready, whole: background.py). PSM and prefix keep the prefix's line snapshots
+across cursors of a file: a new cursor runs the lines from the nearest snapshot, its own line and (PSM) the suffix.
+Context "none" is the prefix alone (no suffix, no other file); "local" adds the suffix and the rest of the buffer.
 """
 from __future__ import annotations
 

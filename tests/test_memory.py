@@ -1,0 +1,90 @@
+"""The model's memory of its context (model/memory.py): the vote of earlier positions' hidden states, mixed into a
+cached forward's next-token distribution; causal, the same in any pieces and through snapshots, and the same in
+the evaluations' one-pass form (repo-gain)."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from assistant.lab.eval.repo_gain import token_losses
+from model.cache import export_snapshots, import_snapshots
+from model.config import ModelConfig
+from model.model import RustleLM
+
+CONFIG = ModelConfig(vocab_size=64, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64, window=8,
+                     layer_pattern=("gdn", "swa", "gdn", "lql"), gdn_heads=2, gdn_head_dim=16, chunk_size=16,
+                     lql_dim=16, memory_weight=0.5)
+
+
+def models() -> tuple[RustleLM, RustleLM]:
+    """(a model with the memory, the same weights without it)."""
+    torch.manual_seed(3)
+    remembering = RustleLM(CONFIG).eval()
+    plain = RustleLM(replace(CONFIG, memory_weight=0.0)).eval()
+    plain.load_state_dict(remembering.state_dict())
+    return remembering, plain
+
+
+def tokens(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 64, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+@torch.inference_mode()
+def test_a_sequence_seen_before_is_predicted_from_memory():
+    """An untrained network cannot copy; its memory fetches what followed the same hidden state before."""
+    remembering, plain = models()
+    seq = tokens(48)
+    x = torch.cat([seq, seq[:, :24]], 1)
+    with_memory = remembering(x, remembering.new_cache())[0].log_softmax(-1)
+    without = plain(x, plain.new_cache())[0].log_softmax(-1)
+    assert torch.allclose(without, plain(x)[0].log_softmax(-1), atol=1e-5)   # no memory: the cache changes nothing
+    rows = torch.arange(49, 71)                                               # inside the repeat, past its start
+    target = x[0, rows + 1]
+    assert with_memory[rows, target].mean() > without[rows, target].mean() + 1.0
+
+
+@torch.inference_mode()
+def test_a_position_is_voted_on_by_the_positions_before_it_only():
+    remembering, _ = models()
+    x = tokens(60)
+    changed = torch.cat([x[:, :40], tokens(20, seed=9)], 1)
+    first = remembering(x, remembering.new_cache())[0, :40]
+    second = remembering(changed, remembering.new_cache())[0, :40]
+    assert torch.allclose(first, second, atol=1e-5)
+    assert remembering(x[:, :1], remembering.new_cache()).shape == (1, 1, 64)   # nothing before: the network's
+
+
+@torch.inference_mode()
+def test_pieces_snapshots_and_a_saved_state_give_what_one_pass_gives():
+    remembering, _ = models()
+    x = tokens(70)
+    whole = remembering(x, remembering.new_cache())
+    cache = remembering.new_cache()
+    head = remembering(x[:, :30], cache)
+    mark = cache.snapshot()
+    remembering(tokens(15, seed=5), cache)                       # another branch from the same point
+    cache.restore(mark)
+    tail = torch.cat([remembering(x[:, i:i + 7], cache) for i in range(30, 70, 7)], 1)
+    # fp16 keys: pieces' hidden states differ from one pass's in the last bits, which a key may round apart; a
+    # position or snapshot gone wrong moves a vote by far more
+    assert torch.allclose(torch.cat([head, tail], 1), whole, atol=1e-3)
+    tensors, plain = export_snapshots([mark])                   # as persist.py saves a prefilled part
+    fresh = remembering.new_cache()
+    fresh.restore(import_snapshots(fresh, tensors, plain)[0])
+    assert torch.allclose(remembering(x[:, 30:], fresh), whole[:, 30:], atol=1e-3)
+
+
+def test_the_evaluations_one_pass_scores_as_the_cache_does():
+    remembering, _ = models()
+    ids = tokens(50)[0].tolist()
+    with torch.inference_mode():
+        cached = remembering(torch.tensor([ids[:-1]]), remembering.new_cache())[0]
+    expected = torch.nn.functional.cross_entropy(cached, torch.tensor(ids[1:]), reduction="none")
+    assert torch.allclose(token_losses(remembering, ids, bf16=False), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("field,value", [("memory_weight", 1.0), ("memory_weight", -0.1), ("memory_k", 0),
+                                         ("memory_scale", 0.0), ("memory_dim", 0)])
+def test_a_memory_setting_out_of_range_is_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        replace(CONFIG, **{field: value})

@@ -5,6 +5,7 @@ Snapshots form a tree, not a timeline: restoring one never invalidates another.
   it. Where a branch would overwrite positions another snapshot still holds, it keeps the store up to its
   own position as a read-only segment and appends into a new store: branches share their common prefix,
   and attention reads the segments one after another (model/layers/common.py: `attend_segments`).
+- MemoryCache (the model's memory of its context: model/memory.py) appends the same way.
 - RingCache (swa) holds the last W positions; GDNState (gdn) a conv tail and an fp32 matrix per head:
   their snapshots are small copies, independent of the context length.
 """
@@ -167,6 +168,25 @@ class LatentCache(AppendCache):
         return self.joined[1]
 
 
+class MemoryCache(AppendCache):
+    """Every position's key for the model's memory (model/memory.py): its final hidden state through a fixed
+    projection [D, d], at unit length, in fp16 [1, capacity, d]; and its token [1, capacity]."""
+
+    def __init__(self, projection: torch.Tensor, device: torch.device | str) -> None:
+        self.projection = projection.to(device)
+        keys = torch.empty(1, 256, projection.shape[1], dtype=torch.float16, device=device)
+        super().__init__([keys, torch.empty(1, 256, dtype=torch.long, device=device)], dim=1)
+
+    def key(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [..., D] (final, normed) as keys [..., d], unit length, fp32 (under autocast too)."""
+        with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
+            return torch.nn.functional.normalize(hidden.float() @ self.projection, dim=-1)
+
+    def append(self, hidden: torch.Tensor, tokens: torch.Tensor) -> None:
+        """hidden [1, T, D] and tokens [1, T] of the positions just fed."""
+        self._write([self.key(hidden).half(), tokens])
+
+
 class RingCache:
     """The last `window` keys and values, oldest first when read: [B, H, window, D]."""
 
@@ -235,7 +255,7 @@ class GDNState:
         return self.state.numel() * 4 + self.conv.numel() * self.conv.element_size()
 
 
-LayerCache = KVCache | LatentCache | RingCache | GDNState
+LayerCache = KVCache | LatentCache | RingCache | GDNState | MemoryCache
 
 
 @dataclass
@@ -258,9 +278,14 @@ class Snapshot:
 
 @dataclass
 class Cache:
-    """The whole model's decode state at `position` tokens."""
+    """The whole model's decode state at `position` tokens: a cache per block, then the memory where the model
+    has one (model/memory.py)."""
     layers: list[LayerCache]
     position: int = 0
+
+    @property
+    def memory(self) -> MemoryCache | None:
+        return self.layers[-1] if self.layers and isinstance(self.layers[-1], MemoryCache) else None
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.position, [layer.snapshot() for layer in self.layers])

@@ -49,6 +49,10 @@ class ModelConfig:
     norm_eps: float = 1e-6
     tie_embeddings: bool = True
     qkv_bias: bool = False      # full/swa projections with bias (Qwen2 checkpoints)
+    memory_weight: float = 0.0  # inference: the weight of the vote of the cache's own hidden states (model/memory.py;
+    memory_k: int = 32          # 0: off) among its `memory_k` nearest keys, each weighted by
+    memory_scale: float = 16.0  # softmax(memory_scale x cosine similarity) of keys projected to memory_dim numbers
+    memory_dim: int = 64
 
     def __post_init__(self) -> None:
         for name, top in BOUNDS.items():
@@ -65,6 +69,13 @@ class ModelConfig:
             raise ValueError(f"lql_shift = {self.lql_shift!r}: expected true or false")
         if not isinstance(self.lql_token_key, bool) or (self.lql_token_key and not self.lql_shift):
             raise ValueError(f"lql_token_key = {self.lql_token_key!r}: expected true (with lql_shift) or false")
+        if not (isinstance(self.memory_weight, (int, float)) and 0 <= self.memory_weight < 1
+                and isinstance(self.memory_k, int) and 1 <= self.memory_k <= 4096
+                and isinstance(self.memory_scale, (int, float)) and 0 < self.memory_scale <= 1e4
+                and isinstance(self.memory_dim, int) and 1 <= self.memory_dim <= 4096):
+            raise ValueError(f"memory_weight {self.memory_weight!r} (from 0 to below 1), memory_k {self.memory_k!r} "
+                             f"(1 to 4,096), memory_scale {self.memory_scale!r} (positive) and memory_dim "
+                             f"{self.memory_dim!r} (1 to 4,096) are out of range")
         if not isinstance(self.layer_pattern, (list, tuple)) or not 1 <= len(self.layer_pattern) <= MAX_LAYERS:
             raise ValueError(f"layer_pattern: expected a list of 1 to {MAX_LAYERS:,} layer kinds")
         if not all(isinstance(x, (int, float)) and x > 0 for x in (self.rope_theta, self.norm_eps)):

@@ -54,7 +54,8 @@ def vote(memory: MemoryCache, hidden: torch.Tensor, positions: torch.Tensor, con
     out = torch.zeros(len(positions), config.vocab_size, device=hidden.device)
     for lo in range(0, len(positions), QUERY_CHUNK):
         rows = slice(lo, lo + QUERY_CHUNK)
-        sims = torch.cat([_similarities(queries[rows], k) for k in keys], dim=1)
+        with torch.autocast(hidden.device.type, enabled=False):    # bf16 would not rank cosines of ~0.95 apart
+            sims = torch.cat([_similarities(queries[rows], k) for k in keys], dim=1)
         seen = positions[rows, None]                       # keys 0 .. position - 1 vote for tokens 1 .. position
         first = min(int(seen.min()), sims.shape[1])        # only the columns from the first row's own on
         tail = torch.arange(first, sims.shape[1], device=sims.device)[None] >= seen
@@ -65,10 +66,12 @@ def vote(memory: MemoryCache, hidden: torch.Tensor, positions: torch.Tensor, con
     return out
 
 
+@torch.no_grad()
 def remembered(logits: torch.Tensor, hidden: torch.Tensor, positions: torch.Tensor, memory: MemoryCache,
                config: ModelConfig) -> torch.Tensor:
     """The network's logits [R, V] at `positions` (their final hidden states [R, D]) as the logits of its
-    distribution mixed with the memory's vote; rows with nothing before them to vote unchanged."""
+    distribution mixed with the memory's vote; rows with nothing before them to vote unchanged. Inference only:
+    no gradient flows through it."""
     votes = vote(memory, hidden, positions, config)
     probs = torch.softmax(logits.float(), dim=-1)
     has = votes.sum(-1, keepdim=True) > 0

@@ -16,6 +16,7 @@ from .layers.gdn import GatedDeltaNet
 from .layers.lql import LatentAttention
 from .layers.swa import SlidingWindowAttention
 from .loss import IGNORE, linear_cross_entropy
+from .memory import new_memory, remembered
 
 
 def make_attention(kind: str, config: ModelConfig) -> nn.Module:
@@ -69,7 +70,9 @@ class RustleLM(nn.Module):
     def new_cache(self, batch: int = 1, dtype: torch.dtype | None = None) -> Cache:
         dtype = dtype or self.embed.weight.dtype
         device = self.embed.weight.device
-        return Cache([block.attn.new_cache(batch, dtype, device) for block in self.blocks])
+        layers = [block.attn.new_cache(batch, dtype, device) for block in self.blocks]
+        remembers = self.config.memory_weight > 0 and batch == 1      # the memory serves one sequence
+        return Cache(layers + ([new_memory(self.config, device)] if remembers else []))
 
     @property
     def head_weight(self) -> torch.Tensor:
@@ -88,9 +91,16 @@ class RustleLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
         """tokens [B, T] → logits [B, T, V] (or of the `last` positions only)."""
+        start = cache.position if cache is not None else 0
         h = self.hidden(tokens, cache)
+        if cache is not None and cache.memory is not None:
+            cache.memory.append(h, tokens)
         h = h if last is None else h[:, -last:]
-        return F.linear(h, self.head_weight) if self.head is None else self.head(h)
+        logits = F.linear(h, self.head_weight) if self.head is None else self.head(h)
+        if cache is not None and cache.memory is not None:
+            positions = torch.arange(start + tokens.shape[1] - h.shape[1], start + tokens.shape[1], device=h.device)
+            logits = remembered(logits[0], h[0], positions, cache.memory, self.config)[None]
+        return logits
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, chunk: int = 2048,
              compiled: bool = False) -> torch.Tensor:

@@ -21,11 +21,12 @@ from kernels.attention.select import BLOCK
 from kernels.block import residual_mlp, rms_norm_rows
 from kernels.linear import MAX_ROWS, few_rows_linear
 
-from .cache import Cache, GDNState, LatentCache, RingCache
+from .cache import Cache, GDNState, LatentCache, MemoryCache, RingCache
 from .layers.common import rope_frequencies
 from .layers.gdn import GatedDeltaNet
 from .layers.lql import LatentAttention
 from .layers.swa import SlidingWindowAttention
+from .memory import remembered
 from .model import Block, RustleLM
 from .precision import fast_layouts
 
@@ -150,6 +151,8 @@ class FewTokenForward:
         before the call (a piece of at most `lql_recent` tokens never writes one: 2,048 in every recipe)."""
         c = self.model.config
         for layer in cache.layers:
+            if isinstance(layer, MemoryCache):        # written here, after the call
+                continue
             held = ((layer.conv,) if isinstance(layer, GDNState) else (layer.k, layer.v) if isinstance(layer, RingCache)
                     else layer.store.buffers)
             if any(t.dtype != torch.float32 or t.shape[0] != 1 or not t.is_contiguous() for t in held):
@@ -173,11 +176,17 @@ class FewTokenForward:
             else:
                 kept += self._point_at_latents(spec, layer, len(tokens))
         self.spec.threads = torch.get_num_threads()
-        logits = decode.forward_rows(self.spec, self.layers, tokens, cache.position, outputs)
+        memory, start = cache.memory, cache.position
+        hidden = torch.empty(len(tokens), self.spec.D) if memory is not None else None
+        logits = decode.forward_rows(self.spec, self.layers, tokens, start, outputs, hidden)
         for layer in cache.layers:
             if isinstance(layer, RingCache):
                 layer.seen += len(tokens)
         cache.position += len(tokens)
+        if memory is not None:
+            memory.append(hidden[None], torch.tensor([tokens]))
+            positions = torch.arange(cache.position - outputs, cache.position)
+            logits = remembered(logits, hidden[-outputs:], positions, memory, self.model.config)
         return logits[None]
 
     def _point_at_latents(self, spec: decode.LayerSpec, layer: LatentCache, count: int) -> list:

@@ -88,3 +88,17 @@ def test_the_evaluations_one_pass_scores_as_the_cache_does():
 def test_a_memory_setting_out_of_range_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         replace(CONFIG, **{field: value})
+
+
+def test_under_bf16_autocast_the_vote_is_computed_in_fp32(monkeypatch):
+    """The evaluations run the model under autocast; without the C kernel (no compiler) the similarities are a
+    PyTorch matmul, which autocast would make bf16: keys ~0.95 alike need fp32 to rank."""
+    import model.memory
+
+    monkeypatch.setattr(model.memory, "few_rows_linear", lambda *args: None)
+    remembering, _ = models()
+    x = tokens(40)
+    exact = remembering(x, remembering.new_cache())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = remembering(x, remembering.new_cache())
+    assert cast.dtype == torch.float32 and (cast - exact).abs().max() < 0.1

@@ -23,8 +23,10 @@ def config(**overrides) -> ModelConfig:
 
 
 def keys(shift: bool | str) -> ModelConfig:
-    """Plain (False), shifted (True) or token ("token") lql keys."""
-    return config(lql_shift=bool(shift), lql_token_key=shift == "token")
+    """Plain (False), shifted (True) or token ("token") lql keys; "memory": shifted, with the model's memory of its
+    context mixed in (model/memory.py), whose keys the one call's hidden states must fill as the modules' do."""
+    return config(lql_shift=bool(shift), lql_token_key=shift == "token",
+                  memory_weight=0.3 if shift == "memory" else 0.0)
 
 
 def pair(cfg: ModelConfig) -> tuple[RustleLM, RustleLM]:
@@ -60,7 +62,7 @@ def chunks(model: RustleLM, cache, tokens: list[int], sizes: list[int]) -> torch
     return torch.cat(outs, 1)
 
 
-@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (2, True), (2, "token")])
+@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (2, True), (2, "token"), (2, "memory")])
 def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, shift, monkeypatch):
     """Pieces of 1 to 32 tokens (a typed line, a draft) after a 40-token prompt, through both lql paths and swa
     windows that end inside a piece (window 8): the one call against the modules on the same weights. (Pieces
@@ -81,7 +83,8 @@ def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, shift, 
                 cache = model.new_cache()
                 model(tokens[:, :40], cache)
                 outs.append(chunks(model, cache, tokens[0, 40:].tolist(), [3, 1, 9, 32, 2, 17, 5]))
-        assert relative_error(*outs) < 1e-5, relative_error(*outs)
+        tolerance = 1e-4 if shift == "memory" else 1e-5     # fp16 keys: a last bit of the hidden may round apart
+        assert relative_error(*outs) < tolerance, relative_error(*outs)
         assert {1, 2, 3, 5, 9, 17, 32} <= set(called)
         with torch.inference_mode():                  # `last`: the logits of the last rows only
             cache = served.new_cache()
@@ -91,7 +94,7 @@ def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, shift, 
         torch.set_num_threads(previous)
 
 
-@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (1, True), (1, "token")])
+@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (1, True), (1, "token"), (1, "memory")])
 def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads, shift):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -106,7 +109,7 @@ def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads, sh
                 outs.append(torch.cat([model(tokens[:, :40], cache), steps(model, cache, tokens[0, 40:].tolist())], 1))
         assert cache.position == 200 and cache.layers[1].seen == 200
         # the steps attend all of lql's keys up to 80 and selected blocks after
-        assert relative_error(*outs) < 1e-5, relative_error(*outs)
+        assert relative_error(*outs) < (1e-4 if shift == "memory" else 1e-5), relative_error(*outs)
     finally:
         torch.set_num_threads(previous)
 

@@ -33,7 +33,8 @@ class ModelSpec(ctypes.Structure):
 
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
-    return declare(forward_rows=([ctypes.POINTER(ModelSpec), ctypes.POINTER(LayerSpec), _p, _i, _l, _i, _p], _i))
+    return declare(forward_rows=([ctypes.POINTER(ModelSpec), ctypes.POINTER(LayerSpec), _p, _i, _l, _i, _p, _p],
+                                  _i))
 
 
 def available() -> bool:
@@ -62,12 +63,13 @@ def point_at_latents(spec: LayerSpec, slots: torch.Tensor, latents: list[torch.T
 
 
 def forward_rows(model: ModelSpec, layers: ctypes.Array, tokens: list[int], position: int,
-                 outputs: int) -> torch.Tensor:
+                 outputs: int, hidden: torch.Tensor | None = None) -> torch.Tensor:
     """The logits [outputs, vocab] of the last `outputs` of `tokens` at positions `position` on; every layer's
-    cache advanced in place. Needs `available()`."""
+    cache advanced in place; `hidden` (fp32 [len(tokens), D], contiguous), where given, gets every row's final
+    normed hidden state. Needs `available()`."""
     logits = torch.empty(outputs, model.vocab)
     ids = (_l * len(tokens))(*tokens)
     if _library().forward_rows(ctypes.byref(model), layers, ctypes.addressof(ids), len(tokens), position, outputs,
-                               logits.data_ptr()):
+                               logits.data_ptr(), 0 if hidden is None else hidden.data_ptr()):
         raise MemoryError(f"forward_rows: out of memory for {len(tokens)} rows")
     return logits

@@ -236,9 +236,11 @@ static int lql(const Model *m, Layer *L, const float *h, const float *en, int T,
 }
 
 /* tokens [T] at positions pos..pos+T-1 through the whole model, every layer's cache advanced (the caller's
-   bookkeeping aside): the logits [n_out][vocab] of the last n_out rows. Returns 0, or -1 when memory ran out
+   bookkeeping aside): the logits [n_out][vocab] of the last n_out rows, and where `hidden` is not NULL every
+   row's final normed hidden state [T][D] (the model's memory keeps them). Returns 0, or -1 when memory ran out
    (the caches may then be part-way: the caller restores a snapshot or starts a new cache). */
-int forward_rows(const Model *m, Layer *layers, const long *tokens, int T, long pos, int n_out, float *logits) {
+int forward_rows(const Model *m, Layer *layers, const long *tokens, int T, long pos, int n_out, float *logits,
+                 float *hidden) {
     const int D = m->D;
     float *x = malloc(sizeof(float) * 4L * T * D);
     if (x == NULL) return -1;
@@ -257,9 +259,9 @@ int forward_rows(const Model *m, Layer *layers, const long *tokens, int T, long 
                                         m->threads, x);
     }
     if (!failed) {
-        const float *last = x + (long)(T - n_out) * D;
-        rms_norm_rows(last, m->norm, n_out, D, m->eps, h);
-        linear(h, m->head, n_out, D, m->vocab, logits, m->threads);
+        if (hidden != NULL) rms_norm_rows(x, m->norm, T, D, m->eps, hidden);
+        else rms_norm_rows(x + (long)(T - n_out) * D, m->norm, n_out, D, m->eps, h);
+        linear(hidden != NULL ? hidden + (long)(T - n_out) * D : h, m->head, n_out, D, m->vocab, logits, m->threads);
     }
     free(x);
     return failed ? -1 : 0;

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
+from model.memory import new_memory, remembered
 from model.model import RustleLM
 
 from ..train.data import PackConfig, Packer
@@ -37,13 +38,20 @@ class RepoGainReport:
 
 @torch.inference_mode()
 def token_losses(model: RustleLM, ids: list[int], bf16: bool = True) -> torch.Tensor:
-    """Nats of every token after the first: [len(ids) - 1]."""
+    """Nats of every token after the first: [len(ids) - 1], with the model's memory of the sequence so far mixed
+    in where its config has one (model/memory.py), as a cache would."""
     tokens = torch.tensor([ids])
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         hidden = model.hidden(tokens[:, :-1])[0]
+    memory = new_memory(model.config, hidden.device) if model.config.memory_weight > 0 else None
+    if memory is not None:
+        memory.append(hidden[None], tokens[:, :-1])
     out = []
     for start in range(0, hidden.shape[0], HEAD_CHUNK):
-        logits = F.linear(hidden[start:start + HEAD_CHUNK].float(), model.head_weight.float())
+        rows = hidden[start:start + HEAD_CHUNK].float()
+        logits = F.linear(rows, model.head_weight.float())
+        if memory is not None:
+            logits = remembered(logits, rows, torch.arange(start, start + rows.shape[0]), memory, model.config)
         out.append(F.cross_entropy(logits, tokens[0, 1 + start:1 + start + HEAD_CHUNK], reduction="none"))
     return torch.cat(out)
 

@@ -102,3 +102,14 @@ def test_under_bf16_autocast_the_vote_is_computed_in_fp32(monkeypatch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cast = remembering(x, remembering.new_cache())
     assert cast.dtype == torch.float32 and (cast - exact).abs().max() < 0.1
+
+
+def test_a_model_with_a_memory_starts_a_recipe_without_one_and_back():
+    """The memory changes no weight: a shipped model with it continues in a recipe without it (and grafts)."""
+    from assistant.lab.train.graft import start_weights
+
+    remembering, plain = models()
+    fresh = RustleLM(replace(CONFIG, memory_weight=0.0, mlp_hidden=96))
+    assert start_weights(plain, remembering, graft=False, source="shipped") == []
+    assert start_weights(remembering, plain, graft=False, source="run") == []
+    assert start_weights(fresh, remembering, graft=True, source="shipped") == []      # a wider MLP, grafted

@@ -11,8 +11,8 @@ heads are kept (queries rescaled for the wider softmax scale), the new query and
 the new latent dimensions get a fresh down-projection so that they have something to learn from. Shifting lql's keys
 (`lql_shift`: [z_t, z_t-1]) widens them the same way: the previous position's half starts unread, and with token keys
 (`lql_token_key`) a fresh projection of the embeddings is new too (`new_weights` marks what is new).
-A recipe may also scale lql's queries by the log of their position (`lql_log_base`) without grafting: no weight
-changes shape or meaning.
+A recipe may also scale lql's queries by the log of their position (`lql_log_base`) or set the model's memory (an
+inference setting) without grafting: no weight changes shape or meaning.
 """
 from __future__ import annotations
 
@@ -81,15 +81,21 @@ def new_weights(model: RustleLM, start: ModelConfig) -> dict[str, torch.Tensor]:
     return masks
 
 
+def _serving_as(start: ModelConfig, recipe: ModelConfig) -> ModelConfig:
+    """`start` with the recipe's settings that change no weight: lql's query scale and the memory (inference only)."""
+    return replace(start, lql_log_base=recipe.lql_log_base, memory_weight=recipe.memory_weight,
+                   memory_k=recipe.memory_k, memory_scale=recipe.memory_scale, memory_dim=recipe.memory_dim)
+
+
 def start_weights(model: RustleLM, start: RustleLM, graft: bool, source: str) -> list[int]:
     """Load `start` into `model`; return the indices of the blocks left at their fresh initialisation."""
-    if replace(start.config, lql_log_base=model.config.lql_log_base) == model.config:   # no parameter changes
+    if _serving_as(start.config, model.config) == model.config:                          # no parameter changes
         model.load_state_dict(start.state_dict())
         return []
     if not graft:
         raise ValueError(f"{source} holds a different model config than the recipe's (set graft = true "
                          "to continue it with other layer kinds, a wider MLP or a wider lql)")
-    old, new = start.config, model.config
+    old, new = _serving_as(start.config, model.config), model.config
     same = replace(old, layer_pattern=new.layer_pattern, mlp_hidden=new.mlp_hidden, lql_dim=new.lql_dim,
                    lql_heads=new.lql_heads, lql_shift=new.lql_shift, lql_token_key=new.lql_token_key) == new
     if (not same or old.mlp_hidden > new.mlp_hidden or old.lql_dim > new.lql_dim or old.lql_heads > new.lql_heads

@@ -40,7 +40,7 @@ def _similarities(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     out = few_rows_linear(queries, keys) if not keys.is_cuda else None
     if out is not None:
         return out
-    return queries.to(keys.dtype) @ keys.T if keys.is_cuda else queries @ keys.float().T
+    return (queries.to(keys.dtype) @ keys.T).float() if keys.is_cuda else queries @ keys.float().T
 
 
 def vote(memory: MemoryCache, hidden: torch.Tensor, positions: torch.Tensor, config: ModelConfig) -> torch.Tensor:

@@ -77,3 +77,12 @@ def remembered(logits: torch.Tensor, hidden: torch.Tensor, positions: torch.Tens
     has = votes.sum(-1, keepdim=True) > 0
     mixed = torch.where(has, (1 - config.memory_weight) * probs + config.memory_weight * votes, probs)
     return mixed.clamp_min(1e-30).log()
+
+
+def read(memory: MemoryCache, hidden: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor,
+         config: ModelConfig) -> torch.Tensor:
+    """A cached forward's step of the memory: the fed positions' final hidden states [T, D] and tokens [T] kept,
+    then the logits [R, V] of the last R of them mixed with the vote (`remembered`)."""
+    memory.append(hidden[None], tokens[None])
+    positions = torch.arange(memory.length - logits.shape[0], memory.length, device=hidden.device)
+    return remembered(logits, hidden[-logits.shape[0]:], positions, memory, config)

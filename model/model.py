@@ -16,7 +16,7 @@ from .layers.gdn import GatedDeltaNet
 from .layers.lql import LatentAttention
 from .layers.swa import SlidingWindowAttention
 from .loss import IGNORE, linear_cross_entropy
-from .memory import new_memory, remembered
+from .memory import new_memory, read
 
 
 def make_attention(kind: str, config: ModelConfig) -> nn.Module:
@@ -91,15 +91,11 @@ class RustleLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
         """tokens [B, T] → logits [B, T, V] (or of the `last` positions only)."""
-        start = cache.position if cache is not None else 0
-        h = self.hidden(tokens, cache)
-        if cache is not None and cache.memory is not None:
-            cache.memory.append(h, tokens)
-        h = h if last is None else h[:, -last:]
+        hidden = self.hidden(tokens, cache)
+        h = hidden if last is None else hidden[:, -last:]
         logits = F.linear(h, self.head_weight) if self.head is None else self.head(h)
         if cache is not None and cache.memory is not None:
-            positions = torch.arange(start + tokens.shape[1] - h.shape[1], start + tokens.shape[1], device=h.device)
-            logits = remembered(logits[0], h[0], positions, cache.memory, self.config)[None]
+            logits = read(cache.memory, hidden[0], tokens[0], logits[0], self.config)[None]
         return logits
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, chunk: int = 2048,

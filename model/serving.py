@@ -26,7 +26,7 @@ from .layers.common import rope_frequencies
 from .layers.gdn import GatedDeltaNet
 from .layers.lql import LatentAttention
 from .layers.swa import SlidingWindowAttention
-from .memory import remembered
+from .memory import read
 from .model import Block, RustleLM
 from .precision import fast_layouts
 
@@ -176,17 +176,15 @@ class FewTokenForward:
             else:
                 kept += self._point_at_latents(spec, layer, len(tokens))
         self.spec.threads = torch.get_num_threads()
-        memory, start = cache.memory, cache.position
+        memory = cache.memory
         hidden = torch.empty(len(tokens), self.spec.D) if memory is not None else None
-        logits = decode.forward_rows(self.spec, self.layers, tokens, start, outputs, hidden)
+        logits = decode.forward_rows(self.spec, self.layers, tokens, cache.position, outputs, hidden)
         for layer in cache.layers:
             if isinstance(layer, RingCache):
                 layer.seen += len(tokens)
         cache.position += len(tokens)
         if memory is not None:
-            memory.append(hidden[None], torch.tensor([tokens]))
-            positions = torch.arange(cache.position - outputs, cache.position)
-            logits = remembered(logits, hidden[-outputs:], positions, memory, self.model.config)
+            logits = read(memory, hidden, torch.tensor(tokens), logits, self.model.config)
         return logits[None]
 
     def _point_at_latents(self, spec: decode.LayerSpec, layer: LatentCache, count: int) -> list:

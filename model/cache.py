@@ -14,10 +14,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import torch
 
 from kernels.attention.select import BLOCK, block_bounds
+
+if TYPE_CHECKING:
+    from .memory import MemoryReader
 
 
 class Store:
@@ -169,22 +173,17 @@ class LatentCache(AppendCache):
 
 
 class MemoryCache(AppendCache):
-    """Every position's key for the model's memory (model/memory.py): its final hidden state through a fixed
-    projection [D, d], at unit length, in fp16 [1, capacity, d]; and its token [1, capacity]."""
+    """Every position's key for the model's memory (model/memory.py: its `reader` makes them from the final hidden
+    state and the token), unit length, in fp16 [1, capacity, d]; and its token [1, capacity]."""
 
-    def __init__(self, projection: torch.Tensor, device: torch.device | str) -> None:
-        self.projection = projection.to(device)
-        keys = torch.empty(1, 256, projection.shape[1], dtype=torch.float16, device=device)
+    def __init__(self, reader: MemoryReader, device: torch.device | str) -> None:
+        self.reader = reader
+        keys = torch.empty(1, 256, reader.key_hidden.shape[1], dtype=torch.float16, device=device)
         super().__init__([keys, torch.empty(1, 256, dtype=torch.long, device=device)], dim=1)
-
-    def key(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [..., D] (final, normed) as keys [..., d], unit length, fp32 (under autocast too)."""
-        with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
-            return torch.nn.functional.normalize(hidden.float() @ self.projection, dim=-1)
 
     def append(self, hidden: torch.Tensor, tokens: torch.Tensor) -> None:
         """hidden [1, T, D] and tokens [1, T] of the positions just fed."""
-        self._write([self.key(hidden).half(), tokens])
+        self._write([self.reader.keys(hidden, tokens).half(), tokens])
 
 
 class RingCache:

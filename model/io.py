@@ -13,9 +13,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
+from .memory import GATE_FEATURES, MemoryReader
 from .model import RustleLM, count_parameters
 
 WEIGHTS = "model.safetensors"
+MEMORY = "memory.safetensors"   # the fitted memory reader (model/memory.py), where `rustle train-memory` wrote one
 PREFIX = "model."  # the keys as transformers' RustleForCausalLM names them, so from_pretrained reads the same file
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "recipe.json")
 
@@ -61,7 +63,32 @@ def load_model(path: Path, dtype: torch.dtype = torch.float32) -> RustleLM:
         model.load_state_dict(weights)
     except RuntimeError as err:                                  # same count, other names or shapes
         raise ModelFolderError(f"{path}: {WEIGHTS} does not fit config.json ({str(err).splitlines()[0]})") from err
+    if (path / MEMORY).is_file():
+        model.fitted_memory = load_memory(path / MEMORY, config).with_embeddings(model.embed.weight)
     return model.to(dtype).eval()
+
+
+def save_memory(reader: MemoryReader, out: Path, metadata: dict[str, str] | None = None) -> None:
+    """A fitted memory reader as `out` (a model folder's memory.safetensors), in fp32: it is ~130 KB."""
+    tensors = {"key_hidden": reader.key_hidden, "key_token": reader.key_token,
+               "scale": torch.tensor([reader.scale]), "gate": reader.gate}
+    save_file({name: t.detach().float().contiguous().cpu() for name, t in tensors.items()}, str(out),
+              metadata={"format": "pt", "gate_features": ",".join(GATE_FEATURES), **(metadata or {})})
+
+
+def load_memory(path: Path, config: ModelConfig) -> MemoryReader:
+    """The reader in `path`, checked against the model's config (ModelFolderError if it does not fit)."""
+    expected = {"key_hidden": (config.d_model, config.memory_dim), "key_token": (config.d_model, config.memory_dim),
+                "scale": (1,), "gate": (len(GATE_FEATURES),)}
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:
+        raise ModelFolderError(f"{path}: {err}") from err
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if shapes != expected:
+        raise ModelFolderError(f"{path}: holds {shapes}, the model's memory needs {expected} (memory_dim "
+                               f"{config.memory_dim}); run `rustle train-memory` again")
+    return MemoryReader(tensors["key_hidden"], tensors["key_token"], float(tensors["scale"][0]), tensors["gate"])
 
 
 def _available_memory() -> int | None:

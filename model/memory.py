@@ -1,8 +1,13 @@
 """The model's memory of its own context (a kNN-LM, Khandelwal et al. 2020): every position a cache has seen
-leaves its final hidden state (unit length) as a key and the token that followed it as the value. At a position
-to predict, the `memory_k` keys most like its own hidden state vote for what followed them (a softmax of
-`memory_scale` times the cosine similarity), and that vote is mixed into the network's next-token distribution
-with weight `memory_weight`.
+leaves a key made of its final hidden state and its token, and the token that followed it as the value. At a
+position to predict, the `memory_k` keys most like its own vote for what followed them (a softmax of a scale times
+the cosine similarity), and that vote is mixed into the network's next-token distribution with a weight.
+
+How it reads is a `MemoryReader`. The constant one (any model): keys are the hidden state through a fixed random
+projection, the scale `memory_scale`, the weight `memory_weight`. A fitted one (`memory.safetensors` in the model
+folder, written by `rustle train-memory`): keys also carry the current token's embedding, through maps learned so
+that a position's key lies near earlier keys followed by the same token, and the weight is a gate over how sure the
+vote and the network are (`GATE_FEATURES`).
 
 Why: the network copies poorly from far back (identifier recall 0.35 at 16x the window on stage 15), while its
 hidden state where a name is used resembles the one where it was defined: the vote fetches what followed there, at
@@ -11,6 +16,8 @@ it; `memory_weight = 0` turns it off (BENCHMARKS.md, "The model's memory of its 
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -21,6 +28,7 @@ from .cache import MemoryCache
 from .config import ModelConfig
 
 QUERY_CHUNK = 256   # query rows scored at a time: [rows, keys] similarities stay small at 128K keys
+GATE_FEATURES = ("bias", "vote_max", "top_similarity", "mean_similarity", "model_max", "model_entropy", "agreement")
 
 
 @lru_cache(maxsize=8)
@@ -31,8 +39,54 @@ def projection(d_model: int, dim: int) -> torch.Tensor:
     return torch.randn(d_model, dim, generator=generator) / dim ** 0.5
 
 
-def new_memory(config: ModelConfig, device: torch.device | str) -> MemoryCache:
-    return MemoryCache(projection(config.d_model, config.memory_dim), device)
+@dataclass
+class MemoryReader:
+    """A key = unit(hidden @ key_hidden + token_keys[token]); a vote = softmax(scale x cosine) over the top keys;
+    its weight = sigmoid(gate . GATE_FEATURES)."""
+    key_hidden: torch.Tensor            # [D, d]
+    key_token: torch.Tensor | None      # [D, d]: the map of the current token's embedding, None: hidden only
+    scale: float
+    gate: torch.Tensor                  # [len(GATE_FEATURES)], the bias first
+    token_keys: torch.Tensor | None = None   # [V, d] = embeddings @ key_token, set by `with_embeddings`
+
+    @classmethod
+    def constant(cls, config: ModelConfig) -> MemoryReader:
+        gate = torch.zeros(len(GATE_FEATURES))
+        gate[0] = math.log(config.memory_weight / (1 - config.memory_weight)) if config.memory_weight > 0 else -30.0
+        return cls(projection(config.d_model, config.memory_dim), None, config.memory_scale, gate)
+
+    def with_embeddings(self, embeddings: torch.Tensor) -> MemoryReader:
+        """This reader with its token keys computed from the model's embeddings [V, D] (once, at load)."""
+        if self.key_token is None:
+            return self
+        table = embeddings.detach().float() @ self.key_token.float()
+        return MemoryReader(self.key_hidden, self.key_token, self.scale, self.gate, table)
+
+    def keys(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """hidden [..., D] (final, normed) and their tokens [...] as keys [..., d], unit length, fp32."""
+        with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
+            key = hidden.float() @ self.key_hidden.to(hidden.device)
+            if self.token_keys is not None:
+                key = key + self.token_keys.to(hidden.device)[tokens]
+            return torch.nn.functional.normalize(key, dim=-1)
+
+    def weight(self, probs: torch.Tensor, votes: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        """The vote's weight [R, 1] from the network's distribution and the vote [R, V], top cosines [R, k]."""
+        features = gate_features(probs, votes, top)
+        return torch.sigmoid(features @ self.gate.to(features.device))[:, None]
+
+
+def gate_features(probs: torch.Tensor, votes: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """[R, len(GATE_FEATURES)]: how sure the vote and the network are, and how near the nearest keys lie."""
+    found = top > -1.1                                         # fewer keys than k before the position: -inf
+    mean = top.where(found, 0.0).sum(-1) / found.sum(-1).clamp_min(1)
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+    return torch.stack([torch.ones_like(entropy), votes.max(-1).values, top[:, 0].clamp_min(-1.0), mean,
+                        probs.max(-1).values, entropy, (probs * votes).sum(-1)], -1)
+
+
+def new_memory(reader: MemoryReader, device: torch.device | str) -> MemoryCache:
+    return MemoryCache(reader, device)
 
 
 def _similarities(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -43,27 +97,32 @@ def _similarities(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return (queries.to(keys.dtype) @ keys.T).float() if keys.is_cuda else queries @ keys.float().T
 
 
-def vote(memory: MemoryCache, hidden: torch.Tensor, positions: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+def vote(memory: MemoryCache, hidden: torch.Tensor, positions: torch.Tensor,
+         config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The memory's next-token distribution [R, V] at each of `positions` (absolute, [R]) from their final hidden
-    states [R, D]; the memory must hold every position up to the last of them. A position votes with the keys
-    before it only (their next tokens are known); where there are none its row is zero."""
+    states [R, D], and the cosines of its top keys [R, k] (-inf where there were fewer); the memory must hold
+    every position up to the last of them. A position votes with the keys before it only (their next tokens are
+    known); where there are none its row is zero."""
     segments = memory.segments()
     keys = [s[0][0] for s in segments]
     tokens = torch.cat([s[1][0] for s in segments])
-    queries = memory.key(hidden)
+    queries = memory.reader.keys(hidden, tokens[positions])
+    k = min(config.memory_k, tokens.shape[0])
     out = torch.zeros(len(positions), config.vocab_size, device=hidden.device)
+    tops = torch.full((len(positions), k), float("-inf"), device=hidden.device)
     for lo in range(0, len(positions), QUERY_CHUNK):
         rows = slice(lo, lo + QUERY_CHUNK)
         with torch.autocast(hidden.device.type, enabled=False):    # bf16 would not rank cosines of ~0.95 apart
-            sims = torch.cat([_similarities(queries[rows], k) for k in keys], dim=1)
+            sims = torch.cat([_similarities(queries[rows], key) for key in keys], dim=1)
         seen = positions[rows, None]                       # keys 0 .. position - 1 vote for tokens 1 .. position
         first = min(int(seen.min()), sims.shape[1])        # only the columns from the first row's own on
         tail = torch.arange(first, sims.shape[1], device=sims.device)[None] >= seen
         sims[:, first:].masked_fill_(tail, float("-inf"))
-        top, at = sims.topk(min(config.memory_k, sims.shape[1]), dim=-1)
-        weights = torch.softmax(top * config.memory_scale, dim=-1).nan_to_num(0.0)   # no key before: all -inf
+        top, at = sims.topk(k, dim=-1)
+        weights = torch.softmax(top * memory.reader.scale, dim=-1).nan_to_num(0.0)   # no key before: all -inf
         out[rows].scatter_add_(1, tokens[(at + 1).clamp_max(len(tokens) - 1)], weights)
-    return out
+        tops[rows] = top
+    return out, tops
 
 
 @torch.no_grad()
@@ -72,10 +131,11 @@ def remembered(logits: torch.Tensor, hidden: torch.Tensor, positions: torch.Tens
     """The network's logits [R, V] at `positions` (their final hidden states [R, D]) as the logits of its
     distribution mixed with the memory's vote; rows with nothing before them to vote unchanged. Inference only:
     no gradient flows through it."""
-    votes = vote(memory, hidden, positions, config)
+    votes, top = vote(memory, hidden, positions, config)
     probs = torch.softmax(logits.float(), dim=-1)
+    weight = memory.reader.weight(probs, votes, top)
     has = votes.sum(-1, keepdim=True) > 0
-    mixed = torch.where(has, (1 - config.memory_weight) * probs + config.memory_weight * votes, probs)
+    mixed = torch.where(has, (1 - weight) * probs + weight * votes, probs)
     return mixed.clamp_min(1e-30).log()
 
 

@@ -16,7 +16,7 @@ from .layers.gdn import GatedDeltaNet
 from .layers.lql import LatentAttention
 from .layers.swa import SlidingWindowAttention
 from .loss import IGNORE, linear_cross_entropy
-from .memory import new_memory, read
+from .memory import MemoryReader, new_memory, read
 
 
 def make_attention(kind: str, config: ModelConfig) -> nn.Module:
@@ -60,6 +60,7 @@ class RustleLM(nn.Module):
         self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         # tied by default (nanoGPT); untied for checkpoints converted from models that keep a separate head
         self.head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.fitted_memory: MemoryReader | None = None     # memory.safetensors, where the model folder has one
         self.apply(self._init)
 
     @staticmethod
@@ -72,7 +73,12 @@ class RustleLM(nn.Module):
         device = self.embed.weight.device
         layers = [block.attn.new_cache(batch, dtype, device) for block in self.blocks]
         remembers = self.config.memory_weight > 0 and batch == 1      # the memory serves one sequence
-        return Cache(layers + ([new_memory(self.config, device)] if remembers else []))
+        return Cache(layers + ([new_memory(self.memory_reader, device)] if remembers else []))
+
+    @property
+    def memory_reader(self) -> MemoryReader:
+        """How the memory reads (model/memory.py): the fitted reader where there is one, else the constant one."""
+        return self.fitted_memory or MemoryReader.constant(self.config)
 
     @property
     def head_weight(self) -> torch.Tensor:

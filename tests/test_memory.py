@@ -1,6 +1,6 @@
 """The model's memory of its context (model/memory.py): the vote of earlier positions' hidden states, mixed into a
 cached forward's next-token distribution; causal, the same in any pieces and through snapshots, and the same in
-the evaluations' one-pass form (repo-gain)."""
+the evaluations' one-pass form (repo-gain), with the constant reader and with a fitted one (token keys, a gate)."""
 from dataclasses import replace
 
 import pytest
@@ -9,6 +9,7 @@ import torch
 from assistant.lab.eval.repo_gain import token_losses
 from model.cache import export_snapshots, import_snapshots
 from model.config import ModelConfig
+from model.memory import GATE_FEATURES, MemoryReader
 from model.model import RustleLM
 
 CONFIG = ModelConfig(vocab_size=64, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64, window=8,
@@ -16,12 +17,17 @@ CONFIG = ModelConfig(vocab_size=64, d_model=32, n_heads=2, n_kv_heads=1, head_di
                      lql_dim=16, memory_weight=0.5)
 
 
-def models() -> tuple[RustleLM, RustleLM]:
-    """(a model with the memory, the same weights without it)."""
+def models(fitted: bool = False) -> tuple[RustleLM, RustleLM]:
+    """(a model with the memory, the same weights without it); `fitted`: its reader has token keys and a gate."""
     torch.manual_seed(3)
     remembering = RustleLM(CONFIG).eval()
     plain = RustleLM(replace(CONFIG, memory_weight=0.0)).eval()
     plain.load_state_dict(remembering.state_dict())
+    if fitted:
+        d = (CONFIG.d_model, CONFIG.memory_dim)
+        gate = torch.randn(len(GATE_FEATURES)) * 0.5
+        remembering.fitted_memory = MemoryReader(torch.randn(d), torch.randn(d) * 0.3, 12.0,
+                                                 gate).with_embeddings(remembering.embed.weight)
     return remembering, plain
 
 
@@ -54,9 +60,10 @@ def test_a_position_is_voted_on_by_the_positions_before_it_only():
     assert remembering(x[:, :1], remembering.new_cache()).shape == (1, 1, 64)   # nothing before: the network's
 
 
+@pytest.mark.parametrize("fitted", [False, True])
 @torch.inference_mode()
-def test_pieces_snapshots_and_a_saved_state_give_what_one_pass_gives():
-    remembering, _ = models()
+def test_pieces_snapshots_and_a_saved_state_give_what_one_pass_gives(fitted):
+    remembering, _ = models(fitted)
     x = tokens(70)
     whole = remembering(x, remembering.new_cache())
     cache = remembering.new_cache()
@@ -74,8 +81,9 @@ def test_pieces_snapshots_and_a_saved_state_give_what_one_pass_gives():
     assert torch.allclose(remembering(x[:, 30:], fresh), whole[:, 30:], atol=1e-3)
 
 
-def test_the_evaluations_one_pass_scores_as_the_cache_does():
-    remembering, _ = models()
+@pytest.mark.parametrize("fitted", [False, True])
+def test_the_evaluations_one_pass_scores_as_the_cache_does(fitted):
+    remembering, _ = models(fitted)
     ids = tokens(50)[0].tolist()
     with torch.inference_mode():
         cached = remembering(torch.tensor([ids[:-1]]), remembering.new_cache())[0]

@@ -149,6 +149,49 @@ def finetune_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_memory_command(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    import torch
+
+    from model.io import MEMORY, ModelFolderError, load_model, save_memory
+    from tokenizer import tokenizer_of
+
+    from ..lab.train.data import crates
+    from ..lab.train.memory_fit import MemoryFitConfig, fit_memory
+
+    try:
+        config = MemoryFitConfig.from_toml(args.config)
+        model = load_model(args.model)
+    except (OSError, ValueError, TypeError) as err:          # ModelFolderError is a ValueError
+        console.print(f"[red]{err}[/]")
+        return 2
+    if model.config.memory_weight <= 0:
+        console.print(f"[red]{args.model}: the memory is off (memory_weight 0 in config.json): nothing to fit[/]")
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = [{"recipe": str(args.config), "config": asdict(config)}]
+
+    def log(row: dict) -> None:
+        rows.append(row)
+        console.print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+
+    try:
+        reader, report = fit_memory(model, tokenizer_of(args.model), crates(args.corpus, "train"),
+                                    crates(args.corpus, "validation"), config, log)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    save_memory(reader, args.model / MEMORY, {"recipe": args.config.name})
+    (args.model / "memory.log").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if args.json:
+        print(json.dumps(report))
+    console.print(f"fitted memory reader in {args.model / MEMORY}; its log in {args.model / 'memory.log'}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train a model from a TOML recipe")
     p.add_argument("--config", type=Path, required=True, help="the run's recipe (see model/checkpoints/*/train.toml)")
@@ -181,6 +224,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--to", type=Path, required=True, help="the model folder, e.g. model/checkpoints/NAME")
     p.add_argument("--recipe", type=Path, default=None, help="the run's TOML, copied beside the weights")
     p.set_defaults(run=ship_command)
+    p = commands.add_parser("train-memory", help="fit the model's memory reader (its keys and gate) to its weights")
+    p.add_argument("--config", type=Path, required=True, help="the fit's recipe, e.g. data/memory/rustle-small.toml")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="the model folder; memory.safetensors lands there")
+    p.add_argument("--corpus", type=Path, default=Path("corpus"))
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print the report (validation nats per token) as JSON")
+    p.set_defaults(run=train_memory_command)
     p = commands.add_parser("gpu-pack", help="compress the corpus's shards for a run on a lent GPU (data/gpu/run.sh)")
     p.add_argument("--corpus", type=Path, default=Path("corpus"))
     p.add_argument("--out", type=Path, default=Path("gpu"))

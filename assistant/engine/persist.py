@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from model.cache import export_snapshots, import_snapshots
-from model.io import WEIGHTS
+from model.io import MEMORY, WEIGHTS
 
 from ..index.workspace import cache_dir
 from .state import StateCache
@@ -24,10 +24,10 @@ KEPT = 16       # snapshots saved along a part, evenly spread, besides its end (
 
 
 def model_key(model_dir: Path, dtype: str) -> str:
-    """The weights', config's (e.g. its lql selection), tokenizer's and serving dtype's digest: a state is only
-    valid for the exact model that computed it."""
+    """The weights', memory reader's, config's (e.g. its lql selection), tokenizer's and serving dtype's digest: a
+    state is only valid for the exact model that computed it."""
     hasher = hashlib.blake2b(dtype.encode(), digest_size=16)
-    for name in (WEIGHTS, "config.json", "tokenizer.json"):
+    for name in (WEIGHTS, MEMORY, "config.json", "tokenizer.json"):
         path = model_dir / name
         if path.is_file():
             hasher.update(path.read_bytes())

@@ -43,7 +43,7 @@ def token_losses(model: RustleLM, ids: list[int], bf16: bool = True) -> torch.Te
     tokens = torch.tensor([ids])
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         hidden = model.hidden(tokens[:, :-1])[0]
-    memory = new_memory(model.config, hidden.device) if model.config.memory_weight > 0 else None
+    memory = new_memory(model.memory_reader, hidden.device) if model.config.memory_weight > 0 else None
     if memory is not None:
         memory.append(hidden[None], tokens[:, :-1])
     out = []
@@ -56,7 +56,7 @@ def token_losses(model: RustleLM, ids: list[int], bf16: bool = True) -> torch.Te
     return torch.cat(out)
 
 
-def _spans(packer: Packer, name: str, files: list[tuple[str, str]], ctx: int) -> tuple[list[int], list[tuple]]:
+def packed_crate(packer: Packer, name: str, files: list[tuple[str, str]], ctx: int) -> tuple[list[int], list[tuple]]:
     """The crate packed without FIM, cut to ctx + 1 tokens, and each file's (header start, text start, end)."""
     ids, spans = packer.layout.repo_header(name), []
     for path, text in files:
@@ -80,7 +80,7 @@ def repo_gain(model: RustleLM, tok: Tokenizer, crates: Iterable[tuple[str, list[
     repo_nats = alone_nats = 0.0
     n_crates = n_files = n_tokens = n_bytes = 0
     for name, files in crates:
-        ids, spans = _spans(packer, name, files, ctx)
+        ids, spans = packed_crate(packer, name, files, ctx)
         scored = [s for s in spans if s[1] >= min_start and s[3] > s[2]]
         if not scored:
             continue

@@ -69,10 +69,11 @@ def load_model(path: Path, dtype: torch.dtype = torch.float32) -> RustleLM:
 
 
 def save_memory(reader: MemoryReader, out: Path, metadata: dict[str, str] | None = None) -> None:
-    """A fitted memory reader as `out` (a model folder's memory.safetensors), in fp32: it is ~130 KB."""
+    """A fitted memory reader as `out` (a model folder's memory.safetensors), in bf16 like the weights (fit it
+    with `bf16_rounded` to report what is saved)."""
     tensors = {"key_hidden": reader.key_hidden, "key_token": reader.key_token,
                "scale": torch.tensor([reader.scale]), "gate": reader.gate}
-    save_file({name: t.detach().float().contiguous().cpu() for name, t in tensors.items()}, str(out),
+    save_file({name: t.detach().to(torch.bfloat16).contiguous().cpu() for name, t in tensors.items()}, str(out),
               metadata={"format": "pt", "gate_features": ",".join(GATE_FEATURES), **(metadata or {})})
 
 
@@ -88,6 +89,7 @@ def load_memory(path: Path, config: ModelConfig) -> MemoryReader:
     if shapes != expected:
         raise ModelFolderError(f"{path}: holds {shapes}, the model's memory needs {expected} (memory_dim "
                                f"{config.memory_dim}); run `rustle train-memory` again")
+    tensors = {name: t.float() for name, t in tensors.items()}
     return MemoryReader(tensors["key_hidden"], tensors["key_token"], float(tensors["scale"][0]), tensors["gate"])
 
 

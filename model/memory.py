@@ -62,6 +62,14 @@ class MemoryReader:
         table = embeddings.detach().float() @ self.key_token.float()
         return MemoryReader(self.key_hidden, self.key_token, self.scale, self.gate, table)
 
+    def bf16_rounded(self, embeddings: torch.Tensor) -> MemoryReader:
+        """This reader as its bf16 file holds it (model/io.py: save_memory)."""
+        def rounded(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(torch.bfloat16).float()
+        scale = float(torch.tensor(self.scale).to(torch.bfloat16))
+        return MemoryReader(rounded(self.key_hidden), rounded(self.key_token), scale,
+                            rounded(self.gate)).with_embeddings(embeddings)
+
     def keys(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """hidden [..., D] (final, normed) and their tokens [...] as keys [..., d], unit length, fp32."""
         with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):

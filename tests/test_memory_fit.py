@@ -49,11 +49,12 @@ def test_the_fit_lowers_the_nats_it_is_fitted_on():
 
 def test_a_fitted_reader_travels_with_the_model_folder(tmp_path):
     model = tiny_model()
-    fitted = MemoryReader(torch.randn(32, 8), torch.randn(32, 8), 10.0, torch.randn(7)).with_embeddings(
-        model.embed.weight)
-    model.fitted_memory = fitted
+    fitted = MemoryReader(torch.randn(32, 8), torch.randn(32, 8), 10.0, torch.randn(7))
+    model.fitted_memory = fitted.bf16_rounded(model.embed.weight)       # as its file holds it
     save_model(model, tmp_path, DEFAULT_TOKENIZER)
     save_memory(fitted, tmp_path / MEMORY)
+    from safetensors.torch import load_file
+    assert {t.dtype for t in load_file(str(tmp_path / MEMORY)).values()} == {torch.bfloat16}
     loaded = load_model(tmp_path)
     x = torch.randint(0, 16384, (1, 40), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():

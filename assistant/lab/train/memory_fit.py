@@ -194,6 +194,7 @@ def fit_memory(model: RustleLM, tok: Tokenizer, train_crates: Crates, validation
                                config.validation_crates, config, bf16)
     log({"stage": "data", "train_crates": len(train), "validation_crates": len(validation)})
     reader = fit_gate(model, fit_keys(model, train, config, log), train, config, log)
+    reader = reader.bf16_rounded(model.embed.weight)           # what memory.safetensors will hold
     report = {"train_crates": len(train), "validation_crates": len(validation), "scale": reader.scale,
               "gate": [round(float(g), 4) for g in reader.gate]}
     if validation:

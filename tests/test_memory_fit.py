@@ -85,8 +85,9 @@ def test_train_memory_writes_the_reader_and_its_log(corpus, tmp_path):
     off = tmp_path / "off"
     save_model(RustleLM(replace(TINY, memory_weight=0.0)), off, DEFAULT_TOKENIZER)
     assert main(["train-memory", "--config", str(recipe), "--model", str(off), "--corpus", str(corpus)]) == 2
-    recipe.write_text("steps = 10\nwarmup = 3\n")
-    assert main(["train-memory", "--config", str(recipe), "--model", str(folder), "--corpus", str(corpus)]) == 2
+    for bad in ("steps = 10\nwarmup = 3\n", "crates = 0\n", "lr = -1.0\n"):      # an unknown key, out of range
+        recipe.write_text(bad)
+        assert main(["train-memory", "--config", str(recipe), "--model", str(folder), "--corpus", str(corpus)]) == 2
 
 
 def test_shipping_new_weights_drops_the_reader_fitted_to_the_old(tmp_path):

@@ -50,6 +50,13 @@ class MemoryFitConfig:
     report_from: int = 4096      # validation positions scored from here on
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        counts = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("lr", "gate_lr", "seed")}
+        wrong = [name for name, value in counts.items() if not isinstance(value, int) or value < 1]
+        if wrong or not all(isinstance(x, (int, float)) and x > 0 for x in (self.lr, self.gate_lr)):
+            raise ValueError(f"{', '.join(wrong) or 'lr, gate_lr'}: counts must be whole numbers of at least 1 and "
+                             "the learning rates positive")
+
     @classmethod
     def from_toml(cls, path: Path) -> MemoryFitConfig:
         data = tomllib.loads(path.read_text())

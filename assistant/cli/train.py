@@ -155,7 +155,7 @@ def train_memory_command(args: argparse.Namespace) -> int:
 
     import torch
 
-    from model.io import MEMORY, ModelFolderError, load_model, save_memory
+    from model.io import MEMORY, load_model, save_memory
     from tokenizer import tokenizer_of
 
     from ..lab.train.data import crates

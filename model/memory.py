@@ -11,8 +11,9 @@ vote and the network are (`GATE_FEATURES`).
 
 Why: the network copies poorly from far back (identifier recall 0.35 at 16x the window on stage 15), while its
 hidden state where a name is used resembles the one where it was defined: the vote fetches what followed there, at
-any distance, for the cost of one dot product per key. Inference only: training and the network's loss never see
-it; `memory_weight = 0` turns it off (BENCHMARKS.md, "The model's memory of its context").
+any distance, for the cost of one dot product per key. The network's loss never sees it, but a training run may
+ask the network for states its reader tells apart (`vote_nats`, a recipe's `memory_loss`); `memory_weight = 0`
+turns it off (BENCHMARKS.md, "The model's memory of its context").
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from kernels.linear import few_rows_linear
 
 from .cache import MemoryCache
 from .config import ModelConfig
+from .loss import IGNORE
 
 QUERY_CHUNK = 256   # query rows scored at a time: [rows, keys] similarities stay small at 128K keys
 GATE_FEATURES = ("bias", "vote_max", "top_similarity", "mean_similarity", "model_max", "model_entropy", "agreement")
@@ -72,7 +74,12 @@ class MemoryReader:
 
     def keys(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """hidden [..., D] (final, normed) and their tokens [...] as keys [..., d], unit length, fp32."""
-        with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
+        with torch.no_grad():
+            return self.keys_with_grad(hidden, tokens)
+
+    def keys_with_grad(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """`keys`, differentiable with respect to `hidden` (training the network for its memory)."""
+        with torch.autocast(hidden.device.type, enabled=False):
             key = hidden.float() @ self.key_hidden.to(hidden.device)
             if self.token_keys is not None:
                 key = key + self.token_keys.to(hidden.device)[tokens]
@@ -91,6 +98,25 @@ def gate_features(probs: torch.Tensor, votes: torch.Tensor, top: torch.Tensor) -
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
     return torch.stack([torch.ones_like(entropy), votes.max(-1).values, top[:, 0].clamp_min(-1.0), mean,
                         probs.max(-1).values, entropy, (probs * votes).sum(-1)], -1)
+
+
+def vote_nats(keys: torch.Tensor, nexts: torch.Tensor, queries: torch.Tensor,
+              scale: float | torch.Tensor) -> torch.Tensor | None:
+    """The vote's nats at `queries` [Q] of one sequence, over every earlier key (not the top k): keys [T, d] at
+    unit length, the tokens that followed them [T] (IGNORE neither asks nor answers). The mean over the queries
+    that have an earlier key followed by their own next token (TRIME's training loss, Zhong et al. 2022); None
+    where none has."""
+    with torch.autocast(keys.device.type, enabled=False):     # bf16 would not rank cosines of ~0.95 apart
+        scores = (keys[queries] @ keys.T) * scale
+    valid = nexts != IGNORE
+    earlier = torch.arange(len(keys), device=keys.device)[None] < queries[:, None]
+    same = earlier & valid[None] & (nexts[None] == nexts[queries][:, None])
+    has = same.any(1) & valid[queries]
+    if not has.any():
+        return None
+    scores = scores.masked_fill(~earlier, -1e9)
+    nats = torch.logsumexp(scores, 1) - torch.logsumexp(scores.masked_fill(~same, -1e9), 1)
+    return nats[has].mean()
 
 
 def new_memory(reader: MemoryReader, device: torch.device | str) -> MemoryCache:

@@ -108,8 +108,13 @@ class RustleLM(nn.Module):
              compiled: bool = False) -> torch.Tensor:
         """Mean next-token cross-entropy; the head and the loss run fused over chunks of positions
         (model/loss.py), so [B, T, V] logits never exist (a 16K-token batch's fp32 logits are 1 GB)."""
+        return self.loss_of_hidden(self.hidden(tokens), targets, chunk, compiled)
+
+    def loss_of_hidden(self, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 2048,
+                       compiled: bool = False) -> torch.Tensor:
+        """`loss` from final hidden states [B, T, D] already computed (a training objective that reads them too)."""
         flat = targets.flatten()
-        total = linear_cross_entropy(self.hidden(tokens).flatten(0, 1), self.head_weight, flat, chunk, compiled)
+        total = linear_cross_entropy(hidden.flatten(0, 1), self.head_weight, flat, chunk, compiled)
         return total / max(1, int((flat != IGNORE).sum()))
 
 

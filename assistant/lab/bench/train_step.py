@@ -13,7 +13,8 @@ import torch
 from model.model import RustleLM
 
 from ..train.config import TrainConfig
-from ..train.loop import NextTokenLoss, attend_in_training, compile_blocks, optimizer_step
+from ..train.loop import attend_in_training, compile_blocks, optimizer_step
+from ..train.memory_loss import NextTokenLoss
 
 
 @dataclass

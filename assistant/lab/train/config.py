@@ -40,6 +40,9 @@ class TrainConfig:
                                                  # too short at a continuation's lr for a new part to grow)
     train_lql_blocks: int | None = None          # lql's selected blocks in training where not the model's own
                                                  # (0: every key; its checkpoints keep the model's for serving)
+    memory_loss: float = 0.0                     # weight of the memory's vote nats beside the next-token loss
+                                                 # (memory_loss.py: init_from's fitted reader, held fixed)
+    memory_queries: int = 1024                   # positions of each sequence that term scores
     patience: int | None = None                  # stop after this many evaluations without a better val loss
     max_seconds: float | None = None             # a wall-clock budget (a lent GPU): total_tokens is cut, a few
                                                  # steps in, to what the measured throughput reaches by then
@@ -47,6 +50,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.new_weight_lr_scale, (int, float)) and 1.0 <= self.new_weight_lr_scale <= 1000.0):
             raise ValueError(f"new_weight_lr_scale = {self.new_weight_lr_scale!r}: expected a number from 1 to 1000")
+        if not (isinstance(self.memory_loss, (int, float)) and 0.0 <= self.memory_loss <= 10.0):
+            raise ValueError(f"memory_loss = {self.memory_loss!r}: expected a number from 0 to 10")
+        if not (isinstance(self.memory_queries, int) and self.memory_queries >= 1):
+            raise ValueError(f"memory_queries = {self.memory_queries!r}: expected a whole number of at least 1")
         if self.train_lql_blocks is not None:     # the model config's own bounds on lql_blocks
             try:
                 replace(self.model, lql_blocks=self.train_lql_blocks)

@@ -29,21 +29,11 @@ from .checkpoint import RunState, find_checkpoint, load_checkpoint, save_checkpo
 from .config import TrainConfig
 from .data import load_tokens, prepare_tokens
 from .graft import new_weights, start_weights
+from .memory_loss import training_objective
 
 REWARM_FRACTION = 0.02  # a weights-only start warms up again over this share of the run
 BUDGET_STEPS = (3, 13)  # max_seconds: throughput is measured between these steps of the run (compiling is before)
 BUDGET_SPARE = 0.9      # and this share of the time left goes to steps (evaluations and checkpoints take the rest)
-
-
-class NextTokenLoss(torch.nn.Module):
-    """The model's fused loss as a module's forward, so that DDP sees (and syncs) the backward pass."""
-
-    def __init__(self, model: RustleLM, compiled: bool) -> None:
-        super().__init__()
-        self.model, self.compiled = model, compiled
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(x, y, compiled=self.compiled)
 
 
 def compile_blocks(model: RustleLM) -> None:
@@ -243,7 +233,8 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         raise FileNotFoundError(f"--resume: no checkpoint under {config.out}")
     if config.compile:
         compile_blocks(model)
-    objective = NextTokenLoss(model, config.compile)
+    objective = training_objective(model, config.compile, config.memory_loss, config.memory_queries,
+                                   config.init_from)
     ddp = torch.nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
 
     if rank == 0 and checkpoint is not None:
@@ -276,7 +267,7 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         row = {"step": state.step, "tokens": state.tokens, "loss": float(loss.detach()), "lr": lr,
                "grad_norm": grad_norm, "seq_len": seq_len,
                "tokens_per_s": (state.tokens - tokens_at_start) / (time.monotonic() - started),
-               "total_tokens": config.total_tokens}
+               "total_tokens": config.total_tokens} | objective.logged
         if state.tokens - last_eval_tokens >= config.eval_every_tokens or state.tokens >= config.total_tokens:
             row |= evaluate(model, val_data, seq_len, config.eval_tokens, config.bf16, val_bytes_per_token)
             last_eval_tokens = state.tokens

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from model.memory import MemoryReader, gate_features, new_memory, remembered, vote
+from model.memory import MemoryReader, gate_features, new_memory, remembered, vote, vote_nats
 from model.model import RustleLM
 
 from ..eval.repo_gain import packed_crate, sample_crates
@@ -92,16 +92,7 @@ def _key_loss(key_hidden: torch.Tensor, key_token: torch.Tensor, log_scale: torc
     """The vote's nats over every earlier key at `queries`, those with an earlier key of the same next token."""
     hidden, tokens = sequence
     keys = F.normalize(hidden @ key_hidden + embeddings[tokens[:-1]] @ key_token, dim=-1)
-    nexts = tokens[1:]
-    scores = (keys[queries] @ keys.T) * log_scale.exp()
-    earlier = torch.arange(len(keys))[None] < queries[:, None]
-    same = earlier & (nexts[None] == nexts[queries][:, None])
-    has = same.any(1)
-    if not has.any():
-        return None
-    scores = scores.masked_fill(~earlier, -1e9)
-    nats = torch.logsumexp(scores, 1) - torch.logsumexp(scores.masked_fill(~same, -1e9), 1)
-    return nats[has].mean()
+    return vote_nats(keys, tokens[1:], queries, log_scale.exp())
 
 
 def fit_keys(model: RustleLM, train: list[Sequence], config: MemoryFitConfig,

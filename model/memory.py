@@ -87,6 +87,8 @@ class MemoryReader:
 
     def weight(self, probs: torch.Tensor, votes: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         """The vote's weight [R, 1] from the network's distribution and the vote [R, V], top cosines [R, k]."""
+        if not self.gate[1:].any():     # the constant reader: no feature to compute at each decode step
+            return torch.sigmoid(self.gate[:1].to(probs.device)).expand(len(probs), 1)
         features = gate_features(probs, votes, top)
         return torch.sigmoid(features @ self.gate.to(features.device))[:, None]
 

@@ -91,6 +91,15 @@ def test_the_evaluations_one_pass_scores_as_the_cache_does(fitted):
     assert torch.allclose(token_losses(remembering, ids, bf16=False), expected, atol=1e-4)
 
 
+def test_the_constant_readers_weight_is_its_gates_with_no_feature_computed():
+    probs = torch.softmax(torch.randn(5, 64), -1)
+    votes, top = torch.softmax(torch.randn(5, 64), -1), torch.rand(5, 4)
+    constant = MemoryReader.constant(CONFIG)
+    assert torch.allclose(constant.weight(probs, votes, top), torch.full((5, 1), CONFIG.memory_weight))
+    leaning = MemoryReader(constant.key_hidden, None, 16.0, torch.tensor([0.1, 2.0, 0, 0, 0, 0, 0]))
+    assert torch.allclose(leaning.weight(probs, votes, top)[:, 0], torch.sigmoid(0.1 + 2.0 * votes.max(-1).values))
+
+
 @pytest.mark.parametrize("field,value", [("memory_weight", 1.0), ("memory_weight", -0.1), ("memory_k", 0),
                                          ("memory_scale", 0.0), ("memory_dim", 0)])
 def test_a_memory_setting_out_of_range_is_refused(field, value):

@@ -169,7 +169,8 @@ def test_selected_attention_on_a_bf16_cache_matches_the_reference():
 
 
 @pytest.mark.parametrize("rows, out, width", [(1, 16384, 256), (3, 10, 20), (4, 1536, 256), (2, 256, 768),
-                                              (17, 1536, 256), (32, 258, 768), (9, 10, 20)])
+                                              (17, 1536, 256), (32, 258, 768), (9, 10, 20),
+                                              (9, 1027, 64), (1, 4099, 64)])
 def test_few_rows_through_an_fp16_weight_match_the_linear_layer(rows, out, width):
     from kernels.linear import MAX_ROWS, few_rows_linear
 

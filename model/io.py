@@ -18,6 +18,7 @@ from .model import RustleLM, count_parameters
 
 WEIGHTS = "model.safetensors"
 MEMORY = "memory.safetensors"   # the fitted memory reader (model/memory.py), where `rustle train-memory` wrote one
+MEMORY_LOG = "memory.log"       # and the log of its fit
 PREFIX = "model."  # the keys as transformers' RustleForCausalLM names them, so from_pretrained reads the same file
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "recipe.json")
 

@@ -10,7 +10,7 @@ from assistant.cli.main import main
 from assistant.lab.train.memory_fit import MemoryFitConfig, fit_gate, fit_keys, memory_nats
 from assistant.lab.train.ship import ship
 from model.config import ModelConfig
-from model.io import MEMORY, ModelFolderError, load_model, save_memory, save_model
+from model.io import MEMORY, MEMORY_LOG, ModelFolderError, load_model, save_memory, save_model
 from model.memory import MemoryReader
 from model.model import RustleLM
 from tokenizer import DEFAULT_TOKENIZER
@@ -80,7 +80,7 @@ def test_train_memory_writes_the_reader_and_its_log(corpus, tmp_path):
     recipe.write_text("".join(f"{k} = {v!r}\n" for k, v in vars(FIT).items()).replace("'", '"'))
     assert main(["train-memory", "--config", str(recipe), "--model", str(folder), "--corpus", str(corpus)]) == 0
     assert load_model(folder).fitted_memory is not None
-    rows = [json.loads(line) for line in (folder / "memory.log").read_text().splitlines()]
+    rows = [json.loads(line) for line in (folder / MEMORY_LOG).read_text().splitlines()]
     assert rows[0]["config"] == vars(FIT) and rows[-1]["stage"] == "report" and rows[-1]["fitted_nats"] > 0
     off = tmp_path / "off"
     save_model(RustleLM(replace(TINY, memory_weight=0.0)), off, DEFAULT_TOKENIZER)
@@ -94,6 +94,7 @@ def test_shipping_new_weights_drops_the_reader_fitted_to_the_old(tmp_path):
     folder = tmp_path / "shipped"
     save_model(tiny_model(), folder, DEFAULT_TOKENIZER)
     (folder / MEMORY).write_bytes(b"fitted to other weights")
+    (folder / MEMORY_LOG).write_text("its fit\n")
     run = tmp_path / "run" / "checkpoint"                      # a run's checkpoint as ship reads it
     save_model(tiny_model(), run, DEFAULT_TOKENIZER)
     (run / "state.json").write_text(json.dumps({"cumulative_tokens": 1, "tokens": 1, "step": 1,
@@ -101,3 +102,4 @@ def test_shipping_new_weights_drops_the_reader_fitted_to_the_old(tmp_path):
     (tmp_path / "run" / "metrics.jsonl").write_text("")
     ship(tmp_path / "run", folder)
     assert not (folder / MEMORY).exists() and load_model(folder).fitted_memory is None
+    assert not (folder / MEMORY_LOG).exists()

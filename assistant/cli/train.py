@@ -155,7 +155,7 @@ def train_memory_command(args: argparse.Namespace) -> int:
 
     import torch
 
-    from model.io import MEMORY, load_model, save_memory
+    from model.io import MEMORY, MEMORY_LOG, load_model, save_memory
     from tokenizer import tokenizer_of
 
     from ..lab.train.data import crates
@@ -185,10 +185,10 @@ def train_memory_command(args: argparse.Namespace) -> int:
         console.print(f"[red]{err}[/]")
         return 2
     save_memory(reader, args.model / MEMORY, {"recipe": args.config.name})
-    (args.model / "memory.log").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (args.model / MEMORY_LOG).write_text("".join(json.dumps(row) + "\n" for row in rows))
     if args.json:
         print(json.dumps(report))
-    console.print(f"fitted memory reader in {args.model / MEMORY}; its log in {args.model / 'memory.log'}")
+    console.print(f"fitted memory reader in {args.model / MEMORY}; its log in {args.model / MEMORY_LOG}")
     return 0
 
 

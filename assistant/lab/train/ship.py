@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from model.io import MEMORY, load_model, save_model
+from model.io import MEMORY, MEMORY_LOG, load_model, save_model
 
 from .checkpoint import find_checkpoint
 
@@ -50,7 +50,8 @@ def ship(run: Path, dest: Path, recipe: Path | None = None) -> dict:
     dest.mkdir(parents=True, exist_ok=True)
     _keep_earlier_record(dest, recipe.resolve() if recipe is not None else None)
     save_model(load_model(checkpoint), dest, checkpoint, dtype=torch.bfloat16)   # shipped in bf16: half the bytes
-    (dest / MEMORY).unlink(missing_ok=True)     # fitted to the weights replaced: `rustle train-memory` fits anew
+    for name in (MEMORY, MEMORY_LOG):           # fitted to the weights replaced: `rustle train-memory` fits anew
+        (dest / name).unlink(missing_ok=True)
     weights = sum(f.stat().st_size for f in dest.glob("model*.safetensors"))
     if weights >= MAX_WEIGHTS:
         raise ValueError(f"{dest}: {weights / 1e6:.1f} MB of weights, over the {MAX_WEIGHTS / 1e6:.0f} MB a ship may add")

@@ -18,7 +18,7 @@ turns it off (BENCHMARKS.md, "The model's memory of its context").
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -50,6 +50,10 @@ class MemoryReader:
     scale: float
     gate: torch.Tensor                  # [len(GATE_FEATURES)], the bias first
     token_keys: torch.Tensor | None = None   # [V, d] = embeddings @ key_token, set by `with_embeddings`
+    reads_features: bool = field(init=False, repr=False)   # False: the weight is the bias alone (the constant one)
+
+    def __post_init__(self) -> None:     # once, not at each decode step
+        self.reads_features = bool(self.gate[1:].any())
 
     @classmethod
     def constant(cls, config: ModelConfig) -> MemoryReader:
@@ -87,7 +91,7 @@ class MemoryReader:
 
     def weight(self, probs: torch.Tensor, votes: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         """The vote's weight [R, 1] from the network's distribution and the vote [R, V], top cosines [R, k]."""
-        if not self.gate[1:].any():     # the constant reader: no feature to compute at each decode step
+        if not self.reads_features:
             return torch.sigmoid(self.gate[:1].to(probs.device)).expand(len(probs), 1)
         features = gate_features(probs, votes, top)
         return torch.sigmoid(features @ self.gate.to(features.device))[:, None]

@@ -74,6 +74,8 @@ def save_memory(reader: MemoryReader, out: Path, metadata: dict[str, str] | None
     with `bf16_rounded` to report what is saved)."""
     tensors = {"key_hidden": reader.key_hidden, "key_token": reader.key_token,
                "scale": torch.tensor([reader.scale]), "gate": reader.gate}
+    if reader.layer is not None:                       # a small whole number: exact in bf16
+        tensors["layer"] = torch.tensor([float(reader.layer)])
     save_file({name: t.detach().to(torch.bfloat16).contiguous().cpu() for name, t in tensors.items()}, str(out),
               metadata={"format": "pt", "gate_features": ",".join(GATE_FEATURES), **(metadata or {})})
 
@@ -86,12 +88,17 @@ def load_memory(path: Path, config: ModelConfig) -> MemoryReader:
         tensors = load_file(str(path))
     except Exception as err:
         raise ModelFolderError(f"{path}: {err}") from err
+    layer = tensors.pop("layer", None)               # readers fitted before layers were a choice: the final states
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
     if shapes != expected:
         raise ModelFolderError(f"{path}: holds {shapes}, the model's memory needs {expected} (memory_dim "
                                f"{config.memory_dim}); run `rustle train-memory` again")
+    if layer is not None and (layer.shape != (1,) or float(layer[0]) not in map(float, range(config.n_layers))):
+        raise ModelFolderError(f"{path}: reads layer {layer.tolist()}, the model has blocks 0 to "
+                               f"{config.n_layers - 1}; run `rustle train-memory` again")
     tensors = {name: t.float() for name, t in tensors.items()}
-    return MemoryReader(tensors["key_hidden"], tensors["key_token"], float(tensors["scale"][0]), tensors["gate"])
+    return MemoryReader(tensors["key_hidden"], tensors["key_token"], float(tensors["scale"][0]), tensors["gate"],
+                        layer=None if layer is None else int(layer[0]))
 
 
 def _available_memory() -> int | None:

@@ -1,24 +1,26 @@
 """The model's memory of its own context (a kNN-LM, Khandelwal et al. 2020): every position a cache has seen
-leaves a key made of its final hidden state and its token, and the token that followed it as the value. At a
-position to predict, the `memory_k` keys most like its own vote for what followed them (a softmax of a scale times
-the cosine similarity), and that vote is mixed into the network's next-token distribution with a weight.
+leaves a key made of a hidden state and its token, and the token that followed it as the value. At a position to
+predict, the `memory_k` keys most like its own vote for what followed them (a softmax of a scale times the cosine
+similarity), and that vote is mixed into the network's next-token distribution with a weight.
 
-How it reads is a `MemoryReader`. The constant one (any model): keys are the hidden state through a fixed random
-projection, the scale `memory_scale`, the weight `memory_weight`. A fitted one (`memory.safetensors` in the model
-folder, written by `rustle train-memory`): keys also carry the current token's embedding, through maps learned so
-that a position's key lies near earlier keys followed by the same token, and the weight is a gate over how sure the
-vote and the network are (`GATE_FEATURES`).
+How it reads is a `MemoryReader`. The constant one (any model): keys are the final hidden state through a fixed
+random projection, the scale `memory_scale`, the weight `memory_weight`. A fitted one (`memory.safetensors` in the
+model folder, written by `rustle train-memory`): keys are the state of a chosen layer (the output of a middle block,
+RMS-normalised, or the final state) and the current token's embedding, through maps learned so that a position's key
+lies near earlier keys followed by the same token, and the weight is a gate over how sure the vote and the network
+are (`GATE_FEATURES`).
 
 Why: the network copies poorly from far back (identifier recall 0.35 at 16x the window on stage 15), while its
 hidden state where a name is used resembles the one where it was defined: the vote fetches what followed there, at
-any distance, for the cost of one dot product per key. The network's loss never sees it, but a training run may
-ask the network for states its reader tells apart (`vote_nats`, a recipe's `memory_loss`); `memory_weight = 0`
-turns it off (BENCHMARKS.md, "The model's memory of its context").
+any distance, for the cost of one dot product per key. A middle block's output tells the copied name's positions
+apart far better than the final state, which is shaped for the next token (BENCHMARKS.md, "A middle layer's
+memory"). The network's loss never sees the vote, but a training run may ask the network for states its reader
+tells apart (`vote_nats`, a recipe's `memory_loss`); `memory_weight = 0` turns it off.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import torch
@@ -50,6 +52,7 @@ class MemoryReader:
     scale: float
     gate: torch.Tensor                  # [len(GATE_FEATURES)], the bias first
     token_keys: torch.Tensor | None = None   # [V, d] = embeddings @ key_token, set by `with_embeddings`
+    layer: int | None = None            # the block whose output it reads (`RustleLM.hidden_and_read`); None: the final
     reads_features: bool = field(init=False, repr=False)   # False: the weight is the bias alone (the constant one)
 
     def __post_init__(self) -> None:     # once, not at each decode step
@@ -65,19 +68,18 @@ class MemoryReader:
         """This reader with its token keys computed from the model's embeddings [V, D] (once, at load)."""
         if self.key_token is None:
             return self
-        table = embeddings.detach().float() @ self.key_token.float()
-        return MemoryReader(self.key_hidden, self.key_token, self.scale, self.gate, table)
+        return replace(self, token_keys=embeddings.detach().float() @ self.key_token.float())
 
     def bf16_rounded(self, embeddings: torch.Tensor) -> MemoryReader:
         """This reader as its bf16 file holds it (model/io.py: save_memory)."""
         def rounded(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(torch.bfloat16).float()
         scale = float(torch.tensor(self.scale).to(torch.bfloat16))
-        return MemoryReader(rounded(self.key_hidden), rounded(self.key_token), scale,
-                            rounded(self.gate)).with_embeddings(embeddings)
+        return replace(self, key_hidden=rounded(self.key_hidden), key_token=rounded(self.key_token), scale=scale,
+                       gate=rounded(self.gate), token_keys=None).with_embeddings(embeddings)
 
     def keys(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """hidden [..., D] (final, normed) and their tokens [...] as keys [..., d], unit length, fp32."""
+        """The states it reads [..., D] (`layer`'s) and their tokens [...] as keys [..., d], unit length, fp32."""
         with torch.no_grad():
             return self.keys_with_grad(hidden, tokens)
 
@@ -137,22 +139,22 @@ def _similarities(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return (queries.to(keys.dtype) @ keys.T).float() if keys.is_cuda else queries @ keys.float().T
 
 
-def vote(memory: MemoryCache, hidden: torch.Tensor, positions: torch.Tensor,
+def vote(memory: MemoryCache, states: torch.Tensor, positions: torch.Tensor,
          config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The memory's next-token distribution [R, V] at each of `positions` (absolute, [R]) from their final hidden
-    states [R, D], and the cosines of its top keys [R, k] (-inf where there were fewer); the memory must hold
+    """The memory's next-token distribution [R, V] at each of `positions` (absolute, [R]) from the states its reader
+    reads there [R, D], and the cosines of its top keys [R, k] (-inf where there were fewer); the memory must hold
     every position up to the last of them. A position votes with the keys before it only (their next tokens are
     known); where there are none its row is zero."""
     segments = memory.segments()
     keys = [s[0][0] for s in segments]
     tokens = torch.cat([s[1][0] for s in segments])
-    queries = memory.reader.keys(hidden, tokens[positions])
+    queries = memory.reader.keys(states, tokens[positions])
     k = min(config.memory_k, tokens.shape[0])
-    out = torch.zeros(len(positions), config.vocab_size, device=hidden.device)
-    tops = torch.full((len(positions), k), float("-inf"), device=hidden.device)
+    out = torch.zeros(len(positions), config.vocab_size, device=states.device)
+    tops = torch.full((len(positions), k), float("-inf"), device=states.device)
     for lo in range(0, len(positions), QUERY_CHUNK):
         rows = slice(lo, lo + QUERY_CHUNK)
-        with torch.autocast(hidden.device.type, enabled=False):    # bf16 would not rank cosines of ~0.95 apart
+        with torch.autocast(states.device.type, enabled=False):    # bf16 would not rank cosines of ~0.95 apart
             sims = torch.cat([_similarities(queries[rows], key) for key in keys], dim=1)
         seen = positions[rows, None]                       # keys 0 .. position - 1 vote for tokens 1 .. position
         first = min(int(seen.min()), sims.shape[1])        # only the columns from the first row's own on
@@ -166,12 +168,12 @@ def vote(memory: MemoryCache, hidden: torch.Tensor, positions: torch.Tensor,
 
 
 @torch.no_grad()
-def remembered(logits: torch.Tensor, hidden: torch.Tensor, positions: torch.Tensor, memory: MemoryCache,
+def remembered(logits: torch.Tensor, states: torch.Tensor, positions: torch.Tensor, memory: MemoryCache,
                config: ModelConfig) -> torch.Tensor:
-    """The network's logits [R, V] at `positions` (their final hidden states [R, D]) as the logits of its
+    """The network's logits [R, V] at `positions` (the states the reader reads there [R, D]) as the logits of its
     distribution mixed with the memory's vote; rows with nothing before them to vote unchanged. Inference only:
     no gradient flows through it."""
-    votes, top = vote(memory, hidden, positions, config)
+    votes, top = vote(memory, states, positions, config)
     probs = torch.softmax(logits.float(), dim=-1)
     weight = memory.reader.weight(probs, votes, top)
     has = votes.sum(-1, keepdim=True) > 0
@@ -179,10 +181,10 @@ def remembered(logits: torch.Tensor, hidden: torch.Tensor, positions: torch.Tens
     return mixed.clamp_min(1e-30).log()
 
 
-def read(memory: MemoryCache, hidden: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor,
+def read(memory: MemoryCache, states: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor,
          config: ModelConfig) -> torch.Tensor:
-    """A cached forward's step of the memory: the fed positions' final hidden states [T, D] and tokens [T] kept,
+    """A cached forward's step of the memory: the fed positions' states the reader reads [T, D] and tokens [T] kept,
     then the logits [R, V] of the last R of them mixed with the vote (`remembered`)."""
-    memory.append(hidden[None], tokens[None])
-    positions = torch.arange(memory.length - logits.shape[0], memory.length, device=hidden.device)
-    return remembered(logits, hidden[-logits.shape[0]:], positions, memory, config)
+    memory.append(states[None], tokens[None])
+    positions = torch.arange(memory.length - logits.shape[0], memory.length, device=states.device)
+    return remembered(logits, states[-logits.shape[0]:], positions, memory, config)

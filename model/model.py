@@ -86,22 +86,33 @@ class RustleLM(nn.Module):
 
     def hidden(self, tokens: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         """tokens [B, T] → final normed hidden states [B, T, D]. A cache is read and advanced."""
+        return self.hidden_and_read(tokens, cache)[0]
+
+    def hidden_and_read(self, tokens: torch.Tensor, cache: Cache | None = None,
+                        layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`hidden`, and the states a memory reader of `layer` reads (its `layer`): block `layer`'s output,
+        RMS-normalised in fp32 (the reader's key map holds any scale), or the final states where `layer` is None."""
         start = cache.position if cache is not None else 0
         positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         x = embeds = self.embed(tokens)
+        read = None
         for i, block in enumerate(self.blocks):
             x = block(x, positions, cache.layers[i] if cache is not None else None, embeds)
+            if i == layer:
+                read = F.rms_norm(x.float(), (x.shape[-1],), eps=self.config.norm_eps)
         if cache is not None:
             cache.position += tokens.shape[1]
-        return self.norm(x)
+        hidden = self.norm(x)
+        return hidden, hidden if read is None else read
 
     def forward(self, tokens: torch.Tensor, cache: Cache | None = None, last: int | None = None) -> torch.Tensor:
         """tokens [B, T] → logits [B, T, V] (or of the `last` positions only)."""
-        hidden = self.hidden(tokens, cache)
+        memory = cache.memory if cache is not None else None
+        hidden, states = self.hidden_and_read(tokens, cache, memory.reader.layer if memory is not None else None)
         h = hidden if last is None else hidden[:, -last:]
         logits = F.linear(h, self.head_weight) if self.head is None else self.head(h)
-        if cache is not None and cache.memory is not None:
-            logits = read(cache.memory, hidden[0], tokens[0], logits[0], self.config)[None]
+        if memory is not None:
+            logits = read(memory, states[0], tokens[0], logits[0], self.config)[None]
         return logits
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, chunk: int = 2048,

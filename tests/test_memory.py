@@ -1,6 +1,7 @@
 """The model's memory of its context (model/memory.py): the vote of earlier positions' hidden states, mixed into a
 cached forward's next-token distribution; causal, the same in any pieces and through snapshots, and the same in
-the evaluations' one-pass form (repo-gain), with the constant reader and with a fitted one (token keys, a gate)."""
+the evaluations' one-pass form (repo-gain), with the constant reader and with fitted ones (token keys, a gate; the
+final states or a middle block's)."""
 from dataclasses import replace
 
 import pytest
@@ -17,17 +18,22 @@ CONFIG = ModelConfig(vocab_size=64, d_model=32, n_heads=2, n_kv_heads=1, head_di
                      lql_dim=16, memory_weight=0.5)
 
 
-def models(fitted: bool = False) -> tuple[RustleLM, RustleLM]:
-    """(a model with the memory, the same weights without it); `fitted`: its reader has token keys and a gate."""
+READERS = ["constant", "fitted", "layer"]
+
+
+def models(reader: str = "constant") -> tuple[RustleLM, RustleLM]:
+    """(a model with the memory, the same weights without it); its reader: the constant one, a fitted one (token
+    keys and a gate) or a fitted one that reads block 1's output."""
     torch.manual_seed(3)
     remembering = RustleLM(CONFIG).eval()
     plain = RustleLM(replace(CONFIG, memory_weight=0.0)).eval()
     plain.load_state_dict(remembering.state_dict())
-    if fitted:
+    if reader != "constant":
         d = (CONFIG.d_model, CONFIG.memory_dim)
         gate = torch.randn(len(GATE_FEATURES)) * 0.5
-        remembering.fitted_memory = MemoryReader(torch.randn(d), torch.randn(d) * 0.3, 12.0,
-                                                 gate).with_embeddings(remembering.embed.weight)
+        remembering.fitted_memory = MemoryReader(torch.randn(d), torch.randn(d) * 0.3, 12.0, gate,
+                                                 layer=1 if reader == "layer" else None
+                                                 ).with_embeddings(remembering.embed.weight)
     return remembering, plain
 
 
@@ -35,10 +41,13 @@ def tokens(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 64, (1, n), generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("reader", ["constant", "layer"])
 @torch.inference_mode()
-def test_a_sequence_seen_before_is_predicted_from_memory():
+def test_a_sequence_seen_before_is_predicted_from_memory(reader):
     """An untrained network cannot copy; its memory fetches what followed the same hidden state before."""
-    remembering, plain = models()
+    remembering, plain = models(reader)
+    if reader == "layer":                      # a sure vote: the gate's bias alone, as the constant reader's
+        remembering.fitted_memory = replace(remembering.fitted_memory, gate=torch.tensor([3.0, 0, 0, 0, 0, 0, 0]))
     seq = tokens(48)
     x = torch.cat([seq, seq[:, :24]], 1)
     with_memory = remembering(x, remembering.new_cache())[0].log_softmax(-1)
@@ -60,10 +69,10 @@ def test_a_position_is_voted_on_by_the_positions_before_it_only():
     assert remembering(x[:, :1], remembering.new_cache()).shape == (1, 1, 64)   # nothing before: the network's
 
 
-@pytest.mark.parametrize("fitted", [False, True])
+@pytest.mark.parametrize("reader", READERS)
 @torch.inference_mode()
-def test_pieces_snapshots_and_a_saved_state_give_what_one_pass_gives(fitted):
-    remembering, _ = models(fitted)
+def test_pieces_snapshots_and_a_saved_state_give_what_one_pass_gives(reader):
+    remembering, _ = models(reader)
     x = tokens(70)
     whole = remembering(x, remembering.new_cache())
     cache = remembering.new_cache()
@@ -81,14 +90,26 @@ def test_pieces_snapshots_and_a_saved_state_give_what_one_pass_gives(fitted):
     assert torch.allclose(remembering(x[:, 30:], fresh), whole[:, 30:], atol=1e-3)
 
 
-@pytest.mark.parametrize("fitted", [False, True])
-def test_the_evaluations_one_pass_scores_as_the_cache_does(fitted):
-    remembering, _ = models(fitted)
+@pytest.mark.parametrize("reader", READERS)
+def test_the_evaluations_one_pass_scores_as_the_cache_does(reader):
+    remembering, _ = models(reader)
     ids = tokens(50)[0].tolist()
     with torch.inference_mode():
         cached = remembering(torch.tensor([ids[:-1]]), remembering.new_cache())[0]
     expected = torch.nn.functional.cross_entropy(cached, torch.tensor(ids[1:]), reduction="none")
     assert torch.allclose(token_losses(remembering, ids, bf16=False), expected, atol=1e-4)
+
+
+@torch.inference_mode()
+def test_a_reader_of_a_middle_block_keys_that_blocks_states():
+    remembering, _ = models("layer")
+    x = tokens(40)
+    hidden, states = remembering.hidden_and_read(x, layer=1)
+    assert torch.equal(hidden, remembering.hidden(x)) and not torch.allclose(states, hidden, atol=1e-2)
+    assert torch.equal(remembering.hidden_and_read(x)[1], hidden)              # no layer: the final states
+    by_layer = remembering(x, remembering.new_cache())
+    remembering.fitted_memory = replace(remembering.fitted_memory, layer=None)   # the same maps on the final states
+    assert not torch.allclose(remembering(x, remembering.new_cache()), by_layer, atol=1e-3)
 
 
 def test_the_constant_readers_weight_is_its_gates_with_no_feature_computed():

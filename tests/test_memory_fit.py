@@ -26,21 +26,24 @@ def tiny_model() -> RustleLM:
     return RustleLM(TINY).eval()
 
 
-def repeating(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hidden states, tokens) of a sequence that repeats spans of itself: earlier keys predict later tokens."""
+def repeating(n: int, seed: int, layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hidden states, `layer`'s states, tokens) of a sequence that repeats spans of itself: earlier keys predict
+    later tokens."""
     generator = torch.Generator().manual_seed(seed)
     spans = [torch.randint(100, 400, (24,), generator=generator) for _ in range(4)]
     tokens = torch.cat([spans[int(i)] for i in torch.randint(0, 4, (n // 24 + 1,), generator=generator)])[:n + 1]
     with torch.no_grad():
-        hidden = tiny_model().hidden(tokens[None, :-1])[0]
-    return hidden, tokens
+        hidden, states = tiny_model().hidden_and_read(tokens[None, :-1], layer=layer)
+    return hidden[0], states[0], tokens
 
 
-def test_the_fit_lowers_the_nats_it_is_fitted_on():
-    model, train = tiny_model(), [repeating(300, seed) for seed in range(2)]
+@pytest.mark.parametrize("layer", [None, 0])
+def test_the_fit_lowers_the_nats_it_is_fitted_on(layer):
+    model, train = tiny_model(), [repeating(300, seed, layer) for seed in range(2)]
     constant = MemoryReader.constant(TINY)
-    keys = fit_keys(model, train, FIT, lambda row: None)
+    keys = fit_keys(model, train, replace(FIT, layer=layer), lambda row: None)
     fitted = fit_gate(model, keys, train, FIT, lambda row: None)
+    assert fitted.layer == layer
     before = memory_nats(model, constant, train, FIT.min_position)
     assert memory_nats(model, fitted, train, FIT.min_position) < before - 0.05
     assert keys.token_keys is not None and keys.token_keys.shape == (TINY.vocab_size, TINY.memory_dim)
@@ -69,23 +72,26 @@ def test_a_reader_that_does_not_fit_the_model_is_refused(tmp_path):
     save_memory(MemoryReader(torch.randn(32, 4), torch.randn(32, 4), 10.0, torch.zeros(7)), tmp_path / MEMORY)
     with pytest.raises(ModelFolderError, match="train-memory"):
         load_model(tmp_path)
+    save_memory(MemoryReader(torch.randn(32, 8), torch.randn(32, 8), 10.0, torch.zeros(7), layer=2), tmp_path / MEMORY)
+    with pytest.raises(ModelFolderError, match="layer"):               # the tiny model's blocks are 0 and 1
+        load_model(tmp_path)
     (tmp_path / MEMORY).write_bytes(b"not a safetensors file")
     with pytest.raises(ModelFolderError, match=MEMORY):
         load_model(tmp_path)
 
 
 def test_train_memory_writes_the_reader_and_its_log(corpus, tmp_path):
-    folder, recipe = tmp_path / "model", tmp_path / "fit.toml"
+    folder, recipe, fit = tmp_path / "model", tmp_path / "fit.toml", replace(FIT, layer=0)
     save_model(tiny_model(), folder, DEFAULT_TOKENIZER)
-    recipe.write_text("".join(f"{k} = {v!r}\n" for k, v in vars(FIT).items()).replace("'", '"'))
+    recipe.write_text("".join(f"{k} = {v!r}\n" for k, v in vars(fit).items()).replace("'", '"'))
     assert main(["train-memory", "--config", str(recipe), "--model", str(folder), "--corpus", str(corpus)]) == 0
-    assert load_model(folder).fitted_memory is not None
+    assert load_model(folder).fitted_memory.layer == 0                 # the block it reads travels with it
     rows = [json.loads(line) for line in (folder / MEMORY_LOG).read_text().splitlines()]
-    assert rows[0]["config"] == vars(FIT) and rows[-1]["stage"] == "report" and rows[-1]["fitted_nats"] > 0
+    assert rows[0]["config"] == vars(fit) and rows[-1]["stage"] == "report" and rows[-1]["fitted_nats"] > 0
     off = tmp_path / "off"
     save_model(RustleLM(replace(TINY, memory_weight=0.0)), off, DEFAULT_TOKENIZER)
     assert main(["train-memory", "--config", str(recipe), "--model", str(off), "--corpus", str(corpus)]) == 2
-    for bad in ("steps = 10\nwarmup = 3\n", "crates = 0\n", "lr = -1.0\n"):      # an unknown key, out of range
+    for bad in ("steps = 10\nwarmup = 3\n", "crates = 0\n", "lr = -1.0\n", "layer = -1\n", "layer = 2\n"):
         recipe.write_text(bad)
         assert main(["train-memory", "--config", str(recipe), "--model", str(folder), "--corpus", str(corpus)]) == 2
 

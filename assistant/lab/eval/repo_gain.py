@@ -40,18 +40,19 @@ class RepoGainReport:
 def token_losses(model: RustleLM, ids: list[int], bf16: bool = True) -> torch.Tensor:
     """Nats of every token after the first: [len(ids) - 1], with the model's memory of the sequence so far mixed
     in where its config has one (model/memory.py), as a cache would."""
-    tokens = torch.tensor([ids])
+    tokens, reader = torch.tensor([ids]), model.memory_reader
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        hidden = model.hidden(tokens[:, :-1])[0]
-    memory = new_memory(model.memory_reader, hidden.device) if model.config.memory_weight > 0 else None
+        hidden, states = (s[0] for s in model.hidden_and_read(tokens[:, :-1], layer=reader.layer))
+    memory = new_memory(reader, hidden.device) if model.config.memory_weight > 0 else None
     if memory is not None:
-        memory.append(hidden[None], tokens[:, :-1])
+        memory.append(states[None], tokens[:, :-1])
     out = []
     for start in range(0, hidden.shape[0], HEAD_CHUNK):
         rows = hidden[start:start + HEAD_CHUNK].float()
         logits = F.linear(rows, model.head_weight.float())
         if memory is not None:
-            logits = remembered(logits, rows, torch.arange(start, start + rows.shape[0]), memory, model.config)
+            logits = remembered(logits, states[start:start + HEAD_CHUNK].float(),
+                                torch.arange(start, start + rows.shape[0]), memory, model.config)
         out.append(F.cross_entropy(logits, tokens[0, 1 + start:1 + start + HEAD_CHUNK], reduction="none"))
     return torch.cat(out)
 

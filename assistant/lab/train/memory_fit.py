@@ -1,8 +1,8 @@
 """Fitting the memory's reader (model/memory.py) to a trained model, whose weights stay as they are.
 
 Two steps on training crates packed as repositories (no FIM), their hidden states computed once:
-1. the key maps: a position's key (its hidden state and its token's embedding, each through a [D, d] map, at unit
-   length) is pulled towards the keys of earlier positions that were followed by the same token and pushed from
+1. the key maps: a position's key (the state of the recipe's `layer` and its token's embedding, each through a
+   [D, d] map, at unit length) is pulled towards the keys of earlier positions that were followed by the same token and pushed from
    the rest, with a softmax over every earlier key at a learned scale: the loss is the vote's own nats (over all
    earlier keys, not the top k) on positions that have such a key (the contrastive loss of kNN-LM training,
    TRIME, Zhong et al. 2022, with the network frozen). The hidden map starts at the constant reader's projection;
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -49,10 +49,14 @@ class MemoryFitConfig:
     gate_lr: float = 0.05
     report_from: int = 4096      # validation positions scored from here on
     seed: int = 0
+    layer: int | None = None     # the block whose output makes the keys (none: the final states)
 
     def __post_init__(self) -> None:
-        counts = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("lr", "gate_lr", "seed")}
+        counts = {f.name: getattr(self, f.name) for f in fields(self)
+                  if f.name not in ("lr", "gate_lr", "seed", "layer")}
         wrong = [name for name, value in counts.items() if not isinstance(value, int) or value < 1]
+        if self.layer is not None and not (isinstance(self.layer, int) and self.layer >= 0):
+            raise ValueError(f"layer = {self.layer!r}: expected a block's index (0 is the first) or no key")
         if wrong or not all(isinstance(x, (int, float)) and x > 0 for x in (self.lr, self.gate_lr)):
             raise ValueError(f"{', '.join(wrong) or 'lr, gate_lr'}: counts must be whole numbers of at least 1 and "
                              "the learning rates positive")
@@ -66,13 +70,15 @@ class MemoryFitConfig:
         return cls(**data)
 
 
-Sequence = tuple[torch.Tensor, torch.Tensor]     # hidden [T, D] (fp32), tokens [T + 1]
+Sequence = tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # final hidden [T, D], the read states [T, D] (the
+                                                             # same tensor where the reader reads the final ones),
+                                                             # tokens [T + 1]; fp32
 
 
 @torch.no_grad()      # not inference mode: the key fit computes gradients through these tensors
 def hidden_states(model: RustleLM, tok: Tokenizer, crates: Crates, count: int, config: MemoryFitConfig,
                   bf16: bool = True) -> list[Sequence]:
-    """Up to `count` crates packed to `config.ctx` tokens with their final hidden states."""
+    """Up to `count` crates packed to `config.ctx` tokens with their final hidden states and `config.layer`'s."""
     packer, out = Packer(tok, PackConfig(fim_rate=0.0)), []
     for name, files in crates:
         ids, _ = packed_crate(packer, name, files, config.ctx)
@@ -80,8 +86,9 @@ def hidden_states(model: RustleLM, tok: Tokenizer, crates: Crates, count: int, c
             continue
         tokens = torch.tensor(ids)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            hidden = model.hidden(tokens[None, :-1])[0].float()
-        out.append((hidden, tokens))
+            hidden, states = model.hidden_and_read(tokens[None, :-1], layer=config.layer)
+        hidden = hidden[0].float()
+        out.append((hidden, hidden if config.layer is None else states[0].float(), tokens))
         if len(out) == count:
             break
     return out
@@ -90,8 +97,8 @@ def hidden_states(model: RustleLM, tok: Tokenizer, crates: Crates, count: int, c
 def _key_loss(key_hidden: torch.Tensor, key_token: torch.Tensor, log_scale: torch.Tensor, embeddings: torch.Tensor,
               sequence: Sequence, queries: torch.Tensor) -> torch.Tensor | None:
     """The vote's nats over every earlier key at `queries`, those with an earlier key of the same next token."""
-    hidden, tokens = sequence
-    keys = F.normalize(hidden @ key_hidden + embeddings[tokens[:-1]] @ key_token, dim=-1)
+    _, states, tokens = sequence
+    keys = F.normalize(states @ key_hidden + embeddings[tokens[:-1]] @ key_token, dim=-1)
     return vote_nats(keys, tokens[1:], queries, log_scale.exp())
 
 
@@ -121,16 +128,16 @@ def fit_keys(model: RustleLM, train: list[Sequence], config: MemoryFitConfig,
         if step % 50 == 0 or step == config.steps - 1:
             log({"stage": "keys", "step": step, "loss": smoothed, "scale": float(log_scale.detach().exp())})
     return MemoryReader(key_hidden.detach(), key_token.detach(), float(log_scale.detach().exp()),
-                        start.gate).with_embeddings(embeddings)
+                        start.gate, layer=config.layer).with_embeddings(embeddings)
 
 
 @torch.inference_mode()
 def _gate_rows(model: RustleLM, reader: MemoryReader, sequence: Sequence, positions: torch.Tensor):
     """(GATE_FEATURES [R, F], the network's p of the next token [R], the vote's [R]) at `positions`."""
-    hidden, tokens = sequence
+    hidden, states, tokens = sequence
     memory = new_memory(reader, hidden.device)
-    memory.append(hidden[None], tokens[None, :-1])
-    votes, top = vote(memory, hidden[positions], positions, model.config)
+    memory.append(states[None], tokens[None, :-1])
+    votes, top = vote(memory, states[positions], positions, model.config)
     probs = torch.softmax(hidden[positions] @ model.head_weight.float().T, -1)
     nexts = tokens[1:][positions, None]
     return gate_features(probs, votes, top), probs.gather(1, nexts)[:, 0], votes.gather(1, nexts)[:, 0]
@@ -159,20 +166,21 @@ def fit_gate(model: RustleLM, reader: MemoryReader, train: list[Sequence], confi
                  "mean_weight": float(weight.detach().mean())})
     folded = gate.detach() / std
     folded[0] = gate.detach()[0] - (gate.detach()[1:] * mean[1:] / std[1:]).sum()
-    return MemoryReader(reader.key_hidden, reader.key_token, reader.scale, folded, reader.token_keys)
+    return replace(reader, gate=folded)
 
 
 @torch.inference_mode()
 def memory_nats(model: RustleLM, reader: MemoryReader | None, sequences: list[Sequence], start: int) -> float:
     """Nats per token past `start` of `sequences`: the network alone (reader None) or with the memory."""
     total, count = 0.0, 0
-    for hidden, tokens in sequences:
+    for hidden, states, tokens in sequences:
         positions = torch.arange(min(start, len(hidden) - 1), len(hidden))
         logits = hidden[positions] @ model.head_weight.float().T
         if reader is not None:
+            states = hidden if reader.layer is None else states    # the constant reader reads the final states
             memory = new_memory(reader, hidden.device)
-            memory.append(hidden[None], tokens[None, :-1])
-            logits = torch.cat([remembered(logits[i:i + 1024], hidden[positions[i:i + 1024]],
+            memory.append(states[None], tokens[None, :-1])
+            logits = torch.cat([remembered(logits[i:i + 1024], states[positions[i:i + 1024]],
                                            positions[i:i + 1024], memory, model.config)
                                 for i in range(0, len(positions), 1024)])
         total += float(F.cross_entropy(logits, tokens[1:][positions], reduction="sum"))
@@ -185,6 +193,8 @@ def fit_memory(model: RustleLM, tok: Tokenizer, train_crates: Crates, validation
                bf16: bool = True) -> tuple[MemoryReader, dict]:
     """The fitted reader for `model` and its report (validation nats per token: alone, constant, fitted)."""
     model.eval()
+    if config.layer is not None and config.layer >= model.config.n_layers:
+        raise ValueError(f"layer = {config.layer}: the model's blocks are 0 to {model.config.n_layers - 1}")
     train = hidden_states(model, tok, sample_crates(train_crates, config.every), config.crates, config, bf16)
     if not train:
         raise ValueError(f"no training crate packs to {config.min_tokens} tokens or more: lower min_tokens")
@@ -193,7 +203,8 @@ def fit_memory(model: RustleLM, tok: Tokenizer, train_crates: Crates, validation
     log({"stage": "data", "train_crates": len(train), "validation_crates": len(validation)})
     reader = fit_gate(model, fit_keys(model, train, config, log), train, config, log)
     reader = reader.bf16_rounded(model.embed.weight)           # what memory.safetensors will hold
-    report = {"train_crates": len(train), "validation_crates": len(validation), "scale": reader.scale,
+    report = {"train_crates": len(train), "validation_crates": len(validation), "layer": reader.layer,
+              "scale": reader.scale,
               "gate": [round(float(g), 4) for g in reader.gate]}
     if validation:
         alone = memory_nats(model, None, validation, config.report_from)

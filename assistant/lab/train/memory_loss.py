@@ -1,5 +1,6 @@
 """Training the network for its memory: the next-token loss plus, at a recipe's `memory_loss` weight, the memory's
-vote nats on the network's own final hidden states (model/memory.py: `vote_nats`, TRIME's loss, Zhong et al. 2022).
+vote nats on the states its reader reads, the final ones or a middle block's (model/memory.py: `vote_nats`, TRIME's
+loss, Zhong et al. 2022).
 
 Why: the memory's reader is fitted to frozen weights (`rustle train-memory`), and where it misses a name its keys
 lie as near the wrong earlier positions as the right ones. This loss asks the network itself for states that the
@@ -40,12 +41,12 @@ class NextTokenAndMemoryLoss(NextTokenLoss):
         self.reader, self.weight, self.queries = reader, weight, queries
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.hidden(x)
+        hidden, states = self.model.hidden_and_read(x, layer=self.reader.layer)
         nats = self.model.loss_of_hidden(hidden, y, compiled=self.compiled)
         low = min(MIN_POSITION, x.shape[1] // 2)
         queries = torch.linspace(low, x.shape[1] - 1, min(self.queries, x.shape[1] - low), device=x.device).long()
         votes = [vote_nats(self.reader.keys_with_grad(h, t), n, queries, self.reader.scale)
-                 for h, t, n in zip(hidden, x, y)]
+                 for h, t, n in zip(states, x, y)]
         votes = [v for v in votes if v is not None]
         if not votes:
             self.logged = {"next_token_nats": float(nats.detach())}

@@ -105,7 +105,7 @@ class FewTokenForward:
             gdn_scale=c.gdn_head_dim ** -0.5, lql_dim=c.lql_dim, lql_heads=c.lql_heads, lql_blocks=c.lql_blocks,
             lql_shift=c.lql_width // c.lql_dim - 1, lql_recent=c.lql_recent, embed=self._address(embed),
             embed_row=embed.stride(0), embed_col=embed.stride(1), norm=self._address(model.norm.weight),
-            head=model.head.half.data_ptr())
+            head=model.head.half.data_ptr(), tap=-1)
         self.layers = (decode.LayerSpec * c.n_layers)()
         for spec, block in zip(self.layers, model.blocks):
             attn = block.attn
@@ -177,8 +177,12 @@ class FewTokenForward:
                 kept += self._point_at_latents(spec, layer, len(tokens))
         self.spec.threads = torch.get_num_threads()
         memory = cache.memory
+        tap = memory.reader.layer if memory is not None else None
+        self.spec.tap = -1 if tap is None else tap
         hidden = torch.empty(len(tokens), self.spec.D) if memory is not None else None
         logits = decode.forward_rows(self.spec, self.layers, tokens, cache.position, outputs, hidden)
+        if tap is not None:                       # block `tap`'s output, normed as `hidden_and_read` norms it
+            hidden = F.rms_norm(hidden, (self.spec.D,), eps=self.model.config.norm_eps)
         for layer in cache.layers:
             if isinstance(layer, RingCache):
                 layer.seen += len(tokens)

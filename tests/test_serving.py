@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from model.config import ModelConfig
+from model.memory import MemoryReader
 from model.model import RustleLM
 from model.serving import FewRowsBlock, ServedLM, half_weights
 
@@ -24,13 +25,15 @@ def config(**overrides) -> ModelConfig:
 
 def keys(shift: bool | str) -> ModelConfig:
     """Plain (False), shifted (True) or token ("token") lql keys; "memory": shifted, with the model's memory of its
-    context mixed in (model/memory.py), whose keys the one call's hidden states must fill as the modules' do."""
+    context mixed in (model/memory.py), whose keys the one call's hidden states must fill as the modules' do;
+    "layer": the same with a fitted reader of block 1's output (`pair` gives it one)."""
     return config(lql_shift=bool(shift), lql_token_key=shift == "token",
-                  memory_weight=0.3 if shift == "memory" else 0.0)
+                  memory_weight=0.3 if shift in ("memory", "layer") else 0.0)
 
 
-def pair(cfg: ModelConfig) -> tuple[RustleLM, RustleLM]:
-    """(the served model, a plain one with the same weights: values fp16 holds, so both read the same)."""
+def pair(cfg: ModelConfig, read_layer: int | None = None) -> tuple[RustleLM, RustleLM]:
+    """(the served model, a plain one with the same weights: values fp16 holds, so both read the same); with
+    `read_layer`, both with a fitted memory reader of that block's output."""
     torch.manual_seed(11)
     model = RustleLM(cfg).eval()
     for block in model.blocks:                     # norms away from 1, so that a misplaced one shows
@@ -40,6 +43,10 @@ def pair(cfg: ModelConfig) -> tuple[RustleLM, RustleLM]:
         for module in model.modules():             # values fp16 holds: the served copies equal them
             if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
                 module.weight.copy_(module.weight.half().float())
+    if read_layer is not None:
+        d = (cfg.d_model, cfg.memory_dim)
+        model.fitted_memory = MemoryReader(torch.randn(d), torch.randn(d), 12.0, torch.tensor([2.0, 1, 0, 0, 0, 0, 0]),
+                                           layer=read_layer).with_embeddings(model.embed.weight)
     reference = copy.deepcopy(model)
     return half_weights(model), reference
 
@@ -62,7 +69,8 @@ def chunks(model: RustleLM, cache, tokens: list[int], sizes: list[int]) -> torch
     return torch.cat(outs, 1)
 
 
-@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (2, True), (2, "token"), (2, "memory")])
+@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (2, True), (2, "token"), (2, "memory"),
+                                           (2, "layer")])
 def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, shift, monkeypatch):
     """Pieces of 1 to 32 tokens (a typed line, a draft) after a 40-token prompt, through both lql paths and swa
     windows that end inside a piece (window 8): the one call against the modules on the same weights. (Pieces
@@ -72,7 +80,7 @@ def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, shift, 
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    served, reference = pair(keys(shift))
+    served, reference = pair(keys(shift), 1 if shift == "layer" else None)
     tokens = torch.randint(0, 97, (1, 300), generator=torch.Generator().manual_seed(6))
     called, forward_rows = [], model.serving.decode.forward_rows
     monkeypatch.setattr(model.serving.decode, "forward_rows", lambda *a: called.append(len(a[2])) or forward_rows(*a))
@@ -83,7 +91,7 @@ def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, shift, 
                 cache = model.new_cache()
                 model(tokens[:, :40], cache)
                 outs.append(chunks(model, cache, tokens[0, 40:].tolist(), [3, 1, 9, 32, 2, 17, 5]))
-        tolerance = 1e-4 if shift == "memory" else 1e-5     # fp16 keys: a last bit of the hidden may round apart
+        tolerance = 1e-4 if shift in ("memory", "layer") else 1e-5   # fp16 keys: a hidden's last bit may round apart
         assert relative_error(*outs) < tolerance, relative_error(*outs)
         assert {1, 2, 3, 5, 9, 17, 32} <= set(called)
         with torch.inference_mode():                  # `last`: the logits of the last rows only
@@ -94,11 +102,12 @@ def test_a_few_rows_in_one_call_equal_the_modules_in_any_pieces(threads, shift, 
         torch.set_num_threads(previous)
 
 
-@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (1, True), (1, "token"), (1, "memory")])
+@pytest.mark.parametrize("threads,shift", [(1, False), (2, False), (1, True), (1, "token"), (1, "memory"),
+                                           (1, "layer")])
 def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads, shift):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    served, reference = pair(keys(shift))
+    served, reference = pair(keys(shift), 1 if shift == "layer" else None)
     assert type(served) is ServedLM and all(type(b) is FewRowsBlock for b in served.blocks)
     tokens = torch.randint(0, 97, (1, 200), generator=torch.Generator().manual_seed(1))
     try:
@@ -109,7 +118,7 @@ def test_the_one_call_step_equals_the_forward_through_both_lql_paths(threads, sh
                 outs.append(torch.cat([model(tokens[:, :40], cache), steps(model, cache, tokens[0, 40:].tolist())], 1))
         assert cache.position == 200 and cache.layers[1].seen == 200
         # the steps attend all of lql's keys up to 80 and selected blocks after
-        assert relative_error(*outs) < (1e-4 if shift == "memory" else 1e-5), relative_error(*outs)
+        assert relative_error(*outs) < (1e-4 if shift in ("memory", "layer") else 1e-5), relative_error(*outs)
     finally:
         torch.set_num_threads(previous)
 

@@ -28,7 +28,7 @@ class ModelSpec(ctypes.Structure):
                 ("heads", _i), ("kv_heads", _i), ("head_dim", _i), ("window", _i), ("freqs", _p),
                 ("gdn_heads", _i), ("gdn_dim", _i), ("conv_size", _i), ("gdn_scale", _f),
                 ("lql_dim", _i), ("lql_heads", _i), ("lql_blocks", _i), ("lql_shift", _i), ("lql_recent", _l),
-                ("embed", _p), ("embed_row", _l), ("embed_col", _l), ("norm", _p), ("head", _p)]
+                ("embed", _p), ("embed_row", _l), ("embed_col", _l), ("norm", _p), ("head", _p), ("tap", _i)]
 
 
 @lru_cache(maxsize=1)
@@ -66,7 +66,7 @@ def forward_rows(model: ModelSpec, layers: ctypes.Array, tokens: list[int], posi
                  outputs: int, hidden: torch.Tensor | None = None) -> torch.Tensor:
     """The logits [outputs, vocab] of the last `outputs` of `tokens` at positions `position` on; every layer's
     cache advanced in place; `hidden` (fp32 [len(tokens), D], contiguous), where given, gets every row's final
-    normed hidden state. Needs `available()`."""
+    normed hidden state, or block `model.tap`'s output, not normed, where that is 0 or more. Needs `available()`."""
     logits = torch.empty(outputs, model.vocab)
     ids = (_l * len(tokens))(*tokens)
     if _library().forward_rows(ctypes.byref(model), layers, ctypes.addressof(ids), len(tokens), position, outputs,

@@ -51,6 +51,7 @@ typedef struct {
     long embed_row, embed_col;
     const float *norm;                              /* [D] */
     const uint16_t *head;                           /* [vocab][D] */
+    int tap;                                        /* the block whose output `hidden` gets; -1: the final states */
 } Model;
 
 /* The other kernels' entry points (one library, kernels/clib.py). */
@@ -237,7 +238,8 @@ static int lql(const Model *m, Layer *L, const float *h, const float *en, int T,
 
 /* tokens [T] at positions pos..pos+T-1 through the whole model, every layer's cache advanced (the caller's
    bookkeeping aside): the logits [n_out][vocab] of the last n_out rows, and where `hidden` is not NULL every
-   row's final normed hidden state [T][D] (the model's memory keeps them). Returns 0, or -1 when memory ran out
+   row's final normed hidden state [T][D], or block `tap`'s output where tap >= 0, not normed (the model's memory
+   keeps them). Returns 0, or -1 when memory ran out
    (the caches may then be part-way: the caller restores a snapshot or starts a new cache). */
 int forward_rows(const Model *m, Layer *layers, const long *tokens, int T, long pos, int n_out, float *logits,
                  float *hidden) {
@@ -257,11 +259,13 @@ int forward_rows(const Model *m, Layer *layers, const long *tokens, int T, long 
         else failed = lql(m, L, h, en, T, a);
         failed = failed || residual_mlp(x, a, L->mlp_norm, m->eps, L->gate_up, L->down, T, D, m->hidden,
                                         m->threads, x);
+        if (hidden != NULL && i == m->tap) memcpy(hidden, x, sizeof(float) * T * D);
     }
     if (!failed) {
-        if (hidden != NULL) rms_norm_rows(x, m->norm, T, D, m->eps, hidden);
+        const int final = hidden != NULL && m->tap < 0;
+        if (final) rms_norm_rows(x, m->norm, T, D, m->eps, hidden);
         else rms_norm_rows(x + (long)(T - n_out) * D, m->norm, n_out, D, m->eps, h);
-        linear(hidden != NULL ? hidden + (long)(T - n_out) * D : h, m->head, n_out, D, m->vocab, logits, m->threads);
+        linear(final ? hidden + (long)(T - n_out) * D : h, m->head, n_out, D, m->vocab, logits, m->threads);
     }
     free(x);
     return failed ? -1 : 0;

@@ -5,7 +5,8 @@ Two steps on training crates packed as repositories (no FIM), their hidden state
    [D, d] map, at unit length) is pulled towards the keys of earlier positions that were followed by the same
    token and pushed from the rest, with a softmax over every earlier key at a learned scale: the loss is the
    vote's own nats (over all earlier keys, not the top k) on positions that have such a key (the contrastive loss
-   of kNN-LM training, TRIME, Zhong et al. 2022, with the network frozen). The hidden map starts at the constant reader's projection;
+   of kNN-LM training, TRIME, Zhong et al. 2022, with the network frozen). The hidden map starts at the constant
+   reader's projection;
 2. the gate: the vote's weight as sigmoid(gate . GATE_FEATURES), fitted by the mixture's nats on the same crates'
    positions with the fitted keys, the product's own `vote`.
 The report scores validation crates past `report_from` tokens: the network alone, the constant reader and the

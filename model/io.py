@@ -93,7 +93,8 @@ def load_memory(path: Path, config: ModelConfig) -> MemoryReader:
     if shapes != expected:
         raise ModelFolderError(f"{path}: holds {shapes}, the model's memory needs {expected} (memory_dim "
                                f"{config.memory_dim}); run `rustle train-memory` again")
-    if layer is not None and (layer.shape != (1,) or float(layer[0]) not in map(float, range(config.n_layers))):
+    if layer is not None and (layer.shape != (1,) or not float(layer[0]).is_integer()
+                              or not 0 <= float(layer[0]) < config.n_layers):
         raise ModelFolderError(f"{path}: reads layer {layer.tolist()}, the model has blocks 0 to "
                                f"{config.n_layers - 1}; run `rustle train-memory` again")
     tensors = {name: t.float() for name, t in tensors.items()}

@@ -13,6 +13,7 @@ BOUNDS = {"vocab_size": 1 << 21, "d_model": 1 << 15, "n_heads": 1024, "n_kv_head
           "mlp_hidden": 1 << 18, "window": 1 << 24, "gdn_heads": 1024, "gdn_head_dim": 1024, "conv_size": 64,
           "chunk_size": 4096, "lql_dim": 1 << 14, "lql_heads": 1024, "lql_recent": 1 << 24}
 MAX_LAYERS = 1024
+MAX_KEY_DIM = 4096    # numbers a memory key may have (the constant reader's memory_dim, a fitted reader's)
 
 
 def default_pattern() -> tuple[str, ...]:
@@ -72,7 +73,7 @@ class ModelConfig:
         if not (isinstance(self.memory_weight, (int, float)) and 0 <= self.memory_weight < 1
                 and isinstance(self.memory_k, int) and 1 <= self.memory_k <= 4096
                 and isinstance(self.memory_scale, (int, float)) and 0 < self.memory_scale <= 1e4
-                and isinstance(self.memory_dim, int) and 1 <= self.memory_dim <= 4096):
+                and isinstance(self.memory_dim, int) and 1 <= self.memory_dim <= MAX_KEY_DIM):
             raise ValueError(f"memory_weight {self.memory_weight!r} (from 0 to below 1), memory_k {self.memory_k!r} "
                              f"(1 to 4,096), memory_scale {self.memory_scale!r} (positive) and memory_dim "
                              f"{self.memory_dim!r} (1 to 4,096) are out of range")

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig
+from .config import MAX_KEY_DIM, ModelConfig
 from .memory import GATE_FEATURES, MemoryReader
 from .model import RustleLM, count_parameters
 
@@ -82,17 +82,20 @@ def save_memory(reader: MemoryReader, out: Path, metadata: dict[str, str] | None
 
 def load_memory(path: Path, config: ModelConfig) -> MemoryReader:
     """The reader in `path`, checked against the model's config (ModelFolderError if it does not fit)."""
-    expected = {"key_hidden": (config.d_model, config.memory_dim), "key_token": (config.d_model, config.memory_dim),
-                "scale": (1,), "gate": (len(GATE_FEATURES),)}
     try:
         tensors = load_file(str(path))
     except Exception as err:
         raise ModelFolderError(f"{path}: {err}") from err
     layer = tensors.pop("layer", None)               # readers fitted before layers were a choice: the final states
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    if shapes != expected:
-        raise ModelFolderError(f"{path}: holds {shapes}, the model's memory needs {expected} (memory_dim "
-                               f"{config.memory_dim}); run `rustle train-memory` again")
+    key_hidden = shapes.get("key_hidden", ())
+    dim = key_hidden[1] if len(key_hidden) == 2 else 0   # a fitted reader's keys may be wider than memory_dim
+    expected = {"key_hidden": (config.d_model, dim), "key_token": (config.d_model, dim), "scale": (1,),
+                "gate": (len(GATE_FEATURES),)}
+    if shapes != expected or not 1 <= dim <= MAX_KEY_DIM:
+        raise ModelFolderError(f"{path}: holds {shapes}, the model's memory needs key maps [{config.d_model}, d] "
+                               f"(d from 1 to {MAX_KEY_DIM}), a scale [1] and a gate [{len(GATE_FEATURES)}]; "
+                               "run `rustle train-memory` again")
     if layer is not None and (layer.shape != (1,) or not float(layer[0]).is_integer()
                               or not 0 <= float(layer[0]) < config.n_layers):
         raise ModelFolderError(f"{path}: reads layer {layer.tolist()}, the model has blocks 0 to "

@@ -50,9 +50,10 @@ def test_the_fit_lowers_the_nats_it_is_fitted_on(layer):
     assert not torch.equal(fitted.gate, constant.gate)
 
 
-def test_a_fitted_reader_travels_with_the_model_folder(tmp_path):
+@pytest.mark.parametrize("dim", [8, 12])         # the model's memory_dim, and keys of the reader's own width
+def test_a_fitted_reader_travels_with_the_model_folder(tmp_path, dim):
     model = tiny_model()
-    fitted = MemoryReader(torch.randn(32, 8), torch.randn(32, 8), 10.0, torch.randn(7))
+    fitted = MemoryReader(torch.randn(32, dim), torch.randn(32, dim), 10.0, torch.randn(7))
     model.fitted_memory = fitted.bf16_rounded(model.embed.weight)       # as its file holds it
     save_model(model, tmp_path, DEFAULT_TOKENIZER)
     save_memory(fitted, tmp_path / MEMORY)
@@ -69,9 +70,10 @@ def test_a_fitted_reader_travels_with_the_model_folder(tmp_path):
 def test_a_reader_that_does_not_fit_the_model_is_refused(tmp_path):
     model = tiny_model()
     save_model(model, tmp_path, DEFAULT_TOKENIZER)
-    save_memory(MemoryReader(torch.randn(32, 4), torch.randn(32, 4), 10.0, torch.zeros(7)), tmp_path / MEMORY)
-    with pytest.raises(ModelFolderError, match="train-memory"):
-        load_model(tmp_path)
+    for key_hidden, key_token in ((torch.randn(16, 8), torch.randn(16, 8)), (torch.randn(32, 8), torch.randn(32, 4))):
+        save_memory(MemoryReader(key_hidden, key_token, 10.0, torch.zeros(7)), tmp_path / MEMORY)
+        with pytest.raises(ModelFolderError, match="train-memory"):     # another width of model, or of key
+            load_model(tmp_path)
     save_memory(MemoryReader(torch.randn(32, 8), torch.randn(32, 8), 10.0, torch.zeros(7), layer=2), tmp_path / MEMORY)
     with pytest.raises(ModelFolderError, match="layer"):               # the tiny model's blocks are 0 and 1
         load_model(tmp_path)
@@ -81,17 +83,19 @@ def test_a_reader_that_does_not_fit_the_model_is_refused(tmp_path):
 
 
 def test_train_memory_writes_the_reader_and_its_log(corpus, tmp_path):
-    folder, recipe, fit = tmp_path / "model", tmp_path / "fit.toml", replace(FIT, layer=0)
+    folder, recipe, fit = tmp_path / "model", tmp_path / "fit.toml", replace(FIT, layer=0, dim=12)
     save_model(tiny_model(), folder, DEFAULT_TOKENIZER)
     recipe.write_text("".join(f"{k} = {v!r}\n" for k, v in vars(fit).items()).replace("'", '"'))
     assert main(["train-memory", "--config", str(recipe), "--model", str(folder), "--corpus", str(corpus)]) == 0
-    assert load_model(folder).fitted_memory.layer == 0                 # the block it reads travels with it
+    reader = load_model(folder).fitted_memory
+    assert reader.layer == 0 and reader.key_hidden.shape == (32, 12)   # the block it reads and its width travel
     rows = [json.loads(line) for line in (folder / MEMORY_LOG).read_text().splitlines()]
     assert rows[0]["config"] == vars(fit) and rows[-1]["stage"] == "report" and rows[-1]["fitted_nats"] > 0
     off = tmp_path / "off"
     save_model(RustleLM(replace(TINY, memory_weight=0.0)), off, DEFAULT_TOKENIZER)
     assert main(["train-memory", "--config", str(recipe), "--model", str(off), "--corpus", str(corpus)]) == 2
-    for bad in ("steps = 10\nwarmup = 3\n", "crates = 0\n", "lr = -1.0\n", "layer = -1\n", "layer = 2\n"):
+    for bad in ("steps = 10\nwarmup = 3\n", "crates = 0\n", "lr = -1.0\n", "layer = -1\n", "layer = 2\n",
+                "dim = 0\n", "dim = 8.5\n"):
         recipe.write_text(bad)
         assert main(["train-memory", "--config", str(recipe), "--model", str(folder), "--corpus", str(corpus)]) == 2
 

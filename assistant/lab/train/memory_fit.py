@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
+from model.config import MAX_KEY_DIM
 from model.memory import MemoryReader, gate_features, new_memory, remembered, vote, vote_nats
 from model.model import RustleLM
 
@@ -51,13 +52,16 @@ class MemoryFitConfig:
     report_from: int = 4096      # validation positions scored from here on
     seed: int = 0
     layer: int | None = None     # the block whose output makes the keys (none: the final states)
+    dim: int | None = None       # numbers a key (none: the model's memory_dim, the constant reader's)
 
     def __post_init__(self) -> None:
         counts = {f.name: getattr(self, f.name) for f in fields(self)
-                  if f.name not in ("lr", "gate_lr", "seed", "layer")}
+                  if f.name not in ("lr", "gate_lr", "seed", "layer", "dim")}
         wrong = [name for name, value in counts.items() if not isinstance(value, int) or value < 1]
         if self.layer is not None and not (isinstance(self.layer, int) and self.layer >= 0):
             raise ValueError(f"layer = {self.layer!r}: expected a block's index (0 is the first) or no key")
+        if self.dim is not None and not (isinstance(self.dim, int) and 1 <= self.dim <= MAX_KEY_DIM):
+            raise ValueError(f"dim = {self.dim!r}: expected a whole number from 1 to {MAX_KEY_DIM} or no key")
         if wrong or not all(isinstance(x, (int, float)) and x > 0 for x in (self.lr, self.gate_lr)):
             raise ValueError(f"{', '.join(wrong) or 'lr, gate_lr'}: counts must be whole numbers of at least 1 and "
                              "the learning rates positive")
@@ -106,7 +110,7 @@ def _key_loss(key_hidden: torch.Tensor, key_token: torch.Tensor, log_scale: torc
 def fit_keys(model: RustleLM, train: list[Sequence], config: MemoryFitConfig,
              log: Callable[[dict], None]) -> MemoryReader:
     """The key maps and scale (step 1), with the constant reader's gate."""
-    start = MemoryReader.constant(model.config)
+    start = MemoryReader.constant(replace(model.config, memory_dim=config.dim or model.config.memory_dim))
     embeddings = model.embed.weight.detach().float()
     key_hidden = torch.nn.Parameter(start.key_hidden.clone())
     key_token = torch.nn.Parameter(torch.zeros_like(start.key_hidden))

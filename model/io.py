@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import MAX_KEY_DIM, ModelConfig
-from .memory import GATE_FEATURES, MemoryReader
+from .memory import GATE_FEATURES, MAX_PREVIOUS, MemoryReader
 from .model import RustleLM, count_parameters
 
 WEIGHTS = "model.safetensors"
@@ -76,6 +76,8 @@ def save_memory(reader: MemoryReader, out: Path, metadata: dict[str, str] | None
                "scale": torch.tensor([reader.scale]), "gate": reader.gate}
     if reader.layer is not None:                       # a small whole number: exact in bf16
         tensors["layer"] = torch.tensor([float(reader.layer)])
+    if reader.previous > 0:
+        tensors["previous"] = torch.tensor([reader.previous])
     save_file({name: t.detach().to(torch.bfloat16).contiguous().cpu() for name, t in tensors.items()}, str(out),
               metadata={"format": "pt", "gate_features": ",".join(GATE_FEATURES), **(metadata or {})})
 
@@ -87,6 +89,7 @@ def load_memory(path: Path, config: ModelConfig) -> MemoryReader:
     except Exception as err:
         raise ModelFolderError(f"{path}: {err}") from err
     layer = tensors.pop("layer", None)               # readers fitted before layers were a choice: the final states
+    previous = tensors.pop("previous", torch.zeros(1))   # and before the key before a candidate counted: 0
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
     key_hidden = shapes.get("key_hidden", ())
     dim = key_hidden[1] if len(key_hidden) == 2 else 0   # a fitted reader's keys may be wider than memory_dim
@@ -100,9 +103,12 @@ def load_memory(path: Path, config: ModelConfig) -> MemoryReader:
                               or not 0 <= float(layer[0]) < config.n_layers):
         raise ModelFolderError(f"{path}: reads layer {layer.tolist()}, the model has blocks 0 to "
                                f"{config.n_layers - 1}; run `rustle train-memory` again")
+    if previous.shape != (1,) or not 0 <= float(previous[0]) <= MAX_PREVIOUS:
+        raise ModelFolderError(f"{path}: weighs the key before a candidate by {previous.tolist()}, expected a number "
+                               f"from 0 to {MAX_PREVIOUS}; run `rustle train-memory` again")
     tensors = {name: t.float() for name, t in tensors.items()}
     return MemoryReader(tensors["key_hidden"], tensors["key_token"], float(tensors["scale"][0]), tensors["gate"],
-                        layer=None if layer is None else int(layer[0]))
+                        layer=None if layer is None else int(layer[0]), previous=float(previous[0]))
 
 
 def _available_memory() -> int | None:

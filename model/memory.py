@@ -8,7 +8,9 @@ random projection, the scale `memory_scale`, the weight `memory_weight`. A fitte
 model folder, written by `rustle train-memory`): keys are the state of a chosen layer (the output of a middle block,
 RMS-normalised, or the final state) and the current token's embedding, through maps learned so that a position's key
 lies near earlier keys followed by the same token, and the weight is a gate over how sure the vote and the network
-are (`GATE_FEATURES`).
+are (`GATE_FEATURES`). A fitted reader may also weigh, for each of the nearest keys, how like the query's own
+predecessor its predecessor is (`previous`): where a span is being copied both match, where a key only resembles the
+query by chance the one before it does not (an induction head's check, on the memory's own keys).
 
 Why: the network copies poorly from far back (identifier recall 0.35 at 16x the window on stage 15), while its
 hidden state where a name is used resembles the one where it was defined: the vote fetches what followed there, at
@@ -32,6 +34,8 @@ from .config import ModelConfig
 from .loss import IGNORE
 
 QUERY_CHUNK = 256   # query rows scored at a time: [rows, keys] similarities stay small at 128K keys
+CANDIDATES = 4      # a reader with `previous` rescores the CANDIDATES x memory_k nearest keys
+MAX_PREVIOUS = 100.0
 GATE_FEATURES = ("bias", "vote_max", "top_similarity", "mean_similarity", "model_max", "model_entropy", "agreement")
 
 
@@ -45,14 +49,17 @@ def projection(d_model: int, dim: int) -> torch.Tensor:
 
 @dataclass
 class MemoryReader:
-    """A key = unit(hidden @ key_hidden + token_keys[token]); a vote = softmax(scale x cosine) over the top keys;
-    its weight = sigmoid(gate . GATE_FEATURES)."""
+    """A key = unit(hidden @ key_hidden + token_keys[token]); a vote = softmax(scale x score) over the top keys,
+    a key's score its cosine with the query, or with `previous` > 0 (cosine + previous x the cosine of the keys
+    before them) / (1 + previous) among the CANDIDATES x memory_k nearest; its weight =
+    sigmoid(gate . GATE_FEATURES)."""
     key_hidden: torch.Tensor            # [D, d]
     key_token: torch.Tensor | None      # [D, d]: the map of the current token's embedding, None: hidden only
     scale: float
     gate: torch.Tensor                  # [len(GATE_FEATURES)], the bias first
     token_keys: torch.Tensor | None = None   # [V, d] = embeddings @ key_token, set by `with_embeddings`
     layer: int | None = None            # the block whose output it reads (`RustleLM.hidden_and_read`); None: the final
+    previous: float = 0.0               # weight of the key before a candidate against the key before the query
     reads_features: bool = field(init=False, repr=False)   # False: the weight is the bias alone (the constant one)
 
     def __post_init__(self) -> None:     # once, not at each decode step
@@ -74,9 +81,9 @@ class MemoryReader:
         """This reader as its bf16 file holds it (model/io.py: save_memory)."""
         def rounded(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(torch.bfloat16).float()
-        scale = float(torch.tensor(self.scale).to(torch.bfloat16))
+        scale, previous = (float(torch.tensor(x).to(torch.bfloat16)) for x in (self.scale, self.previous))
         return replace(self, key_hidden=rounded(self.key_hidden), key_token=rounded(self.key_token), scale=scale,
-                       gate=rounded(self.gate), token_keys=None).with_embeddings(embeddings)
+                       gate=rounded(self.gate), previous=previous, token_keys=None).with_embeddings(embeddings)
 
     def keys(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The states it reads [..., D] (`layer`'s) and their tokens [...] as keys [..., d], unit length, fp32."""
@@ -152,19 +159,47 @@ def vote(memory: MemoryCache, states: torch.Tensor, positions: torch.Tensor,
     k = min(config.memory_k, tokens.shape[0])
     out = torch.zeros(len(positions), config.vocab_size, device=states.device)
     tops = torch.full((len(positions), k), float("-inf"), device=states.device)
+    reader = memory.reader
+    candidates = min(CANDIDATES * k, tokens.shape[0]) if reader.previous > 0 else k
     for lo in range(0, len(positions), QUERY_CHUNK):
         rows = slice(lo, lo + QUERY_CHUNK)
         with torch.autocast(states.device.type, enabled=False):    # bf16 would not rank cosines of ~0.95 apart
             sims = torch.cat([_similarities(queries[rows], key) for key in keys], dim=1)
-        seen = positions[rows, None]                       # keys 0 .. position - 1 vote for tokens 1 .. position
-        first = min(int(seen.min()), sims.shape[1])        # only the columns from the first row's own on
-        tail = torch.arange(first, sims.shape[1], device=sims.device)[None] >= seen
-        sims[:, first:].masked_fill_(tail, float("-inf"))
-        top, at = sims.topk(k, dim=-1)
-        weights = torch.softmax(top * memory.reader.scale, dim=-1).nan_to_num(0.0)   # no key before: all -inf
+            seen = positions[rows, None]                   # keys 0 .. position - 1 vote for tokens 1 .. position
+            first = min(int(seen.min()), sims.shape[1])    # only the columns from the first row's own on
+            tail = torch.arange(first, sims.shape[1], device=sims.device)[None] >= seen
+            sims[:, first:].masked_fill_(tail, float("-inf"))
+            top, at = sims.topk(candidates, dim=-1)
+            if reader.previous > 0:
+                top, at = _rescored(keys, top, at, positions[rows], reader.previous, k)
+        weights = torch.softmax(top * reader.scale, dim=-1).nan_to_num(0.0)   # no key before: all -inf
         out[rows].scatter_add_(1, tokens[(at + 1).clamp_max(len(tokens) - 1)], weights)
         tops[rows] = top
     return out, tops
+
+
+def _rows(segments: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+    """The keys at absolute positions `index` [...] of the memory's segments (oldest first), in fp32 [..., d]."""
+    out = torch.zeros(*index.shape, segments[0].shape[-1], device=index.device)
+    start = 0
+    for segment in segments:
+        inside = (index >= start) & (index < start + len(segment))
+        out[inside] = segment[index[inside] - start].float()
+        start += len(segment)
+    return out
+
+
+def _rescored(segments: list[torch.Tensor], top: torch.Tensor, at: torch.Tensor, positions: torch.Tensor,
+              previous: float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of the candidates (cosines `top` of keys `at`, [R, c]) by (cosine + previous x the cosine of the
+    key before each with the key before the query) / (1 + previous): an earlier position whose own predecessor also
+    looks like the query's is where a copied span goes on (an induction head's check). No key before: 0."""
+    before = _rows(segments, (at - 1).clamp_min(0))                          # [R, c, d]
+    query_before = _rows(segments, (positions - 1).clamp_min(0))            # [R, d]
+    agree = (before @ query_before[:, :, None])[..., 0]
+    agree = agree.where((at > 0) & (positions[:, None] > 0), torch.zeros_like(agree))
+    best, j = ((top + previous * agree) / (1 + previous)).topk(k, dim=-1)
+    return best, at.gather(1, j)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import torch
 from assistant.lab.eval.repo_gain import token_losses
 from model.cache import export_snapshots, import_snapshots
 from model.config import ModelConfig
-from model.memory import GATE_FEATURES, MemoryReader
+from model.memory import GATE_FEATURES, MemoryReader, new_memory, vote
 from model.model import RustleLM
 
 CONFIG = ModelConfig(vocab_size=64, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64, window=8,
@@ -18,12 +18,12 @@ CONFIG = ModelConfig(vocab_size=64, d_model=32, n_heads=2, n_kv_heads=1, head_di
                      lql_dim=16, memory_weight=0.5)
 
 
-READERS = ["constant", "fitted", "layer"]
+READERS = ["constant", "fitted", "layer", "previous"]
 
 
 def models(reader: str = "constant") -> tuple[RustleLM, RustleLM]:
     """(a model with the memory, the same weights without it); its reader: the constant one, a fitted one (token
-    keys and a gate) or a fitted one that reads block 1's output."""
+    keys and a gate), a fitted one that reads block 1's output, or that one also weighing the key before each."""
     torch.manual_seed(3)
     remembering = RustleLM(CONFIG).eval()
     plain = RustleLM(replace(CONFIG, memory_weight=0.0)).eval()
@@ -32,7 +32,8 @@ def models(reader: str = "constant") -> tuple[RustleLM, RustleLM]:
         d = (CONFIG.d_model, CONFIG.memory_dim)
         gate = torch.randn(len(GATE_FEATURES)) * 0.5
         remembering.fitted_memory = MemoryReader(torch.randn(d), torch.randn(d) * 0.3, 12.0, gate,
-                                                 layer=1 if reader == "layer" else None
+                                                 layer=None if reader == "fitted" else 1,
+                                                 previous=1.0 if reader == "previous" else 0.0
                                                  ).with_embeddings(remembering.embed.weight)
     return remembering, plain
 
@@ -78,7 +79,8 @@ def test_pieces_snapshots_and_a_saved_state_give_what_one_pass_gives(reader):
     cache = remembering.new_cache()
     head = remembering(x[:, :30], cache)
     mark = cache.snapshot()
-    remembering(tokens(15, seed=5), cache)                       # another branch from the same point
+    remembering(tokens(15, seed=5), cache)                       # another branch from the same point, held by a
+    cache.snapshot()                                             # snapshot: the tail branches off into new segments
     cache.restore(mark)
     tail = torch.cat([remembering(x[:, i:i + 7], cache) for i in range(30, 70, 7)], 1)
     # fp16 keys: pieces' hidden states differ from one pass's in the last bits, which a key may round apart; a
@@ -98,6 +100,22 @@ def test_the_evaluations_one_pass_scores_as_the_cache_does(reader):
         cached = remembering(torch.tensor([ids[:-1]]), remembering.new_cache())[0]
     expected = torch.nn.functional.cross_entropy(cached, torch.tensor(ids[1:]), reduction="none")
     assert torch.allclose(token_losses(remembering, ids, bf16=False), expected, atol=1e-4)
+
+
+@torch.inference_mode()
+def test_a_candidate_whose_key_before_matches_the_querys_outvotes_a_nearer_one():
+    """Position 4's key is the query's own, but only position 1 follows what the query follows (the key before it):
+    the plain vote goes to what followed 4, the one that weighs the key before to what followed 1."""
+    e = torch.eye(8)
+    near = torch.nn.functional.normalize(e[2] + 0.33 * e[3], dim=0)            # cosine 0.95 with the query
+    hidden = torch.stack([e[0], near, e[4], e[1], e[2], e[5], e[0], e[2]])      # ... then e[0], the query e[2]
+    ids = torch.arange(10, 18)
+    config = replace(CONFIG, memory_k=1)
+    for previous, expected in ((0.0, 15), (1.0, 12)):
+        memory = new_memory(MemoryReader(torch.eye(8), None, 50.0, torch.zeros(7), previous=previous), "cpu")
+        memory.append(hidden[None], ids[None])
+        votes, _ = vote(memory, hidden[7:], torch.tensor([7]), config)
+        assert int(votes[0].argmax()) == expected and float(votes[0].max()) > 0.99
 
 
 @torch.inference_mode()

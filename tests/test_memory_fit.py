@@ -53,7 +53,7 @@ def test_the_fit_lowers_the_nats_it_is_fitted_on(layer):
 @pytest.mark.parametrize("dim", [8, 12])         # the model's memory_dim, and keys of the reader's own width
 def test_a_fitted_reader_travels_with_the_model_folder(tmp_path, dim):
     model = tiny_model()
-    fitted = MemoryReader(torch.randn(32, dim), torch.randn(32, dim), 10.0, torch.randn(7))
+    fitted = MemoryReader(torch.randn(32, dim), torch.randn(32, dim), 10.0, torch.randn(7), previous=dim / 24)
     model.fitted_memory = fitted.bf16_rounded(model.embed.weight)       # as its file holds it
     save_model(model, tmp_path, DEFAULT_TOKENIZER)
     save_memory(fitted, tmp_path / MEMORY)
@@ -77,25 +77,30 @@ def test_a_reader_that_does_not_fit_the_model_is_refused(tmp_path):
     save_memory(MemoryReader(torch.randn(32, 8), torch.randn(32, 8), 10.0, torch.zeros(7), layer=2), tmp_path / MEMORY)
     with pytest.raises(ModelFolderError, match="layer"):               # the tiny model's blocks are 0 and 1
         load_model(tmp_path)
+    save_memory(MemoryReader(torch.randn(32, 8), torch.randn(32, 8), 10.0, torch.zeros(7), previous=float("inf")),
+                tmp_path / MEMORY)
+    with pytest.raises(ModelFolderError, match="key before"):
+        load_model(tmp_path)
     (tmp_path / MEMORY).write_bytes(b"not a safetensors file")
     with pytest.raises(ModelFolderError, match=MEMORY):
         load_model(tmp_path)
 
 
 def test_train_memory_writes_the_reader_and_its_log(corpus, tmp_path):
-    folder, recipe, fit = tmp_path / "model", tmp_path / "fit.toml", replace(FIT, layer=0, dim=12)
+    folder, recipe, fit = tmp_path / "model", tmp_path / "fit.toml", replace(FIT, layer=0, dim=12, previous=0.5)
     save_model(tiny_model(), folder, DEFAULT_TOKENIZER)
     recipe.write_text("".join(f"{k} = {v!r}\n" for k, v in vars(fit).items()).replace("'", '"'))
     assert main(["train-memory", "--config", str(recipe), "--model", str(folder), "--corpus", str(corpus)]) == 0
     reader = load_model(folder).fitted_memory
-    assert reader.layer == 0 and reader.key_hidden.shape == (32, 12)   # the block it reads and its width travel
+    assert reader.layer == 0 and reader.key_hidden.shape == (32, 12)   # the block it reads and its width travel,
+    assert reader.previous == 0.5                                      # and how much the key before counts
     rows = [json.loads(line) for line in (folder / MEMORY_LOG).read_text().splitlines()]
     assert rows[0]["config"] == vars(fit) and rows[-1]["stage"] == "report" and rows[-1]["fitted_nats"] > 0
     off = tmp_path / "off"
     save_model(RustleLM(replace(TINY, memory_weight=0.0)), off, DEFAULT_TOKENIZER)
     assert main(["train-memory", "--config", str(recipe), "--model", str(off), "--corpus", str(corpus)]) == 2
     for bad in ("steps = 10\nwarmup = 3\n", "crates = 0\n", "lr = -1.0\n", "layer = -1\n", "layer = 2\n",
-                "dim = 0\n", "dim = 8.5\n"):
+                "dim = 0\n", "dim = 8.5\n", "previous = -1.0\n", "previous = nan\n"):
         recipe.write_text(bad)
         assert main(["train-memory", "--config", str(recipe), "--model", str(folder), "--corpus", str(corpus)]) == 2
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from model.config import MAX_KEY_DIM
-from model.memory import MemoryReader, gate_features, new_memory, remembered, vote, vote_nats
+from model.memory import MAX_PREVIOUS, MemoryReader, gate_features, new_memory, remembered, vote, vote_nats
 from model.model import RustleLM
 
 from ..eval.repo_gain import packed_crate, sample_crates
@@ -53,15 +53,18 @@ class MemoryFitConfig:
     seed: int = 0
     layer: int | None = None     # the block whose output makes the keys (none: the final states)
     dim: int | None = None       # numbers a key (none: the model's memory_dim, the constant reader's)
+    previous: float = 0.0        # weight of the key before a candidate in its score (model/memory.py), 0: none
 
     def __post_init__(self) -> None:
         counts = {f.name: getattr(self, f.name) for f in fields(self)
-                  if f.name not in ("lr", "gate_lr", "seed", "layer", "dim")}
+                  if f.name not in ("lr", "gate_lr", "seed", "layer", "dim", "previous")}
         wrong = [name for name, value in counts.items() if not isinstance(value, int) or value < 1]
         if self.layer is not None and not (isinstance(self.layer, int) and self.layer >= 0):
             raise ValueError(f"layer = {self.layer!r}: expected a block's index (0 is the first) or no key")
         if self.dim is not None and not (isinstance(self.dim, int) and 1 <= self.dim <= MAX_KEY_DIM):
             raise ValueError(f"dim = {self.dim!r}: expected a whole number from 1 to {MAX_KEY_DIM} or no key")
+        if not (isinstance(self.previous, (int, float)) and 0 <= self.previous <= MAX_PREVIOUS):
+            raise ValueError(f"previous = {self.previous!r}: expected a number from 0 to {MAX_PREVIOUS}")
         if wrong or not all(isinstance(x, (int, float)) and x > 0 for x in (self.lr, self.gate_lr)):
             raise ValueError(f"{', '.join(wrong) or 'lr, gate_lr'}: counts must be whole numbers of at least 1 and "
                              "the learning rates positive")
@@ -133,7 +136,7 @@ def fit_keys(model: RustleLM, train: list[Sequence], config: MemoryFitConfig,
         if step % 50 == 0 or step == config.steps - 1:
             log({"stage": "keys", "step": step, "loss": smoothed, "scale": float(log_scale.detach().exp())})
     return MemoryReader(key_hidden.detach(), key_token.detach(), float(log_scale.detach().exp()),
-                        start.gate, layer=config.layer).with_embeddings(embeddings)
+                        start.gate, layer=config.layer, previous=config.previous).with_embeddings(embeddings)
 
 
 @torch.inference_mode()
@@ -209,6 +212,7 @@ def fit_memory(model: RustleLM, tok: Tokenizer, train_crates: Crates, validation
     reader = fit_gate(model, fit_keys(model, train, config, log), train, config, log)
     reader = reader.bf16_rounded(model.embed.weight)           # what memory.safetensors will hold
     report = {"train_crates": len(train), "validation_crates": len(validation), "layer": reader.layer,
+              "previous": reader.previous,
               "scale": reader.scale,
               "gate": [round(float(g), 4) for g in reader.gate]}
     if validation:

@@ -35,7 +35,7 @@ from .loss import IGNORE
 
 QUERY_CHUNK = 256   # query rows scored at a time: [rows, keys] similarities stay small at 128K keys
 CANDIDATES = 4      # a reader with `previous` rescores the CANDIDATES x memory_k nearest keys
-MAX_PREVIOUS = 100.0
+MAX_PREVIOUS = 100.0  # beyond it a weight of the key before is a mistake (or hostile), not a fitted reader
 GATE_FEATURES = ("bias", "vote_max", "top_similarity", "mean_similarity", "model_max", "model_entropy", "agreement")
 
 

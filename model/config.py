@@ -76,7 +76,7 @@ class ModelConfig:
                 and isinstance(self.memory_dim, int) and 1 <= self.memory_dim <= MAX_KEY_DIM):
             raise ValueError(f"memory_weight {self.memory_weight!r} (from 0 to below 1), memory_k {self.memory_k!r} "
                              f"(1 to 4,096), memory_scale {self.memory_scale!r} (positive) and memory_dim "
-                             f"{self.memory_dim!r} (1 to 4,096) are out of range")
+                             f"{self.memory_dim!r} (1 to {MAX_KEY_DIM:,}) are out of range")
         if not isinstance(self.layer_pattern, (list, tuple)) or not 1 <= len(self.layer_pattern) <= MAX_LAYERS:
             raise ValueError(f"layer_pattern: expected a list of 1 to {MAX_LAYERS:,} layer kinds")
         if not all(isinstance(x, (int, float)) and x > 0 for x in (self.rope_theta, self.norm_eps)):

@@ -60,11 +60,20 @@ def test_healing_allows_exactly_the_tokens_that_agree_with_the_removed_bytes(voc
     healer = Healer(vocab.token_bytes)
     prompt, healed = back_up(vocab.encode("    let x = fo"), vocab.token_bytes)
     assert healed and vocab.decode_bytes(prompt) + healed == b"    let x = fo"
-    for pending in (healed, b" fo", b"\n    "):
+    for pending in (healed, b" fo"):
         allowed = healer.allowed(pending)
         everything = [i for i, b in enumerate(vocab.token_bytes)
                       if b and (b.startswith(pending) or pending.startswith(b))]
         assert allowed and sorted(allowed) == sorted(everything)
+
+
+def test_healing_after_an_indentation_writes_it_whole_and_then_no_more_whitespace(vocab):
+    healer = Healer(vocab.token_bytes)
+    prompt, healed = back_up(vocab.encode("fn f() {\n    "), vocab.token_bytes)
+    assert healed == b"\n    "
+    allowed = {vocab.token_bytes[i] for i in healer.allowed(healed)}
+    assert healed in allowed and b"\n" not in allowed and b"\n        " not in allowed   # no other indent
+    assert all(b.startswith(healed) and not b[len(healed):len(healed) + 1].isspace() for b in allowed)
 
 
 def test_copy_model_drafts_what_followed_and_forgets_on_truncate():

@@ -74,6 +74,9 @@ def test_healing_after_an_indentation_writes_it_whole_and_then_no_more_whitespac
     allowed = {vocab.token_bytes[i] for i in healer.allowed(healed)}
     assert healed in allowed and b"\n" not in allowed and b"\n        " not in allowed   # no other indent
     assert all(b.startswith(healed) and not b[len(healed):len(healed) + 1].isspace() for b in allowed)
+    prompt, healed = back_up(vocab.encode("    Foo      "), vocab.token_bytes)    # alignment inside a line…
+    assert healed == b"      " and vocab.token_bytes[vocab.encode("    Foo      = 1")[-3]] == b"     "
+    assert vocab.encode("     ")[0] in healer.allowed(healed)                     # …goes on as `     ` + ` =`
 
 
 def test_copy_model_drafts_what_followed_and_forgets_on_truncate():

@@ -87,6 +87,52 @@ SDISTS = (
           "2b6cf58501e9ff1b6a71c3fd66c8a105311e1f23237626fd4c9c00606bb3d30f"),
     Sdist("cramjam", "2.14.0", "MIT",
           "050095380dc01a7f3dc2b8bcd9de2cbf4a208a8aab32301c760ea3c280d641bd"),
+    Sdist("tiktoken", "0.14.0", "MIT",
+          "231dec90efcdccf1b565a1416107736f1e09b1a08fe736ef9d6363e626d03874"),
+    Sdist("pendulum", "3.3.0", "MIT",
+          "9aceb5b24e9f55381df08187397e88546b5ba82f698b741cbf1a05c5e2369116"),
+    Sdist("rustworkx", "0.18.1", "Apache-2.0",
+          "30affe6ee52a6257a01152418f9c1686ca114e7ab4a3bf87bb87fe35b7350f3e"),
+    Sdist("pycrdt", "0.14.13", "MIT",
+          "cbed47427bf9d6f9dd77763749354a7d991f55581d6b917f2823c03095d55988"),
+    Sdist("nh3", "0.3.8", "MIT",
+          "5c5a315abc2e9d5d78ce1ba6b592a1ef8cbc7e535dfb1e641966768e87870fe3"),
+    Sdist("libcst", "1.9.0", "MIT",
+          "087b58a9afe076bb08e2d726478e1f16cb928d67ffa9092817e033c335de522a"),
+    Sdist("tantivy", "0.27.0", "MIT",
+          "871d0dc8d3b246d6b8cbf99a2f0ec929eb4e3341ecb3a63e3c7c11c6715cd03d"),
+    Sdist("uuid-utils", "1.2.0", "BSD-3-Clause",
+          "8a8bd1120a8bc5a6656a1c580d66a050af430b05d017da526ec0b0a06715bf70"),
+    Sdist("whenever", "0.11.0", "MIT",
+          "e458c72a08fb03cab5adedfd2b34aa35c389091f07f73892a1fb281742535a5c"),
+    Sdist("fastexcel", "0.21.0", "MIT",
+          "07313c1267ab47ba639abf1122efd5985a1fb08efc996194f422ab17f06149c5"),
+    Sdist("python-calamine", "0.9.1", "MIT",
+          "458094c3dd41bd330c0a43d20e23489964ba28b3301687f1c5acc03c81d06a9f"),
+    Sdist("arro3-core", "0.9.1", "MIT OR Apache-2.0",
+          "bb12dca132b26142fb80a4270d5cc707df4f60c2a927a45c8f0e204e9354ae78"),
+    Sdist("obstore", "0.12.1", "MIT",
+          "80549c9ea5478fd5d5bd75a3c9178841c7108a76d8139db05407a25a55a6a476"),
+    Sdist("outlines-core", "0.2.14", "Apache-2.0",
+          "64808deed1591ca3029ff64346ceb974cd5d780c916ea82504951fe83523039e"),
+    Sdist("llguidance", "1.9.1", "MIT",
+          "3ba1b37585d07f50bb73e06dca6d45c88c9d5801789c071c8ff784c9dbcc5c46"),
+    Sdist("zizmor", "1.33.1", "MIT",
+          "d4ec8974b3cbd6e997ceac7cd788b0d49392d1683bb509cd4a897fcccf79c71a"),
+    Sdist("minijinja", "3.1.0", "Apache-2.0",
+          "5214dc92589c56889e3f88199259bb236bba6ca51e72ea1aa06c83cddb590a84"),
+    Sdist("jellyfish", "1.3.0", "MIT",
+          "fd77ba8e1c9835d2c56b11bde6765380cbcac333037974c4ba4b60092c383212"),
+    Sdist("pyxirr", "0.10.8", "Unlicense",
+          "a5620dd76015444f26f805c4983a41664898fbf2a74956a28589b171ed96d2f5"),
+    Sdist("qiskit", "2.6.2", "Apache-2.0",
+          "b85b5f7b56700b864cc06dbfb33f01453a42024cf5ab954a0e0a275127ebd255"),
+    Sdist("pyrefly", "1.5.1", "MIT",
+          "08dd4d704160a49f2b655b04603065ca414a90b9c04ebc2f4581af26f282f723"),
+    Sdist("primp", "2.0.1", "MIT",
+          "82ba17b077bef19a189d9ec8d77ca632496cb444e0f4fa37e27e90041cf0da8f"),
+    Sdist("fastuuid", "0.14.0", "BSD-3-Clause",
+          "178947fc2f995b38497a74172adee64fdeb8b7ec18f2a5934d037641ba265d26"),
 )
 
 
@@ -137,6 +183,8 @@ def unpack(tarball: Path, dest: Path) -> Path:
     with tarfile.open(tarball) as archive:
         members = [m for m in archive.getmembers() if m.isfile() and m.name.endswith(KEPT)]
         tops = {m.name.split("/", 1)[0] for m in members}
+        if not tops:
+            raise ValueError(f"{tarball.name}: no Rust in it (no .rs file or Cargo manifest)")
         if len(tops) != 1:
             raise ValueError(f"{tarball.name}: expected one top folder, found {sorted(tops)[:3]}")
         if not done.is_file():

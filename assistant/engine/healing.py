@@ -25,16 +25,16 @@ class Healer:
     def allowed(self, pending: bytes) -> list[int]:
         """Tokens that start with `pending`, or are a proper prefix of it. A pending newline and indentation (the
         cursor after a line's indentation) is the tokenizer's own split, never a shorter run then spaces: only
-        tokens that write all of it and go on with no more whitespace (else a small model picks a shallower indent,
-        then loops on spaces: an empty suggestion). Spaces inside a line keep the proper prefixes: `x  = 1` is
-        tokenized `x`, ` `, ` =`, ` 1`."""
+        tokens that write all of it (else a small model picks a shallower indent, then loops on spaces: an empty
+        suggestion); a deeper indent is one token still. Spaces inside a line keep the proper prefixes: `x  = 1`
+        is tokenized `x`, ` `, ` =`, ` 1`."""
         j = bisect.bisect_left(self.keys, pending)
         ids = []
         while j < len(self.keys) and self.keys[j].startswith(pending):  # sorted: they form one run
             ids.append(self.order[j][1])
             j += 1
         if pending.isspace() and pending.lstrip(b"\r")[:1] == b"\n":
-            return [i for i in ids if not self.token_bytes[i][len(pending):len(pending) + 1].isspace()]
+            return ids
         for n in range(1, len(pending)):
             ids += self.by_bytes.get(pending[:n], [])
         return ids

@@ -7,6 +7,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from assistant.lab.train.config import TrainConfig
 from assistant.lab.train.loop import BUDGET_STEPS, REWARM_FRACTION, fit_budget, lr_at, train
 from model.io import load_model
@@ -98,3 +100,35 @@ def test_a_run_with_a_time_budget_ends_where_the_budget_cut_it_and_a_resume_keep
     # resumed with the same recipe, the run keeps the cut (its learning-rate schedule) instead of the recipe's total
     resumed, _ = train(config, resume=True, max_steps=rows[-1]["step"] + 2)
     assert resumed.tokens == cut and len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_token_files_too_large_to_travel_keep_whole_blocks_spread_over_them(tmp_path):
+    import lzma
+
+    import numpy as np
+
+    from assistant.lab.train.gpu import pack_tokens, spread, unpack
+
+    tokens, blocks = tmp_path / "run" / "tokens", 64
+    tokens.mkdir(parents=True)
+    train = np.random.default_rng(0).integers(0, 16384, blocks * 1024, dtype=np.uint16)   # incompressible-ish
+    train.tofile(tokens / "train.bin")
+    np.arange(1000, dtype=np.uint16).tofile(tokens / "validation.bin")
+    for split, count in (("train", len(train)), ("validation", 1000)):
+        (tokens / f"{split}.json").write_text(json.dumps({"tokens": count, "split": split, "seed": 7}) + "\n")
+    whole, kept, count = pack_tokens(tokens, tmp_path / "all", max_bytes=None, block_tokens=1024)
+    assert kept == count == len(train)
+    size, kept, count = pack_tokens(tokens, tmp_path / "gpu", max_bytes=whole // 2, block_tokens=1024)
+    assert size == sum(p.stat().st_size for p in (tmp_path / "gpu" / "tokens").iterdir()) <= whole // 2
+    assert count == len(train) and kept % 1024 == 0 and blocks // 4 < kept // 1024 < blocks // 2
+    unpack(tmp_path / "gpu", tmp_path / "corpus", tmp_path / "there")
+    cut = np.fromfile(tmp_path / "there" / "train.bin", dtype=np.uint16).reshape(-1, 1024)
+    chosen = [int(np.flatnonzero((train.reshape(-1, 1024) == row).all(1))[0]) for row in cut]
+    assert chosen == sorted(set(chosen)) and chosen[0] == 0 and chosen[-1] == blocks - 1   # first to last
+    record = json.loads((tmp_path / "there" / "train.json").read_text())
+    assert record == {"tokens": kept, "split": "train", "seed": 7, "packed_from": len(train)}
+    assert lzma.decompress((tmp_path / "gpu" / "tokens" / "validation.bin.xz").read_bytes()) == \
+        (tokens / "validation.bin").read_bytes()
+    assert spread(10, 0.3) == [0, 5, 9] and spread(4, 1.0) == [0, 1, 2, 3] and spread(9, 0.01) == [0]
+    with pytest.raises(ValueError, match="not one block"):
+        pack_tokens(tokens, tmp_path / "none", max_bytes=1000, block_tokens=1024)

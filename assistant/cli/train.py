@@ -96,16 +96,21 @@ def ship_command(args: argparse.Namespace) -> int:
 def gpu_pack_command(args: argparse.Namespace) -> int:
     import subprocess
 
-    from ..lab.train.gpu import download_wheels, pack, pack_tokens
+    from ..lab.train.gpu import DEVICE_TREE_BYTES, TREE_MARGIN, download_wheels, pack, pack_tokens, travelling_bytes
 
     try:
+        if not args.no_wheels:      # first: they travel in the same budget
+            download_wheels(args.out)
         if args.tokens is not None:   # packed already: the device needs no corpus
-            size, what = pack_tokens(args.tokens, args.out), "token files"
+            wheels = sum(p.stat().st_size for p in args.out.glob("wheels/*"))
+            budget = (int(args.max_mib * 2**20) if args.max_mib is not None else
+                      DEVICE_TREE_BYTES - TREE_MARGIN - travelling_bytes(Path.cwd()) - wheels)
+            size, kept, count = pack_tokens(args.tokens, args.out, budget)
+            what = "token files" + (f" ({kept:,} of the {count:,} training tokens, spread over them: all would not "
+                                    f"fit in {budget / 2**20:.1f} MiB)" if kept < count else "")
         else:
             size, what = pack(args.corpus, args.out), "shards"
-        if not args.no_wheels:
-            download_wheels(args.out)
-    except (FileNotFoundError, subprocess.CalledProcessError) as err:
+    except (FileNotFoundError, ValueError, subprocess.CalledProcessError) as err:
         console.print(f"[red]{err}[/]")
         return 2
     console.print(f"{size / 2**20:.1f} MiB of compressed {what} in {args.out}; send with carry [\"{args.out}\"] "
@@ -237,6 +242,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-wheels", action="store_true", help="do not download the wheels the device lacks")
     p.add_argument("--tokens", type=Path, default=None,
                    help="send a run's packed token files (RUN/tokens, packed as the recipe packs) instead of shards")
+    p.add_argument("--max-mib", type=float, default=None,
+                   help="with --tokens: compressed token files in this many MiB at most (default: what the device's "
+                        "64 MiB leaves beside this repository's working tree and the wheels)")
     p.set_defaults(run=gpu_pack_command)
     p = commands.add_parser("gpu-receive", help="join the parts a GPU run sent back into a model folder")
     p.add_argument("parts", nargs="+", type=Path, metavar="PART", help="run.tar.000 run.tar.001 …")

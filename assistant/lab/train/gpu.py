@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import lzma
+import math
 import shutil
 import subprocess
 import sys
@@ -30,6 +32,11 @@ from .config import TrainConfig
 from .ship import ship
 
 PART_BYTES = 15 << 20    # a file the device call returns is 16 MiB at most
+DEVICE_TREE_BYTES = 64 << 20   # a device call sends this much at most: the working tree with what it carries
+TREE_MARGIN = 2 << 20    # the tree may grow a little (commits) between the pack and the call
+BLOCK_TOKENS = 1 << 20   # a cut training file keeps whole blocks of this many tokens
+TOKEN_BYTES = 2          # uint16
+RECORD_BYTES = 4096      # room for the training file's record
 SPLITS = ("train", "validation")
 CHECK_TOLERANCE = 0.05   # relative: loss and gradient norm, Triton kernels against PyTorch's paths, bf16 autocast
 WHEELS = ("tree-sitter", "tree-sitter-rust")   # the device's Python (3.12, x86-64) has the rest
@@ -60,13 +67,61 @@ def pack(corpus: Path, out: Path) -> int:
     return _compress([shard for split in SPLITS for shard in shard_files(corpus, split)], out / "shards")
 
 
-def pack_tokens(tokens: Path, out: Path) -> int:
-    """A run's token files (`tokens`/SPLIT.bin and their records), xz-compressed into `out`/tokens."""
+def pack_tokens(tokens: Path, out: Path, max_bytes: int | None = None,
+                block_tokens: int = BLOCK_TOKENS) -> tuple[int, int, int]:
+    """A run's token files (`tokens`/SPLIT.bin and their records), xz-compressed into `out`/tokens, in `max_bytes`
+    at most: where all of the training tokens do not fit, whole blocks of them spread evenly over the file (a
+    training window seldom spans two; its record says how many were kept). (bytes written, training tokens kept,
+    training tokens there were)."""
     files = [tokens / f"{split}{suffix}" for split in SPLITS for suffix in (".bin", ".json")]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"no token files {', '.join(missing)}: `rustle train` writes them on first use")
-    return _compress(files, out / "tokens")
+    folder = out / "tokens"
+    size = _compress([tokens / "validation.bin", tokens / "validation.json", tokens / "train.bin"], folder)
+    count = (tokens / "train.bin").stat().st_size // TOKEN_BYTES
+    blocks, share, kept = -(-count // block_tokens), 1.0, count
+    while max_bytes is not None and size + RECORD_BYTES > max_bytes:
+        train_bytes = (folder / "train.bin.xz").stat().st_size
+        share *= 0.97 * (max_bytes - RECORD_BYTES - (size - train_bytes)) / train_bytes
+        if share * blocks < 1:
+            raise ValueError(f"not one block of {block_tokens:,} training tokens fits in {max_bytes / 2**20:.1f} MiB")
+        kept = _compress_blocks(tokens / "train.bin", folder / "train.bin.xz", spread(blocks, share), block_tokens)
+        size += (folder / "train.bin.xz").stat().st_size - train_bytes
+    record = json.loads((tokens / "train.json").read_text()) | {"tokens": kept, "packed_from": count}
+    with lzma.open(folder / "train.json.xz", "wb", preset=6) as dst:
+        dst.write((json.dumps(record) + "\n").encode())
+    return size + (folder / "train.json.xz").stat().st_size, kept, count
+
+
+def spread(blocks: int, share: float) -> list[int]:
+    """`share` of `blocks` block numbers (one at least), evenly spread from the first to the last."""
+    kept = max(1, min(blocks, math.floor(blocks * share)))
+    return [math.floor(j * (blocks - 1) / max(kept - 1, 1) + 0.5) for j in range(kept)]
+
+
+def _compress_blocks(path: Path, target: Path, kept: list[int], block_tokens: int) -> int:
+    """The blocks `kept` of the token file `path`, one after another, xz-compressed into `target`; tokens written."""
+    written = 0
+    with path.open("rb") as src, lzma.open(target, "wb", preset=6) as dst:
+        for block in kept:
+            src.seek(block * block_tokens * TOKEN_BYTES)
+            data = src.read(block_tokens * TOKEN_BYTES)
+            dst.write(data)
+            written += len(data) // TOKEN_BYTES
+    return written
+
+
+def travelling_bytes(inside: Path) -> int:
+    """What a device call sends from the repository holding `inside` besides the folders it carries: its tracked
+    files and the untracked ones git does not ignore."""
+    def git(*args: str) -> bytes:
+        return subprocess.run(["git", "-C", str(inside), *args], capture_output=True, check=True).stdout
+
+    root = Path(git("rev-parse", "--show-toplevel").decode().strip())
+    listed = git("ls-files", "-z", "--full-name", "--cached", "--others", "--exclude-standard")
+    paths = {root / name.decode() for name in listed.split(b"\0") if name}
+    return sum(p.stat().st_size for p in paths if p.is_file())
 
 
 def download_wheels(out: Path) -> None:

@@ -71,13 +71,28 @@ def test_healing_after_an_indentation_writes_it_whole(vocab):
     healer = Healer(vocab.token_bytes)
     prompt, healed = back_up(vocab.encode("fn f() {\n    "), vocab.token_bytes)
     assert healed == b"\n    "
-    allowed = {vocab.token_bytes[i] for i in healer.allowed(healed)}
+    allowed = {vocab.token_bytes[i] for i in healer.allowed(healed, whole=True)}
     assert {healed, b"\n    }", b"\n        "} <= allowed                  # the indent, a merge, a deeper indent
     assert b"\n" not in allowed and b"\n  " not in allowed                  # never a shallower run, then spaces
     assert all(b.startswith(healed) for b in allowed)
+    deep = vocab.encode("fn f() {\n" + " " * 36)                             # a newline run, then 12 spaces
+    prompt, healed = back_up(deep, vocab.token_bytes)
+    assert healed == b" " * 12 and vocab.token_bytes[prompt[-1]].startswith(b"\n")
+    allowed = {vocab.token_bytes[i] for i in healer.allowed(healed, whole=True)}
+    assert {healed, healed + b"}"} <= allowed and b" " * 11 not in allowed
     prompt, healed = back_up(vocab.encode("    Foo      "), vocab.token_bytes)    # alignment inside a line…
     assert healed == b"      " and vocab.token_bytes[vocab.encode("    Foo      = 1")[-3]] == b"     "
     assert vocab.encode("     ")[0] in healer.allowed(healed)                     # …goes on as `     ` + ` =`
+
+
+def test_greedy_choice_at_an_indentation_cannot_take_a_shallower_run(vocab):
+    from assistant.engine.decode import choose
+
+    healer, token = Healer(vocab.token_bytes), {b: i for i, b in enumerate(vocab.token_bytes)}
+    logits = torch.zeros(len(vocab.token_bytes))
+    logits[token[b"\n  "]], logits[token[b"\n    "]] = 5.0, 1.0       # the model would rather indent less
+    assert choose(logits, [], b"\n    ", healer) == token[b"\n  "]
+    assert choose(logits, [], b"\n    ", healer, indentation=True) == token[b"\n    "]
 
 
 def test_copy_model_drafts_what_followed_and_forgets_on_truncate():

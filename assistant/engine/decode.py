@@ -39,16 +39,18 @@ def sample(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
 
 
 def choose(logits: torch.Tensor, history: list[int], pending: bytes, healer: Healer,
-           copy: CopyModel | None = None, guide: Guide | None = None, generated: str = "") -> int:
+           copy: CopyModel | None = None, guide: Guide | None = None, generated: str = "",
+           indentation: bool = False) -> int:
     """Greedy choice over the model's logits, steered toward the index's names at a name position (`guide`, after
     the suggestion's text so far, `generated`), the copy distribution mixed in (so the healing mask holds for
-    copied tokens too), then masked to tokens that agree with the `pending` healed bytes."""
+    copied tokens too), then masked to tokens that agree with the `pending` healed bytes (written whole where they
+    are the end of the line's `indentation`)."""
     if guide is not None:
         logits = guide(logits, generated, pending)
     if copy is not None:   # probabilities from here on: the argmax and the healing mask need no log of them
         logits = copy.mix(torch.softmax(logits.float(), -1), history)
     if pending:
-        logits = healer.mask(logits, pending)
+        logits = healer.mask(logits, pending, whole=indentation)
     return int(logits.argmax())
 
 
@@ -145,12 +147,13 @@ def suggest(state: StateCache, vocab: Vocab, healer: Healer, prompt: Prompt, lim
     deadline = time.perf_counter() + deadline_s  # for decoding: a cold prefill still answers
     mixed = copy if mix else None
     out = _Text(vocab, prompt, on_text)
+    indentation = not prompt.shape.line_prefix.strip()    # the healed bytes end the cursor line's indentation
     steps, unfed = 1, []
     while out.generated < limit:
         if cancelled.is_set() or time.perf_counter() > deadline:
             out.stopped = "cancelled" if cancelled.is_set() else "deadline"
             break
-        token = choose(logits, out.history, out.pending, healer, mixed, guide, out.text)
+        token = choose(logits, out.history, out.pending, healer, mixed, guide, out.text, indentation)
         if out.accept(token):
             break
         proposal = copy.draft(out.history) if copy is not None and draft and not out.pending else []

@@ -22,25 +22,25 @@ class Healer:
         for b, i in self.order:
             self.by_bytes.setdefault(b, []).append(i)
 
-    def allowed(self, pending: bytes) -> list[int]:
-        """Tokens that start with `pending`, or are a proper prefix of it. A pending newline and indentation (the
-        cursor after a line's indentation) is the tokenizer's own split, never a shorter run then spaces: only
-        tokens that write all of it (else a small model picks a shallower indent, then loops on spaces: an empty
-        suggestion); a deeper indent is one token still. Spaces inside a line keep the proper prefixes: `x  = 1`
-        is tokenized `x`, ` `, ` =`, ` 1`."""
+    def allowed(self, pending: bytes, whole: bool = False) -> list[int]:
+        """Tokens that start with `pending`, or are a proper prefix of it. The rest of a line's indentation (the
+        cursor after it: `whole`) is the tokenizer's own split, never a shorter run then spaces: only tokens that
+        write all of it (else a small model picks a shallower indent, then loops on spaces: an empty suggestion); a
+        deeper indent or a merge (`⏎    }`) is one token still. Spaces inside a line keep the proper prefixes:
+        `x  = 1` is tokenized `x`, ` `, ` =`, ` 1`."""
         j = bisect.bisect_left(self.keys, pending)
         ids = []
         while j < len(self.keys) and self.keys[j].startswith(pending):  # sorted: they form one run
             ids.append(self.order[j][1])
             j += 1
-        if pending.isspace() and pending.lstrip(b"\r")[:1] == b"\n":
+        if whole:
             return ids
         for n in range(1, len(pending)):
             ids += self.by_bytes.get(pending[:n], [])
         return ids
 
-    def mask(self, logits: torch.Tensor, pending: bytes) -> torch.Tensor:
-        allowed = self.allowed(pending)
+    def mask(self, logits: torch.Tensor, pending: bytes, whole: bool = False) -> torch.Tensor:
+        allowed = self.allowed(pending, whole)
         masked = torch.full_like(logits, float("-inf"))
         masked[allowed] = logits[allowed]
         return masked

@@ -132,3 +132,20 @@ def test_token_files_too_large_to_travel_keep_whole_blocks_spread_over_them(tmp_
     assert spread(10, 0.3) == [0, 5, 9] and spread(4, 1.0) == [0, 1, 2, 3] and spread(9, 0.01) == [0]
     with pytest.raises(ValueError, match="not one block"):
         pack_tokens(tokens, tmp_path / "none", max_bytes=1000, block_tokens=1024)
+
+
+def test_what_travels_is_the_tracked_and_the_untracked_files_git_does_not_ignore(tmp_path):
+    from assistant.lab.train.gpu import travelling_bytes
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / ".gitignore").write_text("/gpu/\n")                   # 6 bytes
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "tracked.rs").write_text("x" * 100)
+    git("add", ".gitignore", "src/tracked.rs")
+    (tmp_path / "src" / "new.rs").write_text("y" * 30)                 # untracked, not ignored: travels
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "tokens.xz").write_bytes(b"z" * 1000)          # ignored: only `carry` sends it
+    assert travelling_bytes(tmp_path / "src") == 6 + 100 + 30

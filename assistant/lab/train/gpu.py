@@ -115,11 +115,11 @@ def _compress_blocks(path: Path, target: Path, kept: list[int], block_tokens: in
 def travelling_bytes(inside: Path) -> int:
     """What a device call sends from the repository holding `inside` besides the folders it carries: its tracked
     files and the untracked ones git does not ignore."""
-    def git(*args: str) -> bytes:
-        return subprocess.run(["git", "-C", str(inside), *args], capture_output=True, check=True).stdout
+    def git(where: Path, *args: str) -> bytes:
+        return subprocess.run(["git", "-C", str(where), *args], capture_output=True, check=True).stdout
 
-    root = Path(git("rev-parse", "--show-toplevel").decode().strip())
-    listed = git("ls-files", "-z", "--full-name", "--cached", "--others", "--exclude-standard")
+    root = Path(git(inside, "rev-parse", "--show-toplevel").decode().strip())
+    listed = git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")   # from the root: all of it
     paths = {root / name.decode() for name in listed.split(b"\0") if name}
     return sum(p.stat().st_size for p in paths if p.is_file())
 

@@ -1,5 +1,5 @@
-"""A weights-only start: the whole model, or (grafting) every block whose layer kind the recipe keeps, in an MLP
-as wide as the recipe's or wider.
+"""A weights-only start: the whole model, or (grafting) every block whose layer kind the recipe keeps, in an MLP,
+an lql and a residual stream as wide as the recipe's or wider.
 
 Grafting is the architecture lever of an ablation at a small budget: swap a layer kind (e.g. lql for a
 NoPE `full` layer) and continue a trained model, so that only the swapped blocks learn from scratch.
@@ -11,6 +11,11 @@ heads are kept (queries rescaled for the wider softmax scale), the new query and
 the new latent dimensions get a fresh down-projection so that they have something to learn from. Shifting lql's keys
 (`lql_shift`: [z_t, z_t-1]) widens them the same way: the previous position's half starts unread, and with token keys
 (`lql_token_key`) a fresh projection of the embeddings is new too (`new_weights` marks what is new).
+Widening the residual stream (`d_model`) grows a trained model the same way: the new dimensions start at zero in
+every token's stream and stay there (the embedding's new columns and the rows that blocks write into them are zero),
+the weights that read the stream get fresh columns for them (so that they have gradients to learn from), and each
+norm over the stream has its trained weights scaled by sqrt(old / new width): the zeros lower the mean square by
+that factor, so the normalised values, and so the logits, are what the narrow model computed.
 A recipe may also scale lql's queries by the log of their position (`lql_log_base`) or set the model's memory (an
 inference setting) without grafting: no weight changes shape or meaning.
 """
@@ -56,6 +61,39 @@ def _widened_lql(name: str, old: torch.Tensor, fresh: torch.Tensor, old_shape: t
     return out.view_as(fresh)
 
 
+# Weights that read the residual stream (its dims are their columns), write it (its dims are their rows) or normalise it
+READS = ("attn.qkv.weight", "attn.beta_decay.weight", "attn.gate.weight", "attn.down.weight", "attn.query.weight",
+         "attn.token_down.weight", "mlp.gate_up.weight", "head.weight")
+WRITES = ("attn.out.weight", "attn.up.weight", "mlp.down.weight")
+NORMS = ("attn_norm.weight", "mlp_norm.weight")
+
+
+def _grown_stream(name: str, old: torch.Tensor, fresh: torch.Tensor, start: ModelConfig,
+                  config: ModelConfig) -> torch.Tensor:
+    """`fresh` (a model with a wider residual stream's initial `name`) holding `old`, itself widened in its block's
+    own dims (`_widened_block`): new stream dims read with fresh weights, written with zeros, normalised at the
+    trained scale."""
+    d0, d = start.d_model, config.d_model
+    short = name.split(".", 2)[-1] if name.startswith("blocks.") else name
+    if d0 == d:
+        return _widened_block(name, old, fresh, start, config)
+    if short in READS:
+        out = fresh.clone()
+        out[:, :d0] = _widened_block(name, old, fresh[:, :d0], start, config)
+    elif short in WRITES:
+        out = torch.zeros_like(fresh)
+        out[:d0] = _widened_block(name, old, fresh[:d0], start, config)
+    elif name == "embed.weight":                 # the stream's start: a token writes nothing into the new dims
+        out = torch.zeros_like(fresh)
+        out[:, :d0] = old
+    elif short in NORMS or name == "norm.weight":
+        out = fresh * math.sqrt(d0 / d)
+        out[:d0] = old * math.sqrt(d0 / d)
+    else:                                        # inside a block: gdn's decays, convolution and head norm
+        return _widened_block(name, old, fresh, start, config)
+    return out
+
+
 def _widened_block(name: str, old: torch.Tensor, fresh: torch.Tensor, start: ModelConfig,
                    config: ModelConfig) -> torch.Tensor:
     kind = config.layer_pattern[int(name.split(".")[1])] if name.startswith("blocks.") else None
@@ -77,7 +115,7 @@ def new_weights(model: RustleLM, start: ModelConfig) -> dict[str, torch.Tensor]:
             masks[name] = torch.ones_like(p, dtype=torch.bool)
         elif shapes[name] != p.shape:
             ones = torch.ones(shapes[name])
-            masks[name] = _widened_block(name, ones, torch.zeros(p.shape), start, model.config) == 0
+            masks[name] = _grown_stream(name, ones, torch.zeros(p.shape), start, model.config) == 0
     return masks
 
 
@@ -94,20 +132,21 @@ def start_weights(model: RustleLM, start: RustleLM, graft: bool, source: str) ->
         return []
     if not graft:
         raise ValueError(f"{source} holds a different model config than the recipe's (set graft = true "
-                         "to continue it with other layer kinds, a wider MLP or a wider lql)")
+                         "to continue it with other layer kinds or a wider stream, MLP or lql)")
     old, new = _serving_as(start.config, model.config), model.config
     same = replace(old, layer_pattern=new.layer_pattern, mlp_hidden=new.mlp_hidden, lql_dim=new.lql_dim,
-                   lql_heads=new.lql_heads, lql_shift=new.lql_shift, lql_token_key=new.lql_token_key) == new
-    if (not same or old.mlp_hidden > new.mlp_hidden or old.lql_dim > new.lql_dim or old.lql_heads > new.lql_heads
-            or old.lql_shift > new.lql_shift or (old.lql_shift and old.lql_dim != new.lql_dim)
+                   lql_heads=new.lql_heads, lql_shift=new.lql_shift, lql_token_key=new.lql_token_key,
+                   d_model=new.d_model) == new
+    if (not same or old.d_model > new.d_model or old.mlp_hidden > new.mlp_hidden or old.lql_dim > new.lql_dim
+            or old.lql_heads > new.lql_heads or old.lql_shift > new.lql_shift or (old.lql_shift and old.lql_dim != new.lql_dim)
             or (old.lql_shift and old.lql_token_key != new.lql_token_key)):
-        raise ValueError(f"{source}: grafting changes layer kinds and widens the MLP and lql (or shifts its keys) "
-                         "only; the recipe changes more of the model")
+        raise ValueError(f"{source}: grafting changes layer kinds and widens the residual stream, the MLP and lql "
+                         "(or shifts its keys) only; the recipe changes more of the model")
     if new.global_rope and (old.lql_dim, old.lql_heads, old.lql_shift) != (new.lql_dim, new.lql_heads, new.lql_shift):
         raise ValueError(f"{source}: a wider lql with global_rope would rotate its trained dims at other frequencies")
     fresh = [i for i, (a, b) in enumerate(zip(start.config.layer_pattern, model.config.layer_pattern)) if a != b]
     initial = model.state_dict()
-    kept = {name: _widened_block(name, t, initial[name], old, new) for name, t in start.state_dict().items()
+    kept = {name: _grown_stream(name, t, initial[name], old, new) for name, t in start.state_dict().items()
             if not any(name.startswith(f"blocks.{i}.attn.") for i in fresh)}
     missing, unexpected = model.load_state_dict(kept, strict=False)
     missing = [n for n in missing if not n.endswith("attn.token_down.weight")]     # new with token keys

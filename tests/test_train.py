@@ -444,8 +444,9 @@ def test_a_widened_lql_computes_what_the_narrow_model_did_and_its_new_heads_lear
 
 @pytest.mark.parametrize("lql", [dict(lql_shift=True), dict(lql_dim=32, lql_heads=4)])
 def test_a_wider_residual_stream_computes_what_the_narrow_model_did_and_its_new_dims_learn(lql):
-    """d_model grown (with the MLP; with lql's shifted keys, or with lql widened too): the same logits, prefill and decode steps alike; the stream's new dims
-    start at zero and are marked new, the norms' trained weights scaled, and one step moves the new dims."""
+    """d_model grown (with the MLP; with lql's shifted keys, or with lql widened too): the same logits, prefill and
+    decode steps alike; the stream's new dims start at zero and are marked new, the norms' trained weights scaled,
+    and one step moves the new dims."""
     from dataclasses import replace
     from assistant.lab.train.graft import new_weights, start_weights
     from model.model import RustleLM

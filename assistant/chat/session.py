@@ -143,7 +143,9 @@ class ChatSession:
         engine, request = self.engine(), Request(self.root, path, text, offset)
 
         def complete(on_text, stopped) -> str:
-            return engine.complete_sync(request, on_text, stopped).text if engine.prepare(self.root, path, stopped) else ""
+            if not engine.prepare(self.root, path, stopped):
+                return ""
+            return engine.complete_sync(request, on_text, stopped).text
         return Stream("rust", complete, status=READING)
 
     def _db(self) -> closing[store.Connection]:

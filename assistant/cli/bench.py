@@ -267,7 +267,8 @@ def train_step_command(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(asdict(row)), flush=True)
     if not args.json:
-        console.print(table(f"Training steps of {args.config} ({rows[0].batch_tokens:,} tokens, {seq_len:,}-token windows)",
+        title = f"Training steps of {args.config} ({rows[0].batch_tokens:,} tokens, {seq_len:,}-token windows)"
+        console.print(table(title,
                             ["mode", "first step s", "median step s", "tokens/s"],
                             [["compiled" if r.compiled else "eager", f"{r.first_step_s:.1f}",
                               f"{sorted(r.step_s)[len(r.step_s) // 2]:.2f}", f"{r.tokens_per_s:,.0f}"] for r in rows]))

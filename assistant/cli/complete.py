@@ -86,7 +86,8 @@ def prompt_arguments(p: argparse.ArgumentParser) -> None:
                    help="spm: token budget of the buffer after the suffix window, in that file too")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                    help="weights and activations (auto: bf16 on a GPU, fp32 on a CPU; model/precision.py)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: the model and its kernels on the GPU")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: the model and its kernels on the GPU")
 
 
 def complete_command(args: argparse.Namespace) -> int:

@@ -164,7 +164,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = group.add_parser("ppl", help="bits per byte on files, and loss by position")
     p.add_argument("--files", nargs="+", required=True, help="files or globs (quote them: **/*.rs)")
     p.add_argument("--context", type=int, default=1024)
-    p.add_argument("--fp32", action="store_true", help="no bf16 autocast (CPUs without AVX512-BF16 or AMX: ~25x faster)")
+    p.add_argument("--fp32", action="store_true",
+                   help="no bf16 autocast (CPUs without AVX512-BF16 or AMX: ~25x faster)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=ppl_command)
@@ -184,7 +185,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--kinds", type=lambda s: s.split(","), default=["passkey", "identifier"],
                    help="passkey,identifier,line,span,random (line: made-up names copied; span: real code "
                         "repeated, graded per token; random: the same with random token ids; see recall.py)")
-    p.add_argument("--fp32", action="store_true", help="no bf16 autocast (CPUs without AVX512-BF16 or AMX: ~25x faster)")
+    p.add_argument("--fp32", action="store_true",
+                   help="no bf16 autocast (CPUs without AVX512-BF16 or AMX: ~25x faster)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=recall_command)
@@ -206,7 +208,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--min-start", type=int, default=4096, help="score files that start this far into the pack")
     p.add_argument("--every", type=int, default=1, help="every Nth crate of the split (with 3 files or more)")
     p.add_argument("--crates", type=int, default=None, help="at most this many crates")
-    p.add_argument("--fp32", action="store_true", help="no bf16 autocast (CPUs without AVX512-BF16 or AMX: ~25x faster)")
+    p.add_argument("--fp32", action="store_true",
+                   help="no bf16 autocast (CPUs without AVX512-BF16 or AMX: ~25x faster)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=repo_gain_command)

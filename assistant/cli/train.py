@@ -42,7 +42,8 @@ def train_command(args: argparse.Namespace) -> int:
         config = replace(config, max_seconds=args.max_seconds)
     if args.threads:
         torch.set_num_threads(args.threads)
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
+    progress = Progress(TextColumn("[bold]train"), BarColumn(),
+                        TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                         console=progress_console)
     task = progress.add_task("train", total=config.total_tokens, info="")

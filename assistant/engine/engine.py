@@ -38,8 +38,8 @@ from .stream import Generation
 from .tokens import Vocab
 from .workspace import Change, Workspace
 
-__all__ = ["CONTEXTS", "DEFAULT_MODEL", "cache_dir", "Change", "Completion", "Engine", "EngineConfig", "Request", "Workspace",
-           "with_context"]
+__all__ = ["CONTEXTS", "DEFAULT_MODEL", "cache_dir", "Change", "Completion", "Engine", "EngineConfig", "Request",
+           "Workspace", "with_context"]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""`lql`: the linear–quadratic–linear sandwich. Project D → d, attend causally in the latent space, project d → D.
+"""`lql`: the linear–quadratic–linear sandwich. Project D → d, attend causally in the latent space, project
+d → D.
 
 Keys and values are the latent z itself (their projections are folded into the query and output
 projections, as in MLA's weight absorption), so the cache holds only d numbers per token. With `lql_shift` they are

@@ -50,8 +50,9 @@ class RecallTask:
 def train_and_score(pattern: tuple[str, ...], task: RecallTask, seconds: float, seed: int = 0,
                     batch_size: int = 64, longer_gap_windows: int = 12,
                     max_steps: int | None = None) -> tuple[float, float, int]:
-    """Train a tiny model for `seconds` (or `max_steps`, whichever ends first); returns (answer accuracy on fresh sequences, the same with the
-    pairs `longer_gap_windows` windows back, beyond every length seen in training; steps taken)."""
+    """Train a tiny model for `seconds` (or `max_steps`, whichever ends first); returns (answer accuracy on fresh
+    sequences, the same with the pairs `longer_gap_windows` windows back, beyond every length seen in training; steps
+    taken)."""
     torch.manual_seed(seed)
     config = ModelConfig(vocab_size=task.vocab, d_model=64, n_heads=2, n_kv_heads=1, head_dim=32, mlp_hidden=128,
                          layer_pattern=pattern, window=task.window, gdn_heads=2, gdn_head_dim=32, chunk_size=32,

@@ -76,7 +76,8 @@ def tekken_counter() -> tuple[Encoder, int, str]:
     if not files:
         raise FileNotFoundError("mistral-common carries no tekken_*.json: install the dev extras")
     tek = Tekkenizer.from_file(files[-1])
-    return (lambda batch: sum(len(tek.encode(t, bos=False, eos=False)) for t in batch)), tek.n_words, Path(files[-1]).name
+    count = (lambda batch: sum(len(tek.encode(t, bos=False, eos=False)) for t in batch))
+    return count, tek.n_words, Path(files[-1]).name
 
 
 def throughput(tok: Tokenizer, sample: list[str]) -> tuple[float, float]:

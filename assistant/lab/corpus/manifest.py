@@ -99,7 +99,8 @@ class Manifest:
     def drop_counts(self) -> list[tuple[str, int, int]]:
         """(reason, files, bytes) of dropped files."""
         return list(self.db.execute(
-            "SELECT dropped, COUNT(*), SUM(bytes) FROM files WHERE dropped IS NOT NULL GROUP BY dropped ORDER BY 2 DESC"))
+            "SELECT dropped, COUNT(*), SUM(bytes) FROM files WHERE dropped IS NOT NULL "
+            "GROUP BY dropped ORDER BY 2 DESC"))
 
     def crates(self, split: str) -> list[tuple[str, int, int]]:
         """(first file's abspath, files, bytes) of every kept crate version of a split, by crate name."""

@@ -138,7 +138,8 @@ def start_weights(model: RustleLM, start: RustleLM, graft: bool, source: str) ->
                    lql_heads=new.lql_heads, lql_shift=new.lql_shift, lql_token_key=new.lql_token_key,
                    d_model=new.d_model) == new
     if (not same or old.d_model > new.d_model or old.mlp_hidden > new.mlp_hidden or old.lql_dim > new.lql_dim
-            or old.lql_heads > new.lql_heads or old.lql_shift > new.lql_shift or (old.lql_shift and old.lql_dim != new.lql_dim)
+            or old.lql_heads > new.lql_heads or old.lql_shift > new.lql_shift
+            or (old.lql_shift and old.lql_dim != new.lql_dim)
             or (old.lql_shift and old.lql_token_key != new.lql_token_key)):
         raise ValueError(f"{source}: grafting changes layer kinds and widens the residual stream, the MLP and lql "
                          "(or shifts its keys) only; the recipe changes more of the model")

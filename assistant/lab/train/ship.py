@@ -54,7 +54,8 @@ def ship(run: Path, dest: Path, recipe: Path | None = None) -> dict:
         (dest / name).unlink(missing_ok=True)
     weights = sum(f.stat().st_size for f in dest.glob("model*.safetensors"))
     if weights >= MAX_WEIGHTS:
-        raise ValueError(f"{dest}: {weights / 1e6:.1f} MB of weights, over the {MAX_WEIGHTS / 1e6:.0f} MB a ship may add")
+        raise ValueError(f"{dest}: {weights / 1e6:.1f} MB of weights, over the {MAX_WEIGHTS / 1e6:.0f} MB a ship "
+                         "may add")
     for name in RECORD:
         if (run / name).is_file():
             shutil.copy2(run / name, dest / name)

@@ -27,7 +27,7 @@ from ..index.workspace import cache_dir, default_db
 from .background import RepositoryPart, RepositoryPrefill
 from .copy import CopyConfig, CopyModel
 from .decode import suggest
-from .model_thread import on_model_thread
+from .model_thread import fit_threads, on_model_thread
 from .guide import Guide, GuideConfig, Spellings
 from .healing import Healer
 from .persist import StateFiles, model_key
@@ -59,7 +59,7 @@ class EngineConfig:
     state_mb: int = 768                 # model states kept for reuse (state.py), the live cache included
     background: bool = False            # prefill the repository part in a worker, never on a request (the server)
     persist: bool = False               # …and keep its state on disk for the next start (persist.py)
-    threads: int | None = None
+    threads: int | None = None          # None: the cores other processes leave idle, checked before each request
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -89,8 +89,7 @@ class Engine:
         dtype, rows = fast_dtype(config.dtype, config.device), rows_dtype(config.dtype, config.device)
 
         def load() -> tuple[torch.nn.Module, StateCache]:    # every torch op of an engine runs on the model thread
-            if config.threads:
-                torch.set_num_threads(config.threads)
+            fit_threads(config.threads)
             model = for_serving(load_model(model_dir, dtype).to(config.device), config.device, rows)
             return model, StateCache(model, config.state_mb << 20)
         self.model, self.state = on_model_thread(load)

@@ -75,8 +75,6 @@ def _grown_stream(name: str, old: torch.Tensor, fresh: torch.Tensor, start: Mode
     trained scale."""
     d0, d = start.d_model, config.d_model
     short = name.split(".", 2)[-1] if name.startswith("blocks.") else name
-    if d0 == d:
-        return _widened_block(name, old, fresh, start, config)
     if short in READS:
         out = fresh.clone()
         out[:, :d0] = _widened_block(name, old, fresh[:, :d0], start, config)

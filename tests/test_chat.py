@@ -122,7 +122,8 @@ def test_query_errors_are_messages(shop, tmp_path):
 
 def _defined_elsewhere(workspace: Path, env: dict[str, str], placed_in: str, code: str) -> set[str]:
     """Names in `code` that the index defines only in files other than `placed_in`, absent from that file."""
-    names = set(re.findall(r"\b[A-Za-z_]\w*\b", code)) - set(re.findall(r"\b[A-Za-z_]\w*\b", (workspace / placed_in).read_text()))
+    words = r"\b[A-Za-z_]\w*\b"
+    names = set(re.findall(words, code)) - set(re.findall(words, (workspace / placed_in).read_text()))
     return {n for n in names if (hits := _exact(workspace, env, n)) and all(h["path"] != placed_in for h in hits)}
 
 

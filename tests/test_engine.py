@@ -128,10 +128,12 @@ def test_block_stops_at_an_unmatched_bracket_or_a_dedent():
 
 def test_a_loop_stops_and_its_repeats_are_dropped():
     block = shape_at("fn f() {\n    \n}\n", 13)
-    assert cut("let a = 1;\n    let s = [0; N];\n    let s = [0; N];\n    let", block) == ("let a = 1;\n    let s = [0; N];", True)
+    assert cut("let a = 1;\n    let s = [0; N];\n    let s = [0; N];\n    let", block) == \
+        ("let a = 1;\n    let s = [0; N];", True)
     assert cut("a();\n    }\n    }\n", block)[0] == "a();"                # brackets close, no loop
     line = shape_at("use net::{\n", 9)
-    assert cut("Incoming, TcpStream, TcpStream, TcpStream, TcpStream, TcpStream", line) == ("Incoming, TcpStream, TcpStream", True)
+    assert cut("Incoming, TcpStream, TcpStream, TcpStream, TcpStream, TcpStream", line) == \
+        ("Incoming, TcpStream, TcpStream", True)
     assert cut("f(name, name, name, name, name,", line) == ("f(name, name,", True)
     for table in ("[0, 0, 0, 0, 0, 0, 0, 0", "0xFF, 0xFF, 0xFF, 0xFF, 0xFF", 'b"aaaaaaaaaaaa', "a.b.c.d.e.f.g.h"):
         assert cut(table, line) == (table, False)                     # numbers and words repeat in real code

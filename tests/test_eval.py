@@ -58,7 +58,8 @@ def test_eval_recall_runs_probes_at_each_distance(rustle, tmp_path):
                          layer_pattern=("swa", "lql"), window=32, lql_dim=16, lql_heads=1)
     save_model(RustleLM(config), tmp_path / "m", DEFAULT_TOKENIZER)
     out = rustle("eval", "recall", "--files", "data/sample.rs", "--model", str(tmp_path / "m"),
-                 "--multiples", "1,4", "--probes", "3", "--kinds", "passkey,identifier,line,span,random", "--json").stdout
+                 "--multiples", "1,4", "--probes", "3", "--kinds", "passkey,identifier,line,span,random",
+                 "--json").stdout
     rows = [_json.loads(line) for line in out.splitlines()]
     assert [(r["kind"], r["multiple"], r["distance"]) for r in rows] == [
         ("passkey", 1, 32), ("passkey", 4, 128), ("identifier", 1, 32), ("identifier", 4, 128), ("line", 1, 32),

@@ -10,8 +10,10 @@ from assistant.lab.train.data import PackConfig, Packer
 from tokenizer import load_tokenizer
 
 FILES = [("src/lib.rs", "pub mod store;\n\npub use store::Store;\n"),
-         ("src/store.rs", "use std::collections::HashMap;\n\npub struct Store {\n    entries: HashMap<String, u64>,\n}\n")]
-CURRENT = ("src/main.rs", "use kv::Store;\n\nfn main() {\n    let mut store = Store::new();\n    store.insert(\"a\", 1);\n}\n")
+         ("src/store.rs",
+          "use std::collections::HashMap;\n\npub struct Store {\n    entries: HashMap<String, u64>,\n}\n")]
+CURRENT = ("src/main.rs",
+           "use kv::Store;\n\nfn main() {\n    let mut store = Store::new();\n    store.insert(\"a\", 1);\n}\n")
 
 
 @pytest.fixture(scope="module")

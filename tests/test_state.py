@@ -1,6 +1,6 @@
 """The tree of model states (assistant/engine/state.py) on a tiny random model and the bundled workspace:
-every warm prefill equals a cold one (up to bf16 rounding), switching files and moving the cursor restore their own branch, and
-the memory budget evicts the least recently used snapshots."""
+every warm prefill equals a cold one (up to bf16 rounding), switching files and moving the cursor restore their own
+branch, and the memory budget evicts the least recently used snapshots."""
 import shutil
 import threading
 from pathlib import Path

@@ -86,5 +86,6 @@ def test_loading_a_missing_tokenizer_says_what_to_pass(tmp_path):
 def test_stats_and_show_commands(rustle, tmp_path):
     bad = tmp_path / "latin1.rs"
     bad.write_bytes(b"// caf\xe9\n")
-    out = rustle("tokenizer", "stats", "data/sample.rs", str(bad)).stdout + rustle("tokenizer", "show", "data/sample.rs").stdout
+    out = rustle("tokenizer", "stats", "data/sample.rs", str(bad)).stdout
+    out += rustle("tokenizer", "show", "data/sample.rs").stdout
     assert "sample.rs" in out and "chars/token" in out

@@ -82,7 +82,8 @@ def test_token_files_are_reused_only_when_packed_the_same_way(corpus, tmp_path):
 
 def test_a_repeated_crate_follows_itself_token_for_token(corpus, tmp_path):
     eos = load_tokenizer().token_to_id("<|endoftext|>")
-    plain = load_tokens(prepare_tokens(tmp_path / "plain", corpus, DEFAULT_TOKENIZER, PackConfig(fim_rate=0.0))["train"])
+    plain = load_tokens(prepare_tokens(tmp_path / "plain", corpus, DEFAULT_TOKENIZER,
+                                       PackConfig(fim_rate=0.0))["train"])
     twice = load_tokens(prepare_tokens(tmp_path / "twice", corpus, DEFAULT_TOKENIZER,
                                        PackConfig(fim_rate=0.0, repeat_rate=1.0))["train"])
 
@@ -111,7 +112,8 @@ def test_echoed_chunks_follow_themselves_past_the_window():
 
 def test_an_echoed_or_blocked_crate_keeps_one_end_of_text(corpus, tmp_path):
     eos = load_tokenizer().token_to_id("<|endoftext|>")
-    plain = load_tokens(prepare_tokens(tmp_path / "plain", corpus, DEFAULT_TOKENIZER, PackConfig(fim_rate=0.0))["train"])
+    plain = load_tokens(prepare_tokens(tmp_path / "plain", corpus, DEFAULT_TOKENIZER,
+                                       PackConfig(fim_rate=0.0))["train"])
     echoed = load_tokens(prepare_tokens(tmp_path / "echo", corpus, DEFAULT_TOKENIZER,
                                         PackConfig(fim_rate=0.0, echo_rate=1.0, echo_min=8, echo_max=16))["train"])
     crates = int((plain == eos).sum())

@@ -15,7 +15,7 @@ from .layers.full import FullAttention
 from .layers.gdn import GatedDeltaNet
 from .layers.lql import LatentAttention
 from .layers.swa import SlidingWindowAttention
-from .loss import IGNORE, linear_cross_entropy
+from .loss import linear_cross_entropy, row_weights
 from .memory import MemoryReader, new_memory, read
 
 
@@ -116,17 +116,19 @@ class RustleLM(nn.Module):
         return logits
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, chunk: int = 2048,
-             compiled: bool = False) -> torch.Tensor:
-        """Mean next-token cross-entropy; the head and the loss run fused over chunks of positions
-        (model/loss.py), so [B, T, V] logits never exist (a 16K-token batch's fp32 logits are 1 GB)."""
-        return self.loss_of_hidden(self.hidden(tokens), targets, chunk, compiled)
+             compiled: bool = False, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean next-token cross-entropy (weighted by `weights` [B, T] where given); the head and the loss run fused
+        over chunks of positions (model/loss.py), so [B, T, V] logits never exist (a 16K-token batch's fp32 logits
+        are 1 GB)."""
+        return self.loss_of_hidden(self.hidden(tokens), targets, chunk, compiled, weights)
 
     def loss_of_hidden(self, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 2048,
-                       compiled: bool = False) -> torch.Tensor:
+                       compiled: bool = False, weights: torch.Tensor | None = None) -> torch.Tensor:
         """`loss` from final hidden states [B, T, D] already computed (a training objective that reads them too)."""
         flat = targets.flatten()
-        total = linear_cross_entropy(hidden.flatten(0, 1), self.head_weight, flat, chunk, compiled)
-        return total / max(1, int((flat != IGNORE).sum()))
+        rows = row_weights(flat, None if weights is None else weights.flatten())
+        total = linear_cross_entropy(hidden.flatten(0, 1), self.head_weight, flat, chunk, compiled, rows)
+        return total / rows.sum().clamp_min(1e-6)
 
 
 class _ShapesOnly(TorchFunctionMode):

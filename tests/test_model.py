@@ -285,6 +285,27 @@ def test_fused_loss_and_gradients_equal_the_plain_head_and_cross_entropy():
         assert torch.allclose(model.loss(tokens, targets, chunk=16), plain, atol=1e-6)
 
 
+def test_weighted_fused_loss_and_gradients_equal_the_weighted_mean_of_plain_cross_entropy():
+    torch.manual_seed(0)
+    model = RustleLM(tiny())
+    tokens, targets = torch.randint(0, 97, (2, 37)), torch.randint(0, 97, (2, 37))
+    targets[1, :3] = -100
+    weights = torch.rand(2, 37) * 3
+    each = torch.nn.functional.cross_entropy(model(tokens).flatten(0, 1), targets.flatten(), ignore_index=-100,
+                                             reduction="none")
+    kept = weights.flatten() * (targets.flatten() != -100)
+    plain = (each * kept).sum() / kept.sum()
+    expected = torch.autograd.grad(plain, list(model.parameters()))
+    fused = model.loss(tokens, targets, chunk=16, weights=weights)
+    got = torch.autograd.grad(fused, list(model.parameters()))
+    assert torch.allclose(fused, plain, atol=1e-6)
+    assert not torch.allclose(fused, model.loss(tokens, targets, chunk=16), atol=1e-3)   # the weights count
+    for (name, _), a, b in zip(model.named_parameters(), expected, got):
+        assert relative_error(a, b) < 1e-5, name
+    with torch.no_grad():
+        assert torch.allclose(model.loss(tokens, targets, chunk=16, weights=weights), plain, atol=1e-6)
+
+
 @pytest.mark.parametrize("kv_heads, split_min", [(2, 16384), (1, 16384), (1, 128)])
 @pytest.mark.parametrize("kernel", [True, False])             # few rows through the C kernel, or PyTorch only
 def test_attention_over_cache_segments_merges_to_the_masked_attention(kv_heads, split_min, kernel, monkeypatch):

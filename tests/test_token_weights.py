@@ -1,0 +1,62 @@
+"""A recipe's `name_weight` (assistant/lab/train/token_weights.py): which tokens are name pieces, the objective's
+weighted mean, and a real run that weighs its loss."""
+import json
+
+import pytest
+import torch
+
+from assistant.lab.train.config import TrainConfig
+from assistant.lab.train.loop import train
+from assistant.lab.train.memory_loss import training_objective
+from assistant.lab.train.token_weights import is_name_piece, name_weights
+from model.model import RustleLM
+from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
+
+from test_model import tiny
+from test_train import recipe
+
+
+@pytest.mark.parametrize("text, name", [(" foo", True), ("_bar", True), (".parse", True), ("Debug", True), ("x2", True),
+                                        (" let", False), (" self", False), ("(", False), (" 42", False),
+                                        (")?;", False), ("\n    ", False), ("::", False)])
+def test_name_pieces_are_identifier_text_after_space_or_punctuation_but_not_keywords(text, name):
+    assert is_name_piece(text) is name
+
+
+def test_the_table_weighs_the_tokens_of_names_only():
+    tok = load_tokenizer(DEFAULT_TOKENIZER)
+    weights = name_weights(DEFAULT_TOKENIZER, 2.5)
+    ids = tok.encode("    let foo_bar = self.parse(x, 42)?;").ids
+    weighed = {tok.decode([i]): float(weights[i]) for i in ids}
+    assert weighed[" foo"] == weighed["_bar"] == weighed["x"] == 2.5
+    assert weighed[" let"] == weighed[" self"] == weighed["("] == weighed[" 42"] == 1.0
+    assert weights.shape == (tok.get_vocab_size(),)
+
+
+def test_the_objective_is_the_mean_of_the_plain_losses_weighed_by_their_next_tokens():
+    torch.manual_seed(0)
+    model = RustleLM(tiny())
+    x, y = torch.randint(0, 97, (2, 20)), torch.randint(0, 97, (2, 20))
+    y[0, 0] = -100
+    table = torch.ones(97)
+    table[:40] = 4.0
+    each = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100,
+                                             reduction="none")
+    w = table[y.clamp_min(0).flatten()] * (y.flatten() != -100)
+    expected = (each * w).sum() / w.sum()
+    got = training_objective(model, False, 0.0, 1, None, table)(x, y)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(training_objective(model, False, 0.0, 1, None)(x, y), model.loss(x, y))
+
+
+def test_a_run_weighs_its_training_loss_by_the_recipe(corpus, tmp_path):
+    rows = {}
+    for weight in (1.0, 3.0):
+        config = TrainConfig.from_toml(recipe(tmp_path / f"w{weight}", corpus, name_weight=weight,
+                                              seq_schedule=[[0.0, 64]]))
+        train(config, max_steps=1)
+        rows[weight] = [json.loads(line) for line in (config.out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1.0][0]["tokens"] == rows[3.0][0]["tokens"]
+    assert abs(rows[1.0][0]["loss"] - rows[3.0][0]["loss"]) > 1e-4     # the same first batch, weighed otherwise
+    with pytest.raises(ValueError, match="name_weight"):
+        TrainConfig.from_toml(recipe(tmp_path / "bad", corpus, name_weight=0))

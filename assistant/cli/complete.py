@@ -70,7 +70,7 @@ def with_prompt(config, args: argparse.Namespace):
 
 
 PROMPT_FLAGS = ("layout", "prefix_tokens", "suffix_tokens", "window_lines", "anchor_lines", "head_tokens",
-                "tail_tokens")
+                "tail_tokens", "similar_tokens")
 
 
 def prompt_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,6 +84,8 @@ def prompt_arguments(p: argparse.ArgumentParser) -> None:
                    help="spm: token budget of the buffer before the prefix window, a file before the window")
     p.add_argument("--tail-tokens", type=int, default=None,
                    help="spm: token budget of the buffer after the suffix window, in that file too")
+    p.add_argument("--similar-tokens", type=int, default=None,
+                   help="repo, spm: token budget of the code most like the lines above the cursor (0: none)")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                    help="weights and activations (auto: bf16 on a GPU, fp32 on a CPU; model/precision.py)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",

@@ -168,7 +168,8 @@ class Engine:
                 text = (root / path).read_text(encoding="utf-8", errors="replace") if path else ""
             except OSError:
                 text = ""
-        files_only = replace(self.config.prompt, head_tokens=0, tail_tokens=0)   # a cursor's own part comes later
+        # a cursor's own part (the buffer outside its window, the windows like its lines) comes with the cursor
+        files_only = replace(self.config.prompt, head_tokens=0, tail_tokens=0, similar_tokens=0)
         with self.lock:
             prompt, _ = assemble(self.workspace(root), Request(root, path, text, len(text)), files_only,
                                  self.config.repo_tokens, self.config.snippet_tokens)

@@ -3,6 +3,7 @@ state cache snapshots at; `assemble` gathers a request's context from its worksp
 
     [<|repo_name|>name⏎ (<|file_sep|>path⏎ file)…]   repository part ("repo") or ranked snippets ("index")
     [<|file_sep|>path⏎ head tail]                     the buffer outside the window (spm; local, index, repo)
+    [<|file_sep|>path⏎ window]…                       code like the lines above the cursor (spm, repo: similar.py)
     <|file_sep|>path⏎ then the buffer, in one of three layouts:
       spm     <|fim_prefix|><|fim_suffix|> suffix <|fim_middle|> prefix   (prefix in line chunks, healed)
       psm     <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>  (prefix in line chunks)
@@ -13,8 +14,9 @@ default (128 tokens each: the model copies little from further back, and the dev
 rest of the buffer still counts: the lines before the prefix window (its last `head_tokens`) and after the suffix
 window (its first `tail_tokens`) go before it as a file of their own, where the names the cursor wants are most
 often written (dev set, repository context: exact match 0.309 -> 0.326, and with the copy model off 0.230 -> 0.270,
-xfile tasks 0.172 -> 0.259; BENCHMARKS.md). It ends the repository part, which the background prefills (until then a
-new cursor is served with the last part ready, whole: background.py). PSM and prefix keep the prefix's line snapshots
+xfile tasks 0.172 -> 0.259; BENCHMARKS.md). After it, in repo context, the windows of the workspace most like the
+lines above the cursor (similar.py). They end the repository part, which the background prefills (until then a new
+cursor is served with the last part ready, whole: background.py). PSM and prefix keep the prefix's line snapshots
 across cursors of a file: a new cursor runs the lines from the nearest snapshot, its own line and (PSM) the suffix.
 Context "none" is the prefix alone (no suffix, no other file); "local" adds the suffix and the rest of the buffer.
 """
@@ -29,11 +31,13 @@ from .context import repository_files, snippets
 from .healing import back_up
 from .request import Request
 from .shape import Shape, shape_at
+from .similar import SimilarConfig, Window, query_names, select, shown_text, window_names
 from .tokens import Vocab
 from .workspace import Workspace
 
 CONTEXTS = ("none", "local", "index", "repo")
 LAYOUTS = ("spm", "psm", "prefix")
+SIMILAR = SimilarConfig()   # the windows' shape; PromptConfig.similar_tokens sets their budget
 REPO_PIECE = 2048  # a long repository file is fed in pieces: the background prefill holds the lock for one at a time
 
 
@@ -47,7 +51,8 @@ class PromptConfig:
     anchor_lines: int = 8        # and has a snapshot every this many lines, where other cursors resume
     head_tokens: int = 4096      # spm: the buffer before the prefix window…
     tail_tokens: int = 2048      # …and after the suffix window, as a file before the window (0 and 0: none)
-    healing: bool = True
+    similar_tokens: int = 1024   # repo, spm: the code most like the lines above the cursor, before the buffer
+    healing: bool = True         # (similar.py; 0: none)
 
     def __post_init__(self) -> None:
         if self.context not in CONTEXTS:
@@ -128,8 +133,11 @@ def _add_file(ids: list[int], boundaries: list[int], tokens: list[int]) -> None:
 
 
 def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offset: int, shape: Shape,
-                 context: list[tuple[str, list[int]]], repo_name: str) -> Prompt:
-    """`context`: (path, tokens) pseudo-files (snippets) or whole files (repository), already in order."""
+                 context: list[tuple[str, list[int]]], repo_name: str,
+                 similar: list[tuple[str, list[int]]] = ()) -> Prompt:
+    """`context`: (path, tokens) pseudo-files (snippets) or whole files (repository), already in order; `similar`:
+    windows like the lines above the cursor (similar.py), the end of the repository part, after the buffer outside
+    the window: like it, they change with the cursor's line, and the background prefills them."""
     layout = config.layout if config.context != "none" else "prefix"
     chunks = vocab.encode_chunks(text[:offset])
     start = _prefix_window(chunks, config.prefix_tokens, config.window_lines)
@@ -140,13 +148,17 @@ def build_prompt(vocab: Vocab, config: PromptConfig, path: str, text: str, offse
         after = vocab.iter_chunks(text[offset:])
         suffix, first_out = _suffix_window(after, config.suffix_tokens)
         outside = _outside(chunks[:start], chain([first_out], after), config) if layout == "spm" else []
-    ids: list[int] = vocab.repo_header(repo_name) if files or outside else []
+    ids: list[int] = vocab.repo_header(repo_name) if files or outside or similar else []
     boundaries: list[int] = []
     for file_path, tokens in files:
         _add_file(ids, boundaries, vocab.file_header(file_path) + tokens)
     outside_start = len(ids)
     if outside:
         _add_file(ids, boundaries, vocab.file_header(path) + outside)
+    for window_path, tokens in similar:
+        ids += vocab.file_header(window_path) + tokens
+    if similar:
+        boundaries.append(len(ids))
     local_start = len(ids)
     header = vocab.file_header(path)
     ids += header
@@ -206,6 +218,42 @@ def assemble(workspace: Workspace, request: Request, config: PromptConfig, repo_
                     break
                 context.append((snip.path, tokens))
                 used += len(tokens)
+    similar = _similar(workspace, request, read, config) if config.context == "repo" and config.layout == "spm" else []
     prompt = build_prompt(workspace.vocab, config, request.path, request.text, request.offset, shape, context,
-                          workspace.root.name)
+                          workspace.root.name, similar)
     return prompt, files
+
+
+def _similar(workspace: Workspace, request: Request, read: dict[str, tuple[int, list[int]]],
+             config: PromptConfig) -> list[tuple[str, list[int]]]:
+    """The windows like the lines above the cursor, as (path, tokens) pseudo-files within `similar_tokens`, the
+    likest last (nearest the buffer); the same while only the cursor's line changes."""
+    if config.similar_tokens <= 0:
+        return []
+    text, offset = request.text, request.offset
+    line_start, line_end = text.rfind("\n", 0, offset) + 1, text.find("\n", offset)
+    key = (request.path, text[:line_start], "" if line_end < 0 else text[line_end:], tuple(read),
+           config.similar_tokens)
+    return workspace.windows.remembered(key, [tokens for _, tokens in read.values()],
+                                        lambda: _rank_windows(workspace, request, read, config.similar_tokens))
+
+
+def _rank_windows(workspace: Workspace, request: Request, read: dict[str, tuple[int, list[int]]],
+                  budget: int) -> list[tuple[str, list[int]]]:
+    settings = SIMILAR
+    before = request.text[:request.offset]
+    cursor = before.count("\n")
+    buffer_lines = request.text.split("\n")
+    lines = {request.path: buffer_lines}
+    candidates = {request.path: window_names(buffer_lines, settings.lines)}
+    for path, (_, tokens) in read.items():
+        lines[path], candidates[path] = workspace.windows.of(path, tokens, settings.lines)
+    skip = (request.path, cursor - settings.lines - 2, cursor + 11)
+    shown = {}
+
+    def cost(window: Window) -> int:
+        shown[window] = workspace.vocab.encode(shown_text(lines[window.path], window, settings))
+        return len(workspace.vocab.file_header(window.path)) + len(shown[window])
+
+    chosen = select(query_names(before, settings.lines), candidates, settings, budget, cost, skip)
+    return [(w.path, shown[w]) for w in reversed(chosen)]

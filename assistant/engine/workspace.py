@@ -16,6 +16,7 @@ from ..index import store
 from ..index.indexer import IndexSummary, index_file, index_workspace
 from .copy import CopyConfig, CopyModel
 from .guide import Names
+from .similar import WindowCache
 from .tokens import Vocab
 
 RECENT = 16  # recently saved files the "index" context ranks after the cursor's own names
@@ -51,6 +52,7 @@ class Workspace:
         self._reader_identity: tuple[int, int] | None = None
         self._reader_lock = threading.RLock()  # the server's thread and the engine's worker read in turn
         self.names = Names(self.reading, lambda: self.changes)
+        self.windows = WindowCache(lambda ids: vocab.decode_bytes(ids).decode("utf-8", errors="replace"))
 
     # ----- the index ----------------------------------------------------------------------------------------
     def index(self, on_file: Callable[[], None] = lambda: None,

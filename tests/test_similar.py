@@ -15,6 +15,7 @@ from tokenizer import load_tokenizer
 
 KVSTORE = Path(__file__).resolve().parent.parent / "data" / "workspace"
 CONFIG = SimilarConfig(windows=2, lines=2, after=1, least=0.2)
+WINDOWED = PromptConfig(context="repo", layout="spm", similar_tokens=1024)
 
 
 def names(text: str) -> frozenset[str]:
@@ -86,23 +87,23 @@ BUFFER = ("use kvstore::Store;\n\nimpl Cache {\n    pub fn get_entry(&self, key:
 
 
 def test_the_likest_window_ends_the_repository_part_and_typing_on_the_line_keeps_it(workspace, vocab):
-    prompt, _ = assemble(workspace, request_at(workspace, BUFFER), PromptConfig(), 131072, 1024)
+    prompt, _ = assemble(workspace, request_at(workspace, BUFFER), WINDOWED, 131072, 1024)
     part = vocab.tok.decode(prompt.ids[:prompt.local_start], skip_special_tokens=False)
     likest = part.split("<|file_sep|>")[-1]                       # the likest window is the nearest the buffer
     assert likest.startswith("src/cache.rs\nimpl Cache {\n    pub fn get_entry") and "value.as_str())" in likest
     header = vocab.file_header("src/main.rs")
     assert prompt.ids[prompt.local_start:prompt.local_start + len(header)] == prompt.copy_ids[:len(header)] == header
-    typed, _ = assemble(workspace, request_at(workspace, BUFFER + "get(k"), PromptConfig(), 131072, 1024)
+    typed, _ = assemble(workspace, request_at(workspace, BUFFER + "get(k"), WINDOWED, 131072, 1024)
     assert typed.ids[:typed.local_start] == prompt.ids[:prompt.local_start]   # served from the same prefilled part
 
 
-@pytest.mark.parametrize("config", [PromptConfig(context="local"), PromptConfig(layout="psm"),
-                                    PromptConfig(similar_tokens=20)])
+@pytest.mark.parametrize("config", [replace(WINDOWED, context="local"), replace(WINDOWED, layout="psm"),
+                                    replace(WINDOWED, similar_tokens=20)])
 def test_no_window_without_the_repository_the_spm_layout_or_the_budget(workspace, config):
     prompt, _ = assemble(workspace, request_at(workspace, BUFFER), config, 131072, 1024)
     plain, _ = assemble(workspace, request_at(workspace, BUFFER), replace(config, similar_tokens=0), 131072, 1024)
     assert prompt.ids == plain.ids
-    windowed, _ = assemble(workspace, request_at(workspace, BUFFER), PromptConfig(), 131072, 1024)
+    windowed, _ = assemble(workspace, request_at(workspace, BUFFER), WINDOWED, 131072, 1024)
     assert windowed.ids != assemble(workspace, request_at(workspace, BUFFER), PromptConfig(similar_tokens=0), 131072,
                                     1024)[0].ids
 

@@ -427,6 +427,9 @@ def test_eval_lines_and_complete_on_the_command_line(rustle, tiny_model_dir, wor
         assert report["after_lines_above"] == (2 if len(served) > 1 else 0)
     bad = rustle("eval", "lines", str(tasks), "--model", str(tiny_model_dir), "--after-lines-above", "1", check=False)
     assert bad.returncode == 2 and "--served" in bad.stdout
+    bad = rustle("eval", "make-lines", "--corpus", str(tmp_path), "--out", str(tmp_path / "set.jsonl"), "--exclude",
+                 str(tmp_path / "missing.jsonl"), check=False)
+    assert bad.returncode == 2 and "--exclude" in bad.stdout and not (tmp_path / "set.jsonl").exists()
 
 
 def test_an_open_bracket_at_the_end_of_a_line_is_left_open():

@@ -244,6 +244,8 @@ def register_eval(group: argparse._SubParsersAction) -> None:
     p.add_argument("--crates", type=int, default=25)
     p.add_argument("--per-kind", type=int, default=2, help="tasks of each kind per crate")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--exclude", type=Path, default=None,
+                   help="leave out the crates of this task set (a confirmation set beside the dev set)")
     p.set_defaults(run=make_lines_command)
 
 
@@ -254,6 +256,14 @@ def make_lines_command(args: argparse.Namespace) -> int:
     from ..lab.eval.make_lines import crate_tasks, test_crates
 
     roots = test_crates(args.corpus)
+    if args.exclude is not None:
+        try:
+            taken = {Path(json.loads(line)["root"]).name for line in args.exclude.read_text().splitlines() if line}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            console.print(f"[red]--exclude {args.exclude}: not a task set ({err})[/]")
+            return 2
+    else:
+        taken = set()
     if not roots:
         console.print(f"[red]no test-split crates in {args.corpus}[/]: build the corpus first")
         return 2
@@ -262,7 +272,8 @@ def make_lines_command(args: argparse.Namespace) -> int:
     tasks = []
     with tempfile.TemporaryDirectory() as tmp:
         for n, root in enumerate(roots[:args.crates]):
-            tasks += crate_tasks(root, Path(tmp) / f"{n}.sqlite", rng, args.per_kind)
+            made = list(crate_tasks(root, Path(tmp) / f"{n}.sqlite", rng, args.per_kind))
+            tasks += made if root.name not in taken else []     # drawn all the same: the rest stays as it was
     cwd = Path.cwd()
     for t in tasks:  # portable between checkouts: corpus roots relative to the working directory
         if Path(t["root"]).is_relative_to(cwd):
@@ -271,7 +282,7 @@ def make_lines_command(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(t) + "\n" for t in tasks))
     kinds = {k: sum(t["kind"] == k for t in tasks) for k in ("line", "mid", "xfile")}
-    console.print(f"{len(tasks)} tasks from {min(len(roots), args.crates)} crates {kinds} → {args.out}")
+    console.print(f"{len(tasks)} tasks from {len({t['root'] for t in tasks})} crates {kinds} → {args.out}")
     return 0
 
 

@@ -31,7 +31,7 @@ from .context import repository_files, snippets
 from .healing import back_up
 from .request import Request
 from .shape import Shape, shape_at
-from .similar import SimilarConfig, Window, query_names, select, shown_text, window_names
+from .similar import SimilarConfig, Window, near_cursor, query_names, select, shown_text, window_names
 from .tokens import Vocab
 from .workspace import Workspace
 
@@ -51,8 +51,8 @@ class PromptConfig:
     anchor_lines: int = 8        # and has a snapshot every this many lines, where other cursors resume
     head_tokens: int = 4096      # spm: the buffer before the prefix window…
     tail_tokens: int = 2048      # …and after the suffix window, as a file before the window (0 and 0: none)
-    similar_tokens: int = 1024   # repo, spm: the code most like the lines above the cursor, before the buffer
-    healing: bool = True         # (similar.py; 0: none)
+    similar_tokens: int = 1024   # repo, spm: the code most like the lines above the cursor (similar.py; 0: none)
+    healing: bool = True
 
     def __post_init__(self) -> None:
         if self.context not in CONTEXTS:
@@ -248,7 +248,7 @@ def _rank_windows(workspace: Workspace, request: Request, read: dict[str, tuple[
     candidates = {request.path: window_names(buffer_lines, settings.lines)}
     for path, (_, tokens) in read.items():
         lines[path], candidates[path] = workspace.windows.of(path, tokens, settings.lines)
-    skip = (request.path, cursor - settings.lines - 2, cursor + 11)
+    skip = near_cursor(request.path, cursor, settings)
     shown = {}
 
     def cost(window: Window) -> int:

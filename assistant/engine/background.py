@@ -1,10 +1,10 @@
 """The repository part of prompts, prefilled ahead of requests in a worker thread, so that no request waits
 for it: a request whose repository part is not in the state tree yet is served with the last one that is
 (stale by the files saved since; the live buffer carries the unsaved edits anyway), or with none. In the spm
-layout the part ends with the buffer outside the cursor's window (prompt.py): a new cursor is served with the last
-cursor's part until its own is in (of this document: the buffer as it was there; of another: with this one's saved
-copy among the files); only the files' state goes to disk. After the part, the open document's lines as saved
-(layouts psm and prefix), so that a new cursor resumes a few lines above.
+layout the part ends with the buffer outside the cursor's window and the code like its lines (prompt.py, similar.py):
+a new cursor is served with the last cursor's part until its own is in (of this document: the buffer as it was there;
+of another: with this one's saved copy among the files); only the files' state goes to disk. After the part, the open
+document's lines as saved (layouts psm and prefix), so that a new cursor resumes a few lines above.
 
 The worker feeds one segment per hold of the engine lock (a file, or a piece of at most 2,048 tokens of a
 long one), through `StateCache.prefill` with the request's own segmentation, so a request waits at most for

@@ -117,7 +117,8 @@ class Engine:
 
     def prompt(self, request: Request) -> tuple[Prompt, list[str]]:
         """The prompt a request decodes after, and the repository files in it. In the background mode its
-        repository part (the files, then the buffer outside the cursor's window; local context: that alone) is one
+        repository part (the files, then the buffer outside the cursor's window and the code like its lines; local
+        context: the buffer outside alone) is one
         the state tree holds (or none), and the current one is prefilled meanwhile; the index context's snippets are
         chosen for this cursor (~1K tokens), so a request feeds its own."""
         config = self.config

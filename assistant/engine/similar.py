@@ -10,14 +10,14 @@ query leaves out the cursor's own line, so typing on a line keeps the same windo
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TypeVar
 
+from .context import IDENTIFIER
+
 T = TypeVar("T")
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)

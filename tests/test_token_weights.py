@@ -1,5 +1,5 @@
-"""A recipe's `name_weight` (assistant/lab/train/token_weights.py): which tokens are name pieces, the objective's
-weighted mean, and a real run that weighs its loss."""
+"""A recipe's `name_weight` and `far_repeat_weight` (assistant/lab/train/token_weights.py): which tokens are name
+pieces, which are far repeats, the objective's weighted mean, and a real run that weighs its loss."""
 import json
 
 import pytest
@@ -8,7 +8,7 @@ import torch
 from assistant.lab.train.config import TrainConfig
 from assistant.lab.train.loop import train
 from assistant.lab.train.memory_loss import training_objective
-from assistant.lab.train.token_weights import is_name_piece, name_weights
+from assistant.lab.train.token_weights import TokenWeighing, far_repeats, is_name_piece, name_weights, token_weighing
 from model.model import RustleLM
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
@@ -44,19 +44,46 @@ def test_the_objective_is_the_mean_of_the_plain_losses_weighed_by_their_next_tok
                                              reduction="none")
     w = table[y.clamp_min(0).flatten()] * (y.flatten() != -100)
     expected = (each * w).sum() / w.sum()
-    got = training_objective(model, False, 0.0, 1, None, table)(x, y)
+    got = training_objective(model, False, 0.0, 1, None, TokenWeighing(table, table > 1))(x, y)
     assert torch.allclose(got, expected, atol=1e-6)
     assert torch.allclose(training_objective(model, False, 0.0, 1, None)(x, y), model.loss(x, y))
 
 
-def test_a_run_weighs_its_training_loss_by_the_recipe(corpus, tmp_path):
+def test_far_repeats_are_pairs_last_seen_beyond_the_window():
+    torch.manual_seed(0)
+    x, y = torch.randint(0, 5, (2, 300)), torch.randint(0, 5, (2, 300))
+    got = far_repeats(x, y, 20)
+    for b in range(2):
+        for t in range(300):
+            earlier = [p for p in range(t) if x[b, p] == x[b, t] and y[b, p] == y[b, t]]
+            assert bool(got[b, t]) is (bool(earlier) and t - earlier[-1] > 20), (b, t)
+    assert got.any() and not got.all()
+
+
+def test_far_repeat_weight_weighs_the_name_pieces_copied_from_beyond_the_window_only():
+    tok = load_tokenizer(DEFAULT_TOKENIZER)
+    line = tok.encode("    let parsed_header = decode_frame(buffer, 42)?;\n").ids
+    filler = tok.encode(" ".join(str(i) for i in range(2000))).ids[:600]
+    ids = torch.tensor([line + filler + line])
+    x, y = ids[:, :-1], ids[:, 1:]
+    weights = token_weighing(DEFAULT_TOKENIZER, 1.0, 3.0, 512)(x, y)[0]
+    second = range(len(line) + len(filler), ids.shape[1] - 1)      # positions whose next token is the line again
+    names = {t: is_name_piece(tok.decode([int(y[0, t])])) for t in second}
+    assert 4 <= sum(names.values()) < len(names)
+    assert all(float(weights[t]) == (3.0 if name else 1.0) for t, name in names.items())
+    assert set(weights[:len(line)].tolist()) == {1.0}                # a first sight is not a repeat
+    assert token_weighing(DEFAULT_TOKENIZER, 1.0, 1.0, 512) is None
+
+
+@pytest.mark.parametrize("key", ["name_weight", "far_repeat_weight"])
+def test_a_run_weighs_its_training_loss_by_the_recipe(corpus, tmp_path, key):
     rows = {}
     for weight in (1.0, 3.0):
-        config = TrainConfig.from_toml(recipe(tmp_path / f"w{weight}", corpus, name_weight=weight,
-                                              seq_schedule=[[0.0, 64]]))
+        config = TrainConfig.from_toml(recipe(tmp_path / f"w{weight}", corpus, **{key: weight},
+                                              seq_schedule=[[0.0, 256]]))
         train(config, max_steps=1)
         rows[weight] = [json.loads(line) for line in (config.out / "metrics.jsonl").read_text().splitlines()]
     assert rows[1.0][0]["tokens"] == rows[3.0][0]["tokens"]
     assert abs(rows[1.0][0]["loss"] - rows[3.0][0]["loss"]) > 1e-4     # the same first batch, weighed otherwise
-    with pytest.raises(ValueError, match="name_weight"):
-        TrainConfig.from_toml(recipe(tmp_path / "bad", corpus, name_weight=0))
+    with pytest.raises(ValueError, match=key):
+        TrainConfig.from_toml(recipe(tmp_path / "bad", corpus, **{key: 0}))

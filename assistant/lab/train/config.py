@@ -45,6 +45,8 @@ class TrainConfig:
     memory_queries: int = 1024                   # positions of each sequence that term scores
     name_weight: float = 1.0                     # the loss on next tokens that hold a piece of a name, times
                                                  # this (token_weights.py); validation loss stays unweighted
+    far_repeat_weight: float = 1.0               # the loss on next tokens whose pair with the token before was
+                                                 # last seen beyond the window, times this (token_weights.py)
     patience: int | None = None                  # stop after this many evaluations without a better val loss
     max_seconds: float | None = None             # a wall-clock budget (a lent GPU): total_tokens is cut, a few
                                                  # steps in, to what the measured throughput reaches by then
@@ -56,6 +58,8 @@ class TrainConfig:
             raise ValueError(f"memory_loss = {self.memory_loss!r}: expected a number from 0 to 10")
         if not (isinstance(self.name_weight, (int, float)) and 0.1 <= self.name_weight <= 10.0):
             raise ValueError(f"name_weight = {self.name_weight!r}: expected a number from 0.1 to 10")
+        if not (isinstance(self.far_repeat_weight, (int, float)) and 0.1 <= self.far_repeat_weight <= 10.0):
+            raise ValueError(f"far_repeat_weight = {self.far_repeat_weight!r}: expected a number from 0.1 to 10")
         if not (isinstance(self.memory_queries, int) and self.memory_queries >= 1):
             raise ValueError(f"memory_queries = {self.memory_queries!r}: expected a whole number of at least 1")
         if self.train_lql_blocks is not None:     # the model config's own bounds on lql_blocks

@@ -30,7 +30,7 @@ from .config import TrainConfig
 from .data import load_tokens, prepare_tokens
 from .graft import new_weights, start_weights
 from .memory_loss import training_objective
-from .token_weights import name_weights
+from .token_weights import token_weighing
 
 REWARM_FRACTION = 0.02  # a weights-only start warms up again over this share of the run
 BUDGET_STEPS = (3, 13)  # max_seconds: throughput is measured between these steps of the run (compiling is before)
@@ -234,9 +234,9 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         raise FileNotFoundError(f"--resume: no checkpoint under {config.out}")
     if config.compile:
         compile_blocks(model)
-    weights = name_weights(config.tokenizer, config.name_weight) if config.name_weight != 1.0 else None
+    weighing = token_weighing(config.tokenizer, config.name_weight, config.far_repeat_weight, config.model.window)
     objective = training_objective(model, config.compile, config.memory_loss, config.memory_queries,
-                                   config.init_from, weights)
+                                   config.init_from, weighing)
     ddp = torch.nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
 
     if rank == 0 and checkpoint is not None:

@@ -17,23 +17,25 @@ from model.io import MEMORY, ModelFolderError, load_memory
 from model.memory import MemoryReader, vote_nats
 from model.model import RustleLM
 
+from .token_weights import TokenWeighing
+
 MIN_POSITION = 1024    # queries this far in (half a shorter window): the memory serves what attention has left
 
 
 class NextTokenLoss(torch.nn.Module):
     """The model's fused loss as a module's forward, so that DDP sees (and syncs) the backward pass."""
 
-    def __init__(self, model: RustleLM, compiled: bool, token_weights: torch.Tensor | None = None) -> None:
+    def __init__(self, model: RustleLM, compiled: bool, weighing: TokenWeighing | None = None) -> None:
         super().__init__()
         self.model, self.compiled = model, compiled
-        self.token_weights = token_weights      # [vocab] loss weight of each next token (token_weights.py), or None
+        self.weighing = weighing                # each next token's loss weight (token_weights.py), or None
         self.logged: dict[str, float] = {}      # parts of the last step's loss worth a metrics row
 
-    def weights(self, y: torch.Tensor) -> torch.Tensor | None:
-        return None if self.token_weights is None else self.token_weights.to(y.device)[y.clamp_min(0)]
+    def weights(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        return None if self.weighing is None else self.weighing(x, y)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(x, y, compiled=self.compiled, weights=self.weights(y))
+        return self.model.loss(x, y, compiled=self.compiled, weights=self.weights(x, y))
 
 
 class NextTokenAndMemoryLoss(NextTokenLoss):
@@ -41,13 +43,13 @@ class NextTokenAndMemoryLoss(NextTokenLoss):
     MIN_POSITION (those whose next token followed an earlier position too)."""
 
     def __init__(self, model: RustleLM, compiled: bool, reader: MemoryReader, weight: float, queries: int,
-                 token_weights: torch.Tensor | None = None) -> None:
-        super().__init__(model, compiled, token_weights)
+                 weighing: TokenWeighing | None = None) -> None:
+        super().__init__(model, compiled, weighing)
         self.reader, self.weight, self.queries = reader, weight, queries
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         hidden, states = self.model.hidden_and_read(x, layer=self.reader.layer)
-        nats = self.model.loss_of_hidden(hidden, y, compiled=self.compiled, weights=self.weights(y))
+        nats = self.model.loss_of_hidden(hidden, y, compiled=self.compiled, weights=self.weights(x, y))
         low = min(MIN_POSITION, x.shape[1] // 2)
         queries = torch.linspace(low, x.shape[1] - 1, min(self.queries, x.shape[1] - low), device=x.device).long()
         votes = [vote_nats(self.reader.keys_with_grad(h, t), n, queries, self.reader.scale)
@@ -62,14 +64,14 @@ class NextTokenAndMemoryLoss(NextTokenLoss):
 
 
 def training_objective(model: RustleLM, compiled: bool, memory_loss: float, queries: int,
-                       init_from: Path | None, token_weights: torch.Tensor | None = None) -> NextTokenLoss:
-    """The run's objective: the next-token loss (each next token weighed by `token_weights` where given), with the
+                       init_from: Path | None, weighing: TokenWeighing | None = None) -> NextTokenLoss:
+    """The run's objective: the next-token loss (each next token weighed by `weighing` where given), with the
     memory's term where the recipe weighs it (the reader of `init_from`, whose weights the run starts from)."""
     if memory_loss == 0:
-        return NextTokenLoss(model, compiled, token_weights)
+        return NextTokenLoss(model, compiled, weighing)
     path = None if init_from is None else Path(init_from) / MEMORY
     if path is None or not path.is_file():
         raise ModelFolderError(f"memory_loss = {memory_loss}: the run must start (init_from) from a model folder "
                                "with a fitted memory reader; write one with `rustle train-memory`")
     reader = load_memory(path, model.config).with_embeddings(model.embed.weight)
-    return NextTokenAndMemoryLoss(model, compiled, reader, memory_loss, queries, token_weights)
+    return NextTokenAndMemoryLoss(model, compiled, reader, memory_loss, queries, weighing)

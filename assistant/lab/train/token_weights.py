@@ -1,14 +1,18 @@
-"""Which next tokens the training loss weighs more: the pieces of names.
+"""Which next tokens the training loss weighs more: the pieces of names, and the far repeats.
 
 Why: most of the engine's wrong suggestions are wrong names (issue 19), while the loss is spent evenly on
 punctuation, indentation and keywords that the model already predicts well. A recipe's `name_weight` multiplies
 the loss on every token that holds a piece of an identifier (after any white space or punctuation it starts with:
 `.parse`, ` foo`, `_bar`), keywords excepted. Words of comments and strings count too: the table knows tokens, not
-where they stand. The loss stays a weighted mean (model/model.py), so the learning rate means what it did.
+where they stand. A recipe's `far_repeat_weight` multiplies the loss on every next name piece that, with the token
+before it, repeats a pair last seen more than the model's window back: there only a global layer (lql, gdn) can
+copy it, and that is the retrieval issue 20 asks for (about a tenth of a 16K-token window's tokens). The loss stays a weighted mean (model/model.py), so the learning
+rate means what it did.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,3 +36,43 @@ def name_weights(tokenizer: Path, weight: float) -> torch.Tensor:
     tok = load_tokenizer(tokenizer)
     return torch.tensor([weight if is_name_piece(tok.decode([i], skip_special_tokens=False)) else 1.0
                          for i in range(tok.get_vocab_size())])
+
+
+def far_repeats(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor:
+    """[B, T] bool: the pair (x[t], y[t]) occurred earlier in the row and its latest earlier occurrence ends more than
+    `window` positions before t (so a sliding window cannot see it)."""
+    keys = x.long() * (int(y.max().clamp_min(0)) + 1) + y.clamp_min(0).long()
+    order = torch.sort(keys, dim=1, stable=True).indices           # equal keys stay in position order
+    sorted_keys = keys.gather(1, order)
+    repeat = sorted_keys[:, 1:] == sorted_keys[:, :-1]
+    far = repeat & (order[:, 1:] - order[:, :-1] > window)
+    mask = torch.zeros_like(y, dtype=torch.bool)
+    return mask.scatter(1, order[:, 1:], far)
+
+
+@dataclass(frozen=True)
+class TokenWeighing:
+    """A batch's loss weights: the name table's (by next token), times `far_weight` on the name pieces that are far
+    repeats."""
+    table: torch.Tensor | None    # [vocab] weight of each next token (name_weights), or None: all 1
+    names: torch.Tensor           # [vocab] bool: the name pieces
+    far_weight: float = 1.0
+    window: int = 512             # the model's sliding window: repeats farther back than this are far
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        weights = None if self.table is None else self.table.to(y.device)[y.clamp_min(0)]
+        if self.far_weight != 1.0:
+            far = far_repeats(x, y, self.window) & self.names.to(y.device)[y.clamp_min(0)]
+            far = 1.0 + (self.far_weight - 1.0) * far.float()
+            weights = far if weights is None else weights * far
+        return weights
+
+
+def token_weighing(tokenizer: Path, name_weight: float, far_repeat_weight: float,
+                   window: int) -> TokenWeighing | None:
+    """A recipe's weighing, or None where it weighs every token alike."""
+    if name_weight == 1.0 and far_repeat_weight == 1.0:
+        return None
+    names = name_weights(tokenizer, 2.0) > 1.0
+    table = torch.where(names, name_weight, 1.0) if name_weight != 1.0 else None
+    return TokenWeighing(table, names, far_repeat_weight, window)

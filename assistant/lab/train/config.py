@@ -45,8 +45,8 @@ class TrainConfig:
     memory_queries: int = 1024                   # positions of each sequence that term scores
     name_weight: float = 1.0                     # the loss on next tokens that hold a piece of a name, times
                                                  # this (token_weights.py); validation loss stays unweighted
-    far_repeat_weight: float = 1.0               # the loss on next tokens whose pair with the token before was
-                                                 # last seen beyond the window, times this (token_weights.py)
+    far_repeat_weight: float = 1.0               # the loss on next name pieces whose pair with the token before
+                                                 # was last seen beyond the window, times this (token_weights.py)
     patience: int | None = None                  # stop after this many evaluations without a better val loss
     max_seconds: float | None = None             # a wall-clock budget (a lent GPU): total_tokens is cut, a few
                                                  # steps in, to what the measured throughput reaches by then

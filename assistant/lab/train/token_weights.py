@@ -6,8 +6,8 @@ the loss on every token that holds a piece of an identifier (after any white spa
 `.parse`, ` foo`, `_bar`), keywords excepted. Words of comments and strings count too: the table knows tokens, not
 where they stand. A recipe's `far_repeat_weight` multiplies the loss on every next name piece that, with the token
 before it, repeats a pair last seen more than the model's window back: there only a global layer (lql, gdn) can
-copy it, and that is the retrieval issue 20 asks for (about a tenth of a 16K-token window's tokens). The loss stays a weighted mean (model/model.py), so the learning
-rate means what it did.
+copy it, and that is the retrieval issue 20 asks for (about a tenth of a 16K-token window's tokens). The loss stays a
+weighted mean (model/model.py), so the learning rate means what it did.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import torch
 from assistant.lab.train.config import TrainConfig
 from assistant.lab.train.loop import train
 from assistant.lab.train.memory_loss import training_objective
-from assistant.lab.train.token_weights import TokenWeighing, far_repeats, is_name_piece, name_weights, token_weighing
+from assistant.lab.train.token_weights import TokenWeighing, far_repeats, is_name_piece, name_pieces, token_weighing
 from model.model import RustleLM
 from tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
@@ -25,12 +25,13 @@ def test_name_pieces_are_identifier_text_after_space_or_punctuation_but_not_keyw
 
 def test_the_table_weighs_the_tokens_of_names_only():
     tok = load_tokenizer(DEFAULT_TOKENIZER)
-    weights = name_weights(DEFAULT_TOKENIZER, 2.5)
     ids = tok.encode("    let foo_bar = self.parse(x, 42)?;").ids
-    weighed = {tok.decode([i]): float(weights[i]) for i in ids}
+    x, y = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
+    weights = token_weighing(DEFAULT_TOKENIZER, 2.5, 1.0, 512)(x, y)[0]
+    weighed = {tok.decode([int(i)]): float(w) for i, w in zip(y[0], weights)}
     assert weighed[" foo"] == weighed["_bar"] == weighed["x"] == 2.5
     assert weighed[" let"] == weighed[" self"] == weighed["("] == weighed[" 42"] == 1.0
-    assert weights.shape == (tok.get_vocab_size(),)
+    assert name_pieces(DEFAULT_TOKENIZER).shape == (tok.get_vocab_size(),)
 
 
 def test_the_objective_is_the_mean_of_the_plain_losses_weighed_by_their_next_tokens():
@@ -44,7 +45,7 @@ def test_the_objective_is_the_mean_of_the_plain_losses_weighed_by_their_next_tok
                                              reduction="none")
     w = table[y.clamp_min(0).flatten()] * (y.flatten() != -100)
     expected = (each * w).sum() / w.sum()
-    got = training_objective(model, False, 0.0, 1, None, TokenWeighing(table, table > 1))(x, y)
+    got = training_objective(model, False, 0.0, 1, None, TokenWeighing(table > 1, 4.0))(x, y)
     assert torch.allclose(got, expected, atol=1e-6)
     assert torch.allclose(training_objective(model, False, 0.0, 1, None)(x, y), model.loss(x, y))
 

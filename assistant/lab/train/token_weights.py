@@ -31,10 +31,10 @@ def is_name_piece(text: str) -> bool:
     return match is not None and match.group(1) not in KEYWORDS
 
 
-def name_weights(tokenizer: Path, weight: float) -> torch.Tensor:
-    """[vocab] loss weights: `weight` for the tokens that are name pieces, 1 for the rest."""
+def name_pieces(tokenizer: Path) -> torch.Tensor:
+    """[vocab] bool: the tokens that are name pieces."""
     tok = load_tokenizer(tokenizer)
-    return torch.tensor([weight if is_name_piece(tok.decode([i], skip_special_tokens=False)) else 1.0
+    return torch.tensor([is_name_piece(tok.decode([i], skip_special_tokens=False))
                          for i in range(tok.get_vocab_size())])
 
 
@@ -52,20 +52,16 @@ def far_repeats(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TokenWeighing:
-    """A batch's loss weights: the name table's (by next token), times `far_weight` on the name pieces that are far
-    repeats."""
-    table: torch.Tensor | None    # [vocab] weight of each next token (name_weights), or None: all 1
-    names: torch.Tensor           # [vocab] bool: the name pieces
+    """A batch's loss weights: `name_weight` on the name pieces, times `far_weight` on those that are far repeats."""
+    names: torch.Tensor           # [vocab] bool: the name pieces (name_pieces)
+    name_weight: float = 1.0
     far_weight: float = 1.0
     window: int = 512             # the model's sliding window: repeats farther back than this are far
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        weights = None if self.table is None else self.table.to(y.device)[y.clamp_min(0)]
-        if self.far_weight != 1.0:
-            far = far_repeats(x, y, self.window) & self.names.to(y.device)[y.clamp_min(0)]
-            far = 1.0 + (self.far_weight - 1.0) * far.float()
-            weights = far if weights is None else weights * far
-        return weights
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        name = self.names.to(y.device)[y.clamp_min(0)]
+        far = name & far_repeats(x, y, self.window) if self.far_weight != 1.0 else torch.zeros_like(name)
+        return torch.where(name, self.name_weight, 1.0) * torch.where(far, self.far_weight, 1.0)
 
 
 def token_weighing(tokenizer: Path, name_weight: float, far_repeat_weight: float,
@@ -73,6 +69,4 @@ def token_weighing(tokenizer: Path, name_weight: float, far_repeat_weight: float
     """A recipe's weighing, or None where it weighs every token alike."""
     if name_weight == 1.0 and far_repeat_weight == 1.0:
         return None
-    names = name_weights(tokenizer, 2.0) > 1.0
-    table = torch.where(names, name_weight, 1.0) if name_weight != 1.0 else None
-    return TokenWeighing(table, names, far_repeat_weight, window)
+    return TokenWeighing(name_pieces(tokenizer), name_weight, far_repeat_weight, window)

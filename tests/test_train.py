@@ -324,53 +324,6 @@ Path({str(tmp_path)!r}, f"rank{{os.environ['RANK']}}.txt").write_text(repr(total
     assert rank0 == rank1
 
 
-def test_finetune_on_a_fixture_repo_reports_held_out_bits_per_byte_and_writes_a_model(tmp_path, rustle):
-    from model.config import ModelConfig
-    from model.io import save_model
-    from model.model import RustleLM
-    from tokenizer import DEFAULT_TOKENIZER
-
-    repo = tmp_path / "team"
-    (repo / "src").mkdir(parents=True)
-    (repo / "Cargo.toml").write_text('[package]\nname = "team"\nversion = "0.1.0"\n')
-    for f in range(20):  # distinct identifiers in every line, or near-duplicate removal keeps one file
-        (repo / "src" / f"m{f}.rs").write_text("".join(
-            f"pub fn step_{f}_{k}(state_{f}: &mut Vec<u{8 << (k % 4)}>) -> usize {{ state_{f}.len() * {k} }}\n"
-            for k in range(12)))
-    torch.manual_seed(0)
-    base = tmp_path / "base"
-    tiny = ModelConfig(vocab_size=16384, d_model=32, n_heads=2, n_kv_heads=1, head_dim=16, mlp_hidden=64,
-                       layer_pattern=("gdn", "swa", "lql"), window=16, gdn_heads=2, gdn_head_dim=16, chunk_size=16,
-                       lql_dim=16, lql_heads=1)
-    save_model(RustleLM(tiny), base, DEFAULT_TOKENIZER)
-    out = rustle("finetune", "--repos", str(repo), "--out", str(tmp_path / "ft"), "--model", str(base),
-                 "--tokens", "4096", "--lr", "0.01", "--seq-len", "64", "--batch-tokens", "512", "--json").stdout
-    report = json.loads(out.splitlines()[-1])
-    assert report["held_out_files"] >= 1 and report["tokens"] > 0
-    assert report["bits_per_byte_after"] < report["bits_per_byte_before"]
-    model = load_model(Path(report["model"]))
-    assert model.config == tiny
-    assert json.loads((Path(report["model"]) / "metadata.json").read_text())["finetuned_from"] == str(base)
-
-
-def test_a_small_repository_still_holds_one_file_out_for_finetuning(tmp_path):
-    # 10% of three files rounds to none: without a held-out file `rustle finetune` refused a small repository.
-    from assistant.lab.corpus.build import BuildConfig, build
-    from assistant.lab.corpus.shards import texts
-    from assistant.lab.corpus.split import SplitConfig
-    repo = tmp_path / "team"
-    (repo / "src").mkdir(parents=True)
-    for f in range(3):
-        (repo / "src" / f"m{f}.rs").write_text("".join(
-            f"pub fn step_{f}_{k}(state_{f}: &mut Vec<u{8 << (k % 4)}>) -> usize {{ state_{f}.len() * {k} }}\n"
-            for k in range(12)))
-    for seed in range(4):
-        corpus = tmp_path / f"corpus{seed}"
-        build(BuildConfig(out=corpus, repos=[repo], split=SplitConfig(seed=seed, validation=0.1, test=0.0,
-                                                                        unit="file")))
-        assert len(list(texts(corpus, "validation"))) == 1 and len(list(texts(corpus, "train"))) == 2
-
-
 def test_grafting_keeps_every_block_but_the_swapped_kinds_and_refuses_other_changes():
     import tomllib
     from dataclasses import replace

@@ -147,10 +147,17 @@ def lines_command(args: argparse.Namespace) -> int:
         console.print("[red]--after-lines-above N (N >= 0) asks how the server serves a cursor that moved: add "
                       "--served[/]")
         return 2
-    engine = Engine(args.model, replace(_engine_config(args), background=args.served))
+    config = replace(_engine_config(args), background=args.served)
+    models = _repository_models(args, tasks) if args.finetune else None
+    engines = {}
     work = {"generated_tokens": 0, "forward_steps": 0}
 
     def complete(task, buffer: str, offset: int) -> tuple[str, float]:
+        model = args.model if models is None else models.model(task.root)
+        if model not in engines:   # one engine at a time: a fine-tuned model serves its repository's tasks
+            engines.clear()
+            engines[model] = Engine(model, config)
+        engine = engines[model]
         saved = saved_before_typing(buffer, offset) if args.saved == "before" else buffer
         if args.served:   # the document was just opened (the last task's part, with this line in it, is not served)
             engine.prefill.forget(engine.workspace(task.root).root)
@@ -178,7 +185,8 @@ def lines_command(args: argparse.Namespace) -> int:
     report = summary(results) | {"context": args.context, "saved": args.saved, "served": args.served,
                                  "after_lines_above": args.after_lines_above,
                                  "copy_model": not args.no_copy,
-                                 "copy_drafts": engine.config.copy_draft, "guide": asdict(engine.config.guide),
+                                 "copy_drafts": config.copy_draft, "guide": asdict(config.guide),
+                                 "finetuned": None if models is None else {"kept_base": models.skipped},
                                  **work}
     if args.json:
         print(json.dumps(report))
@@ -190,6 +198,17 @@ def lines_command(args: argparse.Namespace) -> int:
                             [[k, b["n"], b["exact_match"], b["edit_similarity"], b["p50_ms"], b["mean_ms"]]
                              for k, b in [("all", report), *report["by_kind"].items()]]))
     return 0
+
+
+def _repository_models(args: argparse.Namespace, tasks: list):
+    """Each task repository's model: `args.model` fine-tuned there by `rustle finetune` (lab/eval/adapt.py)."""
+    import tempfile
+
+    from ..lab.eval.adapt import RepositoryModels
+    from ..lab.train.finetune import FinetuneConfig
+
+    work = args.finetune_out or Path(tempfile.mkdtemp(prefix="rustle-finetune-"))
+    return RepositoryModels(tasks, args.model, work, FinetuneConfig(repos=[], out=work))
 
 
 def _engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -236,6 +255,11 @@ def register_eval(group: argparse._SubParsersAction) -> None:
                    help="with --served: each task's request follows one at the end of the line N lines above, "
                         "in the document as saved, prefilled in full (1: the user pressed Enter there; 40: the "
                         "cursor came from further up)")
+    p.add_argument("--finetune", action="store_true",
+                   help="first fine-tune the model on each task repository's other files, as `rustle finetune` "
+                        "does, and complete its tasks with that model")
+    p.add_argument("--finetune-out", type=Path, default=None,
+                   help="with --finetune: where the fine-tuned models are kept (default: a temporary folder)")
     _engine_arguments(p)
     p.set_defaults(run=lines_command)
     p = group.add_parser("make-lines", help="a line-completion task set from the corpus's held-out crates")

@@ -134,14 +134,23 @@ def finetune_command(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
+    import torch
+
     from ..lab.train.finetune import FinetuneConfig, finetune
 
     missing = [p for p in args.repos if not p.is_dir()]
     if missing:
         console.print(f"[red]not a folder:[/] {', '.join(map(str, missing))}")
         return 2
-    config = FinetuneConfig(repos=args.repos, out=args.out, model=args.model, tokens=args.tokens, lr=args.lr,
-                            seq_len=args.seq_len, batch_tokens=args.batch_tokens, patience=args.patience)
+    if args.epochs is not None and not args.epochs > 0:
+        console.print(f"[red]--epochs {args.epochs}: expected a number above 0[/]")
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    given = {"tokens": args.tokens, "epochs": args.epochs, "lr": args.lr, "seq_len": args.seq_len,
+             "batch_tokens": args.batch_tokens, "patience": args.patience}
+    config = FinetuneConfig(repos=args.repos, out=args.out, model=args.model,
+                            **{name: value for name, value in given.items() if value is not None})
     try:
         report = finetune(config)
     except (FileNotFoundError, ValueError, FloatingPointError) as err:
@@ -218,11 +227,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--repos", nargs="+", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="work folder; the new model lands in OUT/model")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    p.add_argument("--tokens", type=int, default=2_000_000, help="training tokens at most")
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--seq-len", type=int, default=1024)
-    p.add_argument("--batch-tokens", type=int, default=8192)
-    p.add_argument("--patience", type=int, default=3, help="evaluations without improvement before stopping")
+    p.add_argument("--tokens", type=int, default=None, help="training tokens at most (default 2M)")
+    p.add_argument("--epochs", type=float, default=None,
+                   help="passes over the training files' tokens, --tokens at most (default 3)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
+    p.add_argument("--seq-len", type=int, default=None, help="window length in tokens (default 4096)")
+    p.add_argument("--batch-tokens", type=int, default=None, help="tokens a step (default 4096)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="evaluations without improvement before stopping (default 3)")
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=finetune_command)
     p = commands.add_parser("ship", help="copy a run's checkpoint and record into a model folder")

@@ -1,17 +1,21 @@
 """`rustle finetune`: continue a model on a team's repositories, with held-out files and early stopping.
 
 The team's files are split by file (not by crate: one repository is often one crate); the held-out
-files are scored before and after, and the best weights by held-out loss become the new model folder.
+files are scored before and after, and the best weights by held-out loss become the new model folder. The base's
+fitted memory reader comes along: fine-tuning moves block 6's output little, and the reader fitted to the base still
+reads the new weights' context (BENCHMARKS.md, "Fine-tuning on the repository").
 """
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from model import DEFAULT_MODEL
-from model.io import load_model, save_model
+from model.io import MEMORY, MEMORY_LOG, load_model, save_model
 from tokenizer import load_tokenizer, tokenizer_folder
 
 from ..corpus.build import BuildConfig, build
@@ -19,7 +23,7 @@ from ..corpus.shards import texts
 from ..corpus.split import SplitConfig
 from ..eval.ppl import perplexity
 from .config import TrainConfig
-from .data import PackConfig
+from .data import PackConfig, load_tokens, prepare_tokens
 from .loop import tokens_behind, train
 
 
@@ -28,10 +32,11 @@ class FinetuneConfig:
     repos: list[Path]
     out: Path
     model: Path = DEFAULT_MODEL
-    tokens: int = 2_000_000
+    tokens: int = 2_000_000         # the budget at most
+    epochs: float = 3.0             # passes over the training files' tokens, `tokens` at most
     lr: float = 3e-4
-    batch_tokens: int = 8192
-    seq_len: int = 1024
+    batch_tokens: int = 4096        # one 4K window a step: the settings measured on the dev repositories (BENCHMARKS)
+    seq_len: int = 4096
     held_out: float = 0.1
     eval_every_tokens: int = 100_000
     patience: int = 3
@@ -60,10 +65,14 @@ def finetune(config: FinetuneConfig, on_log: Callable[[dict], None] = lambda row
     base = load_model(config.model)
     before = perplexity(base, tok, held_out, context=config.seq_len).bits_per_byte
 
-    run = TrainConfig(out=config.out / "run", corpus=corpus, tokenizer=tokenizer_dir,
-                      model=base.config, pack=replace(config.pack, seed=config.seed), total_tokens=config.tokens,
+    out, pack = config.out / "run", replace(config.pack, seed=config.seed)
+    # the train loop finds these token files made with the same settings and reuses them
+    train_tokens = len(load_tokens(prepare_tokens(out / "tokens", corpus, tokenizer_dir, pack)["train"]))
+    total = min(config.tokens, max(config.batch_tokens, math.ceil(config.epochs * train_tokens)))
+    run = TrainConfig(out=out, corpus=corpus, tokenizer=tokenizer_dir,
+                      model=base.config, pack=pack, total_tokens=total,
                       batch_tokens=config.batch_tokens, seq_schedule=[(0.0, config.seq_len)], lr=config.lr,
-                      min_lr=config.lr / 10, warmup_tokens=max(1, config.tokens // 50),
+                      min_lr=config.lr / 10, warmup_tokens=max(1, total // 50),
                       eval_every_tokens=config.eval_every_tokens, eval_tokens=config.batch_tokens,
                       checkpoint_every_seconds=float("inf"), init_from=config.model, patience=config.patience,
                       seed=config.seed)
@@ -75,6 +84,9 @@ def finetune(config: FinetuneConfig, on_log: Callable[[dict], None] = lambda row
         save_model(best, model_dir, run.tokenizer)
     else:  # fine-tuning did not help on held-out files: the new folder holds the base weights
         save_model(base, model_dir, run.tokenizer)
+    for name in (MEMORY, MEMORY_LOG):
+        if (config.model / name).is_file():
+            shutil.copy2(config.model / name, model_dir / name)
     cumulative = tokens_behind(config.model)
     (model_dir / "metadata.json").write_text(json.dumps({
         "cumulative_tokens": cumulative + state.tokens, "finetuned_from": str(config.model),

@@ -66,6 +66,12 @@ def test_eval_recall_runs_probes_at_each_distance(rustle, tmp_path):
         ("line", 4, 128), ("span", 1, 32), ("span", 4, 128), ("random", 1, 32), ("random", 4, 128)]
     assert all(r["probes"] == 3 and 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["token_accuracy"] <= 1.0 for r in rows)
     assert all(r["token_accuracy"] == r["accuracy"] for r in rows if r["kind"] in ("span", "random"))
+    one = rustle("eval", "recall", "--files", "data/sample.rs", "--model", str(tmp_path / "m"), "--multiples", "1,4",
+                 "--probes", "3", "--kinds", "passkey,identifier,line,span,random", "--json", "--threads", "1").stdout
+    assert [_json.loads(line) for line in one.splitlines()] == rows      # side by side with others: the same probes
+    bad = rustle("eval", "recall", "--files", "data/sample.rs", "--model", str(tmp_path / "m"), "--threads", "0",
+                 check=False)
+    assert bad.returncode == 2 and "--threads" in bad.stdout
 
 
 def test_recall_prompts_end_where_the_definition_tokens_break():

@@ -16,13 +16,21 @@ from . import complete
 HUMANEVAL = Path(__file__).resolve().parents[2] / "data" / "eval" / "humaneval-rs.jsonl"  # shipped in the repository
 
 
-def _load(path: Path):
-    """(model, tokenizer), or None after saying why the folder cannot be used."""
+def _load(args: argparse.Namespace):
+    """(args.model's model, its tokenizer) on args.threads threads, or None after saying why the folder cannot be
+    used."""
+    import torch
+
     from model.io import load_model
     from tokenizer import tokenizer_of
 
+    if args.threads is not None:
+        if args.threads < 1:
+            console.print(f"[red]--threads {args.threads}: expected a whole number of at least 1[/]")
+            return None
+        torch.set_num_threads(args.threads)
     try:
-        return load_model(path), tokenizer_of(path)
+        return load_model(args.model), tokenizer_of(args.model)
     except FileNotFoundError as err:
         console.print(f"[red]{err}[/]")
         return None
@@ -39,7 +47,7 @@ def _texts_and_model(args: argparse.Namespace):
     if not texts:
         console.print(f"[red]no readable files match {' '.join(args.files)}[/]")
         return None
-    loaded = _load(args.model)
+    loaded = _load(args)
     return None if loaded is None else (texts, *loaded)
 
 
@@ -65,7 +73,7 @@ def humaneval_command(args: argparse.Namespace) -> int:
     if not args.problems.is_file():
         console.print(f"[red]no problems file {args.problems}[/]: pass --problems")
         return 2
-    loaded = _load(args.model)
+    loaded = _load(args)
     if loaded is None:
         return 2
     model, tok = loaded
@@ -138,7 +146,7 @@ def repo_gain_command(args: argparse.Namespace) -> int:
     if args.every < 1 or args.ctx < 2:
         console.print("[red]--every must be at least 1 and --ctx at least 2[/]")
         return 2
-    loaded = _load(args.model)
+    loaded = _load(args)
     if loaded is None:
         return 2
     model, tok = loaded
@@ -158,6 +166,13 @@ def repo_gain_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for the model (default: PyTorch's; give 1 to run evaluations side by side)")
+    p.add_argument("--json", action="store_true")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("eval", help="evaluate a model").add_subparsers(dest="action", required=True,
                                                                               metavar="ACTION")
@@ -166,8 +181,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--fp32", action="store_true",
                    help="no bf16 autocast (CPUs without AVX512-BF16 or AMX: ~25x faster)")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    p.add_argument("--json", action="store_true")
+    _model_options(p)
     p.set_defaults(run=ppl_command)
     p = group.add_parser("humaneval", help="HumanEval-Rust pass@1 and pass@10 with rustc")
     p.add_argument("--problems", type=Path, default=HUMANEVAL)
@@ -175,8 +189,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=20, help="samples per problem for pass@10 (0: greedy only)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--workers", type=int, default=2, help="parallel compiles")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    p.add_argument("--json", action="store_true")
+    _model_options(p)
     p.set_defaults(run=humaneval_command)
     p = group.add_parser("recall", help="passkey and identifier copy at 1x-128x the sliding window")
     p.add_argument("--files", nargs="+", required=True, help="held-out Rust files used as filler")
@@ -187,8 +200,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "repeated, graded per token; random: the same with random token ids; see recall.py)")
     p.add_argument("--fp32", action="store_true",
                    help="no bf16 autocast (CPUs without AVX512-BF16 or AMX: ~25x faster)")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    p.add_argument("--json", action="store_true")
+    _model_options(p)
     p.set_defaults(run=recall_command)
     p = group.add_parser("recall-attention", help="where lql attends on recall probes, and top-1 with heads forced to "
                                                   "the answer (recall_attention.py)")
@@ -198,8 +210,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", default="identifier", choices=("passkey", "identifier", "line"))
     p.add_argument("--force", nargs="*", default=[], metavar="HEADS",
                    help="head sets to force onto the answer key, each LAYER:HEAD[,LAYER:HEAD…] (HEAD may be *)")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    p.add_argument("--json", action="store_true")
+    _model_options(p)
     p.set_defaults(run=recall_attention_command)
     p = group.add_parser("repo-gain", help="bits/byte of files after their packed repository vs alone")
     p.add_argument("--corpus", type=Path, default=Path("corpus"))
@@ -210,7 +221,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--crates", type=int, default=None, help="at most this many crates")
     p.add_argument("--fp32", action="store_true",
                    help="no bf16 autocast (CPUs without AVX512-BF16 or AMX: ~25x faster)")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    p.add_argument("--json", action="store_true")
+    _model_options(p)
     p.set_defaults(run=repo_gain_command)
     complete.register_eval(group)

@@ -10,7 +10,9 @@ from assistant.lab.corpus.shards import texts
 from assistant.lab.corpus.split import SplitConfig
 from assistant.lab.eval.adapt import training_copy
 from assistant.lab.train.data import load_tokens
+from assistant.lab.train.config import TrainConfig
 from assistant.lab.train.finetune import FinetuneConfig, finetune
+from assistant.lab.train.loop import lr_at
 from model.config import ModelConfig
 from model.io import MEMORY, load_model, save_memory, save_model
 from model.memory import MemoryReader
@@ -108,3 +110,12 @@ def test_eval_lines_fine_tunes_on_each_repository_without_its_task_files(tmp_pat
     assert trained == ["m0.rs", "m2.rs", "m3.rs", "m4.rs", "m5.rs"]
     assert (work / "big" / "model" / MEMORY).is_file()
     assert not torch.equal(load_model(work / "big" / "model").embed.weight, load_model(base).embed.weight)
+
+
+def test_a_fine_tune_of_a_few_steps_takes_its_first_at_the_peak_rate():
+    # a small repository's three passes are a few steps: a warm-up of 2% of them would be a part of the first step
+    few = TrainConfig(out=Path("ft"), init_from=Path("base"), total_tokens=3 * 4096, batch_tokens=4096, lr=3e-4,
+                      min_lr=3e-5)
+    assert lr_at(few, 0) == few.lr and few.min_lr < lr_at(few, 4096) < few.lr
+    many = TrainConfig(out=Path("ft"), init_from=Path("base"), total_tokens=100 * 4096, batch_tokens=4096, lr=3e-4)
+    assert lr_at(many, 0) < many.lr / 4 and lr_at(many, 2 * 4096) == many.lr    # over 2% of the run: 8,192 tokens

@@ -100,8 +100,12 @@ def drop_rows_after(path: Path, step: int) -> None:
 
 def warmup_of(config: TrainConfig) -> int:
     """Tokens of linear warmup: the recipe's, or for a weights-only start (no optimiser state) a share of the run
-    as it stands, so that a total cut by a time budget warms up over a share of the cut run."""
-    return config.warmup_tokens if config.init_from is None else max(1, int(REWARM_FRACTION * config.total_tokens))
+    as it stands, so that a total cut by a time budget warms up over a share of the cut run. A share under one step
+    is none: a run of a few steps (a small repository's fine-tune) would take its first at a small part of its lr."""
+    if config.init_from is None:
+        return config.warmup_tokens
+    share = int(REWARM_FRACTION * config.total_tokens)
+    return share if share >= config.batch_tokens else 0
 
 
 def lr_at(config: TrainConfig, tokens: int) -> float:

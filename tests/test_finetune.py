@@ -74,12 +74,17 @@ def test_the_budget_is_passes_over_the_training_files_and_the_base_reader_comes_
 
 def test_a_small_repository_still_holds_one_file_out_for_finetuning(tmp_path):
     # 10% of three files rounds to none: without a held-out file `rustle finetune` refused a small repository.
+    # And it is the smallest file: the task files of `eval lines --finetune` taken away, a repository of two files
+    # held its 24 KB one out and trained on 376 bytes.
     repo = team_repo(tmp_path / "team", files=3)
+    small = (repo / "src" / "m1.rs").read_text().split("\n")
+    (repo / "src" / "m1.rs").write_text("\n".join(small[:6]) + "\n")
     for seed in range(4):
         corpus = tmp_path / f"corpus{seed}"
         build(BuildConfig(out=corpus, repos=[repo], split=SplitConfig(seed=seed, validation=0.1, test=0.0,
                                                                         unit="file")))
-        assert len(list(texts(corpus, "validation"))) == 1 and len(list(texts(corpus, "train"))) == 2
+        assert list(texts(corpus, "validation")) == [(repo / "src" / "m1.rs").read_text()]
+        assert len(list(texts(corpus, "train"))) == 2
 
 
 def test_the_training_copy_leaves_the_task_files_and_links_out(tmp_path):

@@ -55,11 +55,13 @@ class Manifest:
         """Each kept file's split: by crate (or file) hash; a crate that only `train_only` sources hold: train; where
         other sources hold a crate name out (validation, test), the `train_only` sources' files of it are dropped."""
         if config.unit == "file":
-            rows = list(self.db.execute("SELECT id, crate, path FROM files WHERE dropped IS NULL"))
-            splits = {i: split_of(f"{crate}/{path}", config) for i, crate, path in rows}
-            trained = [(draw(f"{crate}/{path}", config), i) for i, crate, path in rows if splits[i] == "train"]
+            rows = list(self.db.execute("SELECT id, crate, path, bytes FROM files WHERE dropped IS NULL"))
+            splits = {i: split_of(f"{crate}/{path}", config) for i, crate, path, _ in rows}
+            trained = [(size, draw(f"{crate}/{path}", config), i) for i, crate, path, size in rows
+                       if splits[i] == "train"]
             if config.validation > 0 and "validation" not in splits.values() and len(trained) > 1:
-                splits[min(trained)[1]] = "validation"   # a small repository still holds one file out
+                # a small repository still holds one file out: its smallest, so that most of it is trained on
+                splits[min(trained)[2]] = "validation"
             self.db.executemany("UPDATE files SET split = ? WHERE id = ?", [(s, i) for i, s in splits.items()])
         else:
             sources: dict[str, set[str]] = {}

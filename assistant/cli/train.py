@@ -160,7 +160,8 @@ def finetune_command(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(report)))
     else:
         console.print(f"held-out bits/byte {report.bits_per_byte_before:.4f} → {report.bits_per_byte_after:.4f} "
-                      f"on {report.held_out_files} files after {report.tokens:,} tokens; model: {report.model}")
+                      f"on {report.held_out_files} files after {report.tokens:,} tokens; model: {report.model}"
+                      f"{'' if report.tuned else ' (the base weights: fine-tuning did not help)'}")
     return 0
 
 

@@ -37,7 +37,7 @@ class RepositoryModels:
             self.held.setdefault(task.root, set()).add(task.path)
         self.base, self.work, self.config = base, work, config
         self.models: dict[Path, Path] = {}
-        self.skipped: dict[str, str] = {}   # repository -> why it kept the base model
+        self.skipped: dict[str, str] = {}   # repository -> why it kept the base weights
 
     def model(self, root: Path) -> Path:
         if root not in self.models:
@@ -46,6 +46,8 @@ class RepositoryModels:
             try:
                 report = finetune(replace(self.config, repos=[repo], out=work, model=self.base))
                 self.models[root] = Path(report.model)
+                if not report.tuned:
+                    self.skipped[root.name] = "fine-tuning did not help on held-out files"
             except ValueError as err:   # too few files besides the tasks' to train on and hold one out
                 self.skipped[root.name] = str(err)
                 self.models[root] = self.base

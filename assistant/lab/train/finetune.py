@@ -49,7 +49,6 @@ class FinetuneReport:
     bits_per_byte_before: float
     bits_per_byte_after: float
     held_out_files: int
-    held_out_tokens: int     # under one window (`seq_len`), the fine-tuned weights are kept whatever they score
     tokens: int
     tuned: bool              # the model folder holds the fine-tuned weights (else the base's)
     model: str
@@ -69,8 +68,7 @@ def finetune(config: FinetuneConfig, on_log: Callable[[dict], None] = lambda row
 
     out, pack = config.out / "run", replace(config.pack, seed=config.seed)
     # the train loop finds these token files made with the same settings and reuses them
-    paths = prepare_tokens(out / "tokens", corpus, tokenizer_dir, pack)
-    train_tokens, held_out_tokens = (len(load_tokens(paths[split])) for split in ("train", "validation"))
+    train_tokens = len(load_tokens(prepare_tokens(out / "tokens", corpus, tokenizer_dir, pack)["train"]))
     total = min(config.tokens, max(config.batch_tokens, math.ceil(config.epochs * train_tokens)))
     run = TrainConfig(out=out, corpus=corpus, tokenizer=tokenizer_dir,
                       model=base.config, pack=pack, total_tokens=total,
@@ -83,9 +81,7 @@ def finetune(config: FinetuneConfig, on_log: Callable[[dict], None] = lambda row
     best = load_model(run.out / "best") if (run.out / "best").is_dir() else base
     after = perplexity(best, tok, held_out, context=config.seq_len).bits_per_byte
     model_dir = config.out / "model"
-    # where fine-tuning did not help on held-out files, the new folder holds the base weights; held-out files
-    # shorter than one window are too few to judge by
-    tuned = after < before or held_out_tokens < config.seq_len
+    tuned = after < before   # else fine-tuning did not help on held-out files: the new folder holds the base weights
     save_model(best if tuned else base, model_dir, run.tokenizer)
     for name in (MEMORY, MEMORY_LOG):
         if (config.model / name).is_file():
@@ -93,6 +89,5 @@ def finetune(config: FinetuneConfig, on_log: Callable[[dict], None] = lambda row
     cumulative = tokens_behind(config.model)
     (model_dir / "metadata.json").write_text(json.dumps({
         "cumulative_tokens": cumulative + state.tokens, "finetuned_from": str(config.model),
-        "bits_per_byte_before": before, "bits_per_byte_after": after if tuned else before,
-        "held_out_tokens": held_out_tokens}, indent=2) + "\n")
-    return FinetuneReport(before, after, len(held_out), held_out_tokens, state.tokens, tuned, str(model_dir))
+        "bits_per_byte_before": before, "bits_per_byte_after": min(before, after)}, indent=2) + "\n")
+    return FinetuneReport(before, after, len(held_out), state.tokens, tuned, str(model_dir))

@@ -55,6 +55,9 @@ def test_finetune_on_a_fixture_repo_reports_held_out_bits_per_byte_and_writes_a_
     bad = rustle("finetune", "--repos", str(repo), "--out", str(tmp_path / "ft2"), "--model", str(base), "--epochs",
                  "0", check=False)
     assert bad.returncode == 2 and "--epochs" in bad.stdout and not (tmp_path / "ft2").exists()
+    bad = rustle("finetune", "--repos", str(repo), "--out", str(tmp_path / "ft2"), "--model", str(base), "--threads",
+                 "-1", check=False)
+    assert bad.returncode == 2 and "--threads" in bad.stdout and not (tmp_path / "ft2").exists()
 
 
 def test_the_budget_is_passes_over_the_training_files_and_the_base_reader_comes_along(tmp_path):
@@ -107,13 +110,13 @@ def test_eval_lines_fine_tunes_on_each_repository_without_its_task_files(tmp_pat
     (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
     work = tmp_path / "work"
     report = json.loads(rustle("eval", "lines", str(tmp_path / "tasks.jsonl"), "--model", str(base), "--finetune",
-                               "--finetune-out", str(work), "--json").stdout.splitlines()[-1])
+                               str(work), "--json").stdout.splitlines()[-1])
     assert report["n"] == 2
     # one file beside the task's cannot be both trained on and held out: that repository kept the base model
     assert list(report["finetuned"]["kept_base"]) == ["small"]
     trained = sorted(p.name for p in (work / "big" / "repo" / "src").iterdir())
     assert trained == ["m0.rs", "m2.rs", "m3.rs", "m4.rs", "m5.rs"]
-    assert (work / "big" / "model" / MEMORY).is_file()
+    assert (work / "big" / "model" / MEMORY).is_file() and not (work / "big" / "run" / "checkpoint").exists()
     assert not torch.equal(load_model(work / "big" / "model").embed.weight, load_model(base).embed.weight)
 
 

@@ -148,7 +148,7 @@ def lines_command(args: argparse.Namespace) -> int:
                       "--served[/]")
         return 2
     config = replace(_engine_config(args), background=args.served)
-    models = _repository_models(args, tasks) if args.finetune else None
+    models = None if args.finetune is None else _repository_models(args, tasks)
     engines = {}
     work = {"generated_tokens": 0, "forward_steps": 0}
 
@@ -202,13 +202,10 @@ def lines_command(args: argparse.Namespace) -> int:
 
 def _repository_models(args: argparse.Namespace, tasks: list):
     """Each task repository's model: `args.model` fine-tuned there by `rustle finetune` (lab/eval/adapt.py)."""
-    import tempfile
-
     from ..lab.eval.adapt import RepositoryModels
     from ..lab.train.finetune import FinetuneConfig
 
-    work = args.finetune_out or Path(tempfile.mkdtemp(prefix="rustle-finetune-"))
-    return RepositoryModels(tasks, args.model, work, FinetuneConfig(repos=[], out=work))
+    return RepositoryModels(tasks, args.model, args.finetune, FinetuneConfig(repos=[], out=args.finetune))
 
 
 def _engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -255,11 +252,9 @@ def register_eval(group: argparse._SubParsersAction) -> None:
                    help="with --served: each task's request follows one at the end of the line N lines above, "
                         "in the document as saved, prefilled in full (1: the user pressed Enter there; 40: the "
                         "cursor came from further up)")
-    p.add_argument("--finetune", action="store_true",
+    p.add_argument("--finetune", type=Path, default=None, metavar="DIR",
                    help="first fine-tune the model on each task repository's other files, as `rustle finetune` "
-                        "does, and complete its tasks with that model")
-    p.add_argument("--finetune-out", type=Path, default=None,
-                   help="with --finetune: where the fine-tuned models are kept (default: a temporary folder)")
+                        "does, and complete its tasks with that model; the models and their logs are kept in DIR")
     _engine_arguments(p)
     p.set_defaults(run=lines_command)
     p = group.add_parser("make-lines", help="a line-completion task set from the corpus's held-out crates")

@@ -145,6 +145,9 @@ def finetune_command(args: argparse.Namespace) -> int:
     if args.epochs is not None and not args.epochs > 0:
         console.print(f"[red]--epochs {args.epochs}: expected a number above 0[/]")
         return 2
+    if args.threads is not None and args.threads < 1:
+        console.print(f"[red]--threads {args.threads}: expected a whole number of at least 1[/]")
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     given = {"tokens": args.tokens, "epochs": args.epochs, "lr": args.lr, "seq_len": args.seq_len,

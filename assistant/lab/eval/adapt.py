@@ -46,6 +46,8 @@ class RepositoryModels:
             try:
                 report = finetune(replace(self.config, repos=[repo], out=work, model=self.base))
                 self.models[root] = Path(report.model)
+                for kept in ("checkpoint", "best"):   # the run's weights and optimiser: ~170 MB a repository
+                    shutil.rmtree(work / "run" / kept, ignore_errors=True)
                 if not report.tuned:
                     self.skipped[root.name] = "fine-tuning did not help on held-out files"
             except ValueError as err:   # too few files besides the tasks' to train on and hold one out

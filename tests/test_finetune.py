@@ -110,7 +110,7 @@ def test_eval_lines_fine_tunes_on_each_repository_without_its_task_files(tmp_pat
     (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
     work = tmp_path / "work"
     report = json.loads(rustle("eval", "lines", str(tmp_path / "tasks.jsonl"), "--model", str(base), "--finetune",
-                               str(work), "--json").stdout.splitlines()[-1])
+                               str(work), "--served", "--json").stdout.splitlines()[-1])
     assert report["n"] == 2
     # one file beside the task's cannot be both trained on and held out: that repository kept the base model
     assert list(report["finetuned"]["kept_base"]) == ["small"]

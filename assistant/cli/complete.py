@@ -155,6 +155,8 @@ def lines_command(args: argparse.Namespace) -> int:
     def complete(task, buffer: str, offset: int) -> tuple[str, float]:
         model = args.model if models is None else models.model(task.root)
         if model not in engines:   # one engine at a time: a fine-tuned model serves its repository's tasks
+            for done in engines.values():
+                done.prefill.close()   # a background worker left running would keep its model alive
             engines.clear()
             engines[model] = Engine(model, config)
         engine = engines[model]

@@ -2,8 +2,8 @@
 
 The team's files are split by file (not by crate: one repository is often one crate); the held-out
 files are scored before and after, and the best weights by held-out loss become the new model folder. The base's
-fitted memory reader comes along: fine-tuning moves block 6's output little, and the reader fitted to the base still
-reads the new weights' context (BENCHMARKS.md, "Fine-tuning on the repository").
+fitted memory reader comes along: a reader fitted to a base reads weights continued from it (BENCHMARKS.md, "Fine-tuning
+on the repository as a command": stage44far recalls more with stage 15's reader than with its own fit).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class FinetuneConfig:
     tokens: int = 2_000_000         # the budget at most
     epochs: float = 3.0             # passes over the training files' tokens, `tokens` at most
     lr: float = 3e-4
-    batch_tokens: int = 4096        # one 4K window a step: the settings measured on the dev repositories (BENCHMARKS)
+    batch_tokens: int = 4096        # one 4K window a step, as in BENCHMARKS' measure on the dev repositories
     seq_len: int = 4096
     held_out: float = 0.1
     eval_every_tokens: int = 100_000

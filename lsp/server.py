@@ -344,9 +344,9 @@ async def did_reject(ls: RustleServer, params: object) -> None:
     await _feedback(ls, "reject", params)
 
 
-def serve(tcp: str | None = None, device: str = "cpu") -> None:
-    """stdio by default; `--tcp 127.0.0.1:PORT` for debugging (loopback only). `device`: where the model runs
-    unless the client's settings say otherwise."""
+def serve(tcp: str | None = None, device: str = "cpu", model: Path | None = None) -> None:
+    """stdio by default; `--tcp 127.0.0.1:PORT` for debugging (loopback only). `device` and `model` (a folder;
+    None: the shipped one): where and what runs unless the client's settings say otherwise."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     one_line()
     if tcp is not None:
@@ -354,7 +354,8 @@ def serve(tcp: str | None = None, device: str = "cpu") -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"--tcp takes a loopback address (127.0.0.1:PORT), not {tcp}: the server stays local")
     limit_arenas()
-    server.settings = replace(server.settings, device=device)
+    server.settings = replace(server.settings, device=device,
+                              model=server.settings.model if model is None else str(model.absolute()))
     if tcp is None:
         server.start_io()
     else:

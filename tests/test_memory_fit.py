@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from assistant.cli.main import main
-from assistant.lab.train.memory_fit import MemoryFitConfig, fit_gate, fit_keys, memory_nats
+from assistant.lab.train.memory_fit import MemoryFitConfig, fit_gate, fit_keys, memory_nats, training_crates
 from assistant.lab.train.ship import ship
 from model.config import ModelConfig
 from model.io import MEMORY, MEMORY_LOG, ModelFolderError, load_model, save_memory, save_model
@@ -100,7 +100,8 @@ def test_train_memory_writes_the_reader_and_its_log(corpus, tmp_path):
     save_model(RustleLM(replace(TINY, memory_weight=0.0)), off, DEFAULT_TOKENIZER)
     assert main(["train-memory", "--config", str(recipe), "--model", str(off), "--corpus", str(corpus)]) == 2
     for bad in ("steps = 10\nwarmup = 3\n", "crates = 0\n", "lr = -1.0\n", "layer = -1\n", "layer = 2\n",
-                "dim = 0\n", "dim = 8.5\n", "previous = -1.0\n", "previous = nan\n"):
+                "dim = 0\n", "dim = 8.5\n", "previous = -1.0\n", "previous = nan\n", "anonymize_rate = 1.5\n",
+                "common_share = -0.1\n"):
         recipe.write_text(bad)
         assert main(["train-memory", "--config", str(recipe), "--model", str(folder), "--corpus", str(corpus)]) == 2
 
@@ -118,3 +119,21 @@ def test_shipping_new_weights_drops_the_reader_fitted_to_the_old(tmp_path):
     ship(tmp_path / "run", folder)
     assert not (folder / MEMORY).exists() and load_model(folder).fitted_memory is None
     assert not (folder / MEMORY_LOG).exists()
+
+
+def test_the_fit_can_read_crates_whose_own_names_are_renamed():
+    def crate(n: int) -> tuple[str, list[tuple[str, str]]]:
+        return f"crate{n}", [("src/lib.rs", f"pub struct Frobnicator{n};\npub fn make_widget{n}() {{}}\n"),
+                             ("src/a.rs", f"use crate::Frobnicator{n};\nfn run() {{ make_widget{n}(); }}\n"),
+                             ("src/b.rs", "fn shared_helper() -> Vec<u8> { Vec::new() }\n")]
+    crates = [crate(n) for n in range(4)]
+    fit = replace(FIT, every=2, common_share=0.5)            # own names: one crate in four; shared ones: all four
+    assert list(training_crates(crates, fit)) == [crates[0], crates[2]]
+    renamed = list(training_crates(crates, replace(fit, anonymize_rate=1.0)))
+    assert [name for name, _ in renamed] == ["crate0", "crate2"]
+    for (_, files), n in zip(renamed, (0, 2)):
+        text = "".join(t for _, t in files)
+        assert f"Frobnicator{n}" not in text and f"make_widget{n}" not in text
+        new = files[0][1].split()[2].rstrip(";")                          # `pub struct NEW;`
+        assert new[0].isupper() and f"use crate::{new};" in files[1][1]   # one new name in every file
+        assert files[2] == crates[n][1][2]                                # a name every crate uses stays

@@ -9,12 +9,16 @@ Two steps on training crates packed as repositories (no FIM), their hidden state
    reader's projection;
 2. the gate: the vote's weight as sigmoid(gate . GATE_FEATURES), fitted by the mixture's nats on the same crates'
    positions with the fitted keys, the product's own `vote`.
+At `anonymize_rate`, a training crate's own names are first renamed to fresh random ones (anonymize.py), as for the
+network's training: there a name can only come from the crate's other files, which is what recall asks of the vote
+and what real code, where the network often knows the name anyway, teaches the gate to trust less.
 The report scores validation crates past `report_from` tokens: the network alone, the constant reader and the
 fitted one (nats per token), through the product's `remembered`.
 """
 from __future__ import annotations
 
 import math
+import random
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
@@ -29,6 +33,7 @@ from model.memory import MAX_PREVIOUS, MemoryReader, gate_features, new_memory, 
 from model.model import RustleLM
 
 from ..eval.repo_gain import packed_crate, sample_crates
+from .anonymize import anonymize, common_names
 from .data import PackConfig, Packer
 
 Crates = Iterable[tuple[str, list[tuple[str, str]]]]
@@ -54,10 +59,13 @@ class MemoryFitConfig:
     layer: int | None = None     # the block whose output makes the keys (none: the final states)
     dim: int | None = None       # numbers a key (none: the model's memory_dim, the constant reader's)
     previous: float = 0.0        # weight of the key before a candidate in its score (model/memory.py), 0: none
+    anonymize_rate: float = 0.0  # share of training crates whose own names are renamed first (anonymize.py)
+    common_share: float = 0.02   # names in this share of the training crates are never renamed (the packer's)
 
     def __post_init__(self) -> None:
         counts = {f.name: getattr(self, f.name) for f in fields(self)
-                  if f.name not in ("lr", "gate_lr", "seed", "layer", "dim", "previous")}
+                  if f.name not in ("lr", "gate_lr", "seed", "layer", "dim", "previous", "anonymize_rate",
+                                    "common_share")}
         wrong = [name for name, value in counts.items() if not isinstance(value, int) or value < 1]
         if self.layer is not None and not (isinstance(self.layer, int) and self.layer >= 0):
             raise ValueError(f"layer = {self.layer!r}: expected a block's index (0 is the first) or no key")
@@ -65,6 +73,9 @@ class MemoryFitConfig:
             raise ValueError(f"dim = {self.dim!r}: expected a whole number from 1 to {MAX_KEY_DIM} or no key")
         if not (isinstance(self.previous, (int, float)) and 0 <= self.previous <= MAX_PREVIOUS):
             raise ValueError(f"previous = {self.previous!r}: expected a number from 0 to {MAX_PREVIOUS}")
+        if not all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in (self.anonymize_rate, self.common_share)):
+            raise ValueError(f"anonymize_rate = {self.anonymize_rate!r}, common_share = {self.common_share!r}: "
+                             "expected shares from 0 to 1")
         if wrong or not all(isinstance(x, (int, float)) and x > 0 for x in (self.lr, self.gate_lr)):
             raise ValueError(f"{', '.join(wrong) or 'lr, gate_lr'}: counts must be whole numbers of at least 1 and "
                              "the learning rates positive")
@@ -196,6 +207,19 @@ def memory_nats(model: RustleLM, reader: MemoryReader | None, sequences: list[Se
     return total / max(count, 1)
 
 
+def training_crates(crates: Crates, config: MemoryFitConfig) -> Iterable[tuple[str, list[tuple[str, str]]]]:
+    """The sample of `crates` the fit reads (every `every`-th), a seeded `anonymize_rate` share of them renamed (as
+    they are read: only the crates a fit packs are parsed)."""
+    crates = list(crates)
+    sample = sample_crates(crates, config.every)
+    if config.anonymize_rate == 0:
+        return sample
+    common = common_names((files for _, files in crates), config.common_share)
+    rng = random.Random(f"{config.seed}:anonymize")
+    return ((name, anonymize(files, common, rng) if rng.random() < config.anonymize_rate else files)
+            for name, files in sample)
+
+
 def fit_memory(model: RustleLM, tok: Tokenizer, train_crates: Crates, validation_crates: Crates,
                config: MemoryFitConfig, log: Callable[[dict], None] = lambda row: None,
                bf16: bool = True) -> tuple[MemoryReader, dict]:
@@ -203,7 +227,7 @@ def fit_memory(model: RustleLM, tok: Tokenizer, train_crates: Crates, validation
     model.eval()
     if config.layer is not None and config.layer >= model.config.n_layers:
         raise ValueError(f"layer = {config.layer}: the model's blocks are 0 to {model.config.n_layers - 1}")
-    train = hidden_states(model, tok, sample_crates(train_crates, config.every), config.crates, config, bf16)
+    train = hidden_states(model, tok, training_crates(train_crates, config), config.crates, config, bf16)
     if not train:
         raise ValueError(f"no training crate packs to {config.min_tokens} tokens or more: lower min_tokens")
     validation = hidden_states(model, tok, sample_crates(validation_crates, config.validation_every),

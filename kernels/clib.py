@@ -38,12 +38,15 @@ def _build(target: Path, sources: tuple[Path, ...]) -> None:
     if compiler is None:
         raise OSError("no C compiler (cc) found")
     target.parent.mkdir(parents=True, exist_ok=True)
+    # cc finds ld through PATH: a process started without one (an editor's bare environment, pytest-lsp's server)
+    # searches where `which` did, instead of falling back to the Python path
+    env = {**os.environ, "PATH": os.environ.get("PATH") or os.defpath}
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         objects = [Path(tmp) / f"{source.parent.name}-{source.stem}.o" for source in sources]
         lib = Path(tmp) / "library.so"
         for command in ([*([compiler, *COMPILE, "-c", str(s), "-o", str(o)] for s, o in zip(sources, objects))]
                         + [[compiler, *map(str, objects), *LINK, "-o", str(lib)]]):
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
             if done.returncode:
                 raise OSError(f"{' '.join(command)}: {done.stderr.strip()}")
         os.replace(lib, target)          # atomic: another process may be building the same library

@@ -80,6 +80,16 @@ def _forget_the_library() -> None:
         loaded.cache_clear()
 
 
+def test_a_process_without_path_still_builds_the_library(monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv("PATH", raising=False)                         # how pytest-lsp starts a server
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))                # nothing built before
+    _forget_the_library()
+    try:
+        assert attention.available() and decode_cpu.available(), caplog.text
+    finally:
+        _forget_the_library()
+
+
 def test_no_compiler_leaves_the_pytorch_path(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))                # nothing built before

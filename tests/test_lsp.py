@@ -108,6 +108,8 @@ async def test_completion_items_carry_a_text_edit(client: LanguageClient):
 async def test_a_newer_request_supersedes_an_older_one_and_cancel_works(client: LanguageClient):
     text, line, col = _typed_main()
     uri = _open(client, text)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(   # both requests arrive within it
+        settings={"rustle": {"debounceMs": 400}}))                                  # on a busy machine too
     first = _inline(client, uri, line, col)
     second = _inline(client, uri, line, col)
     older, newer = await asyncio.gather(first, second)

@@ -10,8 +10,8 @@ Two steps on training crates packed as repositories (no FIM), their hidden state
 2. the gate: the vote's weight as sigmoid(gate . GATE_FEATURES), fitted by the mixture's nats on the same crates'
    positions with the fitted keys, the product's own `vote`.
 At `anonymize_rate`, a training crate's own names are first renamed to fresh random ones (anonymize.py), as for the
-network's training: there a name can only come from the crate's other files, which is what recall asks of the vote
-and what real code, where the network often knows the name anyway, teaches the gate to trust less.
+network's training: there a name can only come from the crate's other files, as in the recall probes. Measured on
+stage 15, it lowered their recall (BENCHMARKS.md, "the reader's gate fitted on renamed crates"); 0 by default.
 The report scores validation crates past `report_from` tokens: the network alone, the constant reader and the
 fitted one (nats per token), through the product's `remembered`.
 """

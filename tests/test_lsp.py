@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from lsp_session import open_session
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = Path(tempfile.mkdtemp(prefix="rustle-lsp-"))
@@ -43,12 +45,7 @@ async def client(lsp_client: LanguageClient):
         shutil.copytree(ROOT / "data" / "workspace", WORKSPACE)
     lsp_client.partials = []
     lsp_client.feature("rustle/partialCompletion")(lambda params: lsp_client.partials.append(params))
-    lsp_client.statuses = []
-    lsp_client.feature("rustle/status")(lambda params: lsp_client.statuses.append(params))
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"),
-        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="kvstore")],
-        initialization_options={"rustle": {"debounceMs": 20, "maxTokens": 24}}))
+    await open_session(lsp_client, WORKSPACE)
     for _ in range(600):  # indexing reports its end through $/progress
         if any(isinstance(r, types.WorkDoneProgressEnd) for reports in lsp_client.progress_reports.values()
                for r in reports):

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import ClientServerConfig, LanguageClient
 
 from assistant.cli.main import main
+from lsp_session import open_session
 from model import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,12 +26,7 @@ WORKSPACE = SCRATCH / "kvstore"
 async def client(lsp_client: LanguageClient):
     shutil.copytree(DEFAULT_MODEL, TEAM, dirs_exist_ok=True)     # before `initialized`, which loads it
     shutil.copytree(ROOT / "data" / "workspace", WORKSPACE, dirs_exist_ok=True)
-    lsp_client.statuses = []
-    lsp_client.feature("rustle/status")(lambda params: lsp_client.statuses.append(params))
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"),
-        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="kvstore")],
-        initialization_options={"rustle": {"debounceMs": 20, "maxTokens": 24}}))
+    await open_session(lsp_client, WORKSPACE)
     yield
     await lsp_client.shutdown_session()
 

@@ -9,6 +9,8 @@ answered and no input silences the server:
   (so the stream resynchronises on the next header after a wrong length), lines end in LF or CRLF, and a
   message over MAX_MESSAGE is skipped with a log line;
 - an async or threaded notification handler's future is dropped when it is done, where pygls kept it forever;
+- `shutdown` cancels the handlers still running before pygls does: pygls cancels them while iterating the dict
+  their done callbacks pop from, and answered a shutdown during startup (or a pending request) with an error;
 - failures are logged one line each (`one_line`), never with a traceback.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pygls.protocol import LanguageServerProtocol
 
 log = logging.getLogger("rustle.lsp")
 EXIT = "exit"
+SHUTDOWN = "shutdown"
 MAX_MESSAGE = 64 << 20               # bytes: a message longer than this is skipped, not read
 MAX_LINE = 1 << 16                   # a header line is read in pieces of at most this much
 CONTENT_LENGTH = re.compile(rb"content-length:[ \t]*(\d+)", re.IGNORECASE)
@@ -58,6 +61,9 @@ class AnsweringProtocol(LanguageServerProtocol):
                 error = JsonRpcInvalidRequest("the server is shutting down: only `exit` is taken now")
                 self._send_response(message.id, error=error.to_response_error())
             return
+        if getattr(message, "method", None) == SHUTDOWN:
+            for future in list(self._request_futures.values()):   # a copy: each cancel pops its own entry
+                future.cancel()
         super().handle_message(message)
 
     def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):

@@ -272,6 +272,21 @@ def test_every_request_is_answered_even_with_bad_params_or_after_shutdown(tmp_pa
     assert "Traceback" not in log and len(log.strip().splitlines()) == 3                # one line per failure
 
 
+def test_a_shutdown_while_the_workspace_still_loads_is_answered_with_a_result(tmp_path):
+    """The `initialized` handler waits for an answer to its progress request that never comes: still running
+    when `shutdown` arrives, it is cancelled and the shutdown answered with a result, not an error."""
+    workspace = shutil.copytree(ROOT / "data" / "workspace", tmp_path / "kvstore")
+    replies, log = _serve_raw([
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"capabilities": {"window": {"workDoneProgress": True}}, "rootUri": workspace.as_uri()}},
+        {"jsonrpc": "2.0", "method": "initialized", "params": {}},
+        {"jsonrpc": "2.0", "id": 2, "method": "shutdown"},
+        {"jsonrpc": "2.0", "method": "exit"}], tmp_path)
+    answers = {r["id"]: r for r in replies if "id" in r and "method" not in r}
+    assert answers[2] == {"jsonrpc": "2.0", "id": 2, "result": None}, (answers, log[-1500:])
+    assert "Exception" not in log
+
+
 def test_bad_framing_is_resynchronised_and_the_next_request_answered(tmp_path):
     def frame(message: dict, header: bytes = b"Content-Length: %d\r\n\r\n", extra: int = 0) -> bytes:
         body = json.dumps(message).encode()

@@ -118,5 +118,5 @@ def test_ghost_text_from_our_model_appears_in_code_server_and_tab_inserts_it(vsi
     suggestion = "\n".join([ghost, *result["ghostLines"]])
     # the accepted item may be one VS Code asked for a few keystrokes back and kept showing as they were typed
     typed_line = "    " + typed
-    assert any(verdict == "accept" and at_line == line and at <= len(typed_line) and text == typed_line[at:] + suggestion
-               for verdict, text, at_line, at in rows), rows
+    assert any(verdict == "accept" and at_line == line and at <= len(typed_line)
+               and text == typed_line[at:] + suggestion for verdict, text, at_line, at in rows), rows

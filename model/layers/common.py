@@ -117,7 +117,7 @@ def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> t
     positions only) repeats its kv heads (the kernel has no GQA)."""
     attend = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     B, H, T, D = q.shape
-    KV, L = k.shape[1], k.shape[2]
+    KV = k.shape[1]
     groups = H // KV
     if not causal or T == 1:
         o, lse = attend(q.reshape(B, KV, groups * T, D), k, v, 0.0, False)

@@ -50,14 +50,19 @@ def test_the_objective_is_the_mean_of_the_plain_losses_weighed_by_their_next_tok
     assert torch.allclose(training_objective(model, False, 0.0, 1, None)(x, y), model.loss(x, y))
 
 
-def test_far_repeats_are_pairs_last_seen_beyond_the_window():
+@pytest.mark.parametrize("separator", [None, 4])
+def test_far_repeats_are_pairs_last_seen_beyond_the_window(separator):
+    """With a separator (token 4 here), only those whose latest earlier occurrence is in another file."""
     torch.manual_seed(0)
     x, y = torch.randint(0, 5, (2, 300)), torch.randint(0, 5, (2, 300))
-    got = far_repeats(x, y, 20)
+    got = far_repeats(x, y, 20, separator)
     for b in range(2):
+        file = torch.cumsum(x[b] == 4, 0)
         for t in range(300):
             earlier = [p for p in range(t) if x[b, p] == x[b, t] and y[b, p] == y[b, t]]
-            assert bool(got[b, t]) is (bool(earlier) and t - earlier[-1] > 20), (b, t)
+            far = bool(earlier) and t - earlier[-1] > 20
+            other = bool(earlier) and bool(file[earlier[-1]] != file[t])
+            assert bool(got[b, t]) is (far and (separator is None or other)), (b, t)
     assert got.any() and not got.all()
 
 
@@ -74,6 +79,22 @@ def test_far_repeat_weight_weighs_the_name_pieces_copied_from_beyond_the_window_
     assert all(float(weights[t]) == (3.0 if name else 1.0) for t, name in names.items())
     assert set(weights[:len(line)].tolist()) == {1.0}                # a first sight is not a repeat
     assert token_weighing(DEFAULT_TOKENIZER, 1.0, 1.0, 512) is None
+
+
+def test_other_files_weighs_a_far_repeat_only_where_another_file_used_the_name_last():
+    tok = load_tokenizer(DEFAULT_TOKENIZER)
+    line = tok.encode("    let parsed_header = decode_frame(buffer, 42)?;\n").ids
+    filler = tok.encode(" ".join(str(i) for i in range(2000))).ids[:600]
+    sep = tok.encode("<|file_sep|>src/b.rs\n").ids
+    same, other = torch.tensor([line + filler + line]), torch.tensor([line + filler + sep + line])
+    weights = {name: token_weighing(DEFAULT_TOKENIZER, 1.0, 3.0, 512, "other-files")(ids[:, :-1], ids[:, 1:])[0]
+               for name, ids in (("same", same), ("other", other))}
+    assert set(weights["same"].tolist()) == {1.0}                   # far, but the file's own earlier line
+    assert set(weights["other"][-len(line):].tolist()) == {1.0, 3.0}
+    anywhere = token_weighing(DEFAULT_TOKENIZER, 1.0, 3.0, 512)(other[:, :-1], other[:, 1:])[0]
+    assert torch.equal(anywhere, weights["other"])
+    with pytest.raises(ValueError, match="far_repeat_from"):
+        TrainConfig(out="x", corpus="c", far_repeat_from="elsewhere")
 
 
 @pytest.mark.parametrize("key", ["name_weight", "far_repeat_weight"])

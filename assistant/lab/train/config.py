@@ -47,6 +47,7 @@ class TrainConfig:
                                                  # this (token_weights.py); validation loss stays unweighted
     far_repeat_weight: float = 1.0               # the loss on next name pieces whose pair with the token before
                                                  # was last seen beyond the window, times this (token_weights.py)
+    far_repeat_from: str = "anywhere"            # or "other-files": only repeats of another file's pair count
     patience: int | None = None                  # stop after this many evaluations without a better val loss
     max_seconds: float | None = None             # a wall-clock budget (a lent GPU): total_tokens is cut, a few
                                                  # steps in, to what the measured throughput reaches by then
@@ -60,6 +61,8 @@ class TrainConfig:
             raise ValueError(f"name_weight = {self.name_weight!r}: expected a number from 0.1 to 10")
         if not (isinstance(self.far_repeat_weight, (int, float)) and 0.1 <= self.far_repeat_weight <= 10.0):
             raise ValueError(f"far_repeat_weight = {self.far_repeat_weight!r}: expected a number from 0.1 to 10")
+        if self.far_repeat_from not in ("anywhere", "other-files"):
+            raise ValueError(f"far_repeat_from = {self.far_repeat_from!r}: expected \"anywhere\" or \"other-files\"")
         if not (isinstance(self.memory_queries, int) and self.memory_queries >= 1):
             raise ValueError(f"memory_queries = {self.memory_queries!r}: expected a whole number of at least 1")
         if self.train_lql_blocks is not None:     # the model config's own bounds on lql_blocks

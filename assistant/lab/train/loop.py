@@ -238,7 +238,8 @@ def train(config: TrainConfig, resume: bool = False, on_log: Callable[[dict], No
         raise FileNotFoundError(f"--resume: no checkpoint under {config.out}")
     if config.compile:
         compile_blocks(model)
-    weighing = token_weighing(config.tokenizer, config.name_weight, config.far_repeat_weight, config.model.window)
+    weighing = token_weighing(config.tokenizer, config.name_weight, config.far_repeat_weight, config.model.window,
+                              config.far_repeat_from)
     objective = training_objective(model, config.compile, config.memory_loss, config.memory_queries,
                                    config.init_from, weighing)
     ddp = torch.nn.parallel.DistributedDataParallel(objective) if world > 1 else objective

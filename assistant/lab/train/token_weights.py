@@ -8,7 +8,7 @@ where they stand. A recipe's `far_repeat_weight` multiplies the loss on every ne
 before it, repeats a pair last seen more than the model's window back: there only a global layer (lql, gdn) can
 copy it, and that is the retrieval issue 20 asks for (about a tenth of a 16K-token window's tokens). With
 `far_repeat_from = "other-files"` only the far repeats whose latest earlier occurrence is in another file of the
-packed crate count (about a third of them): a name that the repository defines or uses elsewhere, as in line
+packed crate count (a third to a half of them): a name that the repository defines or uses elsewhere, as in line
 completion's cross-file tasks, not a synthetic copy block or a file's own earlier line. The loss stays a weighted
 mean (model/model.py), so the learning rate means what it did.
 """

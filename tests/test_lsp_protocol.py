@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
 
 
 def _serve_bytes(stream: bytes, cache: Path) -> tuple[list[dict], str, int]:

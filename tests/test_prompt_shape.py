@@ -1,7 +1,6 @@
 """The engine's pieces that need no model, with the shipped tokenizer: line chunks, healing, the copy model, the
 stop rules and tidying of a suggestion, and the prompt layouts."""
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,9 @@ from assistant.engine.shape import cut, shape_at, tidy
 from assistant.engine.tokens import Vocab, line_chunks
 from tokenizer import load_tokenizer
 
-KVSTORE = Path(__file__).resolve().parent.parent / "data" / "workspace"
+from conftest import ROOT
+
+KVSTORE = ROOT / "data" / "workspace"
 
 
 @pytest.fixture(scope="module")

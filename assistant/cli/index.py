@@ -19,7 +19,8 @@ def update_index(root: Path, db_path: Path, workers: int | None = None, owned: b
 
         def on_total(n: int) -> None:
             nonlocal advance
-            advance = reporter.stage("indexing", n)
+            if n:   # an index already up to date draws no empty bar
+                advance = reporter.stage("indexing", n)
 
         return index_workspace(root, db_path, workers, on_total, lambda: advance(1),
                                on_message=lambda m: progress_console.print(f"[yellow]{m}[/]"), owned=owned)
